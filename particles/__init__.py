@@ -1,0 +1,46 @@
+"""particles: the finite-width engine of meanfield.
+
+Pure JAX functions on pytrees (no I/O, no xarray): model specs and parametrisations, initial
+laws sampled per neuron, the per-neuron kernel lifted with ``vmap`` and evaluated in
+memory-bounded chunks, losses, and integrators in gradient-flow time.
+"""
+
+from particles.init import init_particles
+from particles.integrators import (
+    STATUS_NAMES,
+    FixedStepState,
+    FlowState,
+    Integrator,
+    adaptive_flow,
+    default_flow_params,
+    euler,
+    optax_solver,
+)
+from particles.kernels import (
+    Particles,
+    Problem,
+    chunk_layout,
+    make_problem,
+    network_output,
+    neuron_output,
+    neuron_velocity,
+    residuals,
+    risk,
+    velocity,
+)
+from particles.losses import is_classification, loss_derivative, loss_value
+from particles.model import (
+    InitialLaw,
+    ModelSpec,
+    Parametrisation,
+    TrainingData,
+    regime_of,
+)
+
+__all__ = [
+    "STATUS_NAMES", "FixedStepState", "FlowState", "InitialLaw", "Integrator", "ModelSpec",
+    "Parametrisation", "Particles", "Problem", "TrainingData", "adaptive_flow", "chunk_layout",
+    "default_flow_params", "euler", "init_particles", "is_classification", "loss_derivative",
+    "loss_value", "make_problem", "network_output", "neuron_output", "neuron_velocity",
+    "optax_solver", "regime_of", "residuals", "risk", "velocity",
+]
