@@ -1,0 +1,25 @@
+"""meanfield: neurons of a two-layer ReLU network as interacting particles.
+
+>>> import meanfield as mf
+>>> ds = mf.simulate(mf.presets.wang_ma(width=100, seed=0))   # doctest: +SKIP
+"""
+
+from meanfield import presets
+from meanfield.config import SaveAt, SimulationConfig, Solver
+from meanfield.io import open_run, run_config, save_run
+from meanfield.simulate import (
+    DivergenceError,
+    RunError,
+    RunInterrupted,
+    StepBudgetError,
+    simulate,
+)
+from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DivergenceError", "InitialLaw", "ModelSpec", "Parametrisation", "RunError",
+    "RunInterrupted", "SaveAt", "SimulationConfig", "Solver", "StepBudgetError",
+    "TrainingData", "open_run", "presets", "run_config", "save_run", "simulate",
+]

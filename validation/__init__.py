@@ -1,0 +1,1 @@
+"""validation: width-scaling and phase-diagram studies built on meanfield (issue 5)."""

@@ -1,0 +1,151 @@
+"""Command line: ``meanfield run PRESET ...`` and ``meanfield presets``."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+
+EPILOG = """examples:
+  meanfield run wang_ma                       # Wang & Ma four phases, m = 100
+  meanfield run luo_1d --set gamma=1.75 --width 4000
+  meanfield run wang_ma --set solver.rtol=1e-4 --out runs/tight.zarr
+"""
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"meanfield: --set takes key=value, got {item!r}")
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
+    """Preset config with CLI overrides: preset arguments first, then dotted config fields."""
+    from meanfield import presets
+
+    overrides = _parse_sets(list(sets))
+    allowed = presets.arguments(preset)
+    kwargs = {k: v for k, v in (("width", width), ("seed", seed), ("t_max", t_max)) if v is not None}
+    kwargs.update({k: v for k, v in overrides.items() if k in allowed})
+    config = presets.get(preset, **kwargs)
+    fields = {k: v for k, v in overrides.items() if k not in allowed}
+    return config.replace(**fields) if fields else config
+
+
+def _default_out(config) -> str:
+    return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}.zarr")
+
+
+def _check_out(path: str, config, overwrite: bool) -> None:
+    """Refuse to replace a store of another config (the same config is recomputed in place)."""
+    if not os.path.exists(path) or overwrite:
+        return
+    try:
+        from meanfield.io import open_run
+
+        same = open_run(path).attrs.get("config") == config.to_json()
+    except Exception as exc:  # unreadable store: never overwrite silently
+        raise SystemExit(f"meanfield: {path} exists and is not a readable run store ({exc}); "
+                         "choose another --out or pass --overwrite") from None
+    if not same:
+        raise SystemExit(f"meanfield: {path} holds a run of another config; choose another "
+                         "--out or pass --overwrite")
+
+
+def _summary(ds, out: str | None) -> str:
+    last = ds.isel(t=-1)
+    lines = [
+        f"run        {ds.attrs['preset']}  width={ds.attrs['width']}  seed={ds.attrs['seed']}  "
+        f"precision={ds.attrs['precision']}  solver={ds.attrs['solver']}",
+        f"stopped    t={float(last.t):.6g}  ({ds.attrs['stop_reason']})  "
+        f"steps={int(last.n_steps)}  rejected={int(last.n_rejected)}",
+        f"loss       {float(ds.loss[0]):.6g} -> {float(last.loss):.6g}",
+    ]
+    if "accuracy" in ds:
+        lines.append(f"accuracy   {float(ds.accuracy[0]):.3f} -> {float(last.accuracy):.3f}")
+    lines.append(f"wall time  {ds.attrs['wall_time_s']:.2f} s  (jax {ds.attrs['jax_version']}, "
+                 f"{ds.attrs['backend']})")
+    if out:
+        lines.append(f"saved      {out}")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from meanfield.io import save_run
+    from meanfield.simulate import RunError, RunInterrupted, simulate
+
+    try:
+        config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
+                              sets=args.set or ())
+    except (ValueError, TypeError) as exc:
+        print(f"meanfield: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or _default_out(config)
+    _check_out(out, config, args.overwrite)
+    progress = False if args.no_progress else None
+    try:
+        ds = simulate(config, progress=progress)
+    except (RunError, RunInterrupted) as exc:
+        if exc.dataset is not None:
+            save_run(exc.dataset, out, overwrite=True)
+            print(f"meanfield: partial results saved to {out}", file=sys.stderr)
+        if isinstance(exc, RunInterrupted):
+            return 130
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 1
+    save_run(ds, out, overwrite=True)
+    print(_summary(ds, out))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from meanfield import presets
+
+    for name, fn in presets.PRESETS.items():
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:10s} {doc}\n{'':10s} arguments: {', '.join(presets.arguments(name))}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meanfield", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a preset and write its dataset (zarr)",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("preset", help="preset name (see `meanfield presets`)")
+    run.add_argument("--width", type=int, help="number of neurons m")
+    run.add_argument("--seed", type=int, help="PRNG seed of the initial particles")
+    run.add_argument("--t-max", type=float, dest="t_max", help="final gradient-flow time")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="preset argument (e.g. gamma=1.75) or dotted config field "
+                          "(e.g. solver.rtol=1e-4); repeatable")
+    run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.set_defaults(func=cmd_run)
+    presets = sub.add_parser("presets", help="list the presets and their arguments")
+    presets.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Run configuration: frozen, validated, keyword-only dataclasses (JSON round-trippable).
+
+A ``SimulationConfig`` is everything that determines a run's numbers: the model, the data,
+the solver, the save schedule, the stop rules, the seed and the precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Literal
+
+import numpy as np
+
+from particles._validate import check_choice, check_int, check_positive
+from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+
+SOLVERS = ("adaptive", "euler", "optax")
+PRECISIONS = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Solver:
+    """How the particles are advanced in gradient-flow time t.
+
+    Attributes:
+        kind: ``adaptive`` (the gradient flow, error-controlled; see
+            ``particles.integrators.adaptive_flow``), ``euler`` (fixed step dt = plain GD), or
+            ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by dt).
+        rtol: relative tolerance on the residual field (adaptive).
+        dt: time step (euler, optax).
+        optimizer: name of an optax optimiser factory, e.g. ``adam``, ``sgd`` (optax).
+        optimizer_kwargs: keyword arguments of that factory, e.g. ``{"learning_rate": 1e-3}``.
+    """
+
+    kind: Literal["adaptive", "euler", "optax"] = "adaptive"
+    rtol: float = 1e-3
+    dt: float | None = None
+    optimizer: str | None = None
+    optimizer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        check_choice("solver.kind", self.kind, SOLVERS)
+        check_positive("solver.rtol", self.rtol)
+        if self.kind == "adaptive":
+            if self.dt is not None or self.optimizer is not None:
+                raise ValueError("solver.kind='adaptive' takes no dt or optimizer (it adapts its "
+                                 "step); use kind='euler' or 'optax' for fixed steps")
+            return
+        if self.dt is None:
+            raise ValueError(f"solver.dt is required for solver.kind={self.kind!r} (a number > 0)")
+        check_positive("solver.dt", self.dt)
+        if self.kind == "optax":
+            import optax
+
+            if not isinstance(self.optimizer, str) or not callable(getattr(optax, self.optimizer, None)):
+                raise ValueError(f"solver.optimizer={self.optimizer!r} is not an optax optimiser "
+                                 "name (e.g. 'adam', 'sgd', 'rmsprop')")
+        elif self.optimizer is not None:
+            raise ValueError("solver.optimizer is only used with solver.kind='optax'")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SaveAt:
+    """When to record (diffrax-style).
+
+    Attributes:
+        t: explicit save times (sorted, > 0); t = 0 is always recorded. Default: ``n``
+            log-spaced times from ``t_min`` to ``t_max``.
+        t_min: first log-spaced save time (default: 1e-3 of the initial particle time scale).
+        n: number of log-spaced save times.
+        snapshots: particle snapshots on a sparse clock: a count of log-spaced save times
+            (plus t = 0 and the final time), or explicit times (added to the save times).
+    """
+
+    t: tuple[float, ...] | None = None
+    t_min: float | None = None
+    n: int = 200
+    snapshots: int | tuple[float, ...] = 6
+
+    def __post_init__(self):
+        check_int("save.n", self.n, minimum=1)
+        check_positive("save.t_min", self.t_min, allow_none=True)
+        if self.t is not None:
+            t = tuple(float(v) for v in np.atleast_1d(np.asarray(self.t, dtype=float)))
+            if not t or not all(np.isfinite(t)) or min(t) <= 0 or list(t) != sorted(set(t)):
+                raise ValueError("save.t must be strictly increasing finite times > 0")
+            object.__setattr__(self, "t", t)
+        if isinstance(self.snapshots, (int, np.integer)) and not isinstance(self.snapshots, bool):
+            check_int("save.snapshots", int(self.snapshots), minimum=0)
+        else:
+            snaps = tuple(float(v) for v in np.atleast_1d(np.asarray(self.snapshots, dtype=float)))
+            if not all(np.isfinite(snaps)) or any(v < 0 for v in snaps):
+                raise ValueError("save.snapshots must be a count >= 0 or finite times >= 0")
+            object.__setattr__(self, "snapshots", tuple(sorted(set(snaps))))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class SimulationConfig:
+    """Everything that determines a run.
+
+    Attributes:
+        model: the particle system (width, bias, output layer, loss, parametrisation, init).
+        data: training data and evaluation grid.
+        solver: integrator and its tolerance / step.
+        save: save schedule.
+        t_max: final gradient-flow time.
+        loss_tol: stop at the first time the training loss falls below it (None: never).
+        seed: PRNG seed of the initial particles.
+        precision: ``float32`` (default) or ``float64`` (tiny init scales need it).
+        chunk_size: particles per chunk (memory is O(n * chunk)); None picks a default.
+        max_steps: step budget; exceeding it stops the run with an error.
+        name: a label (the preset name).
+    """
+
+    model: ModelSpec
+    data: TrainingData
+    solver: Solver = dataclasses.field(default_factory=Solver)
+    save: SaveAt = dataclasses.field(default_factory=SaveAt)
+    t_max: float = 100.0
+    loss_tol: float | None = None
+    seed: int = 0
+    precision: Literal["float32", "float64"] = "float32"
+    chunk_size: int | None = None
+    max_steps: int = 10_000_000
+    name: str = "custom"
+
+    def __post_init__(self):
+        if not isinstance(self.model, ModelSpec):
+            raise ValueError("model must be a particles.ModelSpec")
+        if not isinstance(self.data, TrainingData):
+            raise ValueError("data must be a particles.TrainingData")
+        if not isinstance(self.solver, Solver):
+            raise ValueError("solver must be a meanfield.Solver")
+        if not isinstance(self.save, SaveAt):
+            raise ValueError("save must be a meanfield.SaveAt")
+        check_positive("t_max", self.t_max)
+        check_positive("loss_tol", self.loss_tol, allow_none=True)
+        check_int("seed", self.seed, minimum=0)
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.chunk_size is not None:
+            check_int("chunk_size", self.chunk_size, minimum=1)
+        check_int("max_steps", self.max_steps, minimum=1)
+        if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
+            raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
+        if self.save.t_min is not None and self.save.t_min >= self.t_max:
+            raise ValueError(f"save.t_min={self.save.t_min} must be below t_max={self.t_max}")
+
+    def replace(self, **changes) -> "SimulationConfig":
+        """Copy with changes; dotted keys reach nested fields: ``replace(**{"solver.rtol": 1e-4})``."""
+        return replace_path(self, changes)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = value.to_dict() if isinstance(value, TrainingData) else (
+                dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimulationConfig":
+        d = dict(d)
+        model = dict(d.pop("model"))
+        model["parametrisation"] = Parametrisation(**model["parametrisation"])
+        model["init"] = InitialLaw(**model["init"])
+        save = dict(d.pop("save"))
+        if save.get("t") is not None:
+            save["t"] = tuple(save["t"])
+        if isinstance(save.get("snapshots"), list):
+            save["snapshots"] = tuple(save["snapshots"])
+        return cls(model=ModelSpec(**model), data=TrainingData(**d.pop("data")),
+                   solver=Solver(**d.pop("solver")), save=SaveAt(**save), **d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SimulationConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def replace_path(obj, changes: dict):
+    """``dataclasses.replace`` with dotted paths into nested dataclasses; unknown keys raise."""
+    direct, nested = {}, {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        names = {f.name for f in dataclasses.fields(obj)}
+        if head not in names:
+            raise ValueError(f"unknown config key {key!r} for {type(obj).__name__}; "
+                             f"allowed: {sorted(names)}")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = replace_path(direct.get(head, getattr(obj, head)), sub)
+    return dataclasses.replace(obj, **direct)

@@ -1,0 +1,120 @@
+"""Named experiments from the papers, as functions returning a ``SimulationConfig``.
+
+* ``wang_ma``: the four-phase setting of Wang & Ma (arXiv 2305.12467, DESIGN A4).
+* ``luo_1d``: the 1-D phase-diagram data of Luo et al. (arXiv 2007.07497, DESIGN A2).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+
+from meanfield.config import SaveAt, SimulationConfig, Solver
+from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+
+
+def wang_ma_directions(*, d: int = 20, delta: float = math.pi / 15) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors x_+ = e_1 and x_- at angle delta from it in the (e_1, e_2) plane."""
+    x_plus = np.zeros(d)
+    x_plus[0] = 1.0
+    x_minus = np.zeros(d)
+    x_minus[:2] = math.cos(delta), math.sin(delta)
+    return x_plus, x_minus
+
+
+def _cone(center: np.ndarray, count: int, half_angle: float, rng) -> np.ndarray:
+    """``count`` unit vectors within ``half_angle`` of ``center`` (deterministic for an rng)."""
+    out = []
+    for _ in range(count):
+        v = rng.standard_normal(center.shape)
+        v -= (v @ center) * center
+        v /= np.linalg.norm(v)
+        angle = half_angle * rng.uniform()
+        out.append(math.cos(angle) * center + math.sin(angle) * v)
+    return np.array(out)
+
+
+def wang_ma_data(*, p: int = 4, delta: float = math.pi / 15, d: int = 20,
+                 noisy: bool = False) -> TrainingData:
+    """p copies of x_+ (label +1) and one x_- (label -1); noisy: 3p + 3 points in 3-degree cones."""
+    if not isinstance(p, int) or p < 1:
+        raise ValueError(f"p={p!r} must be an integer >= 1")
+    if not 0 < delta < math.pi:
+        raise ValueError(f"delta={delta!r} must be an angle in (0, pi) radians")
+    if not isinstance(d, int) or d < 2:
+        raise ValueError(f"d={d!r} must be an integer >= 2")
+    x_plus, x_minus = wang_ma_directions(d=d, delta=delta)
+    if noisy:
+        rng = np.random.default_rng(0)
+        xp = _cone(x_plus, 3 * p, math.radians(3), rng)
+        xm = _cone(x_minus, 3, math.radians(3), rng)
+    else:
+        xp, xm = np.repeat(x_plus[None], p, axis=0), x_minus[None]
+    x = np.concatenate([xp, xm])
+    y = np.concatenate([np.ones(len(xp)), -np.ones(len(xm))])
+    angles = np.linspace(-math.pi, math.pi, 73)[:-1]
+    x_eval = np.zeros((len(angles), d))
+    x_eval[:, 0], x_eval[:, 1] = np.cos(angles), np.sin(angles)
+    return TrainingData(x=x, y=y, x_eval=x_eval, name=f"wang_ma(p={p}, delta={delta:.6g}, d={d}"
+                        f"{', noisy' if noisy else ''})")
+
+
+def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
+            delta: float = math.pi / 15, d: int = 20, t_max: float = 1500.0,
+            noisy: bool = False, rtol: float = 1e-3, precision: str = "float64",
+            n_saves: int = 400) -> SimulationConfig:
+    """Wang & Ma's four-phase experiment (arXiv 2305.12467, DESIGN A4).
+
+    f(x) = (1/m) sum_k s_k relu(w_k . x), s_k = +-1 frozen (alternating), w_k(0) = kappa u_k
+    with u_k uniform on the unit sphere of R^d, exponential loss, no bias. Saves are
+    log-spaced from kappa/1000 to t_max. float64 by default: the scales span 1e-4 to 1e3.
+    """
+    model = ModelSpec(width=width, bias=False, output="frozen", loss="exponential",
+                      init=InitialLaw(kind="sphere", scale=kappa, output_scale=1.0))
+    return SimulationConfig(
+        model=model, data=wang_ma_data(p=p, delta=delta, d=d, noisy=noisy),
+        solver=Solver(kind="adaptive", rtol=rtol),
+        save=SaveAt(t_min=kappa / 1000, n=n_saves), t_max=t_max, seed=seed,
+        precision=precision, name="wang_ma")
+
+
+def luo_1d_data() -> TrainingData:
+    """x in {-1/2, -1/6, 1/6, 1/2}, y = x^2; f recorded on 201 points of [-1, 1] (2007.07497)."""
+    x = np.array([-0.5, -1 / 6, 1 / 6, 0.5])
+    return TrainingData(x=x[:, None], y=x ** 2, x_eval=np.linspace(-1, 1, 201)[:, None],
+                        name="luo_1d")
+
+
+def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, seed: int = 0,
+           t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = 1e-3,
+           precision: str = "float32", n_saves: int = 300) -> SimulationConfig:
+    """Luo et al.'s 1-D experiment at exponents (gamma, gamma') (arXiv 2007.07497, DESIGN A2).
+
+    Squared loss, bias, ASI, Gaussian init with sigma_a = m^((1-gamma-gamma')/2),
+    sigma_w = m^((1-gamma+gamma')/2). Stops when the mean squared error falls below
+    ``mse_tol`` (the loss is MSE/2) or at t_max.
+    """
+    model = ModelSpec(width=width, bias=True, output="trainable", loss="squared",
+                      parametrisation=Parametrisation(kind="luo", gamma=gamma,
+                                                      gamma_prime=gamma_prime),
+                      init=InitialLaw(kind="gaussian", asi=True))
+    return SimulationConfig(model=model, data=luo_1d_data(), solver=Solver(rtol=rtol),
+                            save=SaveAt(n=n_saves), t_max=t_max, loss_tol=mse_tol / 2,
+                            seed=seed, precision=precision, name="luo_1d")
+
+
+PRESETS = {"wang_ma": wang_ma, "luo_1d": luo_1d}
+
+
+def get(name: str, **kwargs) -> SimulationConfig:
+    """The preset ``name`` with keyword overrides (see ``PRESETS``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name](**kwargs)
+
+
+def arguments(name: str) -> list[str]:
+    """Keyword arguments a preset accepts."""
+    return list(inspect.signature(PRESETS[name]).parameters)

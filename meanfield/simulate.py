@@ -1,0 +1,322 @@
+"""``simulate(config) -> xarray.Dataset``: one finite-width run, end to end.
+
+Data flow (DESIGN Part B): config -> initial particles -> jitted chunks of save targets, each
+a ``lax.while_loop`` of integrator steps followed by on-device observables -> host loop between
+chunks (progress bar, stop rules, divergence check, sparse particle snapshots) -> Dataset.
+Width, seed, step values and tolerances are traced: runs that share shapes share one compiled
+program.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+import particles as pt
+from meanfield.config import SimulationConfig, Solver
+from particles.integrators import DIVERGED, OK, STATUS_NAMES, kernel_scale
+
+CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
+
+
+class RunError(RuntimeError):
+    """A run that stopped abnormally; ``.dataset`` holds everything recorded before the stop."""
+
+    def __init__(self, message: str, dataset: xr.Dataset | None = None):
+        super().__init__(message)
+        self.dataset = dataset
+
+
+class DivergenceError(RunError):
+    """The state became NaN/inf (or the step size underflowed)."""
+
+
+class StepBudgetError(RunError):
+    """``max_steps`` was exhausted before ``t_max``."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``.dataset`` holds everything recorded before it."""
+
+    def __init__(self, dataset: xr.Dataset | None):
+        super().__init__("run interrupted; partial dataset in .dataset")
+        self.dataset = dataset
+
+
+# ----------------------------------------------------------------------------- integrators
+
+_INTEGRATORS: dict[tuple, pt.Integrator] = {}
+
+
+def _integrator_key(solver: Solver) -> tuple:
+    if solver.kind == "optax":
+        return ("optax", solver.optimizer, json.dumps(solver.optimizer_kwargs, sort_keys=True))
+    return (solver.kind,)
+
+
+def _integrator(key: tuple) -> pt.Integrator:
+    if key not in _INTEGRATORS:
+        if key[0] == "adaptive":
+            _INTEGRATORS[key] = pt.adaptive_flow()
+        elif key[0] == "euler":
+            _INTEGRATORS[key] = pt.euler()
+        else:
+            import optax
+
+            _INTEGRATORS[key] = pt.optax_solver(getattr(optax, key[1])(**json.loads(key[2])))
+    return _INTEGRATORS[key]
+
+
+def _solver_params(solver: Solver, dtype) -> dict:
+    if solver.kind == "adaptive":
+        params = pt.default_flow_params(dtype)
+        params["rtol"] = solver.rtol
+    else:
+        params = {"dt": solver.dt}
+    return {k: jnp.asarray(v, dtype) for k, v in params.items()}
+
+
+# ----------------------------------------------------------------------------- compiled chunk
+
+TRACE_COUNT = {"run_chunk": 0}  # incremented at trace time (tests count recompilations)
+
+
+def _observables(problem: pt.Problem, x_eval, state):
+    f_train = state.f[problem.inverse]
+    loss = pt.risk(problem, state.f)
+    correct = (problem.y * f_train > 0).astype(f_train.dtype)
+    return {
+        "t": state.t, "loss": loss, "accuracy": jnp.sum(problem.weights * correct),
+        "f_train": f_train,
+        "f_eval": pt.network_output(state.particles, x_eval, problem.inv_width, problem.n_chunks),
+        "n_steps": state.n_steps, "n_rejected": state.n_rejected, "step_size": state.h,
+        "status": state.status,
+    }
+
+
+@partial(jax.jit, static_argnames=("integrator_key",))
+def _run_chunk(integrator_key, problem, x_eval, state, params, targets, real, limits):
+    """Advance through ``targets`` (K,), recording observables at each (``real`` masks padding)."""
+    TRACE_COUNT["run_chunk"] += 1
+    integrator = _integrator(integrator_key)
+
+    def stopped(s):
+        return ((s.status != OK) | (s.n_steps >= limits["max_steps"])
+                | (pt.risk(problem, s.f) <= limits["loss_tol"]))
+
+    def one_target(carry, inputs):
+        state, done = carry
+        target, is_real = inputs
+
+        def cond(s):
+            return (~done) & (s.t < target) & ~stopped(s)
+
+        state = jax.lax.while_loop(
+            cond, lambda s: integrator.step(problem, s, params, target), state)
+        record = _observables(problem, x_eval, state)
+        record["valid"] = (~done) & is_real
+        return (state, done | stopped(state)), record
+
+    (state, done), records = jax.lax.scan(one_target, (state, jnp.asarray(False)),
+                                          (targets, real))
+    return state, done, records
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def particle_time_scale(problem: pt.Problem, particles: pt.Particles) -> float:
+    """Time for a typical particle to move by its own size, min over rotation and kernel scales."""
+    f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
+    r_sum = float(jnp.sum(jnp.abs(pt.residuals(problem, f0)))) + 1e-30
+    width = 1.0 / float(problem.inv_width)
+    rms_a = math.sqrt(float(jnp.sum(particles.a ** 2)) / width) + 1e-30
+    rms_w = math.sqrt(float(jnp.sum(particles.w ** 2)) / width) + 1e-30
+    x_max = math.sqrt(float(jnp.max(jnp.sum(problem.x ** 2, axis=1))))
+    rotation = rms_w / (rms_a * x_max * r_sum)
+    kernel = 1.0 / (float(kernel_scale(problem, particles)) * r_sum + 1e-30)
+    return min(rotation, kernel)
+
+
+def save_schedule(config: SimulationConfig, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Save times (starting with 0) and a boolean mask of snapshot times."""
+    save = config.save
+    if save.t is not None:
+        times = np.array([v for v in save.t if v <= config.t_max], dtype=float)
+    else:
+        t_min = save.t_min if save.t_min is not None else min(1e-3 * time_scale,
+                                                             config.t_max / 10)
+        times = np.geomspace(t_min, config.t_max, save.n)
+    if isinstance(save.snapshots, tuple):
+        times = np.union1d(times, [v for v in save.snapshots if 0 < v <= config.t_max])
+    times = np.concatenate([[0.0], times[times > 0]])
+    snap = np.zeros(times.shape, bool)
+    snap[0] = snap[-1] = True
+    if isinstance(save.snapshots, tuple):
+        snap |= np.isin(times, save.snapshots)
+    elif save.snapshots > 0:
+        grid = np.geomspace(times[1], times[-1], save.snapshots) if len(times) > 1 else []
+        for v in grid:
+            snap[1 + np.argmin(np.abs(np.log(times[1:]) - np.log(v)))] = True
+    return times, snap
+
+
+# ----------------------------------------------------------------------------- simulate
+
+def _enable_precision(precision: str):
+    if precision == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+    return jnp.float64 if precision == "float64" else jnp.float32
+
+
+def prepare(config: SimulationConfig):
+    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype)."""
+    dtype = _enable_precision(config.precision)
+    spec, data = config.model, config.data
+    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size)
+    x_unique, inverse = data.unique_inputs(spec.bias)
+    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
+                              weights=data.weights, width=spec.width, loss=spec.loss,
+                              trainable=spec.trainable_output, n_chunks=n_chunks, dtype=dtype)
+    particles = pt.init_particles(jax.random.key(config.seed), spec, data.input_dim,
+                                  m_pad=n_chunks * chunk, dtype=dtype)
+    x_eval = jnp.asarray(data.augmented(data.x_eval, spec.bias), dtype)
+    return problem, particles, x_eval, dtype
+
+
+def simulate(config: SimulationConfig, *, progress: bool | None = None) -> xr.Dataset:
+    """Run the particle system of ``config`` and return its Dataset.
+
+    Args:
+        config: the run.
+        progress: show a tqdm progress bar (default: when stderr is a terminal).
+    Returns:
+        ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema).
+    Raises:
+        DivergenceError / StepBudgetError: with ``.dataset`` holding what was recorded.
+        RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded.
+    """
+    started = time.time()
+    problem, particles, x_eval, dtype = prepare(config)
+    key = _integrator_key(config.solver)
+    integrator = _integrator(key)
+    params = _solver_params(config.solver, dtype)
+    times, snap = save_schedule(config, particle_time_scale(problem, particles))
+    limits = {"max_steps": jnp.asarray(config.max_steps, jnp.int32),
+              "loss_tol": jnp.asarray(-jnp.inf if config.loss_tol is None else config.loss_tol,
+                                      dtype)}
+    state = integrator.init(problem, particles, params)
+    recorder = _Recorder(config, problem)
+    recorder.snapshot(state)
+    bar = _progress_bar(progress, len(times))
+    done = False
+    try:
+        for block in _blocks(times, snap):
+            for start in range(0, len(block), CHUNK_SAVES):
+                targets = block[start:start + CHUNK_SAVES]
+                real = np.ones(CHUNK_SAVES, bool)
+                real[len(targets):] = False
+                padded = np.concatenate([targets, np.repeat(targets[-1:], CHUNK_SAVES - len(targets))])
+                state, done, records = _run_chunk(key, problem, x_eval, state, params,
+                                                  jnp.asarray(padded, dtype), jnp.asarray(real),
+                                                  limits)
+                kept = recorder.add(records)
+                if bar is not None:
+                    bar.update(kept)
+                    bar.set_postfix(t=f"{recorder.last('t'):.3g}",
+                                    loss=f"{recorder.last('loss'):.3g}",
+                                    steps=int(recorder.last("n_steps")))
+                if bool(done):
+                    break
+            if bool(done) or bool(snap[np.searchsorted(times, block[-1])]):
+                recorder.snapshot(state)
+            if bool(done):
+                break
+    except KeyboardInterrupt:
+        raise RunInterrupted(recorder.dataset(started, "interrupted")) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    status = int(recorder.last("status"))
+    if status != OK:
+        ds = recorder.dataset(started, STATUS_NAMES[status])
+        raise DivergenceError(
+            f"run diverged ({STATUS_NAMES[status]}) at t={recorder.last('t'):.6g}: the state "
+            "became NaN/inf or the step size underflowed; the partial dataset is in "
+            "exc.dataset. Try precision='float64', a smaller solver.dt or solver.rtol.", ds)
+    if int(recorder.last("n_steps")) >= config.max_steps and recorder.last("t") < config.t_max:
+        raise StepBudgetError(f"max_steps={config.max_steps} exhausted at "
+                              f"t={recorder.last('t'):.6g} < t_max={config.t_max}",
+                              recorder.dataset(started, "max_steps"))
+    reason = "t_max" if recorder.last("t") >= config.t_max * (1 - 1e-12) else "loss_tol"
+    return recorder.dataset(started, reason)
+
+
+def _blocks(times: np.ndarray, snap: np.ndarray):
+    """Split the save times so that every snapshot time ends a block."""
+    ends = np.flatnonzero(snap)
+    start = 0
+    for end in ends:
+        if end >= start:
+            yield times[start:end + 1]
+            start = end + 1
+    if start < len(times):
+        yield times[start:]
+
+
+def _progress_bar(progress: bool | None, total: int):
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="save", desc="meanfield")
+
+
+class _Recorder:
+    """Accumulates valid records and snapshots on the host; builds the Dataset."""
+
+    def __init__(self, config: SimulationConfig, problem: pt.Problem):
+        self.config = config
+        self.problem = problem
+        self.records: dict[str, list[np.ndarray]] = {}
+        self.snapshots: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._last: dict[str, float] = {}
+
+    def add(self, records) -> int:
+        records = jax.device_get(records)
+        valid = np.asarray(records.pop("valid"))
+        for name, value in records.items():
+            self.records.setdefault(name, []).append(np.asarray(value)[valid])
+        if valid.any():
+            last = np.flatnonzero(valid)[-1]
+            self._last = {k: float(np.asarray(v)[last]) for k, v in records.items()
+                          if np.ndim(v) == 1}
+        return int(valid.sum())
+
+    def last(self, name: str) -> float:
+        return self._last.get(name, 0.0)
+
+    def snapshot(self, state):
+        m = self.config.model.width
+        t = float(state.t)
+        if self.snapshots and self.snapshots[-1][0] == t:
+            return
+        a, w = jax.device_get((state.particles.a[:m], state.particles.w[:m]))
+        self.snapshots.append((t, np.asarray(a), np.asarray(w)))
+
+    def dataset(self, started: float, stop_reason: str) -> xr.Dataset:
+        from meanfield.io import build_dataset
+
+        columns = {k: (np.concatenate(v) if v else np.zeros((0,))) for k, v in self.records.items()}
+        return build_dataset(self.config, columns, self.snapshots,
+                             wall_time=time.time() - started, stop_reason=stop_reason)
