@@ -180,19 +180,19 @@ class SimulationConfig:
         return cls.from_dict(json.loads(text))
 
 
-def replace_path(obj, changes: dict):
+def replace_path(obj, changes: dict, prefix: str = ""):
     """``dataclasses.replace`` with dotted paths into nested dataclasses; unknown keys raise."""
     direct, nested = {}, {}
     for key, value in changes.items():
         head, _, rest = key.partition(".")
         names = {f.name for f in dataclasses.fields(obj)}
         if head not in names:
-            raise ValueError(f"unknown config key {key!r} for {type(obj).__name__}; "
+            raise ValueError(f"unknown config key {prefix + key!r} for {type(obj).__name__}; "
                              f"allowed: {sorted(names)}")
         if rest:
             nested.setdefault(head, {})[rest] = value
         else:
             direct[head] = value
     for head, sub in nested.items():
-        direct[head] = replace_path(direct.get(head, getattr(obj, head)), sub)
+        direct[head] = replace_path(direct.get(head, getattr(obj, head)), sub, f"{prefix}{head}.")
     return dataclasses.replace(obj, **direct)

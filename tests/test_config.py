@@ -1,0 +1,88 @@
+"""Bad input fails at construction, naming the parameter and the allowed values."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import meanfield as mf
+import particles as pt
+
+
+@given(st.integers(max_value=0))
+def test_width_below_one(width):
+    with pytest.raises(ValueError, match="model.width"):
+        pt.ModelSpec(width=width)
+
+
+@given(st.floats(max_value=0, allow_nan=False) | st.just(math.nan) | st.just(math.inf))
+def test_scale_not_positive(scale):
+    with pytest.raises(ValueError, match="init.scale"):
+        pt.InitialLaw(kind="sphere", scale=scale)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"width": 10, "loss": "hinge"}, "model.loss"),
+    ({"width": 10, "output": "fixed"}, "model.output"),
+    ({"width": 11, "init": pt.InitialLaw(asi=True)}, "model.width"),
+    ({"width": 2.5}, "model.width"),
+])
+def test_model_spec_errors(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        pt.ModelSpec(**kwargs)
+
+
+def test_error_lists_allowed_values():
+    with pytest.raises(ValueError, match=r"'squared', 'exponential', 'logistic'"):
+        pt.ModelSpec(width=3, loss="hinge")
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"kind": "luo"}, "luo"),
+    ({"kind": "luo", "gamma": 1.0}, "luo"),
+    ({"kind": "ntk", "gamma": 1.0}, "ntk"),
+    ({"kind": "luo", "alpha": -1.0, "beta1": 1.0, "beta2": 1.0}, "parametrisation.alpha"),
+    ({"kind": "xavier"}, "parametrisation.kind"),
+])
+def test_parametrisation_errors(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        pt.Parametrisation(**kwargs)
+
+
+def test_data_errors():
+    with pytest.raises(ValueError, match="data.x contains NaN"):
+        pt.TrainingData(x=[[0.0], [np.nan]], y=[0, 1])
+    with pytest.raises(ValueError, match="data.y has 3 labels"):
+        pt.TrainingData(x=[[0.0], [1.0]], y=[0, 1, 2])
+    with pytest.raises(ValueError, match="data.weights"):
+        pt.TrainingData(x=[[0.0], [1.0]], y=[0, 1], weights=[0.2, 0.2])
+    with pytest.raises(ValueError, match="data.x_eval"):
+        pt.TrainingData(x=[[0.0], [1.0]], y=[0, 1], x_eval=np.zeros((3, 2)))
+
+
+def test_simulation_config_errors():
+    data = pt.TrainingData(x=[[0.0], [1.0]], y=[0.5, 2.0])
+    model = pt.ModelSpec(width=4)
+    with pytest.raises(ValueError, match="t_max"):
+        mf.SimulationConfig(model=model, data=data, t_max=-1.0)
+    with pytest.raises(ValueError, match="precision"):
+        mf.SimulationConfig(model=model, data=data, precision="float16")
+    with pytest.raises(ValueError, match=r"data.y must be \+-1"):
+        mf.SimulationConfig(model=pt.ModelSpec(width=4, loss="logistic"), data=data)
+    with pytest.raises(ValueError, match="solver.dt"):
+        mf.Solver(kind="euler")
+    with pytest.raises(ValueError, match="solver.optimizer"):
+        mf.Solver(kind="optax", dt=0.1, optimizer="not_an_optimizer")
+    with pytest.raises(ValueError, match="save.t"):
+        mf.SaveAt(t=(1.0, 0.5))
+    with pytest.raises(ValueError, match="unknown config key 'solver.rtl'"):
+        mf.presets.wang_ma().replace(**{"solver.rtl": 1e-4})
+
+
+def test_config_json_round_trip():
+    cfg = mf.presets.wang_ma(width=10, noisy=True).replace(**{"solver.rtol": 1e-4})
+    again = mf.SimulationConfig.from_json(cfg.to_json())
+    assert again.to_json() == cfg.to_json()
+    assert again.solver.rtol == 1e-4

@@ -1,0 +1,112 @@
+"""The engine's velocity is -m * grad R (autodiff), and the vmapped kernel equals a per-neuron loop."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import particles as pt
+from particles.losses import loss_derivative, loss_value
+
+VARIANTS = list(itertools.product(("squared", "exponential", "logistic"), (True, False),
+                                  (True, False)))
+
+
+def random_problem(rng, *, loss, bias, trainable, n=7, d=3, m=37, repeat=True, chunk=16):
+    x = rng.standard_normal((n, d))
+    if repeat:  # repeated inputs share a face: exercise the aggregation
+        x[-1] = x[0]
+    y = np.sign(rng.standard_normal(n)) if loss != "squared" else rng.standard_normal(n)
+    w8 = rng.uniform(0.5, 1.5, n)
+    data = pt.TrainingData(x=x, y=y, weights=w8 / w8.sum())
+    xu, inv = data.unique_inputs(bias)
+    n_chunks, c = pt.chunk_layout(m, chunk)
+    problem = pt.make_problem(x_unique=xu, inverse=inv, y=y, weights=data.weights, width=m,
+                              loss=loss, trainable=trainable, n_chunks=n_chunks, dtype=jnp.float64)
+    a = np.zeros(n_chunks * c)
+    w = np.zeros((n_chunks * c, d + bias))
+    a[:m] = rng.standard_normal(m)
+    w[:m] = rng.standard_normal((m, d + bias))
+    return data, problem, pt.Particles(a=jnp.asarray(a), w=jnp.asarray(w)), m
+
+
+def reference_risk(a, w, data, bias, loss):
+    """Direct O(n m) risk on the raw (non-deduplicated) samples."""
+    x = jnp.asarray(data.augmented(data.x, bias))
+    f = jax.nn.relu(x @ w.T) @ a / a.shape[0]
+    return jnp.sum(jnp.asarray(data.weights) * loss_value(loss, f, jnp.asarray(data.y)))
+
+
+@pytest.mark.parametrize("loss,bias,trainable", VARIANTS)
+def test_velocity_equals_minus_m_grad(rng, loss, bias, trainable):
+    data, problem, parts, m = random_problem(rng, loss=loss, bias=bias, trainable=trainable)
+    a, w = parts.a[:m], parts.w[:m]
+    grad_a, grad_w = jax.grad(reference_risk, argnums=(0, 1))(a, w, data, bias, loss)
+    f = pt.network_output(parts, problem.x, problem.inv_width, problem.n_chunks)
+    vel = pt.velocity(problem, parts, pt.residuals(problem, f))
+    expect_a = -m * grad_a if trainable else jnp.zeros_like(a)
+    np.testing.assert_allclose(vel.w[:m], -m * grad_w, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(vel.a[:m], expect_a, rtol=1e-10, atol=1e-14)
+    assert np.all(vel.a[m:] == 0) and np.all(vel.w[m:] == 0)  # padding never moves
+    np.testing.assert_allclose(pt.risk(problem, f), reference_risk(a, w, data, bias, loss),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("trainable", (True, False))
+def test_vmapped_kernel_equals_python_loop(rng, trainable):
+    data, problem, parts, m = random_problem(rng, loss="squared", bias=True, trainable=trainable)
+    residual = jnp.asarray(rng.standard_normal(problem.x.shape[0]))
+    vel = pt.velocity(problem, parts, residual)
+    x, r = np.asarray(problem.x), np.asarray(residual)
+    for k in range(m):
+        a, w = float(parts.a[k]), np.asarray(parts.w[k])
+        da = db = 0.0
+        dw = np.zeros_like(w)
+        for j in range(x.shape[0]):
+            z = x[j] @ w
+            if z > 0:
+                da -= r[j] * z
+                dw -= a * r[j] * x[j]
+        np.testing.assert_allclose(vel.w[k], dw, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(vel.a[k], da if trainable else db, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ("squared", "exponential", "logistic"))
+def test_loss_derivative_matches_autodiff(loss):
+    f = jnp.linspace(-3, 3, 41)
+    for y in (-1.0, 1.0, 0.3):
+        auto = jax.vmap(jax.grad(lambda v: loss_value(loss, v, y)))(f)
+        np.testing.assert_allclose(loss_derivative(loss, f, y), auto, rtol=1e-12)
+
+
+def test_network_output_independent_of_chunking(rng):
+    data, problem, parts, m = random_problem(rng, loss="squared", bias=True, trainable=True, m=50)
+    a, w = parts.a[:m], parts.w[:m]
+    direct = jax.nn.relu(problem.x @ w.T) @ a / m
+    for chunk in (1, 7, 16, 50, 1000):
+        n_chunks, c = pt.chunk_layout(m, chunk)
+        padded = pt.Particles(a=jnp.zeros(n_chunks * c).at[:m].set(a),
+                              w=jnp.zeros((n_chunks * c, w.shape[1])).at[:m].set(w))
+        out = pt.network_output(padded, problem.x, problem.inv_width, n_chunks)
+        np.testing.assert_allclose(out, direct, rtol=1e-12)
+
+
+def test_euler_pass_equals_velocity_update(rng):
+    data, problem, parts, m = random_problem(rng, loss="logistic", bias=False, trainable=True)
+    f = pt.network_output(parts, problem.x, problem.inv_width, problem.n_chunks)
+    r = pt.residuals(problem, f)
+    vel = pt.velocity(problem, parts, r)
+    new, f_new = pt.kernels.euler_pass(problem, parts, r, 0.01)
+    np.testing.assert_allclose(new.w, parts.w + 0.01 * vel.w, rtol=1e-13)
+    np.testing.assert_allclose(new.a, parts.a + 0.01 * vel.a, rtol=1e-13)
+    np.testing.assert_allclose(f_new, pt.network_output(new, problem.x, problem.inv_width,
+                                                        problem.n_chunks), rtol=1e-12)
+
+
+def test_chunk_layout_bounds():
+    for m in (1, 7, 100, 12_000, 12_001, 10**5, 2**17, 10**7):
+        n_chunks, chunk = pt.chunk_layout(m)
+        assert n_chunks * chunk >= m
+        assert n_chunks * chunk - m < max(chunk, 8) + 8 * n_chunks
