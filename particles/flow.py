@@ -76,8 +76,9 @@ def face_time(a, w, field, phi_star, h, trainable: bool, iterations: int = 12):
         hi = jnp.where(same, hi, t)
         safe_rate = jnp.where(rate == 0, 1.0, rate)
         newton = t - resid / safe_rate
-        ok = (rate != 0) & (newton > lo) & (newton < hi)
-        return jnp.where(ok, newton, 0.5 * (lo + hi)), lo, hi
+        ok = (rate != 0) & (newton >= lo) & (newton <= hi)
+        t_next = jnp.where(ok, newton, 0.5 * (lo + hi))
+        return jnp.where(resid == 0, t, t_next), lo, hi
 
     safe_a = jnp.where(a == 0, 1.0, a)
     t0 = jnp.clip(-phi_star / safe_a, 0.0, h)
