@@ -7,7 +7,7 @@
 from meanfield import presets
 from meanfield.config import SaveAt, SimulationConfig, Solver
 from meanfield.io import open_run, run_config, save_run
-from meanfield.simulate import (
+from meanfield.runner import (
     DivergenceError,
     RunError,
     RunInterrupted,

@@ -85,7 +85,7 @@ def _summary(ds, out: str | None) -> str:
 
 def cmd_run(args) -> int:
     from meanfield.io import save_run
-    from meanfield.simulate import RunError, RunInterrupted, simulate
+    from meanfield.runner import RunError, RunInterrupted, simulate
 
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,

@@ -243,18 +243,17 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None) -> xr.Da
     finally:
         if bar is not None:
             bar.close()
-    status = int(recorder.last("status"))
+    status, t_final, steps = int(state.status), float(state.t), int(state.n_steps)
     if status != OK:
         ds = recorder.dataset(started, STATUS_NAMES[status])
         raise DivergenceError(
-            f"run diverged ({STATUS_NAMES[status]}) at t={recorder.last('t'):.6g}: the state "
-            "became NaN/inf or the step size underflowed; the partial dataset is in "
-            "exc.dataset. Try precision='float64', a smaller solver.dt or solver.rtol.", ds)
-    if int(recorder.last("n_steps")) >= config.max_steps and recorder.last("t") < config.t_max:
-        raise StepBudgetError(f"max_steps={config.max_steps} exhausted at "
-                              f"t={recorder.last('t'):.6g} < t_max={config.t_max}",
-                              recorder.dataset(started, "max_steps"))
-    reason = "t_max" if recorder.last("t") >= config.t_max * (1 - 1e-12) else "loss_tol"
+            f"run diverged ({STATUS_NAMES[status]}) at t={t_final:.6g} after {steps} steps: the "
+            "state became NaN/inf or the step size underflowed; everything recorded before is "
+            "in exc.dataset. Try precision='float64', a smaller solver.dt or solver.rtol.", ds)
+    if steps >= config.max_steps and t_final < config.t_max:
+        raise StepBudgetError(f"max_steps={config.max_steps} exhausted at t={t_final:.6g} < "
+                              f"t_max={config.t_max}", recorder.dataset(started, "max_steps"))
+    reason = "t_max" if t_final >= config.t_max * (1 - 1e-12) else "loss_tol"
     return recorder.dataset(started, reason)
 
 
@@ -294,7 +293,13 @@ class _Recorder:
 
     def add(self, records) -> int:
         records = jax.device_get(records)
-        valid = np.asarray(records.pop("valid"))
+        valid = np.array(records.pop("valid"))
+        # fixed-step solvers can pass several save times in one step: keep each time once
+        t = np.asarray(records["t"])
+        previous = self._last.get("t", -np.inf)
+        for i in np.flatnonzero(valid):
+            valid[i] = t[i] > previous
+            previous = t[i] if valid[i] else previous
         for name, value in records.items():
             self.records.setdefault(name, []).append(np.asarray(value)[valid])
         if valid.any():

@@ -1,0 +1,352 @@
+"""Throughput and peak memory of the particle engine against a naive dense-JAX baseline.
+
+Measures neuron-sample pairs per second (m * n / seconds per training step) of
+
+* ``engine_euler``: ``particles.euler()`` steps (fused ``euler_pass``), K steps per jitted
+  ``lax.fori_loop``;
+* ``engine_adaptive``: ``particles.adaptive_flow()`` steps (two motion passes per step), same;
+* ``naive``: the usual research script: ``jax.jit`` of ``jax.grad`` of the dense n x m loss
+  plus the update ``theta - lr * m * grad``, called once per step from a Python loop;
+
+on random data (n samples in d dimensions with bias, float32, squared loss). Every
+(method, width) runs in a fresh subprocess (``--single METHOD M``) so that
+``ru_maxrss`` is that run's peak resident memory. The parent prints one JSON document with
+the records, the engine/naive ratios and whether the performance targets hold.
+
+Usage::
+
+    python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+METHODS = ("engine_euler", "engine_adaptive", "naive")
+ENGINE_METHODS = ("engine_euler", "engine_adaptive")
+FULL_WIDTHS = (10**3, 10**4, 10**5, 2**17, 10**6, 10**7)
+QUICK_WIDTHS = (10**3, 10**4, 10**5)
+N_SAMPLES, INPUT_DIM = 100, 3
+EULER_DT = 1e-2
+SEED = 0
+# Dense n x m float32 buffers the naive jitted grad step keeps alive at its peak (~2.2 measured
+# at m = 10^6 on XLA:CPU: Z and relu(Z) or its cotangent), rounded up for the guard.
+NAIVE_LIVE_MATRICES = 3
+MEMORY_HEADROOM = 0.8  # fraction of MemAvailable a guarded run may use
+SUBPROCESS_TIMEOUT = 1800.0
+
+TARGET_NAIVE_RATIO = 2.0
+TARGET_NAIVE_WIDTHS = (10**5, 10**6)
+TARGET_SCALING = 0.7
+TARGET_SCALING_WIDTHS = (10**4, 10**7)
+TARGET_MEMORY_MIB = 4096.0
+TARGET_MEMORY_WIDTH = 10**7
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+def make_data(n: int, d: int, seed: int):
+    """Random inputs x ~ N(0, I_d) and smooth labels y = sin(x . v), float32 host arrays."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    v = rng.standard_normal(d).astype(np.float32)
+    return x, np.sin(x @ v).astype(np.float32)
+
+
+def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
+    """(run(state, k) -> state, initial state, layout info) for an engine integrator."""
+    import jax
+    import jax.numpy as jnp
+
+    import particles as pt
+
+    spec = pt.ModelSpec(width=width)
+    data = pt.TrainingData(x=x, y=y)
+    n_chunks, chunk = pt.chunk_layout(width, chunk_size)
+    x_unique, inverse = data.unique_inputs(spec.bias)
+    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
+                              weights=data.weights, width=width, loss=spec.loss,
+                              trainable=spec.trainable_output, n_chunks=n_chunks,
+                              dtype=jnp.float32)
+    particles = pt.init_particles(jax.random.key(SEED), spec, data.input_dim,
+                                  m_pad=n_chunks * chunk, dtype=jnp.float32)
+    if method == "engine_euler":
+        integrator, params = pt.euler(), {"dt": jnp.float32(EULER_DT)}
+    else:
+        integrator, params = pt.adaptive_flow(), pt.default_flow_params(jnp.float32)
+    t_target = jnp.float32(jnp.inf)
+
+    def run(problem, params, state, k):
+        body = lambda _, s: integrator.step(problem, s, params, t_target)
+        return jax.lax.fori_loop(0, k, body, state)
+
+    run_jit = jax.jit(run)
+    state = integrator.init(problem, particles, params)
+    layout = {"m_pad": n_chunks * chunk, "n_chunks": n_chunks, "chunk": chunk}
+    return (lambda s, k: run_jit(problem, params, s, k)), state, layout
+
+
+def naive_runner(width: int, x, y):
+    """(run(theta, k) -> theta, initial theta): jitted dense grad step in a Python loop."""
+    import jax
+    import jax.numpy as jnp
+
+    xb = jnp.asarray(np.concatenate([x, np.ones((x.shape[0], 1), np.float32)], axis=1))
+    yb = jnp.asarray(y)
+    key_a, key_w = jax.random.split(jax.random.key(SEED))
+    theta = (jax.random.normal(key_a, (width,), jnp.float32),
+             jax.random.normal(key_w, (width, xb.shape[1]), jnp.float32))
+
+    def loss(theta):
+        a, w = theta
+        f = jax.nn.relu(xb @ w.T) @ a / width
+        return jnp.mean(0.5 * (f - yb) ** 2)
+
+    @jax.jit
+    def step(theta):
+        grad = jax.grad(loss)(theta)
+        return jax.tree.map(lambda p, g: p - EULER_DT * width * g, theta, grad)
+
+    def run(theta, k):
+        for _ in range(k):
+            theta = step(theta)
+        return theta
+
+    return run, theta, {"m_pad": width}
+
+
+def timed(run, state, k: int):
+    """(new state, wall seconds) of ``run(state, k)`` up to block_until_ready."""
+    import jax
+
+    start = time.perf_counter()
+    state = jax.block_until_ready(run(state, k))
+    return state, time.perf_counter() - start
+
+
+def seconds_per_step(run, state, min_seconds: float, repeats: int):
+    """Best seconds per step over up to ``repeats`` timings of K steps, K * step >= min_seconds.
+
+    The first call (k = 1) compiles and warms up; the second times one step, picks K and counts
+    as a timing when K = 1. Timings stop early once they used ``repeats * min_seconds`` (a
+    single slow step, e.g. the adaptive integrator at 10^7, is then timed once).
+    Returns (seconds per step, K, final state).
+    """
+    state, _ = timed(run, state, 1)
+    state, one = timed(run, state, 1)
+    k = max(1, math.ceil(min_seconds / max(one, 1e-9)))
+    timings, spent = ([one], one) if k == 1 else ([], 0.0)
+    while len(timings) < repeats and spent < repeats * min_seconds:
+        state, seconds = timed(run, state, k)
+        timings.append(seconds / k)
+        spent += seconds
+    return min(timings), k, state
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure(method: str, width: int, args) -> dict:
+    """Run one (method, width) measurement in this process and return its record."""
+    baseline, load = peak_rss_mib(), os.getloadavg()[0]
+    x, y = make_data(N_SAMPLES, INPUT_DIM, SEED)
+    if method == "naive":
+        run, state, layout = naive_runner(width, x, y)
+    else:
+        run, state, layout = engine_runner(method, width, args.chunk, x, y)
+    seconds, k, state = seconds_per_step(run, state, args.min_seconds, args.repeats)
+    record = {"method": method, "m": width, "status": "ok", **layout,
+              "steps_per_timing": k, "seconds_per_step": seconds,
+              "pairs_per_second": width * N_SAMPLES / seconds,
+              "peak_rss_mib": peak_rss_mib(), "baseline_rss_mib": baseline,
+              "load_1min_at_start": load}
+    if method != "naive":
+        record.update(n_steps=int(state.n_steps), n_rejected=int(state.n_rejected),
+                      integrator_status=int(state.status), t=float(state.t))
+    return record
+
+
+# ----------------------------------------------------------------------------- driver
+
+def mem_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it does not exist."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def skip_reason(method: str, width: int) -> str | None:
+    """Why the naive baseline cannot run at this width (memory guard), else None."""
+    if method != "naive":
+        return None
+    needed = NAIVE_LIVE_MATRICES * N_SAMPLES * width * 4
+    available = mem_available_bytes()
+    if available is not None and needed > MEMORY_HEADROOM * available:
+        return (f"needs ~{needed / 2**30:.1f} GiB ({NAIVE_LIVE_MATRICES} dense n x m float32 "
+                f"buffers), above {MEMORY_HEADROOM:.0%} of the "
+                f"{available / 2**30:.1f} GiB available")
+    return None
+
+
+def run_subprocess(method: str, width: int, args) -> dict:
+    """Measure (method, width) in a fresh interpreter; failures become status records."""
+    reason = skip_reason(method, width)
+    if reason is not None:
+        return {"method": method, "m": width, "status": "skipped", "reason": reason}
+    cmd = [sys.executable, os.path.abspath(__file__), "--single", method, str(width),
+           "--min-seconds", str(args.min_seconds), "--repeats", str(args.repeats)]
+    if args.chunk is not None:
+        cmd += ["--chunk", str(args.chunk)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "m": width, "status": "failed",
+                "reason": f"timeout after {SUBPROCESS_TIMEOUT:.0f} s"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        return {"method": method, "m": width, "status": "failed",
+                "reason": f"exit code {proc.returncode}: " + " | ".join(tail)}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def throughput(records: list[dict], method: str, width: int) -> float | None:
+    """Pairs per second of a successful (method, width) record, else None."""
+    for r in records:
+        if r["method"] == method and r["m"] == width and r["status"] == "ok":
+            return r["pairs_per_second"]
+    return None
+
+
+def peak_memory(records: list[dict], method: str, width: int) -> float | None:
+    """Peak RSS (MiB) of a successful (method, width) record, else None."""
+    for r in records:
+        if r["method"] == method and r["m"] == width and r["status"] == "ok":
+            return r["peak_rss_mib"]
+    return None
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None else num / den
+
+
+def summarise(records: list[dict], widths) -> tuple[dict, dict]:
+    """Ratios and target verdicts (holds = None when a needed width was not measured)."""
+    naive_ratio = {method: {str(m): ratio(throughput(records, method, m),
+                                          throughput(records, "naive", m)) for m in widths}
+                   for method in ENGINE_METHODS}
+    euler_ratio = lambda m: naive_ratio["engine_euler"].get(str(m))
+    small, large = TARGET_SCALING_WIDTHS
+    scaling = {method: ratio(throughput(records, method, large),
+                             throughput(records, method, small)) for method in ENGINE_METHODS}
+    ratios = {"engine_over_naive": naive_ratio,
+              f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling}
+
+    def verdict(value, threshold, passes):
+        return {"value": value, "threshold": threshold,
+                "holds": None if value is None else bool(passes(value))}
+
+    targets = {
+        f"euler_over_naive_at_{m:.0e}".replace("+0", ""): verdict(
+            euler_ratio(m), TARGET_NAIVE_RATIO,
+            lambda v: v >= TARGET_NAIVE_RATIO)
+        for m in TARGET_NAIVE_WIDTHS}
+    targets["euler_scaling"] = verdict(scaling["engine_euler"], TARGET_SCALING,
+                                       lambda v: v >= TARGET_SCALING)
+    targets["euler_peak_mib_at_1e7"] = verdict(
+        peak_memory(records, "engine_euler", TARGET_MEMORY_WIDTH), TARGET_MEMORY_MIB,
+        lambda v: v < TARGET_MEMORY_MIB)
+    return ratios, targets
+
+
+def metadata(args, widths) -> dict:
+    import jax
+
+    import particles.kernels as kernels
+
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": platform.node(), "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "n": N_SAMPLES, "d": INPUT_DIM,
+            "D": INPUT_DIM + 1, "dtype": "float32", "loss": "squared", "euler_dt": EULER_DT,
+            "chunk_size": kernels.DEFAULT_CHUNK if args.chunk is None else args.chunk,
+            "widths": list(widths), "quick": args.quick, "min_seconds": args.min_seconds,
+            "repeats": args.repeats}
+
+
+def run_all(args) -> dict:
+    """Every (method, width) in its own subprocess, then ratios and targets."""
+    widths = QUICK_WIDTHS if args.quick else FULL_WIDTHS
+    load_at_start = list(os.getloadavg())
+    records = []
+    for width in widths:
+        for method in METHODS:
+            record = run_subprocess(method, width, args)
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            records.append(record)
+    ratios, targets = summarise(records, widths)
+    # Metadata imports jax: only after the children ran, since a child's ru_maxrss starts at
+    # the RSS of the parent it was forked from.
+    meta = metadata(args, widths)
+    meta.update(load_average_at_start=load_at_start, load_average_at_end=list(os.getloadavg()))
+    return {"meta": meta, "results": records, "ratios": ratios,
+            "targets": targets}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="widths up to 1e5 and short timings (CI smoke test)")
+    parser.add_argument("--out", help="also write the JSON document to this file")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="engine chunk size (default particles.kernels.DEFAULT_CHUNK)")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="minimum wall time of one timing (default 1, quick 0.05)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timings per measurement, best kept (default 3, quick 1)")
+    parser.add_argument("--single", nargs=2, metavar=("METHOD", "M"),
+                        help="internal: measure one (method, width) and print one JSON line")
+    args = parser.parse_args(argv)
+    if args.min_seconds is None:
+        args.min_seconds = 0.05 if args.quick else 1.0
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.single is not None and args.single[0] not in METHODS:
+        parser.error(f"--single METHOD must be one of {METHODS}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.single is not None:
+        method, width = args.single[0], int(args.single[1])
+        print(json.dumps(measure(method, width, args)), flush=True)
+        return
+    text = json.dumps(run_all(args), indent=2)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

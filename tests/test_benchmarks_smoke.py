@@ -1,0 +1,32 @@
+"""Smoke test of benchmarks/bench_engine.py: the quick run completes and prints its JSON schema.
+
+Timings are never asserted here (they depend on the machine and its load).
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+METHODS = {"engine_euler", "engine_adaptive", "naive"}
+RECORD_KEYS = {"method", "m", "status", "seconds_per_step", "pairs_per_second", "peak_rss_mib"}
+
+
+def test_bench_engine_quick_prints_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    report = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == report
+    assert set(report) == {"meta", "results", "ratios", "targets"}
+    assert report["meta"]["quick"] is True
+    widths = report["meta"]["widths"]
+    assert {(r["method"], r["m"]) for r in report["results"]} == {
+        (method, m) for method in METHODS for m in widths}
+    for record in report["results"]:
+        assert record["status"] == "ok", record
+        assert RECORD_KEYS <= set(record)
+    assert set(report["ratios"]["engine_over_naive"]) == {"engine_euler", "engine_adaptive"}
+    for target in report["targets"].values():
+        assert {"value", "threshold", "holds"} <= set(target)

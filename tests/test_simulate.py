@@ -1,0 +1,155 @@
+"""simulate(): recording, stop rules, errors that keep data, reproducibility, no recompilation, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import meanfield as mf
+from meanfield import cli
+from meanfield import runner as sim
+
+
+def small_luo(**kw):
+    cfg = mf.presets.luo_1d(gamma=1.0, width=kw.pop("width", 40), t_max=kw.pop("t_max", 5.0),
+                            n_saves=kw.pop("n_saves", 30))
+    return cfg.replace(**kw) if kw else cfg
+
+
+def test_dataset_schema_and_provenance():
+    cfg = small_luo()
+    ds = mf.simulate(cfg, progress=False)
+    assert ds.t.values[0] == 0 and np.all(np.diff(ds.t.values) > 0)
+    assert ds.t.values[-1] == pytest.approx(5.0)
+    assert ds.f_train.dims == ("t", "sample") and ds.f_eval.sizes["eval_point"] == 201
+    assert ds.snapshot_w.dims == ("t_snapshot", "neuron", "component")
+    assert list(ds.component.values) == ["w1", "b"]
+    assert ds.snapshot_w.dtype == np.float32  # float32 by default
+    for name in ("loss", "f_train", "f_eval", "t"):
+        assert "units" in ds[name].attrs and "long_name" in ds[name].attrs
+    for key in ("meanfield_version", "jax_version", "jaxlib_version", "backend", "precision",
+                "seed", "config"):
+        assert key in ds.attrs
+    assert mf.SimulationConfig.from_json(ds.attrs["config"]).to_json() == cfg.to_json()
+    # f_train is the network at the training inputs (checked from the final snapshot)
+    a, w = ds.snapshot_a.values[-1], ds.snapshot_w.values[-1]
+    x = np.c_[ds.x_train.values, np.ones(4)]
+    f = np.maximum(x @ w.T, 0) @ a / a.size
+    np.testing.assert_allclose(ds.f_train.values[-1], f, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ds.loss.values[-1], 0.5 * np.mean((f - ds.y_train.values) ** 2),
+                               rtol=1e-3)
+
+
+def test_same_config_same_numbers():
+    cfg = small_luo()
+    a, b = mf.simulate(cfg, progress=False), mf.simulate(cfg, progress=False)
+    xr.testing.assert_equal(a.drop_attrs(), b.drop_attrs())
+    c = mf.simulate(cfg.replace(seed=1), progress=False)
+    assert not np.array_equal(a.f_eval.values, c.f_eval.values)
+
+
+def test_loss_tolerance_stops_the_run():
+    cfg = mf.presets.luo_1d(gamma=0.5, width=200, n_saves=30)
+    ds = mf.simulate(cfg, progress=False)
+    assert ds.attrs["stop_reason"] == "loss_tol"
+    assert float(ds.loss[-1]) <= cfg.loss_tol < float(ds.loss[-2])
+
+
+def test_no_recompilation_for_width_seed_step_or_tolerance():
+    mf.simulate(small_luo(width=98), progress=False)
+    before = sim.TRACE_COUNT["run_chunk"]
+    mf.simulate(small_luo(width=100, seed=3), progress=False)  # same padded shape (104)
+    mf.simulate(small_luo(width=100, **{"solver.rtol": 1e-5}), progress=False)
+    assert sim.TRACE_COUNT["run_chunk"] == before
+    euler = small_luo(width=100, solver=mf.Solver(kind="euler", dt=1e-2))
+    mf.simulate(euler, progress=False)
+    after_euler = sim.TRACE_COUNT["run_chunk"]
+    mf.simulate(euler.replace(solver=mf.Solver(kind="euler", dt=5e-3), seed=2), progress=False)
+    assert sim.TRACE_COUNT["run_chunk"] == after_euler
+
+
+def test_divergence_stops_with_clear_error_and_keeps_records():
+    data = mf.TrainingData(x=[[0.5], [1.0]], y=[1e10, -1e10])
+    cfg = mf.SimulationConfig(model=mf.ModelSpec(width=10, init=mf.InitialLaw(sigma_a=1.0,
+                                                                               sigma_w=1.0)),
+                              data=data, solver=mf.Solver(kind="euler", dt=1.0), t_max=100.0,
+                              save=mf.SaveAt(t=tuple(range(1, 101))))
+    with pytest.raises(mf.DivergenceError, match="diverged") as info:
+        mf.simulate(cfg, progress=False)
+    ds = info.value.dataset
+    assert ds.attrs["stop_reason"] == "diverged"
+    assert list(ds.t.values) == [0.0, 1.0] and np.all(np.isfinite(ds.loss.values))
+
+
+def test_ctrl_c_keeps_everything_recorded(monkeypatch):
+    real = sim._run_chunk
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    full = mf.simulate(small_luo(n_saves=100), progress=False)
+    monkeypatch.setattr(sim, "_run_chunk", interrupted)
+    with pytest.raises(mf.RunInterrupted) as info:
+        mf.simulate(small_luo(n_saves=100), progress=False)
+    ds = info.value.dataset
+    assert ds.attrs["stop_reason"] == "interrupted"
+    k = ds.sizes["t"]
+    assert 2 <= k < full.sizes["t"]
+    np.testing.assert_array_equal(ds.f_eval.values, full.f_eval.values[:k])
+    assert isinstance(info.value, KeyboardInterrupt)
+
+
+def test_step_budget_error():
+    with pytest.raises(mf.StepBudgetError, match="max_steps=5"):
+        mf.simulate(small_luo(max_steps=5), progress=False)
+
+
+def test_optax_sgd_equals_euler():
+    euler = mf.simulate(small_luo(solver=mf.Solver(kind="euler", dt=1e-2), precision="float64"),
+                        progress=False)
+    sgd = mf.simulate(small_luo(solver=mf.Solver(kind="optax", dt=1e-2, optimizer="sgd",
+                                                 optimizer_kwargs={"learning_rate": 1e-2}),
+                                precision="float64"), progress=False)
+    np.testing.assert_allclose(sgd.f_eval.values, euler.f_eval.values, rtol=1e-10, atol=1e-12)
+    adam = mf.simulate(small_luo(solver=mf.Solver(kind="optax", dt=1e-2, optimizer="adam",
+                                                  optimizer_kwargs={"learning_rate": 1e-2})),
+                       progress=False)
+    assert float(adam.loss[-1]) < float(adam.loss[0])
+
+
+def test_frozen_marks_never_change():
+    ds = mf.simulate(mf.presets.wang_ma(width=20, t_max=10.0, n_saves=20), progress=False)
+    assert np.all(ds.snapshot_a.values == ds.snapshot_a.values[0])
+
+
+def test_cli_run_writes_an_openable_store(tmp_path, capsys):
+    out = tmp_path / "run.zarr"
+    argv = ["run", "wang_ma", "--width", "20", "--t-max", "5", "--set", "kappa=0.05",
+            "--set", "solver.rtol=1e-4", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    assert "saved" in capsys.readouterr().out
+    ds = xr.open_zarr(out)
+    cfg = json.loads(ds.attrs["config"])
+    assert cfg["model"]["width"] == 20 and cfg["solver"]["rtol"] == 1e-4
+    assert cfg["model"]["init"]["scale"] == 0.05
+    for name in ds.data_vars:
+        ds[name].load()
+    assert ds.loss.attrs["units"] == "1"
+    assert cli.main(argv) == 0  # the same config is recomputed in place
+    with pytest.raises(SystemExit, match="another config"):
+        cli.main(["run", "wang_ma", "--width", "20", "--t-max", "5", "--seed", "4", "--out",
+                  str(out), "--no-progress"])
+
+
+def test_cli_rejects_bad_values(capsys):
+    assert cli.main(["run", "wang_ma", "--set", "kappa=-1", "--no-progress"]) == 2
+    assert "init.scale" in capsys.readouterr().err
+    assert cli.main(["run", "luo_1d", "--set", "solver.rtl=1", "--no-progress"]) == 2
+    assert "solver.rtl" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "wang_ma", "--set", "novalue", "--no-progress"])
