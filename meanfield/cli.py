@@ -49,20 +49,22 @@ def _default_out(config) -> str:
     return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}.zarr")
 
 
-def _check_out(path: str, config, overwrite: bool) -> None:
-    """Refuse to replace a store of another config (the same config is recomputed in place)."""
-    if not os.path.exists(path) or overwrite:
-        return
+def _existing_store(path: str, config) -> str:
+    """What an existing ``--out`` holds: ``finished`` (this config), ``unfinished`` (this
+    config: resumable) or ``other``; unreadable stores are an error (never overwritten)."""
+    from meanfield.store import read_progress
+
     try:
         from meanfield.io import open_run
 
         same = open_run(path).attrs.get("config") == config.to_json()
+        progress = read_progress(path)
     except Exception as exc:  # unreadable store: never overwrite silently
         raise SystemExit(f"meanfield: {path} exists and is not a readable run store ({exc}); "
                          "choose another --out or pass --overwrite") from None
     if not same:
-        raise SystemExit(f"meanfield: {path} holds a run of another config; choose another "
-                         "--out or pass --overwrite")
+        return "other"
+    return "finished" if progress is None or progress["finished"] else "unfinished"
 
 
 def _summary(ds, out: str | None) -> str:
@@ -84,8 +86,9 @@ def _summary(ds, out: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    from meanfield.io import save_run
+    from meanfield.io import open_run
     from meanfield.runner import RunError, RunInterrupted, simulate
+    from meanfield.store import StoreError
 
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
@@ -94,19 +97,32 @@ def cmd_run(args) -> int:
         print(f"meanfield: invalid configuration: {exc}", file=sys.stderr)
         return 2
     out = args.out or _default_out(config)
-    _check_out(out, config, args.overwrite)
+    if os.path.exists(out) and not (args.resume or args.overwrite):
+        kind = _existing_store(out, config)
+        if kind == "finished":
+            print(_summary(open_run(out), out) + "\n(already complete; --overwrite recomputes it)")
+            return 0
+        hint = ("holds an unfinished run of this config: pass --resume to continue it"
+                if kind == "unfinished" else "holds a run of another config")
+        print(f"meanfield: {out} {hint}, or choose another --out, or pass --overwrite",
+              file=sys.stderr)
+        return 2
     progress = False if args.no_progress else None
     try:
-        ds = simulate(config, progress=progress)
+        ds = simulate(config, progress=progress, out=out, resume=args.resume,
+                      overwrite=args.overwrite)
+    except StoreError as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
     except (RunError, RunInterrupted) as exc:
         if exc.dataset is not None:
-            save_run(exc.dataset, out, overwrite=True)
-            print(f"meanfield: partial results saved to {out}", file=sys.stderr)
+            print(f"meanfield: everything recorded so far is in {out}"
+                  + (" (continue with --resume)" if isinstance(exc, RunInterrupted) else ""),
+                  file=sys.stderr)
         if isinstance(exc, RunInterrupted):
             return 130
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
-    save_run(ds, out, overwrite=True)
     print(_summary(ds, out))
     return 0
 
@@ -135,6 +151,8 @@ def make_parser() -> argparse.ArgumentParser:
                           "(e.g. solver.rtol=1e-4); repeatable")
     run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=cmd_run)
     presets = sub.add_parser("presets", help="list the presets and their arguments")

@@ -122,11 +122,19 @@ def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False
 
 
 def open_run(path: str | os.PathLike) -> xr.Dataset:
-    """Open a run store lazily."""
+    """Open a run store lazily (also a partially written one: only committed chunks)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no run store at {path}")
-    return xr.open_zarr(path)
+    from meanfield.store import read_progress
+
+    progress = read_progress(path)
+    if progress is None:
+        return xr.open_zarr(path)
+    consolidated = os.path.exists(os.path.join(path, ".zmetadata"))
+    ds = xr.open_zarr(path, consolidated=consolidated)
+    return ds.isel(t=slice(0, progress["records"]),
+                   t_snapshot=slice(0, progress["snapshots"]))
 
 
 def run_config(ds: xr.Dataset):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from functools import partial
 
@@ -190,83 +191,122 @@ def prepare(config: SimulationConfig):
     return problem, particles, x_eval, dtype
 
 
-def simulate(config: SimulationConfig, *, progress: bool | None = None) -> xr.Dataset:
+def chunk_plan(times: np.ndarray, snap: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Index ranges [start, end) of the save times run per compiled chunk, and whether a
+    snapshot follows the chunk. Every snapshot time ends a chunk; the plan depends only on the
+    schedule, so a resumed run replays exactly the chunks of an uninterrupted one."""
+    plan, start = [], 0
+    for end in list(np.flatnonzero(snap) + 1) + [len(times)]:
+        for s in range(start, end, CHUNK_SAVES):
+            e = min(s + CHUNK_SAVES, end)
+            plan.append((s, e, e == end and bool(snap[end - 1])))
+        start = max(start, end)
+    return plan
+
+
+def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
+             resume: bool = False, overwrite: bool = False) -> xr.Dataset:
     """Run the particle system of ``config`` and return its Dataset.
 
     Args:
         config: the run.
         progress: show a tqdm progress bar (default: when stderr is a terminal).
+        out: zarr directory to stream the run into, chunk by chunk (see ``meanfield.store``);
+            None keeps the run in memory only.
+        resume: continue the run already in ``out`` (same config required) from its last
+            checkpoint; a finished run is returned as stored.
+        overwrite: replace an existing ``out`` (otherwise an existing store is an error).
     Returns:
-        ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema).
+        ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
+        with ``out``, the store opened lazily.
     Raises:
         DivergenceError / StepBudgetError: with ``.dataset`` holding what was recorded.
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded.
+        meanfield.store.StoreError: ``out`` is unreadable or belongs to another config.
     """
+    from meanfield.io import open_run
+    from meanfield.store import RunStore
+
     started = time.time()
+    if out is not None and os.path.exists(out) and not (resume or overwrite):
+        raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
+                              "or overwrite=True (CLI --overwrite) to replace it")
     problem, particles, x_eval, dtype = prepare(config)
     key = _integrator_key(config.solver)
     integrator = _integrator(key)
     params = _solver_params(config.solver, dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
+    plan = chunk_plan(times, snap)
     limits = {"max_steps": jnp.asarray(config.max_steps, jnp.int32),
               "loss_tol": jnp.asarray(-jnp.inf if config.loss_tol is None else config.loss_tol,
                                       dtype)}
     state = integrator.init(problem, particles, params)
-    recorder = _Recorder(config, problem)
-    recorder.snapshot(state)
+    recorder = _Recorder(config)
+    store, first_chunk = None, 0
+    if out is not None and resume and os.path.exists(out):
+        store = RunStore.open(out, config.to_json())
+        if store.progress["finished"]:
+            return open_run(out)
+        state = store.load_state(state) or state
+        first_chunk = store.progress["chunks_done"]
+        recorder.resume(store.last_record(), store.progress["records"])
+    elif out is not None:
+        store = RunStore.create(out, config.to_json(), overwrite=overwrite)
+    if first_chunk == 0:
+        recorder.snapshot(state)
     bar = _progress_bar(progress, len(times))
-    done = False
+    if bar is not None:
+        bar.update(recorder.count)
     try:
-        for block in _blocks(times, snap):
-            for start in range(0, len(block), CHUNK_SAVES):
-                targets = block[start:start + CHUNK_SAVES]
-                real = np.ones(CHUNK_SAVES, bool)
-                real[len(targets):] = False
-                padded = np.concatenate([targets, np.repeat(targets[-1:], CHUNK_SAVES - len(targets))])
-                state, done, records = _run_chunk(key, problem, x_eval, state, params,
-                                                  jnp.asarray(padded, dtype), jnp.asarray(real),
-                                                  limits)
-                kept = recorder.add(records)
-                if bar is not None:
-                    bar.update(kept)
-                    bar.set_postfix(t=f"{recorder.last('t'):.3g}",
-                                    loss=f"{recorder.last('loss'):.3g}",
-                                    steps=int(recorder.last("n_steps")))
-                if bool(done):
-                    break
-            if bool(done) or bool(snap[np.searchsorted(times, block[-1])]):
+        for index in range(first_chunk, len(plan)):
+            start, end, snapshot_after = plan[index]
+            targets = times[start:end]
+            real = np.arange(CHUNK_SAVES) < len(targets)
+            padded = np.concatenate([targets, np.repeat(targets[-1:], CHUNK_SAVES - len(targets))])
+            state, done, records = _run_chunk(key, problem, x_eval, state, params,
+                                              jnp.asarray(padded, dtype), jnp.asarray(real), limits)
+            done = bool(done)
+            kept = recorder.add(records)
+            if done or snapshot_after:
                 recorder.snapshot(state)
-            if bool(done):
+            if store is not None:
+                store.append(recorder.pending_dataset(started), state, index + 1)
+            recorder.clear_pending()
+            if bar is not None:
+                bar.update(kept)
+                bar.set_postfix(t=f"{recorder.last('t'):.3g}", loss=f"{recorder.last('loss'):.3g}",
+                                steps=int(recorder.last("n_steps")))
+            if done:
                 break
     except KeyboardInterrupt:
-        raise RunInterrupted(recorder.dataset(started, "interrupted")) from None
+        raise RunInterrupted(_result(recorder, store, started, "interrupted",
+                                     finished=False)) from None
     finally:
         if bar is not None:
             bar.close()
     status, t_final, steps = int(state.status), float(state.t), int(state.n_steps)
     if status != OK:
-        ds = recorder.dataset(started, STATUS_NAMES[status])
+        ds = _result(recorder, store, started, STATUS_NAMES[status])
         raise DivergenceError(
             f"run diverged ({STATUS_NAMES[status]}) at t={t_final:.6g} after {steps} steps: the "
             "state became NaN/inf or the step size underflowed; everything recorded before is "
             "in exc.dataset. Try precision='float64', a smaller solver.dt or solver.rtol.", ds)
     if steps >= config.max_steps and t_final < config.t_max:
         raise StepBudgetError(f"max_steps={config.max_steps} exhausted at t={t_final:.6g} < "
-                              f"t_max={config.t_max}", recorder.dataset(started, "max_steps"))
+                              f"t_max={config.t_max}", _result(recorder, store, started, "max_steps"))
     reason = "t_max" if t_final >= config.t_max * (1 - 1e-12) else "loss_tol"
-    return recorder.dataset(started, reason)
+    return _result(recorder, store, started, reason)
 
 
-def _blocks(times: np.ndarray, snap: np.ndarray):
-    """Split the save times so that every snapshot time ends a block."""
-    ends = np.flatnonzero(snap)
-    start = 0
-    for end in ends:
-        if end >= start:
-            yield times[start:end + 1]
-            start = end + 1
-    if start < len(times):
-        yield times[start:]
+def _result(recorder, store, started: float, stop_reason: str, finished: bool = True):
+    """The run's Dataset: from the store (finalised) when streaming, else from memory."""
+    if store is None or not store.written:
+        return recorder.dataset(started, stop_reason)
+    from meanfield.io import open_run
+
+    store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
+                 finished=finished)
+    return open_run(store.path)
 
 
 def _progress_bar(progress: bool | None, total: int):
@@ -282,14 +322,24 @@ def _progress_bar(progress: bool | None, total: int):
 
 
 class _Recorder:
-    """Accumulates valid records and snapshots on the host; builds the Dataset."""
+    """Accumulates valid records and snapshots on the host and builds Datasets.
 
-    def __init__(self, config: SimulationConfig, problem: pt.Problem):
+    Everything recorded in this process stays in memory (the in-memory result); ``pending_*``
+    holds what the current chunk added, for streaming into a store.
+    """
+
+    def __init__(self, config: SimulationConfig):
         self.config = config
-        self.problem = problem
         self.records: dict[str, list[np.ndarray]] = {}
         self.snapshots: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self.pending_records: dict[str, np.ndarray] = {}
+        self.pending_snapshots: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._last: dict[str, float] = {}
+        self.count = 0
+
+    def resume(self, last: dict, count: int) -> None:
+        """Continue after records already stored (only the last one matters here)."""
+        self._last, self.count = dict(last), count
 
     def add(self, records) -> int:
         records = jax.device_get(records)
@@ -301,23 +351,37 @@ class _Recorder:
             valid[i] = t[i] > previous
             previous = t[i] if valid[i] else previous
         for name, value in records.items():
-            self.records.setdefault(name, []).append(np.asarray(value)[valid])
+            kept = np.asarray(value)[valid]
+            self.records.setdefault(name, []).append(kept)
+            self.pending_records[name] = kept
         if valid.any():
             last = np.flatnonzero(valid)[-1]
             self._last = {k: float(np.asarray(v)[last]) for k, v in records.items()
                           if np.ndim(v) == 1}
+        self.count += int(valid.sum())
         return int(valid.sum())
 
     def last(self, name: str) -> float:
         return self._last.get(name, 0.0)
 
-    def snapshot(self, state):
+    def snapshot(self, state) -> None:
         m = self.config.model.width
         t = float(state.t)
         if self.snapshots and self.snapshots[-1][0] == t:
             return
         a, w = jax.device_get((state.particles.a[:m], state.particles.w[:m]))
-        self.snapshots.append((t, np.asarray(a), np.asarray(w)))
+        snap = (t, np.asarray(a), np.asarray(w))
+        self.snapshots.append(snap)
+        self.pending_snapshots.append(snap)
+
+    def clear_pending(self) -> None:
+        self.pending_records, self.pending_snapshots = {}, []
+
+    def pending_dataset(self, started: float) -> xr.Dataset:
+        from meanfield.io import build_dataset
+
+        return build_dataset(self.config, self.pending_records, self.pending_snapshots,
+                             wall_time=time.time() - started, stop_reason="running")
 
     def dataset(self, started: float, stop_reason: str) -> xr.Dataset:
         from meanfield.io import build_dataset

@@ -140,10 +140,15 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
     for name in ds.data_vars:
         ds[name].load()
     assert ds.loss.attrs["units"] == "1"
-    assert cli.main(argv) == 0  # the same config is recomputed in place
-    with pytest.raises(SystemExit, match="another config"):
-        cli.main(["run", "wang_ma", "--width", "20", "--t-max", "5", "--seed", "4", "--out",
-                  str(out), "--no-progress"])
+    assert cli.main(argv) == 0  # the same finished config: reported, not recomputed
+    assert "already complete" in capsys.readouterr().out
+    other = ["run", "wang_ma", "--width", "20", "--t-max", "5", "--seed", "4", "--out",
+             str(out), "--no-progress"]
+    assert cli.main(other) == 2
+    assert "another config" in capsys.readouterr().err
+    assert cli.main(other + ["--resume"]) == 2
+    assert "another config" in capsys.readouterr().err
+    assert json.loads(xr.open_zarr(out).attrs["config"])["seed"] == 0
 
 
 def test_cli_rejects_bad_values(capsys):
