@@ -95,6 +95,51 @@ class SaveAt:
             object.__setattr__(self, "snapshots", tuple(sorted(set(snaps))))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Observe:
+    """What is measured at every save time (``meanfield.recording``).
+
+    Attributes:
+        n_angle_bins: bins of the directional density over (-pi, pi].
+        n_cosine_bins: bins of the cosine densities over [-1, 1].
+        plane: two directions in weight space (length D = d + bias) spanning the plane of the
+            neuron angles; None: (w, b) for 1-D inputs with bias, else the top-2 principal
+            directions of the data.
+        references: named reference directions in weight space, ((name, vector), ...).
+        peak_delta: half-width (radians) of the windows of the condensation mass.
+        peaks: number of peaks of the condensation mass.
+    """
+
+    n_angle_bins: int = 120
+    n_cosine_bins: int = 50
+    plane: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    references: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    peak_delta: float = 0.1
+    peaks: int = 4
+
+    def __post_init__(self):
+        check_int("observe.n_angle_bins", self.n_angle_bins, minimum=4)
+        check_int("observe.n_cosine_bins", self.n_cosine_bins, minimum=2)
+        check_positive("observe.peak_delta", self.peak_delta, allow_zero=True)
+        check_int("observe.peaks", self.peaks, minimum=1)
+        if self.plane is not None:
+            plane = tuple(tuple(float(v) for v in np.ravel(u)) for u in self.plane)
+            if len(plane) != 2 or len(plane[0]) != len(plane[1]) or not np.all(np.isfinite(plane)):
+                raise ValueError("observe.plane must be two finite vectors of equal length")
+            object.__setattr__(self, "plane", plane)
+        refs = []
+        for item in self.references:
+            name, vector = item
+            vector = tuple(float(v) for v in np.ravel(vector))
+            if not isinstance(name, str) or not np.all(np.isfinite(vector)) or not np.any(vector):
+                raise ValueError(f"observe.references entry {name!r} must be (name, nonzero "
+                                 "finite vector)")
+            refs.append((name, vector))
+        if len({name for name, _ in refs}) != len(refs):
+            raise ValueError("observe.references names must be unique")
+        object.__setattr__(self, "references", tuple(refs))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class SimulationConfig:
     """Everything that determines a run.
@@ -104,6 +149,7 @@ class SimulationConfig:
         data: training data and evaluation grid.
         solver: integrator and its tolerance / step.
         save: save schedule.
+        observe: observables recorded at every save.
         t_max: final gradient-flow time.
         loss_tol: stop at the first time the training loss falls below it (None: never).
         seed: PRNG seed of the initial particles.
@@ -117,6 +163,7 @@ class SimulationConfig:
     data: TrainingData
     solver: Solver = dataclasses.field(default_factory=Solver)
     save: SaveAt = dataclasses.field(default_factory=SaveAt)
+    observe: Observe = dataclasses.field(default_factory=Observe)
     t_max: float = 100.0
     loss_tol: float | None = None
     seed: int = 0
@@ -143,6 +190,13 @@ class SimulationConfig:
         check_int("max_steps", self.max_steps, minimum=1)
         if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
             raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
+        if not isinstance(self.observe, Observe):
+            raise ValueError("observe must be a meanfield.Observe")
+        fan_in = self.model.fan_in(self.data.input_dim)
+        vectors = [v for _, v in self.observe.references] + list(self.observe.plane or ())
+        if any(len(v) != fan_in for v in vectors):
+            raise ValueError(f"observe.plane / observe.references vectors must have length "
+                             f"{fan_in} (input dim + bias)")
         if self.save.t_min is not None and self.save.t_min >= self.t_max:
             raise ValueError(f"save.t_min={self.save.t_min} must be below t_max={self.t_max}")
 
@@ -172,8 +226,10 @@ class SimulationConfig:
             save["t"] = tuple(save["t"])
         if isinstance(save.get("snapshots"), list):
             save["snapshots"] = tuple(save["snapshots"])
+        observe = dict(d.pop("observe", {}))
         return cls(model=ModelSpec(**model), data=TrainingData(**d.pop("data")),
-                   solver=Solver(**d.pop("solver")), save=SaveAt(**save), **d)
+                   solver=Solver(**d.pop("solver")), save=SaveAt(**save),
+                   observe=Observe(**observe), **d)
 
     @classmethod
     def from_json(cls, text: str) -> "SimulationConfig":

@@ -51,6 +51,48 @@ def versions() -> dict[str, str]:
     return out
 
 
+OBSERVABLES = {  # name: (dims after t, units, long_name); see meanfield.recording
+    "density": (("sign", "angle"), "1", "amplitude-weighted directional density (per sign, sums to 1)"),
+    "density_count": (("sign", "angle"), "1", "directional density of neuron counts (per sign, sums to 1)"),
+    "mass": (("sign",), "1", "total amplitude (1/m) sum |a||w| (|w| for frozen marks) per sign"),
+    "effective_directions": (("sign",), "1", "exp(entropy) of the amplitude-weighted density"),
+    "peak_mass": (("sign",), "1", "amplitude fraction within peak_delta of the top peaks"),
+    "alive_fraction": (("sign",), "1", "fraction of all neurons, of this sign, active on some input"),
+    "active_count": (("sign", "input"), "1", "neurons of this sign active on each distinct input"),
+    "pattern_count": (("sign", "pattern"), "1", "neurons per activation pattern (bit j: input j)"),
+    "cosine_density": (("sign", "reference", "cosine"), "1",
+                       "amplitude-weighted density of cos(w, reference) (per sign, sums to 1)"),
+    "cosine_stats": (("sign", "reference", "stat"), "1",
+                     "min/mean/max cosine of alive neurons with each reference"),
+    "rd_w": ((), "1", "relative displacement |w(t) - w(0)| / |w(0)| (arXiv 2007.07497)"),
+    "rd_a": ((), "1", "relative displacement |a(t) - a(0)| / |a(0)|"),
+    "rd": ((), "1", "relative displacement of theta = (a, w)"),
+    "dead_displacement_max": ((), "1", "max |w(t) - w(0)| over never-active neurons (0 for the flow)"),
+}
+
+
+def observable_coords(config) -> dict:
+    """Coordinates of the observables' dimensions (sign, angle, cosine, reference, ...)."""
+    from meanfield.recording import SIGNS, STATS
+
+    observe = config.observe
+    n_a, n_c = observe.n_angle_bins, observe.n_cosine_bins
+    n_unique = config.data.unique_inputs(config.model.bias)[0].shape[0]
+    coords = {
+        "sign": xr.Variable(("sign",), list(SIGNS), {"long_name": "sign of the output weight"}),
+        "angle": xr.Variable(("angle",), -np.pi + (np.arange(n_a) + 0.5) * 2 * np.pi / n_a,
+                             {"units": "rad", "long_name": "neuron angle in the observation plane"}),
+        "cosine": xr.Variable(("cosine",), -1 + (np.arange(n_c) + 0.5) * 2 / n_c,
+                              {"units": "1", "long_name": "cosine with the reference"}),
+        "reference": xr.Variable(("reference",), np.array([n for n, _ in observe.references], str),
+                                 {"long_name": "reference direction"}),
+        "stat": xr.Variable(("stat",), list(STATS)),
+    }
+    if n_unique <= 10:
+        coords["pattern"] = xr.Variable(("pattern",), np.arange(2 ** n_unique))
+    return coords
+
+
 def build_dataset(config, columns: dict, snapshots: list, *, wall_time: float,
                   stop_reason: str) -> xr.Dataset:
     """Assemble the run Dataset from host records (see module docstring for the schema)."""
@@ -77,9 +119,14 @@ def build_dataset(config, columns: dict, snapshots: list, *, wall_time: float,
         "y_train": xr.Variable(("sample",), data.y, {"units": "1", "long_name": "training labels"}),
         "x_eval": xr.Variable(("eval_point", "input_dim"), data.x_eval,
                               {"units": "1", "long_name": "evaluation inputs"}),
+        "x_unique": xr.Variable(("input", "component"), data.unique_inputs(spec.bias)[0],
+                                {"units": "1", "long_name": "distinct augmented training inputs"}),
     }
     if spec.loss in ("exponential", "logistic"):
         variables["accuracy"] = series("accuracy", ("t",), "1", "training accuracy (weighted)")
+    for name, (dims, units, long_name) in OBSERVABLES.items():
+        if name in columns:
+            variables[name] = series(name, ("t",) + dims, units, long_name)
     if snapshots:
         t_snap = np.array([s[0] for s in snapshots])
         variables["snapshot_a"] = xr.Variable(
@@ -95,6 +142,7 @@ def build_dataset(config, columns: dict, snapshots: list, *, wall_time: float,
         "t_snapshot": xr.Variable(("t_snapshot",), t_snap, {"units": TIME_UNITS,
                                                             "long_name": "snapshot time"}),
         "component": xr.Variable(("component",), components, {"long_name": "weight component"}),
+        **observable_coords(config),
     }
     attrs = {
         "title": f"meanfield run: {config.name}",

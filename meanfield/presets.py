@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from meanfield.config import SaveAt, SimulationConfig, Solver
+from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
 from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 
@@ -22,6 +22,21 @@ def wang_ma_directions(*, d: int = 20, delta: float = math.pi / 15) -> tuple[np.
     x_minus = np.zeros(d)
     x_minus[:2] = math.cos(delta), math.sin(delta)
     return x_plus, x_minus
+
+
+def wang_ma_observe(*, p: int, delta: float, d: int) -> Observe:
+    """Angles in the data plane (angle 0 = x_+) and Wang & Ma's reference directions:
+    mu ~ p x_+ - x_-, x_+, x_-, x_+perp = (x_- - cos D x_+)/sin D, x_-perp = (x_+ - cos D x_-)/sin D."""
+    x_plus, x_minus = wang_ma_directions(d=d, delta=delta)
+    refs = {
+        "mu": p * x_plus - x_minus,
+        "x_plus": x_plus,
+        "x_minus": x_minus,
+        "x_plus_perp": (x_minus - math.cos(delta) * x_plus) / math.sin(delta),
+        "x_minus_perp": (x_plus - math.cos(delta) * x_minus) / math.sin(delta),
+    }
+    return Observe(plane=(tuple(x_plus), tuple(x_minus)),
+                   references=tuple((k, tuple(v)) for k, v in refs.items()))
 
 
 def _cone(center: np.ndarray, count: int, half_angle: float, rng) -> np.ndarray:
@@ -76,7 +91,8 @@ def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
     return SimulationConfig(
         model=model, data=wang_ma_data(p=p, delta=delta, d=d, noisy=noisy),
         solver=Solver(kind="adaptive", rtol=rtol),
-        save=SaveAt(t_min=kappa / 1000, n=n_saves), t_max=t_max, seed=seed,
+        save=SaveAt(t_min=kappa / 1000, n=n_saves),
+        observe=wang_ma_observe(p=p, delta=delta, d=d), t_max=t_max, seed=seed,
         precision=precision, name="wang_ma")
 
 

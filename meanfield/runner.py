@@ -22,7 +22,8 @@ import xarray as xr
 
 import particles as pt
 from meanfield.config import SimulationConfig, Solver
-from particles.integrators import DIVERGED, OK, STATUS_NAMES, kernel_scale
+from meanfield.recording import make_spec, measure
+from particles.integrators import OK, STATUS_NAMES, kernel_scale
 
 CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
 
@@ -89,7 +90,7 @@ def _solver_params(solver: Solver, dtype) -> dict:
 TRACE_COUNT = {"run_chunk": 0}  # incremented at trace time (tests count recompilations)
 
 
-def _observables(problem: pt.Problem, x_eval, state):
+def _observables(problem: pt.Problem, x_eval, state, initial, spec):
     f_train = state.f[problem.inverse]
     loss = pt.risk(problem, state.f)
     correct = (problem.y * f_train > 0).astype(f_train.dtype)
@@ -99,11 +100,13 @@ def _observables(problem: pt.Problem, x_eval, state):
         "f_eval": pt.network_output(state.particles, x_eval, problem.inv_width, problem.n_chunks),
         "n_steps": state.n_steps, "n_rejected": state.n_rejected, "step_size": state.h,
         "status": state.status,
+        **measure(problem, state.particles, initial, spec),
     }
 
 
 @partial(jax.jit, static_argnames=("integrator_key",))
-def _run_chunk(integrator_key, problem, x_eval, state, params, targets, real, limits):
+def _run_chunk(integrator_key, problem, x_eval, state, params, targets, real, limits, initial,
+               spec):
     """Advance through ``targets`` (K,), recording observables at each (``real`` masks padding)."""
     TRACE_COUNT["run_chunk"] += 1
     integrator = _integrator(integrator_key)
@@ -121,7 +124,7 @@ def _run_chunk(integrator_key, problem, x_eval, state, params, targets, real, li
 
         state = jax.lax.while_loop(
             cond, lambda s: integrator.step(problem, s, params, target), state)
-        record = _observables(problem, x_eval, state)
+        record = _observables(problem, x_eval, state, initial, spec)
         record["valid"] = (~done) & is_real
         return (state, done | stopped(state)), record
 
@@ -237,6 +240,8 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     params = _solver_params(config.solver, dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
+    spec = make_spec(config, np.asarray(problem.x), pt.default_flow_params(dtype)["band_eps"],
+                     dtype)
     limits = {"max_steps": jnp.asarray(config.max_steps, jnp.int32),
               "loss_tol": jnp.asarray(-jnp.inf if config.loss_tol is None else config.loss_tol,
                                       dtype)}
@@ -264,7 +269,8 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             real = np.arange(CHUNK_SAVES) < len(targets)
             padded = np.concatenate([targets, np.repeat(targets[-1:], CHUNK_SAVES - len(targets))])
             state, done, records = _run_chunk(key, problem, x_eval, state, params,
-                                              jnp.asarray(padded, dtype), jnp.asarray(real), limits)
+                                              jnp.asarray(padded, dtype), jnp.asarray(real), limits,
+                                              particles, spec)
             done = bool(done)
             kept = recorder.add(records)
             if done or snapshot_after:
