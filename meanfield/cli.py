@@ -1,4 +1,4 @@
-"""Command line: ``meanfield run PRESET ...`` and ``meanfield presets``."""
+"""Command line: ``meanfield run PRESET ...``, ``meanfield presets`` and ``meanfield plot RUN``."""
 
 from __future__ import annotations
 
@@ -136,6 +136,25 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _default_plot_dir(run: str) -> str:
+    run = run.rstrip("/\\") or run
+    return (run[:-len(".zarr")] if run.endswith(".zarr") else run) + "_plots"
+
+
+def cmd_plot(args) -> int:
+    from meanfield.io import open_run
+    from meanfield.plot import save_all
+
+    try:
+        ds = open_run(args.run)
+    except FileNotFoundError as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 1
+    for path in save_all(ds.load(), args.out or _default_plot_dir(args.run)):
+        print(path)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meanfield", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,6 +176,10 @@ def make_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     presets = sub.add_parser("presets", help="list the presets and their arguments")
     presets.set_defaults(func=cmd_presets)
+    plot = sub.add_parser("plot", help="write the figures (PNG) of a run store")
+    plot.add_argument("run", help="run store (zarr directory)")
+    plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 

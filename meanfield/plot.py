@@ -1,0 +1,714 @@
+"""Figures of a run Dataset (see ``meanfield.io`` for the schema).
+
+Every function takes the Dataset of one run and returns a ``matplotlib.figure.Figure``:
+
+* ``training_curves(ds)``: loss (log-log), accuracy and f at each distinct training input
+  against gradient-flow time t, with phase bands when the run carries a ``phase`` variable.
+* ``density_heatmap(ds)``: the directional density of the neurons over (log t, angle), one panel
+  per sign of the output weight. Uses the ``density`` / ``density_count`` variables when present;
+  otherwise computes it from the particle snapshots (``snapshot_density``).
+* ``neuron_rays(ds)``: polar plots of every neuron as a ray (angle in the data plane, length =
+  amplitude), with reference directions (Wang & Ma: x_+, x_-, mu, x_+perp, x_-perp).
+* ``luo_scatter(ds)``: Luo et al.'s condensation plot (angle of w~ = (w, b), amplitude |a| ||w~||).
+* ``save_all(ds, out_dir)``: the applicable PNGs.
+
+Angles (DESIGN A1, A2, A4): for 1-D inputs with bias, the angle of w~ = (w, b) is atan2(b, w).
+Otherwise neurons are projected on the plane of the training inputs: e1 = the first distinct
+(augmented) training input, e2 = Gram-Schmidt of the distinct input farthest from span(e1) (for two
+distinct inputs: the first two), angle = atan2(w.e2, w.e1). Amplitude = |a| ||w|| for a trainable
+output layer, ||w|| for frozen marks (``model.output`` in the run's config).
+
+matplotlib is imported inside the functions, so ``import meanfield`` never imports it. Figures
+built by ``save_all`` are off-screen (Agg canvas, no pyplot); the other functions use pyplot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import math
+import os
+
+import numpy as np
+import xarray as xr
+
+TIME_LABEL = "gradient-flow time $t$"
+SIGN_COLOURS = {"+": "#c0392b", "-": "#2166ac"}
+SIGN_NAMES = {"+": "$a_k > 0$", "-": "$a_k < 0$"}
+DPI = 120
+REFERENCE_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
+                     "#a6761d", "#666666"]
+
+_OFFSCREEN = contextvars.ContextVar("meanfield_plot_offscreen", default=False)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def _offscreen():
+    token = _OFFSCREEN.set(True)
+    try:
+        yield
+    finally:
+        _OFFSCREEN.reset(token)
+
+
+def _figure(**kwargs):
+    """A pyplot figure, or an off-screen Agg figure inside ``_offscreen()``."""
+    if _OFFSCREEN.get():
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(**kwargs)
+        FigureCanvasAgg(fig)
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.figure(**kwargs)
+
+
+def _config(ds: xr.Dataset) -> dict:
+    try:
+        return json.loads(ds.attrs.get("config", "{}"))
+    except (TypeError, ValueError):
+        return {}
+
+
+def _frozen_output(ds: xr.Dataset) -> bool:
+    return _config(ds).get("model", {}).get("output") == "frozen"
+
+
+def _has_bias(ds: xr.Dataset) -> bool:
+    if "component" in ds.coords:
+        return "b" in [str(c) for c in ds.component.values]
+    return bool(_config(ds).get("model", {}).get("bias", False))
+
+
+def _x_train(ds: xr.Dataset) -> np.ndarray:
+    x = np.asarray(ds.x_train.values, dtype=float)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def is_1d_with_bias(ds: xr.Dataset) -> bool:
+    """True for 1-D inputs with a bias (the (w, b)-plane case of Luo et al.)."""
+    return _x_train(ds).shape[1] == 1 and _has_bias(ds)
+
+
+def distinct_inputs(ds: xr.Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Indices of the first occurrence of each distinct training input, and each one's members."""
+    x = _x_train(ds)
+    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    inverse = np.asarray(inverse).reshape(-1)
+    return first[order], [np.flatnonzero(inverse == k) for k in order]
+
+
+def _gram_schmidt(u, v) -> np.ndarray:
+    u, v = np.asarray(u, dtype=float), np.asarray(v, dtype=float)
+    b0 = u / np.linalg.norm(u)
+    rest = v - (v @ b0) * b0
+    return np.stack([b0, rest / np.linalg.norm(rest)])
+
+
+def _records_density(ds: xr.Dataset) -> bool:
+    return any(name in ds and "angle" in ds[name].dims for name in ("density", "density_count"))
+
+
+def plane_basis(ds: xr.Dataset) -> np.ndarray:
+    """(2, n_components) orthonormal rows spanning the plane in which angles are measured.
+
+    In order: an explicit ``observe.plane`` of the run's config (Gram-Schmidt: the first vector
+    at angle 0); the (w, b) plane for 1-D inputs with bias; the plane of the recorded density
+    (``meanfield.observables.principal_basis`` of the distinct inputs) when the run records one,
+    so that every figure of a run shares one plane; else the first distinct (augmented) training
+    input at angle 0 and, by Gram-Schmidt, the distinct input farthest from it.
+    """
+    n_comp = ds.sizes["component"] if "component" in ds.sizes else _x_train(ds).shape[1]
+    plane = _config(ds).get("observe", {}).get("plane")
+    if plane is not None:
+        return _gram_schmidt(*plane)
+    if is_1d_with_bias(ds):
+        return np.eye(2)
+    x = _x_train(ds)
+    if _has_bias(ds):
+        x = np.c_[x, np.ones(len(x))]
+    first, _ = distinct_inputs(ds)
+    xs = x[first]
+    if _records_density(ds):
+        try:
+            from meanfield.observables import principal_basis
+
+            return principal_basis(xs)
+        except (ImportError, ValueError):
+            pass
+    basis = np.zeros((2, n_comp))
+    norms = np.linalg.norm(xs, axis=1)
+    if not np.any(norms > 0):
+        basis[0, 0] = 1.0
+    else:
+        basis[0] = xs[np.argmax(norms > 0)] / norms[np.argmax(norms > 0)]
+    rest = xs - np.outer(xs @ basis[0], basis[0])
+    rest_norm = np.linalg.norm(rest, axis=1)
+    if rest_norm.size and rest_norm.max() > 1e-9 * max(norms.max(), 1.0):
+        k = int(np.argmax(rest_norm))
+        basis[1] = rest[k] / rest_norm[k]
+    elif n_comp > 1:  # one direction only: any orthogonal unit vector
+        e = np.eye(n_comp)[np.argmin(np.abs(basis[0]))]
+        e = e - (e @ basis[0]) * basis[0]
+        basis[1] = e / np.linalg.norm(e)
+    return basis
+
+
+def neuron_angles(ds: xr.Dataset, w: np.ndarray) -> np.ndarray:
+    """Angles (radians, in (-pi, pi]) of input-weight vectors ``w`` (..., component) in the plane.
+
+    A zero projection gives NaN (such neurons are left out of the densities).
+    """
+    proj = np.asarray(w, dtype=float) @ plane_basis(ds).T
+    angle = np.arctan2(proj[..., 1], proj[..., 0])
+    angle = np.where(angle <= -math.pi, math.pi, angle)
+    return np.where((proj[..., 0] == 0) & (proj[..., 1] == 0), np.nan, angle)
+
+
+def neuron_amplitudes(ds: xr.Dataset, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """|a| ||w|| (trainable output) or ||w|| (frozen marks)."""
+    norm = np.linalg.norm(np.asarray(w, dtype=float), axis=-1)
+    return norm if _frozen_output(ds) else np.abs(np.asarray(a, dtype=float)) * norm
+
+
+def _snapshot(ds: xr.Dataset, index: int):
+    a = np.asarray(ds.snapshot_a.isel(t_snapshot=index).values, dtype=float)
+    w = np.asarray(ds.snapshot_w.isel(t_snapshot=index).values, dtype=float)
+    return a, w
+
+
+def _has_snapshots(ds: xr.Dataset) -> bool:
+    return "snapshot_w" in ds and ds.sizes.get("t_snapshot", 0) > 0
+
+
+def angle_bin_edges(bins: int = 90) -> np.ndarray:
+    """Edges (radians) of ``bins`` equal angle bins covering [-pi, pi]."""
+    return np.linspace(-math.pi, math.pi, bins + 1)
+
+
+def snapshot_density(ds: xr.Dataset, *, weighted: bool = True,
+                     bins: int | None = None) -> xr.DataArray:
+    """Directional density of the neurons at the snapshot times, per sign of a.
+
+    density[t, s, theta] = (1/m) sum over neurons k with sign(a_k) = s (a_k = 0 counts as "+")
+    and angle in the bin, of amplitude_k (``weighted``) or 1, divided by the bin width: a density
+    per radian whose integral over angles is the sign's share of total amplitude (or of neurons).
+    Angles in (-pi, pi] (-pi is mapped to pi); neurons with no projection on the plane are
+    skipped. ``bins``: default the run's recorded ``angle`` coordinate size, else 90.
+    """
+    if bins is None:
+        bins = ds.sizes["angle"] if _records_density(ds) else 90
+    edges = angle_bin_edges(bins)
+    width = np.diff(edges)
+    n_t = ds.sizes["t_snapshot"]
+    out = np.zeros((n_t, 2, bins))
+    for j in range(n_t):
+        a, w = _snapshot(ds, j)
+        theta = neuron_angles(ds, w)
+        mass = neuron_amplitudes(ds, a, w) if weighted else np.ones_like(a)
+        ok = np.isfinite(theta)
+        for s, mask in enumerate((ok & (a >= 0), ok & (a < 0))):
+            hist, _ = np.histogram(theta[mask], bins=edges, weights=mass[mask])
+            out[j, s] = hist / (a.size * width)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    what = "amplitude" if weighted else "neuron count"
+    return xr.DataArray(
+        out, dims=("t_snapshot", "sign", "angle"),
+        coords={"t_snapshot": ds.t_snapshot.values, "sign": ["+", "-"],
+                "angle": xr.Variable(("angle",), centres, {"units": "rad",
+                                                           "long_name": "angle in the data plane"})},
+        attrs={"long_name": f"directional density ({what}-weighted)", "units": "1/rad",
+               "bin_edges": edges.tolist()})
+
+
+def _attr_list(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return list(np.atleast_1d(value))
+
+
+def phase_info(ds: xr.Dataset):
+    """(names, boundaries) from the ``phase`` variable's attrs (or the Dataset's), else None."""
+    if "phase" not in ds:
+        return None
+    attrs = {**ds.attrs, **ds["phase"].attrs}
+    names = _attr_list(attrs.get("phase_names"))
+    bounds = _attr_list(attrs.get("phase_boundaries"))
+    if names is None:
+        return None
+    bounds = sorted(float(b) for b in (bounds or []) if np.isfinite(float(b)) and float(b) > 0)
+    return [str(n) for n in names], bounds
+
+
+def _phase_bands(ds: xr.Dataset, t_lo: float, t_hi: float):
+    """[(start, end, name)] bands covering [t_lo, t_hi] between the phase boundaries."""
+    info = phase_info(ds)
+    if info is None:
+        return []
+    names, bounds = info
+    edges = [t_lo] + [b for b in bounds if t_lo < b < t_hi] + [t_hi]
+    t = np.asarray(ds.t.values, dtype=float)
+    phase = np.asarray(ds["phase"].values)
+    bands = []
+    for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = np.flatnonzero((t >= lo) & (t <= hi) & (t > 0))
+        if inside.size:  # name from the recorded phase in the middle of the band
+            k = int(phase[inside[inside.size // 2]])
+        else:
+            k = j + sum(b <= t_lo for b in bounds)
+        name = names[k] if 0 <= k < len(names) else ""
+        bands.append((lo, hi, name))
+    return bands
+
+
+def _shade_phases(axes, bands, *, label_axis=None):
+    """Alternating grey bands on every axis; phase names on top of ``label_axis``."""
+    for ax in axes:
+        for j, (lo, hi, _) in enumerate(bands):
+            if j % 2:
+                ax.axvspan(lo, hi, color="0.5", alpha=0.12, lw=0, zorder=0)
+            if j:
+                ax.axvline(lo, color="0.45", lw=0.7, ls=":", zorder=0.5)
+    if label_axis is not None:
+        for lo, hi, name in bands:
+            label_axis.text(math.sqrt(lo * hi), 1.02, name, transform=label_axis.get_xaxis_transform(),
+                            ha="center", va="bottom", fontsize=8, color="0.25", clip_on=False)
+
+
+def _positive_time_range(t: np.ndarray) -> tuple[float, float]:
+    t = np.asarray(t, dtype=float)
+    pos = t[t > 0]
+    if pos.size == 0:
+        return 1e-3, 1.0
+    return float(pos.min()), float(pos.max())
+
+
+def _run_title(ds: xr.Dataset) -> str:
+    preset = ds.attrs.get("preset", "run")
+    cfg = _config(ds)
+    extra = ""
+    par = cfg.get("model", {}).get("parametrisation", {})
+    if par.get("kind") == "luo":
+        extra = f", $\\gamma$={par.get('gamma')}, $\\gamma'$={par.get('gamma_prime')}"
+    return f"{preset} (m={ds.attrs.get('width', '?')}, seed={ds.attrs.get('seed', '?')}{extra})"
+
+
+# ----------------------------------------------------------------------------- references
+
+def wang_ma_references(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """x_+, x_-, mu ~ p x_+ - x_-, x_+perp, x_-perp (DESIGN A4) from the run's training data.
+
+    x_+ / x_- are the normalised means of the distinct inputs of each label; p = (number of +1
+    labels) / (number of -1 labels).
+    """
+    x, y = _x_train(ds), np.asarray(ds.y_train.values, dtype=float)
+    first, _ = distinct_inputs(ds)
+    pos = [i for i in first if y[i] > 0]
+    neg = [i for i in first if y[i] < 0]
+    if not pos or not neg:
+        return {}
+    xp = x[pos].mean(0)
+    xm = x[neg].mean(0)
+    xp, xm = xp / np.linalg.norm(xp), xm / np.linalg.norm(xm)
+    p = np.sum(y > 0) / np.sum(y < 0)
+    cos_d = float(np.clip(xp @ xm, -1, 1))
+    sin_d = math.sqrt(max(1 - cos_d ** 2, 1e-300))
+    refs = {"$x_+$": xp, "$x_-$": xm, r"$\mu$": p * xp - xm,
+            r"$x_+^\perp$": (xm - cos_d * xp) / sin_d, r"$x_-^\perp$": (xp - cos_d * xm) / sin_d}
+    if _has_bias(ds):
+        refs = {k: np.r_[v, 0.0] for k, v in refs.items()}
+    return refs
+
+
+PRETTY_REFERENCE_NAMES = {"mu": r"$\mu$", "x_plus": "$x_+$", "x_minus": "$x_-$",
+                          "x_plus_perp": r"$x_+^\perp$", "x_minus_perp": r"$x_-^\perp$"}
+
+
+def default_references(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """The run's reference directions: ``observe.references`` of its config if any, else the
+    Wang & Ma directions for a wang_ma run (``wang_ma_references``), else none."""
+    refs = _config(ds).get("observe", {}).get("references") or []
+    if refs:
+        return {PRETTY_REFERENCE_NAMES.get(name, name): np.asarray(v, dtype=float)
+                for name, v in refs}
+    return wang_ma_references(ds) if ds.attrs.get("preset") == "wang_ma" else {}
+
+
+def _reference_angles(ds: xr.Dataset, references) -> dict[str, float]:
+    """Angles (radians) of the reference directions: vectors are projected, scalars are angles.
+
+    Vectors of input length are augmented with a zero bias component when the model has one.
+    """
+    if references is None:
+        references = default_references(ds)
+    n_in = _x_train(ds).shape[1]
+    out = {}
+    for name, v in (references or {}).items():
+        v = np.asarray(v, dtype=float)
+        if v.ndim == 0:
+            out[name] = float(v)
+            continue
+        if _has_bias(ds) and v.size == n_in:
+            v = np.r_[v, 0.0]
+        out[name] = float(neuron_angles(ds, v))
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+def training_curves(ds: xr.Dataset, *, phases: bool = True):
+    """Loss (log-log), accuracy (if recorded) and f at each distinct training input against t.
+
+    Args:
+        ds: a run Dataset.
+        phases: shade the phase bands and name them when the run has a ``phase`` variable.
+    Returns:
+        Figure with 2 or 3 stacked axes sharing the log time axis (t = 0 is not shown).
+    """
+    t = np.asarray(ds.t.values, dtype=float)
+    keep = t > 0
+    t = t[keep]
+    has_acc = "accuracy" in ds
+    n_panels = 3 if has_acc else 2
+    fig = _figure(figsize=(6.6, 2.3 * n_panels + 0.9), layout="constrained")
+    axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
+    ax_loss, ax_f = axes[0], axes[-1]
+
+    loss = np.asarray(ds.loss.values, dtype=float)[keep]
+    ax_loss.loglog(t, loss, color="k", lw=1.4)
+    ax_loss.set_ylabel(f"training loss\n({_config(ds).get('model', {}).get('loss', '')})")
+    if ds.sizes["t"] and np.all(np.isfinite(loss)) and loss.size:
+        ax_loss.axhline(float(ds.loss.values[0]), color="0.6", lw=0.8, ls="--",
+                        label="loss at $t=0$")
+        ax_loss.legend(loc="lower left", fontsize=8, frameon=False)
+
+    if has_acc:
+        ax_acc = axes[1]
+        ax_acc.semilogx(t, 100 * np.asarray(ds.accuracy.values, dtype=float)[keep], color="k",
+                        lw=1.4, drawstyle="steps-post")
+        ax_acc.set_ylabel("training accuracy (%)")
+        ax_acc.set_ylim(-5, 105)
+
+    first, members = distinct_inputs(ds)
+    x, y = _x_train(ds), np.asarray(ds.y_train.values, dtype=float)
+    f = np.asarray(ds.f_train.values, dtype=float)[keep]
+    squared = _config(ds).get("model", {}).get("loss") == "squared"
+    import matplotlib as mpl
+
+    colours = mpl.colormaps["tab10" if len(first) <= 10 else "viridis"]
+    for j, (i, group) in enumerate(zip(first, members)):
+        c = colours(j % 10) if len(first) <= 10 else colours(j / max(len(first) - 1, 1))
+        where = f"$x={x[i, 0]:.3g}$" if x.shape[1] == 1 else f"$x_{{{i}}}$"
+        copies = f", $\\times${len(group)}" if len(group) > 1 else ""
+        lw = max(3.0 - 0.6 * j, 1.2) if len(first) <= 4 else 1.4  # coinciding curves stay visible
+        ax_f.semilogx(t, f[:, i], color=c, lw=lw, label=f"{where} ($y={y[i]:+.3g}${copies})")
+        if squared:
+            ax_f.axhline(y[i], color=c, lw=0.8, ls="--")
+    ax_f.axhline(0.0, color="0.3", lw=0.6)
+    ax_f.set_ylabel("network output $f(x_i)$")
+    ncol = 1 if len(first) <= 5 else 2
+    ax_f.legend(fontsize=8, ncol=ncol, frameon=False, loc="best",
+                title="training input" + (" (dashed: target)" if squared else ""),
+                title_fontsize=8)
+    ax_f.set_xlabel(TIME_LABEL)
+    lo, hi = _positive_time_range(t)
+    ax_f.set_xlim(lo, hi)
+    for ax in axes:
+        ax.grid(True, which="major", lw=0.3, alpha=0.5)
+    if phases:
+        bands = _phase_bands(ds, lo, hi)
+        if bands:
+            _shade_phases(axes, bands, label_axis=axes[0])
+    fig.suptitle(_run_title(ds), fontsize=10)
+    return fig
+
+
+def name_of(weighted: bool) -> str:
+    return "density" if weighted else "density_count"
+
+
+def _density_source(ds: xr.Dataset, weighted: bool):
+    """(DataArray on (time, sign, angle) in radians, time values, time dim name, from_snapshots)."""
+    name = name_of(weighted)
+    if name in ds:
+        da = ds[name]
+        angle = np.asarray(da.angle.values, dtype=float)
+        if "deg" in str(da.angle.attrs.get("units", "")):
+            da = da.assign_coords(angle=np.deg2rad(angle))
+        return da.transpose("t", "sign", "angle"), np.asarray(da.t.values, float), "t", False
+    if not _has_snapshots(ds):
+        raise ValueError("the run has neither a density variable nor particle snapshots")
+    da = snapshot_density(ds, weighted=weighted)
+    return da, np.asarray(da.t_snapshot.values, float), "t_snapshot", True
+
+
+def _log_edges(t: np.ndarray) -> np.ndarray:
+    """Cell edges around positive times on a log axis (geometric midpoints)."""
+    lt = np.log(t)
+    if lt.size == 1:
+        return np.exp([lt[0] - 0.5, lt[0] + 0.5])
+    mid = 0.5 * (lt[1:] + lt[:-1])
+    return np.exp(np.r_[lt[0] - (mid[0] - lt[0]), mid, lt[-1] + (lt[-1] - mid[-1])])
+
+
+def _angle_label_axis(ax, *, degrees: bool = True):
+    ax.set_ylim(-180, 180)
+    ax.set_yticks(np.arange(-180, 181, 60))
+    ax.set_ylabel("neuron angle in the data plane (deg)")
+
+
+def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
+                    normalise: bool = True):
+    """Heat map of the directional density over (log t, angle), one panel per sign of a.
+
+    Uses ``ds.density`` (amplitude-weighted) / ``ds.density_count`` when present, else computes
+    it from the particle snapshots (``snapshot_density``; one column per snapshot time).
+
+    Args:
+        weighted: amplitude-weighted density (else neuron counts).
+        references: {name: vector or angle in radians} drawn as horizontal lines; default: the
+            Wang & Ma directions for a wang_ma run, none otherwise.
+        normalise: divide each time column by that sign's total, so the colour shows where the
+            mass is at each time (the total grows by orders of magnitude over a run).
+    Returns:
+        Figure with 2 image axes (sign +, sign -) and a colour bar.
+    """
+    from matplotlib.colors import LogNorm
+
+    da, times, tdim, from_snapshots = _density_source(ds, weighted)
+    values = np.asarray(da.values, dtype=float)
+    keep = times > 0
+    times, values = times[keep], values[keep]
+    angle = np.asarray(da.angle.values, dtype=float)
+    if "bin_edges" in da.attrs:
+        a_edges = np.asarray(da.attrs["bin_edges"], dtype=float)
+    else:
+        step = np.diff(angle).mean() if angle.size > 1 else 2 * math.pi
+        a_edges = np.r_[angle - step / 2, angle[-1] + step / 2]
+    if normalise:
+        total = (values * np.diff(a_edges)).sum(axis=-1, keepdims=True)
+        values = np.divide(values, total, out=np.zeros_like(values), where=total > 0)
+    positive = values[values > 0]
+    vmax = float(positive.max()) if positive.size else 1.0
+    vmin = max(float(positive.min()) if positive.size else 1e-3, vmax * 1e-4)
+    norm = LogNorm(vmin=vmin, vmax=vmax)
+
+    fig = _figure(figsize=(11, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    t_edges = _log_edges(times)
+    signs = [str(s) for s in da.sign.values]
+    refs = _reference_angles(ds, references)
+    bands = _phase_bands(ds, t_edges[0], t_edges[-1])
+    mesh = None
+    for ax, s in zip(axes, ["+", "-"]):
+        if s not in signs:
+            ax.set_visible(False)
+            continue
+        grid = np.ma.masked_less_equal(values[:, signs.index(s)].T, 0)
+        mesh = ax.pcolormesh(t_edges, np.rad2deg(a_edges), grid, norm=norm, cmap="magma_r",
+                             shading="flat", rasterized=True)
+        ax.set_xscale("log")
+        ax.set_xlim(t_edges[0], t_edges[-1])
+        ax.set_facecolor("white")
+        _angle_label_axis(ax)
+        ax.set_xlabel(TIME_LABEL)
+        ax.set_title(f"{SIGN_NAMES[s]} neurons", fontsize=10, pad=14 if bands else 6)
+        label_y = _spread([math.degrees(th) for th in refs.values()], gap=9.0, lo=-180, hi=180)
+        for (name, th), c, ly in zip(refs.items(), REFERENCE_COLOURS, label_y):
+            ax.axhline(math.degrees(th), color=c, lw=0.8, ls=(0, (4, 2)), alpha=0.9)
+            ax.annotate(name, (1.0, ly), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=8, color=c,
+                        annotation_clip=False)
+        for lo, _, _ in bands[1:]:
+            ax.axvline(lo, color="tab:green", lw=1.0, ls="-", alpha=0.8)
+        for lo, hi, name in bands:
+            ax.text(math.sqrt(lo * hi), 1.0, name, transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=7, color="tab:green")
+        if from_snapshots:
+            for tv in times:
+                ax.axvline(tv, color="0.6", lw=0.4, ls=":", alpha=0.6)
+    axes[1].set_ylabel("")
+    what = "amplitude" if weighted else "neuron"
+    if normalise:
+        label = f"fraction of the sign's {what} mass per radian"
+    elif from_snapshots:
+        label = f"{what} density (per radian, $1/m$ normalised)"
+    else:
+        label = da.attrs.get("long_name", name_of(weighted))
+    if mesh is not None:
+        fig.colorbar(mesh, ax=list(axes), label=label, shrink=0.95, pad=0.045 if refs else 0.02)
+    source = (f"from {len(times)} particle snapshots (dotted: snapshot times)" if from_snapshots
+              else "recorded at every save time")
+    fig.suptitle(f"{_run_title(ds)}: directional density, {what}-weighted, {source}", fontsize=10)
+    return fig
+
+
+def _spread(values, *, gap: float, lo: float, hi: float) -> list[float]:
+    """Label positions near ``values`` at least ``gap`` apart (order kept), within [lo, hi]."""
+    if not values:
+        return []
+    order = np.argsort(values)
+    pos = np.asarray(values, dtype=float)[order]
+    for _ in range(50):
+        moved = False
+        for k in range(1, pos.size):
+            overlap = gap - (pos[k] - pos[k - 1])
+            if overlap > 1e-9:
+                pos[k - 1] -= overlap / 2
+                pos[k] += overlap / 2
+                moved = True
+        pos = np.clip(pos, lo, hi)
+        if not moved:
+            break
+    out = np.empty_like(pos)
+    out[order] = pos
+    return out.tolist()
+
+
+def _snapshot_indices(ds: xr.Dataset, times, default: str) -> list[int]:
+    t = np.asarray(ds.t_snapshot.values, dtype=float)
+    if times is None:
+        n = t.size
+        picks = [0, n // 2, n - 1] if default == "first_mid_last" else [0, n - 1]
+        out = []
+        for i in picks:
+            if i not in out:
+                out.append(i)
+        return out
+    return [int(np.argmin(np.abs(t - float(v)))) for v in np.atleast_1d(times)]
+
+
+def _time_title(t: float) -> str:
+    return "$t = 0$" if t == 0 else f"$t = {t:.4g}$"
+
+
+def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
+    """Polar plots of all neurons as rays from the origin at chosen snapshot times.
+
+    Angle = angle in the data plane (module docstring), length = amplitude normalised by the
+    panel's largest, colour = sign of a. Reference directions are dashed labelled rays.
+
+    Args:
+        times: snapshot times (nearest snapshot used); default first, middle and last snapshot.
+        references: {name: vector (component space or input space) or angle in radians};
+            default: x_+, x_-, mu, x_+perp, x_-perp for a wang_ma run, none otherwise; {} for none.
+    Returns:
+        Figure with one polar axis per chosen time.
+    """
+    if not _has_snapshots(ds):
+        raise ValueError("the run has no particle snapshots")
+    ref_angles = _reference_angles(ds, references)
+    idx = _snapshot_indices(ds, times, "first_mid_last")
+    fig = _figure(figsize=(3.9 * len(idx), 4.5), layout="constrained")
+    t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
+    for j, i in enumerate(idx):
+        ax = fig.add_subplot(1, len(idx), j + 1, projection="polar")
+        a, w = _snapshot(ds, i)
+        theta = neuron_angles(ds, w)
+        amp = neuron_amplitudes(ds, a, w)
+        scale = amp.max() if amp.size and amp.max() > 0 else 1.0
+        r = amp / scale
+        alpha = float(np.clip(20 / math.sqrt(max(a.size, 1)), 0.25, 0.8))
+        for s, mask in (("+", a >= 0), ("-", a < 0)):
+            if not mask.any():
+                continue
+            th = np.repeat(theta[mask], 3)
+            rr = np.zeros(th.size)
+            rr[1::3] = r[mask]
+            rr[2::3] = np.nan
+            ax.plot(th, rr, color=SIGN_COLOURS[s], lw=0.9, alpha=alpha, solid_capstyle="round",
+                    zorder=2)
+            if j == 0:
+                ax.plot([], [], color=SIGN_COLOURS[s], lw=1.5, label=SIGN_NAMES[s])
+        for (name, th), c in zip(ref_angles.items(), REFERENCE_COLOURS):
+            ax.plot([th, th], [0, 1.0], color=c, lw=1.1, ls=(0, (4, 2)), zorder=1,
+                    label=name if j == len(idx) - 1 else None)
+        ax.set_ylim(0, 1.0)
+        ax.set_yticks([0.5, 1.0])
+        ax.set_yticklabels(["0.5", "1"], fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{_time_title(t_snap[i])}\nmax amplitude {scale:.3g}", fontsize=9,
+                     pad=14)
+        if j == 0:
+            ax.legend(loc="upper left", bbox_to_anchor=(-0.15, 1.12), fontsize=8, frameon=False)
+        if j == len(idx) - 1 and ref_angles:
+            ax.legend(loc="center left", bbox_to_anchor=(1.08, 0.5), fontsize=8, frameon=False,
+                      title="reference directions", title_fontsize=8)
+    amp_name = "$\\|w_k\\|$" if _frozen_output(ds) else "$|a_k|\\,\\|\\tilde w_k\\|$"
+    plane = ("angle of $\\tilde w=(w,b)$" if is_1d_with_bias(ds)
+             else "angle in the plane of the training inputs")
+    fig.suptitle(f"{_run_title(ds)}: neurons as rays ({plane}; length {amp_name} / panel max)",
+                 fontsize=10)
+    return fig
+
+
+def luo_scatter(ds: xr.Dataset, times=None):
+    """Luo et al.'s condensation plot: each neuron at (angle of w~, amplitude |a| ||w~||).
+
+    For 1-D inputs with bias the angle is atan2(b, w); otherwise the plane angle. One panel per
+    chosen snapshot time (default: initial and final).
+    """
+    if not _has_snapshots(ds):
+        raise ValueError("the run has no particle snapshots")
+    idx = _snapshot_indices(ds, times, "first_last")
+    t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
+    fig = _figure(figsize=(4.6 * len(idx), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(idx), squeeze=False)[0])
+    size = float(np.clip(3000 / max(ds.sizes["neuron"], 1), 1.5, 12))
+    for ax, i in zip(axes, idx):
+        a, w = _snapshot(ds, i)
+        theta = np.rad2deg(neuron_angles(ds, w))
+        amp = neuron_amplitudes(ds, a, w)
+        for s, mask in (("+", a >= 0), ("-", a < 0)):
+            ax.scatter(theta[mask], amp[mask], s=size, color=SIGN_COLOURS[s], alpha=0.6, lw=0,
+                       label=SIGN_NAMES[s], rasterized=True)
+        ax.set_xlim(-180, 180)
+        ax.set_xticks(np.arange(-180, 181, 90))
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(r"orientation $\arctan2(b, w)$ (deg)" if is_1d_with_bias(ds)
+                      else "angle in the data plane (deg)")
+        ax.set_title(_time_title(t_snap[i]), fontsize=10)
+        ax.grid(True, lw=0.3, alpha=0.5)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    axes[0].set_ylabel("amplitude " + ("$\\|w_k\\|$" if _frozen_output(ds)
+                                       else r"$|a_k|\,\|\tilde w_k\|$"))
+    axes[0].legend(fontsize=8, markerscale=3, frameon=False, loc="upper left")
+    fig.suptitle(f"{_run_title(ds)}: condensation", fontsize=10)
+    return fig
+
+
+def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> list[str]:
+    """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths.
+
+    training_curves.png always; density.png when the run has a density variable or snapshots;
+    rays.png with snapshots; luo_scatter.png with snapshots of 1-D inputs with bias. Figures are
+    drawn off-screen (Agg, no pyplot).
+    """
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    jobs = [("training_curves.png", training_curves)]
+    if "density" in ds or _has_snapshots(ds):
+        jobs.append(("density.png", density_heatmap))
+    if _has_snapshots(ds):
+        jobs.append(("rays.png", neuron_rays))
+        if is_1d_with_bias(ds):
+            jobs.append(("luo_scatter.png", luo_scatter))
+    paths = []
+    with _offscreen():
+        for name, fn in jobs:
+            fig = fn(ds)
+            path = os.path.join(out_dir, name)
+            fig.savefig(path, dpi=dpi)
+            paths.append(path)
+    return paths
