@@ -168,10 +168,8 @@ def move_particle(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: boo
     rate = -a_new * (x @ last_field)
     approaching = (jnp.abs(z_new) > band_new) & (z_new * rate < 0)
     times = jnp.where(approaching, -z_new / jnp.where(rate == 0, 1.0, rate), inf)
-    if x.shape[0] >= 2:
-        tau2 = -jax.lax.top_k(-times, 2)[0][1]
-    else:
-        tau2 = inf
+    first = jnp.argmin(times)
+    tau2 = jnp.min(jnp.where(jnp.arange(x.shape[0]) == first, inf, times))
     amplitude = jnp.abs(a_new) * jnp.sqrt(w_new @ w_new)
     tau2 = jnp.where(amplitude >= mass_floor, tau2, inf)
     g = jnp.sqrt(last_field @ last_field)

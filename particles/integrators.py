@@ -156,6 +156,13 @@ def optax_solver(optimizer: optax.GradientTransformation) -> Integrator:
 
 # ----------------------------------------------------------------------------- adaptive flow
 
+def _split(particles: Particles, problem: Problem) -> int:
+    """Sub-chunks per chunk for the motion kernel: its (chunk, n) intermediates are many, and
+    staying near 1000 particles keeps them in cache (measured 1.6x faster than 4000)."""
+    chunk = particles.a.shape[0] // problem.n_chunks
+    return next(f for f in (8, 4, 2, 1) if chunk % f == 0 and chunk // f >= 500 or f == 1)
+
+
 def motion_pass(problem: Problem, particles: Particles, residual, h, band_eps, mass_floor):
     """Move every particle by h in the frozen field of ``residual`` (chunked, vmapped).
 
@@ -172,7 +179,7 @@ def motion_pass(problem: Problem, particles: Particles, residual, h, band_eps, m
                                              mass_floor, problem.trainable)
         return (Particles(a=a, w=w), tau2, g, amp), contrib.sum(0)
 
-    (new, tau2, g, amp), total = scan_chunks(fn, particles, problem.n_chunks,
+    (new, tau2, g, amp), total = scan_chunks(fn, particles, problem.n_chunks * _split(particles, problem),
                                              jnp.zeros(x.shape[0], x.dtype))
     return new, total * problem.inv_width, {"tau2": tau2, "g": g, "amplitude": amp}
 
