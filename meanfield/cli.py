@@ -78,6 +78,11 @@ def _summary(ds, out: str | None) -> str:
     ]
     if "accuracy" in ds:
         lines.append(f"accuracy   {float(ds.accuracy[0]):.3f} -> {float(last.accuracy):.3f}")
+    if "phase" in ds:
+        from meanfield.phases import boundaries
+
+        starts = boundaries(ds.phase)
+        lines.append("phases     " + "; ".join(f"{name} from t={t0:.4g}" for name, t0 in starts.items()))
     lines.append(f"wall time  {ds.attrs['wall_time_s']:.2f} s  (jax {ds.attrs['jax_version']}, "
                  f"{ds.attrs['backend']})")
     if out:
@@ -124,6 +129,12 @@ def cmd_run(args) -> int:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
     print(_summary(ds, out))
+    if not args.no_plots:
+        from meanfield.plot import save_all
+
+        plots = save_all(ds.load(), _default_plot_dir(out))
+        print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
+              f"({', '.join(os.path.basename(p) for p in plots)})")
     return 0
 
 
@@ -170,6 +181,7 @@ def make_parser() -> argparse.ArgumentParser:
                           "(e.g. solver.rtol=1e-4); repeatable")
     run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    run.add_argument("--no-plots", action="store_true", help="do not write the PNG figures")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -135,17 +135,26 @@ def _run_chunk(integrator_key, problem, x_eval, state, params, targets, real, li
 
 # ----------------------------------------------------------------------------- schedule
 
+@jax.jit
+def _time_scales(problem: pt.Problem, particles: pt.Particles):
+    f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
+    r_sum = jnp.sum(jnp.abs(pt.residuals(problem, f0))) + 1e-30
+    rms_a = jnp.sqrt(jnp.sum(particles.a ** 2) * problem.inv_width) + 1e-30
+    rms_w = jnp.sqrt(jnp.sum(particles.w ** 2) * problem.inv_width) + 1e-30
+    x_max = jnp.sqrt(jnp.max(jnp.sum(problem.x ** 2, axis=1)))
+    rotation = rms_w / (rms_a * x_max * r_sum)
+    kernel = 1.0 / (kernel_scale(problem, particles) * r_sum + 1e-30)
+    return rotation, kernel
+
+
 def particle_time_scale(problem: pt.Problem, particles: pt.Particles) -> float:
     """Time for a typical particle to move by its own size, min over rotation and kernel scales."""
-    f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
-    r_sum = float(jnp.sum(jnp.abs(pt.residuals(problem, f0)))) + 1e-30
-    width = 1.0 / float(problem.inv_width)
-    rms_a = math.sqrt(float(jnp.sum(particles.a ** 2)) / width) + 1e-30
-    rms_w = math.sqrt(float(jnp.sum(particles.w ** 2)) / width) + 1e-30
-    x_max = math.sqrt(float(jnp.max(jnp.sum(problem.x ** 2, axis=1))))
-    rotation = rms_w / (rms_a * x_max * r_sum)
-    kernel = 1.0 / (float(kernel_scale(problem, particles)) * r_sum + 1e-30)
-    return min(rotation, kernel)
+    return float(min(jax.device_get(_time_scales(problem, particles))))
+
+
+@partial(jax.jit, static_argnames=("integrator_key",))
+def _init_state(integrator_key, problem, particles, params):
+    return _integrator(integrator_key).init(problem, particles, params)
 
 
 def save_schedule(config: SimulationConfig, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +217,8 @@ def chunk_plan(times: np.ndarray, snap: np.ndarray) -> list[tuple[int, int, bool
 
 
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
-             resume: bool = False, overwrite: bool = False) -> xr.Dataset:
+             resume: bool = False, overwrite: bool = False,
+             checkpoint_seconds: float = 5.0) -> xr.Dataset:
     """Run the particle system of ``config`` and return its Dataset.
 
     Args:
@@ -219,6 +229,10 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         resume: continue the run already in ``out`` (same config required) from its last
             checkpoint; a finished run is returned as stored.
         overwrite: replace an existing ``out`` (otherwise an existing store is an error).
+        checkpoint_seconds: with ``out``, commit records and a state checkpoint at the end of
+            the first compiled chunk that finishes this long after the previous commit (0:
+            after every chunk). A SIGKILL loses at most what was computed since the last
+            commit; Ctrl-C, divergence and the end of the run always commit.
     Returns:
         ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
         with ``out``, the store opened lazily.
@@ -236,7 +250,6 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
                               "or overwrite=True (CLI --overwrite) to replace it")
     problem, particles, x_eval, dtype = prepare(config)
     key = _integrator_key(config.solver)
-    integrator = _integrator(key)
     params = _solver_params(config.solver, dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
@@ -245,7 +258,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     limits = {"max_steps": jnp.asarray(config.max_steps, jnp.int32),
               "loss_tol": jnp.asarray(-jnp.inf if config.loss_tol is None else config.loss_tol,
                                       dtype)}
-    state = integrator.init(problem, particles, params)
+    state = _init_state(key, problem, particles, params)
     recorder = _Recorder(config)
     store, first_chunk = None, 0
     if out is not None and resume and os.path.exists(out):
@@ -262,6 +275,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     bar = _progress_bar(progress, len(times))
     if bar is not None:
         bar.update(recorder.count)
+    last_commit, committed_state, committed_chunks = time.time(), state, 0
     try:
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
@@ -275,9 +289,14 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             kept = recorder.add(records)
             if done or snapshot_after:
                 recorder.snapshot(state)
-            if store is not None:
+            if store is not None and (done or index + 1 == len(plan) or
+                                      time.time() - last_commit >= checkpoint_seconds):
                 store.append(recorder.pending_dataset(started), state, index + 1)
-            recorder.clear_pending()
+                recorder.clear_pending()
+                last_commit = time.time()
+            elif store is None:
+                recorder.clear_pending()
+            committed_state, committed_chunks = state, index + 1
             if bar is not None:
                 bar.update(kept)
                 bar.set_postfix(t=f"{recorder.last('t'):.3g}", loss=f"{recorder.last('loss'):.3g}",
@@ -285,6 +304,8 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             if done:
                 break
     except KeyboardInterrupt:
+        if store is not None and recorder.has_pending and committed_chunks:
+            store.append(recorder.pending_dataset(started), committed_state, committed_chunks)
         raise RunInterrupted(_result(recorder, store, started, "interrupted",
                                      finished=False)) from None
     finally:
@@ -305,13 +326,18 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
 
 
 def _result(recorder, store, started: float, stop_reason: str, finished: bool = True):
-    """The run's Dataset: from the store (finalised) when streaming, else from memory."""
-    if store is None or not store.written:
-        return recorder.dataset(started, stop_reason)
+    """The run's Dataset with its phases: from the store (finalised) when streaming, else from
+    memory."""
     from meanfield.io import open_run
+    from meanfield.phases import label_phases
 
+    if store is None or not store.written:
+        ds = recorder.dataset(started, stop_reason)
+        return ds.assign(phase=label_phases(ds))
+    ds = open_run(store.path)
+    phase = label_phases(ds.assign_attrs(stop_reason=stop_reason))
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
-                 finished=finished)
+                 finished=finished, extra=xr.Dataset({"phase": phase.drop_vars("t", errors="ignore")}))
     return open_run(store.path)
 
 
@@ -359,7 +385,8 @@ class _Recorder:
         for name, value in records.items():
             kept = np.asarray(value)[valid]
             self.records.setdefault(name, []).append(kept)
-            self.pending_records[name] = kept
+            pending = self.pending_records.get(name)
+            self.pending_records[name] = kept if pending is None else np.concatenate([pending, kept])
         if valid.any():
             last = np.flatnonzero(valid)[-1]
             self._last = {k: float(np.asarray(v)[last]) for k, v in records.items()
@@ -379,6 +406,10 @@ class _Recorder:
         snap = (t, np.asarray(a), np.asarray(w))
         self.snapshots.append(snap)
         self.pending_snapshots.append(snap)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending_snapshots) or len(self.pending_records.get("t", ())) > 0
 
     def clear_pending(self) -> None:
         self.pending_records, self.pending_snapshots = {}, []

@@ -92,6 +92,9 @@ class RunStore:
             metadata = os.path.join(path, ".zmetadata")
             if os.path.exists(metadata):  # stale once the run continues
                 os.remove(metadata)
+            group = zarr.open_group(path, mode="r+", zarr_format=2)
+            if "phase" in group:  # derived from the records: recomputed at the end
+                del group["phase"]
         return store
 
     def _truncate(self):
@@ -163,11 +166,18 @@ class RunStore:
             os.fsync(fh.fileno())
         os.replace(tmp, os.path.join(self.path, PROGRESS))
 
-    def finish(self, attrs: dict, *, finished: bool = True) -> None:
-        """Record final attributes and consolidate metadata; ``finished=False`` (an interrupted
-        run) leaves the store resumable."""
+    def finish(self, attrs: dict, *, finished: bool = True, extra: xr.Dataset | None = None) -> None:
+        """Record final attributes and derived variables (``extra``, e.g. the phases, replaced
+        if present) and consolidate metadata; ``finished=False`` (an interrupted run) leaves
+        the store resumable."""
         group = zarr.open_group(self.path, mode="r+", zarr_format=2)
-        group.attrs.update(attrs)
+        kept = dict(group.attrs)
+        if extra is not None:
+            for name in extra.data_vars:
+                if name in group:
+                    del group[name]
+            extra.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
+        group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
         self.progress["finished"] = finished
         self._commit()
         zarr.consolidate_metadata(self.path, zarr_format=2)

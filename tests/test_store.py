@@ -16,7 +16,7 @@ from meanfield.store import StoreError, read_progress
 SCRIPT = """
 import meanfield as mf
 cfg = mf.presets.wang_ma(width=300, t_max=1500.0, n_saves=600)
-mf.simulate(cfg, progress=False, out={out!r})
+mf.simulate(cfg, progress=False, out={out!r}, checkpoint_seconds=0)
 """
 
 
@@ -40,7 +40,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert progress is not None and not progress["finished"], "the run finished before the kill"
     partial = mf.open_run(out)  # readable as it is, committed chunks only
     assert partial.sizes["t"] == progress["records"] > 0
-    resumed = mf.simulate(config(), progress=False, out=out, resume=True)
+    resumed = mf.simulate(config(), progress=False, out=out, resume=True, checkpoint_seconds=0)
     reference = mf.simulate(config(), progress=False)
     data = lambda ds: ds.load().drop_attrs()
     xr.testing.assert_identical(data(resumed), data(reference))  # bitwise: float64 on CPU
