@@ -5,7 +5,7 @@
 """
 
 from meanfield import presets
-from meanfield.config import SaveAt, SimulationConfig, Solver
+from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
 from meanfield.io import open_run, run_config, save_run
 from meanfield.runner import (
     DivergenceError,
@@ -19,7 +19,7 @@ from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 __version__ = "0.1.0"
 
 __all__ = [
-    "DivergenceError", "InitialLaw", "ModelSpec", "Parametrisation", "RunError",
+    "DivergenceError", "InitialLaw", "ModelSpec", "Observe", "Parametrisation", "RunError",
     "RunInterrupted", "SaveAt", "SimulationConfig", "Solver", "StepBudgetError",
     "TrainingData", "open_run", "presets", "run_config", "save_run", "simulate",
 ]

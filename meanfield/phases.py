@@ -6,6 +6,8 @@ phase names, the boundary times and any markers, using
 * ``wang_ma`` rules (arXiv 2305.12467, DESIGN A4): end of I when every alive positive neuron is
   within cosine 0.99 of mu; end of II at the maximum of f(x_-); end of III when f(x_-) crosses 0
   (100% accuracy); Phase IV markers at the activation-pattern changes after that;
+* ``boursier`` rules (arXiv 2206.00939, DESIGN A5): alignment with D_+- (references
+  ``D_plus``/``D_minus``), then the plateau / escape segments of the general detector;
 * a ``general`` detector: plateaus of log-loss against log-time (|d log L / d log t| below a
   threshold) alternate with descents; condensation onset (effective number of directions below
   half its initial value) and activation-pattern changes are recorded as markers.
@@ -105,14 +107,60 @@ def general_phases(ds: xr.Dataset, *, slope: float = 0.1, min_points: int = 3) -
     return _phase_variable(t, names, boundaries, markers, "general")
 
 
-RULES = {"wang_ma": wang_ma_phases, "general": general_phases}
+def boursier_phases(ds: xr.Dataset, *, cosine: float = 0.99, slope: float = 0.1) -> xr.DataArray:
+    """Boursier et al.'s alignment, plateaus and escapes (arXiv 2206.00939, DESIGN A5).
+
+    Alignment ends when the best-aligned neuron of each sign has cosine ``cosine`` with its
+    class direction (references ``D_plus`` and ``D_minus``); the plateaus (L0, then the slower
+    class's share) and escapes are the plateau / descent segments of ``general_phases`` after it.
+    """
+    refs = list(ds.reference.values) if "reference" in ds.coords else []
+    if "D_plus" not in refs or "D_minus" not in refs:
+        raise ValueError("boursier rules need observe.references named 'D_plus' and 'D_minus' "
+                         "(see meanfield.observables.boursier_references)")
+    t = ds.t.values
+    best = np.minimum(ds.cosine_stats.sel(sign="+", reference="D_plus", stat="max").values,
+                      ds.cosine_stats.sel(sign="-", reference="D_minus", stat="max").values)
+    t_align = _crossing(t, np.nan_to_num(best, nan=-1.0), cosine)
+    general = general_phases(ds, slope=slope)
+    starts = boundaries(general)
+    names, bounds = ["alignment"], [] if t_align is None else [t_align]
+    plateaus = escapes = 0
+    for name, start in starts.items():
+        if t_align is not None and start < t_align and list(starts).index(name) + 1 < len(starts) \
+                and list(starts.values())[list(starts).index(name) + 1] <= t_align:
+            continue  # segment over before alignment ends
+        if "plateau" in name:
+            plateaus += 1
+            label = f"plateau {plateaus}"
+        else:
+            escapes += 1
+            label = f"escape {escapes}"
+        if start > (t_align or 0.0):
+            bounds.append(start)
+            names.append(label)
+        elif len(names) == 1:
+            names.append(label)
+    if t_align is None:
+        names = names[1:]
+    markers = json.loads(general.attrs["markers"])
+    markers["alignment"] = t_align
+    return _phase_variable(t, names, bounds, markers, "boursier")
+
+
+RULES = {"wang_ma": wang_ma_phases, "boursier": boursier_phases, "general": general_phases}
 
 
 def label_phases(ds: xr.Dataset, rules: str = "auto") -> xr.DataArray:
     """The ``phase`` variable of a run; ``auto`` picks the preset's rules, else ``general``."""
     if rules == "auto":
-        rules = "wang_ma" if ds.attrs.get("preset") == "wang_ma" and "cosine_stats" in ds \
-            else "general"
+        refs = list(ds.reference.values) if "reference" in ds.coords else []
+        if ds.attrs.get("preset") == "wang_ma" and "cosine_stats" in ds:
+            rules = "wang_ma"
+        elif "D_plus" in refs and "D_minus" in refs and "cosine_stats" in ds:
+            rules = "boursier"
+        else:
+            rules = "general"
     if rules not in RULES:
         raise ValueError(f"rules={rules!r} is not allowed; choose one of {('auto', *RULES)}")
     if ds.sizes.get("t", 0) < 2:

@@ -248,7 +248,8 @@ def phase_info(ds: xr.Dataset):
     if names is None:
         return None
     bounds = sorted(float(b) for b in (bounds or []) if np.isfinite(float(b)) and float(b) > 0)
-    return [str(n) for n in names], bounds
+    # band labels: the short name before ':' (e.g. "II"); narrow bands would overlap otherwise
+    return [str(n).split(":")[0] for n in names], bounds
 
 
 def _phase_bands(ds: xr.Dataset, t_lo: float, t_hi: float):

@@ -70,3 +70,29 @@ def test_general_detector_on_a_synthetic_two_plateau_curve():
     assert json.loads(phase.attrs["phase_boundaries"]) == starts
     with pytest.raises(ValueError, match="rules"):
         label_phases(ds, rules="nope")
+
+
+def test_boursier_alignment_plateaus_and_escapes():
+    """4 orthogonal inputs, |D_+| >= 2 |D_-|, balanced init at lambda = 1e-6 (arXiv 2206.00939):
+    alignment, the L0 plateau, the first escape, the plateau at the slower class's share, the
+    second escape."""
+    x, y = np.eye(4), np.array([1.0, 1.0, -0.4, -0.2])
+    d_plus = (x[:2] * y[:2, None]).sum(0) / 4
+    d_minus = (x[2:] * np.abs(y[2:, None])).sum(0) / 4
+    cfg = mf.SimulationConfig(
+        model=mf.ModelSpec(width=200, bias=False,
+                           init=mf.InitialLaw(kind="balanced", scale=1e-6, signs="random")),
+        data=mf.TrainingData(x=x, y=y), t_max=2e4, loss_tol=1e-10, precision="float64",
+        observe=mf.Observe(references=(("D_plus", tuple(d_plus)), ("D_minus", tuple(d_minus)))),
+        save=mf.SaveAt(n=300))
+    ds = mf.simulate(cfg, progress=False)
+    assert ds.phase.attrs["rules"] == "boursier"
+    starts = boundaries(ds.phase)
+    assert list(starts) == ["alignment", "plateau 1", "escape 1", "plateau 2", "escape 2"]
+    t = ds.t.values
+    l0, l1 = float(np.sum(y ** 2) / 8), float(np.sum(y[2:] ** 2) / 8)
+    mid_1 = (t > starts["plateau 1"]) & (t < starts["escape 1"])
+    mid_2 = (t > starts["plateau 2"]) & (t < starts["escape 2"])
+    assert np.allclose(ds.loss.values[mid_1], l0, rtol=0.01)
+    assert np.allclose(ds.loss.values[mid_2], l1, rtol=0.02)
+    assert starts["escape 1"] < math.log(1e6) / np.linalg.norm(d_plus) < starts["plateau 2"] * 1.2
