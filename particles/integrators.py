@@ -18,6 +18,7 @@ share the same time axis. All numeric parameters are traced (no recompilation).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -48,27 +49,26 @@ class Integrator(NamedTuple):
     step: Callable
 
 
-@pytree_dataclass
-class FixedStepState:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunState:
+    """Fields every integrator state has."""
+
     particles: Particles
     t: jax.Array
     f: jax.Array  # f at the distinct inputs, (n_u,)
     n_steps: jax.Array
     n_rejected: jax.Array
     status: jax.Array
-    h: jax.Array
+    h: jax.Array  # step used (fixed) or proposed by the error controller (adaptive)
+
+
+@pytree_dataclass
+class FixedStepState(RunState):
     opt_state: Any = None
 
 
 @pytree_dataclass
-class FlowState:
-    particles: Particles
-    t: jax.Array
-    f: jax.Array  # f at the distinct inputs, (n_u,)
-    n_steps: jax.Array
-    n_rejected: jax.Array
-    status: jax.Array
-    h: jax.Array  # step proposed by the error controller
+class FlowState(RunState):
     h_face: jax.Array  # CFL-like bound: half the time to any massive particle's second face
     g_max: jax.Array  # max |G| over particles (growth rate bound)
     mass_floor: jax.Array
