@@ -1,6 +1,7 @@
 """End-to-end wall time of the presets, as a new user sees it (fresh process, compilation included).
 
-Prints JSON: for each preset run, the wall time of ``meanfield run ...`` in a fresh subprocess,
+Prints JSON: for each preset run, the wall time of ``meanfield run ... --no-plots`` (simulation,
+streaming store, phases) in a fresh subprocess,
 the integrator steps, and, in the same run, the wall time of ``python -c "import meanfield"``
 as the baseline cost of starting Python and importing JAX.
 
@@ -54,7 +55,7 @@ def main(argv=None) -> dict:
             for i in range(repeat):
                 out = os.path.join(tmp, f"{name}-{i}.zarr")
                 cmd = [sys.executable, "-m", "meanfield.cli", "run", *cli_args, "--out", out,
-                       "--no-progress"]
+                       "--no-progress", "--no-plots"]
                 wall, text = timed(cmd)
                 times.append(wall)
                 steps = steps_from_summary(text)

@@ -6,7 +6,7 @@
 
 from meanfield import presets
 from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
-from meanfield.io import open_run, run_config, save_run
+from meanfield.io import export_netcdf, open_run, run_config, save_run
 from meanfield.runner import (
     DivergenceError,
     RunError,
@@ -21,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DivergenceError", "InitialLaw", "ModelSpec", "Observe", "Parametrisation", "RunError",
     "RunInterrupted", "SaveAt", "SimulationConfig", "Solver", "StepBudgetError",
-    "TrainingData", "open_run", "presets", "run_config", "save_run", "simulate",
+    "TrainingData", "export_netcdf", "open_run", "presets", "run_config", "save_run", "simulate",
 ]

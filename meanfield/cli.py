@@ -166,6 +166,17 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from meanfield.io import export_netcdf
+
+    try:
+        print(export_netcdf(args.run, args.out))
+    except FileNotFoundError as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meanfield", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,6 +203,10 @@ def make_parser() -> argparse.ArgumentParser:
     plot.add_argument("run", help="run store (zarr directory)")
     plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
     plot.set_defaults(func=cmd_plot)
+    export = sub.add_parser("export", help="write a run store to a netCDF file")
+    export.add_argument("run", help="run store (zarr directory)")
+    export.add_argument("out", help="netCDF file to write, e.g. run.nc")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -185,6 +185,13 @@ def open_run(path: str | os.PathLike) -> xr.Dataset:
                    t_snapshot=slice(0, progress["snapshots"]))
 
 
+def export_netcdf(run: str | os.PathLike | xr.Dataset, path: str | os.PathLike) -> str:
+    """Write a run (a store path or a Dataset) to a netCDF file; returns the path."""
+    ds = open_run(run) if isinstance(run, (str, os.PathLike)) else run
+    ds.load().to_netcdf(os.fspath(path))
+    return os.fspath(path)
+
+
 def run_config(ds: xr.Dataset):
     """The SimulationConfig recorded in a run Dataset."""
     from meanfield.config import SimulationConfig

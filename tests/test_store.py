@@ -11,10 +11,12 @@ import pytest
 import xarray as xr
 
 import meanfield as mf
+from meanfield import cli
 from meanfield.store import StoreError, read_progress
 
 SCRIPT = """
 import meanfield as mf
+from meanfield import cli
 cfg = mf.presets.wang_ma(width=300, t_max=1500.0, n_saves=600)
 mf.simulate(cfg, progress=False, out={out!r}, checkpoint_seconds=0)
 """
@@ -79,4 +81,7 @@ def test_streamed_store_opens_with_plain_xarray(tmp_path):
         if name in ("loss", "f_train", "f_eval", "t", "snapshot_w"):
             assert ds[name].attrs["units"]
     np.testing.assert_array_equal(ds.f_eval.values, mem.f_eval.values)
-    ds.to_netcdf(tmp_path / "run.nc")  # netCDF export works on the stored dataset
+    assert cli.main(["export", out, str(tmp_path / "run.nc")]) == 0
+    exported = xr.open_dataset(tmp_path / "run.nc")
+    np.testing.assert_array_equal(exported.f_eval.values, mem.f_eval.values)
+    assert exported.attrs["config"] == ds.attrs["config"]
