@@ -7,6 +7,8 @@
 from meanfield import presets
 from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
 from meanfield.io import export_netcdf, open_run, run_config, save_run
+from meanfield.limits.api import applicable_limits, infinite_width
+from meanfield.limits.compare import compare
 from meanfield.runner import (
     DivergenceError,
     RunError,
@@ -19,7 +21,7 @@ from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 __version__ = "0.1.0"
 
 __all__ = [
-    "DivergenceError", "InitialLaw", "ModelSpec", "Observe", "Parametrisation", "RunError",
+    "DivergenceError", "InitialLaw", "applicable_limits", "compare", "infinite_width", "ModelSpec", "Observe", "Parametrisation", "RunError",
     "RunInterrupted", "SaveAt", "SimulationConfig", "Solver", "StepBudgetError",
     "TrainingData", "export_netcdf", "open_run", "presets", "run_config", "save_run", "simulate",
 ]

@@ -166,6 +166,43 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_limit(args) -> int:
+    from meanfield.io import save_run
+    from meanfield.limits.api import infinite_width
+
+    try:
+        config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
+                              sets=args.set or ())
+        limit = infinite_width(config, kind=args.kind)
+    except (ValueError, TypeError) as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or _default_out(config).replace(".zarr", f"-limit-{limit.attrs['limit']}.zarr")
+    save_run(limit, out, overwrite=args.overwrite)
+    print(f"limit      {limit.attrs['limit']}  ({len(limit.t)} times, final loss "
+          f"{float(limit.loss[-1]):.6g})\nsaved      {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from meanfield.io import open_run
+    from meanfield.limits.compare import compare
+
+    try:
+        result = compare(open_run(args.run).load(), open_run(args.limit).load())
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
+    for name in result.data_vars:
+        value = result[name].isel(t=-1)
+        shown = value.sel(sign="all") if "sign" in value.dims else value
+        print(f"{name:16s} at t={float(result.t[-1]):.4g}: {float(shown):.6g}")
+    if args.out:
+        result.to_netcdf(args.out)
+        print(f"saved      {args.out}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from meanfield.io import export_netcdf
 
@@ -203,6 +240,21 @@ def make_parser() -> argparse.ArgumentParser:
     plot.add_argument("run", help="run store (zarr directory)")
     plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
     plot.set_defaults(func=cmd_plot)
+    limit = sub.add_parser("limit", help="compute the infinite-width limit of a preset config")
+    limit.add_argument("preset", help="preset name (see `meanfield presets`)")
+    limit.add_argument("--width", type=int)
+    limit.add_argument("--seed", type=int)
+    limit.add_argument("--t-max", type=float, dest="t_max")
+    limit.add_argument("--set", action="append", metavar="KEY=VALUE")
+    limit.add_argument("--kind", default="auto", help="auto, wang_ma, mean_field or kernel")
+    limit.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS-limit-KIND.zarr)")
+    limit.add_argument("--overwrite", action="store_true")
+    limit.set_defaults(func=cmd_limit)
+    comp = sub.add_parser("compare", help="distances between a run and a limit over t")
+    comp.add_argument("run", help="run store")
+    comp.add_argument("limit", help="limit store")
+    comp.add_argument("--out", help="netCDF file for the distances")
+    comp.set_defaults(func=cmd_compare)
     export = sub.add_parser("export", help="write a run store to a netCDF file")
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")

@@ -1,0 +1,23 @@
+"""infinite_width dispatch: which limit applies, and clear errors when none does."""
+
+import pytest
+
+import meanfield as mf
+from meanfield.limits.api import applicable_limits, infinite_width
+
+
+def test_regimes_pick_their_limit():
+    assert applicable_limits(mf.presets.wang_ma())["wang_ma"] == "applies"
+    assert applicable_limits(mf.presets.luo_1d(gamma=0.5))["kernel"] == "applies"
+    balanced = mf.presets.luo_1d().replace(
+        model=mf.ModelSpec(width=100, init=mf.InitialLaw(kind="balanced", scale=1.0)))
+    assert applicable_limits(balanced)["mean_field"] == "applies"
+
+
+def test_condensed_regime_says_why():
+    with pytest.raises(ValueError, match="condensed regime.*no fixed-time limit"):
+        infinite_width(mf.presets.luo_1d(gamma=1.75))
+    with pytest.raises(ValueError, match="kind="):
+        infinite_width(mf.presets.luo_1d(gamma=0.5), kind="ntk")
+    with pytest.raises(ValueError, match="mean_field limit does not apply"):
+        infinite_width(mf.presets.wang_ma(), kind="mean_field")
