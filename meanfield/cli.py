@@ -120,9 +120,12 @@ def cmd_run(args) -> int:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     except (RunError, RunInterrupted) as exc:
-        if exc.dataset is not None:
+        if os.path.exists(out):
             print(f"meanfield: everything recorded so far is in {out}"
                   + (" (continue with --resume)" if isinstance(exc, RunInterrupted) else ""),
+                  file=sys.stderr)
+        else:
+            print("meanfield: stopped before the first chunk finished; nothing was written",
                   file=sys.stderr)
         if isinstance(exc, RunInterrupted):
             return 130
