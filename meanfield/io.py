@@ -71,6 +71,12 @@ OBSERVABLES = {  # name: (dims after t, units, long_name); see meanfield.recordi
 }
 
 
+def _angle_basis(config) -> np.ndarray:
+    from meanfield.recording import angle_plane
+
+    return angle_plane(config, config.data.unique_inputs(config.model.bias)[0])
+
+
 def observable_coords(config) -> dict:
     """Coordinates of the observables' dimensions (sign, angle, cosine, reference, ...)."""
     from meanfield.recording import SIGNS, STATS
@@ -121,6 +127,9 @@ def build_dataset(config, columns: dict, snapshots: list, *, wall_time: float,
                               {"units": "1", "long_name": "evaluation inputs"}),
         "x_unique": xr.Variable(("input", "component"), data.unique_inputs(spec.bias)[0],
                                 {"units": "1", "long_name": "distinct augmented training inputs"}),
+        "angle_basis": xr.Variable(("plane_axis", "component"), _angle_basis(config),
+                                   {"units": "1", "long_name": "orthonormal basis of the plane "
+                                    "of the neuron angles (angle = atan2(w.b1, w.b0))"}),
     }
     if spec.loss in ("exponential", "logistic"):
         variables["accuracy"] = series("accuracy", ("t",), "1", "training accuracy (weighted)")

@@ -104,71 +104,31 @@ def distinct_inputs(ds: xr.Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
     return first[order], [np.flatnonzero(inverse == k) for k in order]
 
 
-def _gram_schmidt(u, v) -> np.ndarray:
-    u, v = np.asarray(u, dtype=float), np.asarray(v, dtype=float)
-    b0 = u / np.linalg.norm(u)
-    rest = v - (v @ b0) * b0
-    return np.stack([b0, rest / np.linalg.norm(rest)])
-
-
 def _records_density(ds: xr.Dataset) -> bool:
     return any(name in ds and "angle" in ds[name].dims for name in ("density", "density_count"))
 
 
 def plane_basis(ds: xr.Dataset) -> np.ndarray:
-    """(2, n_components) orthonormal rows spanning the plane in which angles are measured.
+    """(2, n_components) orthonormal rows spanning the plane in which angles are measured: the
+    run's recorded ``angle_basis``, else the recorder's choice for the run's config
+    (``meanfield.recording.angle_plane``), so every figure shares the recorded plane."""
+    if "angle_basis" in ds:
+        return np.asarray(ds.angle_basis.values, dtype=float)
+    from meanfield.io import run_config
+    from meanfield.recording import angle_plane
 
-    In order: an explicit ``observe.plane`` of the run's config (Gram-Schmidt: the first vector
-    at angle 0); the (w, b) plane for 1-D inputs with bias; the plane of the recorded density
-    (``meanfield.observables.principal_basis`` of the distinct inputs) when the run records one,
-    so that every figure of a run shares one plane; else the first distinct (augmented) training
-    input at angle 0 and, by Gram-Schmidt, the distinct input farthest from it.
-    """
-    n_comp = ds.sizes["component"] if "component" in ds.sizes else _x_train(ds).shape[1]
-    plane = _config(ds).get("observe", {}).get("plane")
-    if plane is not None:
-        return _gram_schmidt(*plane)
-    if is_1d_with_bias(ds):
-        return np.eye(2)
-    x = _x_train(ds)
-    if _has_bias(ds):
-        x = np.c_[x, np.ones(len(x))]
-    first, _ = distinct_inputs(ds)
-    xs = x[first]
-    if _records_density(ds):
-        try:
-            from meanfield.observables import principal_basis
-
-            return principal_basis(xs)
-        except (ImportError, ValueError):
-            pass
-    basis = np.zeros((2, n_comp))
-    norms = np.linalg.norm(xs, axis=1)
-    if not np.any(norms > 0):
-        basis[0, 0] = 1.0
-    else:
-        basis[0] = xs[np.argmax(norms > 0)] / norms[np.argmax(norms > 0)]
-    rest = xs - np.outer(xs @ basis[0], basis[0])
-    rest_norm = np.linalg.norm(rest, axis=1)
-    if rest_norm.size and rest_norm.max() > 1e-9 * max(norms.max(), 1.0):
-        k = int(np.argmax(rest_norm))
-        basis[1] = rest[k] / rest_norm[k]
-    elif n_comp > 1:  # one direction only: any orthogonal unit vector
-        e = np.eye(n_comp)[np.argmin(np.abs(basis[0]))]
-        e = e - (e @ basis[0]) * basis[0]
-        basis[1] = e / np.linalg.norm(e)
-    return basis
+    config = run_config(ds)
+    return angle_plane(config, config.data.unique_inputs(config.model.bias)[0])
 
 
 def neuron_angles(ds: xr.Dataset, w: np.ndarray) -> np.ndarray:
-    """Angles (radians, in (-pi, pi]) of input-weight vectors ``w`` (..., component) in the plane.
+    """Angles (radians, in (-pi, pi]) of input-weight vectors ``w`` (..., component) in the plane;
+    NaN for a zero projection (``meanfield.observables.neuron_angles``)."""
+    from meanfield.observables import neuron_angles as angles
 
-    A zero projection gives NaN (such neurons are left out of the densities).
-    """
-    proj = np.asarray(w, dtype=float) @ plane_basis(ds).T
-    angle = np.arctan2(proj[..., 1], proj[..., 0])
-    angle = np.where(angle <= -math.pi, math.pi, angle)
-    return np.where((proj[..., 0] == 0) & (proj[..., 1] == 0), np.nan, angle)
+    w = np.asarray(w, dtype=float)
+    flat = np.asarray(angles(w.reshape(-1, w.shape[-1]), plane_basis(ds)))
+    return flat.reshape(w.shape[:-1])
 
 
 def neuron_amplitudes(ds: xr.Dataset, a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -307,43 +267,15 @@ def _run_title(ds: xr.Dataset) -> str:
 
 # ----------------------------------------------------------------------------- references
 
-def wang_ma_references(ds: xr.Dataset) -> dict[str, np.ndarray]:
-    """x_+, x_-, mu ~ p x_+ - x_-, x_+perp, x_-perp (DESIGN A4) from the run's training data.
-
-    x_+ / x_- are the normalised means of the distinct inputs of each label; p = (number of +1
-    labels) / (number of -1 labels).
-    """
-    x, y = _x_train(ds), np.asarray(ds.y_train.values, dtype=float)
-    first, _ = distinct_inputs(ds)
-    pos = [i for i in first if y[i] > 0]
-    neg = [i for i in first if y[i] < 0]
-    if not pos or not neg:
-        return {}
-    xp = x[pos].mean(0)
-    xm = x[neg].mean(0)
-    xp, xm = xp / np.linalg.norm(xp), xm / np.linalg.norm(xm)
-    p = np.sum(y > 0) / np.sum(y < 0)
-    cos_d = float(np.clip(xp @ xm, -1, 1))
-    sin_d = math.sqrt(max(1 - cos_d ** 2, 1e-300))
-    refs = {"$x_+$": xp, "$x_-$": xm, r"$\mu$": p * xp - xm,
-            r"$x_+^\perp$": (xm - cos_d * xp) / sin_d, r"$x_-^\perp$": (xp - cos_d * xm) / sin_d}
-    if _has_bias(ds):
-        refs = {k: np.r_[v, 0.0] for k, v in refs.items()}
-    return refs
-
-
 PRETTY_REFERENCE_NAMES = {"mu": r"$\mu$", "x_plus": "$x_+$", "x_minus": "$x_-$",
                           "x_plus_perp": r"$x_+^\perp$", "x_minus_perp": r"$x_-^\perp$"}
 
 
 def default_references(ds: xr.Dataset) -> dict[str, np.ndarray]:
-    """The run's reference directions: ``observe.references`` of its config if any, else the
-    Wang & Ma directions for a wang_ma run (``wang_ma_references``), else none."""
+    """The run's reference directions (``observe.references`` of its config; the wang_ma preset
+    names mu, x_+, x_-, x_+perp, x_-perp)."""
     refs = _config(ds).get("observe", {}).get("references") or []
-    if refs:
-        return {PRETTY_REFERENCE_NAMES.get(name, name): np.asarray(v, dtype=float)
-                for name, v in refs}
-    return wang_ma_references(ds) if ds.attrs.get("preset") == "wang_ma" else {}
+    return {PRETTY_REFERENCE_NAMES.get(name, name): np.asarray(v, dtype=float) for name, v in refs}
 
 
 def _reference_angles(ds: xr.Dataset, references) -> dict[str, float]:
