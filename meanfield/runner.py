@@ -216,9 +216,30 @@ def chunk_plan(times: np.ndarray, snap: np.ndarray) -> list[tuple[int, int, bool
     return plan
 
 
+def _custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> pt.Particles:
+    """``initial`` (width,) / (width, D) validated and zero-padded like ``padded`` (the drawn
+    particles of ``prepare``, laid out by ``pt.chunk_layout``)."""
+    if not isinstance(initial, pt.Particles):
+        raise ValueError(f"initial must be a particles.Particles, got {type(initial).__name__}")
+    m = config.model.width
+    fan_in = config.model.fan_in(config.data.input_dim)
+    a, w = np.asarray(initial.a), np.asarray(initial.w)
+    if a.shape != (m,) or w.shape != (m, fan_in):
+        raise ValueError(f"initial particles must have a: ({m},) and w: ({m}, {fan_in}) "
+                         f"(model.width, input dim + bias); got a: {a.shape}, w: {w.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(w))):
+        raise ValueError("initial particles contain NaN or inf")
+    m_pad = padded.a.shape[0]
+    dtype = padded.a.dtype
+    a_pad = np.zeros((m_pad,), dtype)
+    w_pad = np.zeros((m_pad, fan_in), dtype)
+    a_pad[:m], w_pad[:m] = a, w
+    return pt.Particles(a=jnp.asarray(a_pad), w=jnp.asarray(w_pad))
+
+
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
              resume: bool = False, overwrite: bool = False,
-             checkpoint_seconds: float = 5.0) -> xr.Dataset:
+             checkpoint_seconds: float = 5.0, initial: pt.Particles | None = None) -> xr.Dataset:
     """Run the particle system of ``config`` and return its Dataset.
 
     Args:
@@ -233,6 +254,11 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             the first compiled chunk that finishes this long after the previous commit (0:
             after every chunk). A SIGKILL loses at most what was computed since the last
             commit; Ctrl-C, divergence and the end of the run always commit.
+        initial: explicit initial particles (a: (width,), w: (width, input dim + bias)) that
+            replace the ones drawn from ``config.seed`` (e.g. a deterministic quadrature,
+            ``meanfield.limits.reference``); they are zero-padded like the drawn ones and the
+            Dataset records ``initial="custom"``. Not allowed with ``resume=True`` (the store
+            cannot check that the same particles are given).
     Returns:
         ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
         with ``out``, the store opened lazily.
@@ -248,7 +274,12 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if out is not None and os.path.exists(out) and not (resume or overwrite):
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
                               "or overwrite=True (CLI --overwrite) to replace it")
+    if initial is not None and out is not None and resume:
+        raise ValueError("resume=True cannot be combined with initial=...: the store does not "
+                         "record custom initial particles; rerun with overwrite=True instead")
     problem, particles, x_eval, dtype = prepare(config)
+    if initial is not None:
+        particles = _custom_initial(config, initial, particles)
     key = _integrator_key(config.solver)
     params = _solver_params(config.solver, dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
@@ -259,7 +290,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
               "loss_tol": jnp.asarray(-jnp.inf if config.loss_tol is None else config.loss_tol,
                                       dtype)}
     state = _init_state(key, problem, particles, params)
-    recorder = _Recorder(config)
+    recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
     store, first_chunk = None, 0
     if out is not None and resume and os.path.exists(out):
         store = RunStore.open(out, config.to_json())
@@ -360,8 +391,9 @@ class _Recorder:
     holds what the current chunk added, for streaming into a store.
     """
 
-    def __init__(self, config: SimulationConfig):
+    def __init__(self, config: SimulationConfig, attrs: dict | None = None):
         self.config = config
+        self.attrs = dict(attrs or {})  # extra Dataset attrs (e.g. initial="custom")
         self.records: dict[str, list[np.ndarray]] = {}
         self.snapshots: list[tuple[float, np.ndarray, np.ndarray]] = []
         self.pending_records: dict[str, np.ndarray] = {}
@@ -418,11 +450,13 @@ class _Recorder:
         from meanfield.io import build_dataset
 
         return build_dataset(self.config, self.pending_records, self.pending_snapshots,
-                             wall_time=time.time() - started, stop_reason="running")
+                             wall_time=time.time() - started,
+                             stop_reason="running").assign_attrs(self.attrs)
 
     def dataset(self, started: float, stop_reason: str) -> xr.Dataset:
         from meanfield.io import build_dataset
 
         columns = {k: (np.concatenate(v) if v else np.zeros((0,))) for k, v in self.records.items()}
         return build_dataset(self.config, columns, self.snapshots,
-                             wall_time=time.time() - started, stop_reason=stop_reason)
+                             wall_time=time.time() - started,
+                             stop_reason=stop_reason).assign_attrs(self.attrs)
