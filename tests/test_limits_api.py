@@ -21,3 +21,9 @@ def test_condensed_regime_says_why():
         infinite_width(mf.presets.luo_1d(gamma=0.5), kind="ntk")
     with pytest.raises(ValueError, match="mean_field limit does not apply"):
         infinite_width(mf.presets.wang_ma(), kind="mean_field")
+
+
+def test_critical_gaussian_falls_back_to_the_quadrature_reference():
+    reasons = applicable_limits(mf.presets.luo_1d(gamma=1.0))
+    assert reasons["kernel"] != "applies" and reasons["mean_field_reference"] == "applies"
+    assert "m-independent" in applicable_limits(mf.presets.luo_1d(gamma=0.5))["mean_field_reference"]

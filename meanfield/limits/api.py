@@ -8,6 +8,10 @@ The regime decides the limit (DESIGN A3-A5):
   (``meanfield.limits.mean_field``);
 * ``kernel``: Gaussian init in the linear regime (gamma < 1, or gamma' > gamma - 1): the
   kernel gradient flow (``meanfield.limits.kernel``);
+* ``mean_field_reference``: any m-independent initial law (critical regime, explicit sigmas,
+  sphere/balanced in any d): a particle system from a Sobol quadrature of the law, refined
+  over levels, reported with its measured error (an approximation, not exact;
+  ``meanfield.limits.reference``);
 * condensed regime (gamma > 1, gamma' < gamma - 1): no fixed-time limit exists; use
   ``meanfield.limits.condensed`` (extremal vectors, escape times growing like log m).
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-KINDS = ("wang_ma", "mean_field", "kernel")
+KINDS = ("wang_ma", "mean_field", "kernel", "mean_field_reference")
 
 
 def applicable_limits(config) -> dict[str, str]:
@@ -47,6 +51,13 @@ def applicable_limits(config) -> dict[str, str]:
                 ". Condensed regime: there is no fixed-time limit; see "
                 "meanfield.limits.condensed for extremal vectors and log m escape times"
                 if regime == "condensed" else ""))
+    try:
+        from meanfield.limits.reference import check_config
+
+        check_config(config)
+        out["mean_field_reference"] = "applies"
+    except ValueError as exc:
+        out["mean_field_reference"] = str(exc)
     return out
 
 
@@ -78,6 +89,10 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         from meanfield.limits.mean_field import mean_field_limit
 
         return mean_field_limit(config, **options)
+    if kind == "mean_field_reference":
+        from meanfield.limits.reference import mean_field_reference
+
+        return mean_field_reference(config, **options)
     from meanfield.limits.kernel import kernel_limit
 
     return kernel_limit(config, **options)
