@@ -1,4 +1,5 @@
-"""Command line: ``meanfield run PRESET ...``, ``meanfield presets`` and ``meanfield plot RUN``."""
+"""Command line: ``meanfield run PRESET ...``, ``meanfield presets``, ``meanfield plot RUN`` and
+``meanfield validate STUDY``."""
 
 from __future__ import annotations
 
@@ -217,6 +218,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    import validation  # lazy: validation depends on meanfield, never the reverse
+
+    if args.list or not args.study:
+        for name, (_, description) in validation.STUDIES.items():
+            print(f"{name:10s} {description}")
+        return 0 if args.list else 2
+    try:
+        report, path = validation.run_study(args.study, args.out, quick=args.quick)
+    except ValueError as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
+    failed = [c for c in report.checks if c.required and not c.passed]
+    print(f"report     {path}  ({'PASS' if report.passed else 'FAIL'}: "
+          f"{len(failed)} failing checks)")
+    return 0 if report.passed else 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meanfield", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,6 +281,12 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
     export.set_defaults(func=cmd_export)
+    val = sub.add_parser("validate", help="run a validation study and write its report.md")
+    val.add_argument("study", nargs="?", help="study name (see --list)")
+    val.add_argument("--list", action="store_true", help="list the studies")
+    val.add_argument("--quick", action="store_true", help="small, fast version (smoke test)")
+    val.add_argument("--out", help="report directory (default validation/reports/STUDY)")
+    val.set_defaults(func=cmd_validate)
     return parser
 
 

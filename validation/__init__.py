@@ -1,1 +1,11 @@
-"""validation: width-scaling and phase-diagram studies built on meanfield (issue 5)."""
+"""validation: studies built on meanfield, with pass/fail reports (issues 5 and 6).
+
+``meanfield validate --list`` lists the studies of ``validation.studies.STUDIES``;
+``meanfield validate STUDY [--quick] [--out DIR]`` runs one and writes ``DIR/report.md``.
+Dependencies point one way: validation imports meanfield, never the reverse.
+"""
+
+from validation.report import Check, Report
+from validation.studies import STUDIES, run_study
+
+__all__ = ["Check", "Report", "STUDIES", "run_study"]

@@ -1,0 +1,46 @@
+"""Registry of validation studies: ``STUDIES = {name: (function, one-line description)}``.
+
+A study function takes ``(out_dir: str, quick: bool)`` and returns a ``validation.Report``
+(it may write figures into ``out_dir``); ``run_study`` writes the report.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+
+def _lazy(module: str, name: str):
+    """The study function ``module.name``, imported only when called."""
+
+    def run(out_dir: str, quick: bool = False):
+        return getattr(importlib.import_module(module), name)(out_dir, quick)
+
+    run.__name__ = name
+    return run
+
+
+STUDIES = {
+    "barbu": (_lazy("validation.studies.barbu", "run"),
+              "analytic ALS training (Barbu 2304.02972) vs Adam, GD and the gradient flow on "
+              "4 regression data sets: loss vs wall time and iterations, test loss, tuning"),
+}
+
+DEFAULT_OUT = os.path.join("validation", "reports")
+
+
+def run_study(name: str, out_dir: str | None = None, quick: bool = False):
+    """Run study ``name``, write ``out_dir/report.md`` (default validation/reports/NAME).
+
+    Returns (report, path of report.md).
+    """
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; choose one of {sorted(STUDIES)}")
+    out_dir = out_dir or os.path.join(DEFAULT_OUT, name + ("-quick" if quick else ""))
+    os.makedirs(out_dir, exist_ok=True)
+    report = STUDIES[name][0](out_dir, quick)
+    if not report.command:
+        report.command = (f"meanfield validate {name}{' --quick' if quick else ''} "
+                          f"--out {out_dir}")
+    report.write(out_dir)
+    return report, os.path.join(out_dir, "report.md")
