@@ -236,19 +236,24 @@ def cmd_validate(args) -> int:
     return 0 if report.passed else 1
 
 
+def _add_config_arguments(parser) -> None:
+    """PRESET and the overrides that ``build_config`` understands."""
+    parser.add_argument("preset", help="preset name (see `meanfield presets`)")
+    parser.add_argument("--width", type=int, help="number of neurons m")
+    parser.add_argument("--seed", type=int, help="PRNG seed of the initial particles")
+    parser.add_argument("--t-max", type=float, dest="t_max", help="final gradient-flow time")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="preset argument (e.g. gamma=1.75) or dotted config field "
+                             "(e.g. solver.rtol=1e-4); repeatable")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meanfield", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a preset and write its dataset (zarr)",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("preset", help="preset name (see `meanfield presets`)")
-    run.add_argument("--width", type=int, help="number of neurons m")
-    run.add_argument("--seed", type=int, help="PRNG seed of the initial particles")
-    run.add_argument("--t-max", type=float, dest="t_max", help="final gradient-flow time")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="preset argument (e.g. gamma=1.75) or dotted config field "
-                          "(e.g. solver.rtol=1e-4); repeatable")
+    _add_config_arguments(run)
     run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
     run.add_argument("--no-plots", action="store_true", help="do not write the PNG figures")
@@ -263,11 +268,7 @@ def make_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
     plot.set_defaults(func=cmd_plot)
     limit = sub.add_parser("limit", help="compute the infinite-width limit of a preset config")
-    limit.add_argument("preset", help="preset name (see `meanfield presets`)")
-    limit.add_argument("--width", type=int)
-    limit.add_argument("--seed", type=int)
-    limit.add_argument("--t-max", type=float, dest="t_max")
-    limit.add_argument("--set", action="append", metavar="KEY=VALUE")
+    _add_config_arguments(limit)
     limit.add_argument("--kind", default="auto", help="auto, wang_ma, mean_field or kernel")
     limit.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS-limit-KIND.zarr)")
     limit.add_argument("--overwrite", action="store_true")
