@@ -75,6 +75,34 @@ def make_spec(config, x_unique: np.ndarray, band_eps: float, dtype) -> RecordSpe
     )
 
 
+def _activity(problem: pt.Problem, w, w0, sign, valid, spec: RecordSpec):
+    """Activity observables, chunked over particles so no (m, n) matrix is ever formed.
+
+    Returns:
+        (alive (m,) bool, summed per-sign counts: ``active_counts`` (2, n),
+        ``pattern_counts`` (2, 2^n) or None, ``alive`` (2,) alive neurons per sign;
+        ``dead_displacement_max`` scalar).
+    """
+    x, band = problem.x, spec.band_eps
+
+    def fn(chunk):
+        w_c, w0_c, s_c, v_c = chunk
+        stats = ob.activation_patterns(w_c, x, s_c, v_c, band)
+        n_real = jnp.sum(v_c).astype(w_c.dtype)
+        summed = {"active_counts": stats.active_counts, "pattern_counts": stats.pattern_counts,
+                  "alive": stats.alive_fraction * jnp.maximum(n_real, 1)}
+        dead = ob.dead_displacement_max(w_c, w0_c, x, band, v_c)
+        return (ob.alive_mask(w_c, x, band, v_c), dead[None]), summed
+
+    n = x.shape[0]
+    zeros = {"active_counts": jnp.zeros((2, n), jnp.int32),
+             "pattern_counts": jnp.zeros((2, 2 ** n), jnp.int32) if spec.patterns else None,
+             "alive": jnp.zeros(2, w.dtype)}
+    (alive, dead), summed = pt.kernels.scan_chunks(fn, (w, w0, sign, valid), problem.n_chunks,
+                                                   zeros)
+    return alive, summed, jnp.max(dead)
+
+
 def measure(problem: pt.Problem, particles: pt.Particles, initial: pt.Particles,
             spec: RecordSpec) -> dict:
     """All observables of the current particles (see ``meanfield.io`` for names and dims)."""
@@ -88,23 +116,21 @@ def measure(problem: pt.Problem, particles: pt.Particles, initial: pt.Particles,
     with_all = lambda per_sign: jnp.concatenate([per_sign, per_sign.sum(0, keepdims=True)])
     density = with_all(ob.directional_density(angles, sign, valid, amp, n_bins=spec.n_angle_bins))
     counts = with_all(ob.directional_density(angles, sign, valid, None, n_bins=spec.n_angle_bins))
-    alive = ob.alive_mask(w, problem.x, spec.band_eps, valid)
-    stats = ob.activation_patterns(w, problem.x, sign, valid, spec.band_eps)
+    alive, activity, dead_max = _activity(problem, w, initial.w, sign, valid, spec)
     out = {
         "density": ob.normalise(density),
         "density_count": ob.normalise(counts),
         "mass": jnp.sum(density, axis=-1) * problem.inv_width,
         "effective_directions": ob.effective_directions(density),
         "peak_mass": ob.peak_mass(density, spec.delta_bins, spec.peaks),
-        "alive_fraction": with_all(stats.alive_fraction),
-        "active_count": with_all(stats.active_counts),
-        "dead_displacement_max": ob.dead_displacement_max(w, initial.w, problem.x,
-                                                          spec.band_eps, valid),
+        "alive_fraction": with_all(activity["alive"] * problem.inv_width),
+        "active_count": with_all(activity["active_counts"]),
+        "dead_displacement_max": dead_max,
     }
     rd = ob.relative_displacements(a, w, initial.a, initial.w, valid)
     out.update(rd_w=rd["w"], rd_a=rd["a"], rd=rd["theta"])
     if spec.patterns:
-        out["pattern_count"] = with_all(stats.pattern_counts)
+        out["pattern_count"] = with_all(activity["pattern_counts"])
     if spec.references.shape[0]:
         out["cosine_density"] = ob.normalise(with_all(ob.cosine_density(
             w, spec.references, sign, valid, amp, n_bins=spec.n_cosine_bins)))

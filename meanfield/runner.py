@@ -10,7 +10,6 @@ program.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from functools import partial
@@ -23,6 +22,7 @@ import xarray as xr
 import particles as pt
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
+from particles._validate import check_positive
 from particles.integrators import OK, STATUS_NAMES, kernel_scale
 
 CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
@@ -271,6 +271,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     from meanfield.store import RunStore
 
     started = time.time()
+    check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
     if out is not None and os.path.exists(out) and not (resume or overwrite):
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
                               "or overwrite=True (CLI --overwrite) to replace it")

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import meanfield as mf
+from meanfield.limits import wang_ma as wm
 from meanfield.presets import wang_ma_directions
 
 config = mf.presets.wang_ma(width=100, seed=0)  # kappa = 0.1, d = 20, t_max = 1500
@@ -52,12 +53,10 @@ print(f"stopped at t = {float(ds.t[-1]):g} ({ds.attrs['stop_reason']}), "
 
 # %%
 p, delta = 4, math.pi / 15
-x_plus, x_minus = wang_ma_directions(d=20, delta=delta)
-n2 = (p - math.cos(delta)) * x_minus - (p * math.cos(delta) - 1) * x_plus
-rho_plus = 0.25
-rho_minus = (math.pi - math.acos(p * math.sin(delta) ** 2 / np.linalg.norm(n2))) / (4 * math.pi)
-t_esc = 2 * (1 + p) * (1 - p ** -0.5) / ((rho_plus + rho_minus) * delta ** 2)
-plateau = 2 * math.sqrt(p) / (1 + p)
+_, x_minus = wang_ma_directions(d=20, delta=delta)
+rho_plus, rho_minus = wm.rho_plus(), wm.rho_minus(p, delta)
+t_esc = wm.t_escape(p, delta, rho_plus + rho_minus)
+plateau = wm.plateau_loss(p)
 # Accuracy goes 0.2 -> 1 -> 0.8 within Phase I-II (f(x_-) dips below 0, then rises with
 # f(x_+)); the escape is the last switch to 100%.
 acc = ds.accuracy.values

@@ -1,7 +1,6 @@
 """Condensed regime (DESIGN A3): neurons condense on the extremal vectors, and the time to leave
 the saddle grows like log m with slope (gamma - 1) / (2 g0*)."""
 
-import math
 
 import numpy as np
 import pytest

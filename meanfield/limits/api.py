@@ -18,7 +18,6 @@ The regime decides the limit (DESIGN A3-A5):
 
 from __future__ import annotations
 
-import numpy as np
 import xarray as xr
 
 KINDS = ("wang_ma", "mean_field", "kernel", "mean_field_reference")

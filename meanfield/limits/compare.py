@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from particles._validate import check_positive
+
 
 def _on_times(limit: xr.DataArray, t: np.ndarray) -> xr.DataArray:
     """``limit`` at times ``t``: exact where the times coincide, else log-t interpolation."""
@@ -52,6 +54,7 @@ def circular_mmd(p: np.ndarray, q: np.ndarray, angles: np.ndarray, bandwidth: fl
 
 def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2) -> xr.Dataset:
     """Distances between ``run`` and ``limit`` on the run's time axis (see module docstring)."""
+    check_positive("mmd_bandwidth", mmd_bandwidth)
     t = run.t.values
     out = {}
     if "f_eval" in run and "f_eval" in limit:
