@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.limits.condensed import extremal_vectors_circle, predicted_escape_slope
+from meanfield.limits.condensed import (amplitude_near_extremal, predicted_escape_slope,
+                                        small_scale_condensation)
 
 X = np.array([-0.5, -1 / 6, 1 / 6, 0.5])
 X_AUG = np.c_[X, np.ones(4)]
@@ -14,19 +15,48 @@ Y = X ** 2
 
 
 def initial_condensation(gamma, width):
-    """(time at which the loss is 5% below its start, amplitude fraction near the maximiser)."""
-    ds = mf.simulate(mf.presets.luo_1d(gamma=gamma, width=width, n_saves=400), progress=False)
-    k = int(np.argmax(ds.loss.values <= 0.95 * ds.loss.values[0]))
-    angles, _ = extremal_vectors_circle(X_AUG, Y, np.full(4, 0.25))
-    near = np.min(np.abs(ds.angle.values[:, None] - angles[None, :]), axis=1) <= 0.1
-    return float(ds.t[k]), float(ds.density.sel(sign="all").values[k][near].sum())
+    """(time at which the loss is 5% below its start, amplitude fraction within 0.1 rad of the
+    extremal vectors at that time), measured on the full nonlinear run: the 5% time is
+    interpolated on the loss record, then the run is repeated to that time for the particles."""
+    config = mf.presets.luo_1d(gamma=gamma, width=width, n_saves=400)
+    ds = mf.simulate(config, progress=False)
+    loss, t = ds.loss.values, ds.t.values
+    k = int(np.argmax(loss <= 0.95 * loss[0]))
+    t5 = float(np.exp(np.interp(-0.95 * loss[0], [-loss[k - 1], -loss[k]], np.log(t[k - 1:k + 1]))))
+    run = mf.simulate(config.replace(t_max=t5, loss_tol=None, **{"save.snapshots": (t5,)}),
+                      progress=False)
+    fraction = amplitude_near_extremal(run.snapshot_a.values[-1], run.snapshot_w.values[-1],
+                                       X_AUG, Y)
+    return t5, fraction, config
 
 
-def test_amplitude_condenses_on_the_extremal_vector_at_small_scale():
-    """gamma = 2.5 (sigma = m^-0.75): >= 90% of the amplitude within 0.1 rad at the 5% point.
-    At gamma = 1.75, m = 4000 (sigma ~ 0.045) only ~27% is: the scale is not yet small."""
-    _, fraction = initial_condensation(2.5, 4000)
-    assert fraction >= 0.9
+@pytest.mark.parametrize("gamma", (1.75, 2.5))
+def test_initial_condensation_matches_the_small_scale_theory(gamma):
+    """At the 5% point the amplitude near the extremal vector is what the frozen-field
+    (small-initialisation) motion of the same initial particles predicts.
+
+    The issue asked for >= 90% within 0.1 rad at gamma = 1.75, m = 4000; the theory itself
+    predicts 26% there (the bias direction u* = (0, 1) is a smooth maximum of g0 and the
+    particles have grown only e^{g0* t} ~ 4x when the loss has fallen 5%, so their angles have
+    shrunk only ~4x); measured 0.257 vs predicted 0.257. At gamma = 2.5 (sigma = m^-0.75) both
+    are 0.995 >= 0.9."""
+    t5, fraction, config = initial_condensation(gamma, 4000)
+    pred = small_scale_condensation(config)
+    assert abs(fraction - pred["fraction"]) < 0.02, (fraction, pred)
+    assert abs(t5 / pred["t_level"] - 1) < 0.03, (t5, pred)
+    if gamma == 2.5:
+        assert fraction >= 0.9
+
+
+def test_amplitude_near_extremal_counts_by_sign():
+    """Positive neurons count near maximisers of g0, negative ones near maximisers of -g0
+    (none for y = x^2 >= 0): an explicit 4-neuron set with known angles."""
+    angles = np.array([np.pi / 2, np.pi / 2 + 0.05, np.pi / 2 + 0.2, np.pi / 2])
+    w = np.stack([np.cos(angles), np.sin(angles)], 1) * np.array([1.0, 2.0, 1.0, 1.0])[:, None]
+    a = np.array([1.0, 1.0, 1.0, -3.0])
+    # amplitudes 1, 2, 1, 3; near and positive: the first two
+    assert amplitude_near_extremal(a, w, X_AUG, Y) == pytest.approx(3 / 7)
+    assert amplitude_near_extremal(a, w, X_AUG, Y, angle_tol=0.3) == pytest.approx(4 / 7)
 
 
 @pytest.mark.slow

@@ -238,33 +238,14 @@ def test_escape_time_slope():
 
 
 def test_condensed_run_concentrates_at_the_extremal_vector():
-    """luo_1d(gamma=1.75, m=4000). At the time the loss is 5% below its initial value the
-    amplitude-weighted density of atan2(b, w) peaks near the predicted maximiser pi/2 (within
-    0.15 rad: it is still broad, measured peak bin 0.10 rad off) and holds only ~28% of the
-    amplitude within 0.1 rad: sigma = m^-0.375 is not small enough for full
-    condensation before the escape); on the one-direction plateau after the escape >= 85% of
-    the amplitude is within 0.1 rad of it."""
-    angles, _ = condensed.extremal_vectors_circle(XA_LUO, Y_LUO)
+    """luo_1d(gamma=1.75, m=4000): on the one-direction plateau after the escape (twice the time
+    the loss first halves) >= 85% of the amplitude is within 0.1 rad of the maximiser pi/2 (at
+    the 5% point only ~26%, as the small-scale theory predicts: tests/test_limits_condensed.py)."""
     cfg = mf.presets.luo_1d(gamma=1.75, width=4000)
-    ds = mf.simulate(cfg.replace(**{"save.snapshots": tuple(np.geomspace(5, 50, 31))}),
-                     progress=False)
-    t, loss = ds.t.values, ds.loss.values
-
-    def amplitude_near(ts, tol=0.1):
-        i = int(np.argmin(np.abs(ds.t_snapshot.values - ts)))
-        a, w = ds.snapshot_a.values[i], ds.snapshot_w.values[i]
-        amp = np.abs(a) * np.linalg.norm(w, axis=1)
-        ang = np.arctan2(w[:, 1], w[:, 0])
-        dist = np.min(np.abs(np.angle(np.exp(1j * (ang[:, None] - angles[None])))), axis=1)
-        hist, edges = np.histogram(ang, bins=126, range=(-math.pi, math.pi), weights=amp)
-        peak = 0.5 * (edges[:-1] + edges[1:])[np.argmax(hist)]
-        return amp[dist < tol].sum() / amp.sum(), peak
-
-    t95 = _down_crossing(t, loss, 0.95 * loss[0])
-    frac95, peak = amplitude_near(t95)
-    frac = frac95
-    assert abs(peak - math.pi / 2) < 0.15 and frac > 0.2
-    t_plateau = _down_crossing(t, loss, 0.45 * loss[0])
-    frac, peak = amplitude_near(2 * t_plateau)
-    print("amplitude within 0.1 rad: at t95", frac95, "on the plateau", frac)
-    assert frac >= 0.85 and abs(peak - math.pi / 2) < 0.05
+    ds = mf.simulate(cfg, progress=False)
+    t_plateau = 2 * _down_crossing(ds.t.values, ds.loss.values, 0.45 * ds.loss.values[0])
+    run = mf.simulate(cfg.replace(t_max=t_plateau, loss_tol=None,
+                                  **{"save.snapshots": (t_plateau,)}), progress=False)
+    frac = condensed.amplitude_near_extremal(run.snapshot_a.values[-1],
+                                             run.snapshot_w.values[-1], XA_LUO, Y_LUO)
+    assert frac >= 0.85, frac

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["escape_time_slope", "extremal_vectors", "extremal_vectors_circle", "g0",
-           "predicted_escape_slope"]
+__all__ = ["amplitude_near_extremal", "escape_time_slope", "extremal_vectors",
+           "extremal_vectors_circle", "g0", "predicted_escape_slope", "small_scale_condensation"]
 
 
 def _inputs(x_aug, y, weights):
@@ -196,3 +196,92 @@ def predicted_escape_slope(x_aug, y, weights=None, *, gamma: float, **kwargs) ->
     out["g_star"] = float(g_star)
     out["slope"] = escape_time_slope(gamma, g_star) if g_star > 0 else math.inf
     return out
+
+
+def _extremal_directions(x_aug, y, weights, sign: int) -> np.ndarray:
+    """Unit extremal vectors (k, D) of ``sign * g0``: exact on the circle for D = 2."""
+    if np.asarray(x_aug).shape[1] == 2:
+        angles, _ = extremal_vectors_circle(x_aug, y, weights, sign=sign)
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return extremal_vectors(x_aug, y, weights, sign=sign)[0]
+
+
+def amplitude_near_extremal(a, w, x_aug, y, weights=None, *, angle_tol: float = 0.1) -> float:
+    """Fraction of the amplitude sum |a_k| |w~_k| carried by neurons whose direction lies within
+    ``angle_tol`` radians of an extremal vector of their own sign (a > 0: maximisers of g0,
+    a < 0: of -g0; arXiv 2007.07497's initial condensation).
+
+    Args:
+        a: (m,) output weights, w: (m, D) input weights with the bias last; x_aug: (n, D),
+        y: (n,), weights: (n,) (default 1/n).
+    """
+    a, w = np.asarray(a, float), np.asarray(w, float)
+    norm = np.linalg.norm(w, axis=1)
+    amp = np.abs(a) * norm
+    u = w / np.where(norm > 0, norm, 1.0)[:, None]
+    near = np.zeros(a.shape, bool)
+    for sign in (1, -1):
+        dirs = _extremal_directions(x_aug, y, weights, sign)
+        if len(dirs):
+            gap = np.arccos(np.clip(u @ dirs.T, -1.0, 1.0)).min(axis=1)
+            near |= (np.sign(a) == sign) & (gap <= angle_tol)
+    total = amp.sum()
+    return float(amp[near].sum() / total) if total > 0 else 0.0
+
+
+def small_scale_condensation(config, *, level: float = 0.95, angle_tol: float = 0.1,
+                             max_steps: int = 100_000) -> dict:
+    """The small-initialisation prediction of initial condensation at the config's finite m.
+
+    While the output is still ~0 every particle moves in the frozen field of the *initial*
+    residuals (module docstring): the motion is the exact hyperbolic rotation of
+    ``particles.flow`` with ReLU face events, no feedback of f on the residuals. This evolves
+    the config's own initial particles (same seed) in that frozen field until the training loss
+    (computed from the frozen-field particles) falls to ``level`` times its initial value, then
+    reports the time and the amplitude fraction near the extremal vectors. It is independent of
+    the full nonlinear run and tells what the theory itself predicts at this width and scale.
+
+    Returns:
+        dict with ``t_level`` (time of the level crossing, refined by bisection on the exact
+        motion), ``fraction`` (``amplitude_near_extremal`` there), ``steps``.
+    """
+    from meanfield.runner import prepare  # lazy: limits are imported by meanfield/__init__
+    import particles as pt
+    from particles.integrators import default_flow_params, motion_pass
+
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must lie in (0, 1)")
+    problem, particles, _, dtype = prepare(config)
+    params = default_flow_params(dtype)
+    f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
+    r0 = pt.residuals(problem, f0)
+    target = level * float(pt.risk(problem, f0))
+    amp = np.abs(np.asarray(particles.a)) * np.linalg.norm(np.asarray(particles.w), axis=1)
+    floor = jnp.asarray(params["mass_rel"] * amp.sum() / config.model.width, dtype)
+
+    @jax.jit
+    def move(p, h):
+        new, f, diag = motion_pass(problem, p, r0, h, params["band_eps"], floor)
+        return new, pt.risk(problem, f), jnp.min(diag["tau2"]), jnp.max(diag["g"])
+
+    _, _, tau2, g = move(particles, jnp.asarray(0.0, dtype))
+    t, p = 0.0, particles
+    for step in range(max_steps):
+        h = min(params["face_safety"] * float(tau2), 0.5 / max(float(g), 1e-30))
+        new, loss, tau2_new, g_new = move(p, jnp.asarray(h, dtype))
+        if float(loss) <= target:
+            lo, hi = 0.0, h
+            for _ in range(40):  # the motion is exact: bisect the crossing inside the step
+                mid = 0.5 * (lo + hi)
+                lo, hi = (lo, mid) if float(move(p, jnp.asarray(mid, dtype))[1]) <= target else (mid, hi)
+            p = move(p, jnp.asarray(hi, dtype))[0]
+            t += hi
+            break
+        t, p, tau2, g = t + h, new, tau2_new, g_new
+    else:
+        raise RuntimeError(f"loss did not reach {level} x its initial value in {max_steps} steps")
+    m = config.model.width
+    x_aug = config.data.augmented(config.data.x, config.model.bias)
+    fraction = amplitude_near_extremal(np.asarray(p.a)[:m], np.asarray(p.w)[:m], x_aug,
+                                       config.data.y, config.data.weights, angle_tol=angle_tol)
+    return {"t_level": t, "fraction": fraction, "steps": step + 1}
