@@ -13,35 +13,65 @@ from typing import Any, Literal
 import numpy as np
 
 from particles._validate import check_choice, check_int, check_positive
+from particles.analytic import AnalyticConfig
 from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
-SOLVERS = ("adaptive", "euler", "optax")
+SOLVERS = ("adaptive", "euler", "optax", "analytic")
 PRECISIONS = ("float32", "float64")
+_ANALYTIC_DEFAULTS = AnalyticConfig()  # Solver(kind="analytic") defaults = the solver's own
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Solver:
-    """How the particles are advanced in gradient-flow time t.
+    """How the particles are advanced in gradient-flow time t (or, ``analytic``, in iterations).
 
     Attributes:
         kind: ``adaptive`` (the gradient flow, error-controlled; see
-            ``particles.integrators.adaptive_flow``), ``euler`` (fixed step dt = plain GD), or
-            ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by dt).
+            ``particles.integrators.adaptive_flow``), ``euler`` (fixed step dt = plain GD),
+            ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by dt), or
+            ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972, DESIGN A6:
+            ``particles.analytic``; not a gradient flow: the run's time axis ``t`` counts
+            iterations, see ``meanfield.analytic_run``).
         rtol: relative tolerance on the residual field (adaptive).
         dt: time step (euler, optax).
         optimizer: name of an optax optimiser factory, e.g. ``adam``, ``sgd`` (optax).
         optimizer_kwargs: keyword arguments of that factory, e.g. ``{"learning_rate": 1e-3}``.
+        iterations: number of analytic iterations (first-layer solve, pattern refresh, output
+            solve), >= 1 (analytic).
+        ridge: proximal ridge >= 0 of the analytic least-squares solves (analytic).
+        output_bias: fit an output bias c (starting at 0) in the analytic output solve; the
+            particle model has none, so f then differs from the particles' network by c
+            (analytic).
     """
 
-    kind: Literal["adaptive", "euler", "optax"] = "adaptive"
+    kind: Literal["adaptive", "euler", "optax", "analytic"] = "adaptive"
     rtol: float = 1e-3
     dt: float | None = None
     optimizer: str | None = None
     optimizer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    iterations: int = _ANALYTIC_DEFAULTS.iterations
+    ridge: float = _ANALYTIC_DEFAULTS.ridge
+    output_bias: bool = False
 
     def __post_init__(self):
         check_choice("solver.kind", self.kind, SOLVERS)
         check_positive("solver.rtol", self.rtol)
+        check_int("solver.iterations", self.iterations, minimum=1)
+        check_positive("solver.ridge", self.ridge, allow_zero=True)
+        if not isinstance(self.output_bias, bool):
+            raise ValueError(f"solver.output_bias={self.output_bias!r} is not allowed; choose one "
+                             "of (True, False)")
+        analytic_fields = (self.iterations, self.ridge, self.output_bias)
+        if self.kind != "analytic" and analytic_fields != (
+                _ANALYTIC_DEFAULTS.iterations, _ANALYTIC_DEFAULTS.ridge, False):
+            raise ValueError("solver.iterations, solver.ridge and solver.output_bias are only "
+                             f"used with solver.kind='analytic' (got kind={self.kind!r})")
+        if self.kind == "analytic":
+            if self.dt is not None or self.optimizer is not None or self.optimizer_kwargs:
+                raise ValueError("solver.kind='analytic' takes no dt, optimizer or "
+                                 "optimizer_kwargs (it counts iterations: set solver.iterations, "
+                                 "solver.ridge, solver.output_bias)")
+            return
         if self.kind == "adaptive":
             if self.dt is not None or self.optimizer is not None:
                 raise ValueError("solver.kind='adaptive' takes no dt or optimizer (it adapts its "

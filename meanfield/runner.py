@@ -261,7 +261,8 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             cannot check that the same particles are given).
     Returns:
         ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
-        with ``out``, the store opened lazily.
+        with ``out``, the store opened lazily. ``solver.kind="analytic"`` runs Barbu's analytic
+        solver instead and ``t`` counts its iterations (``meanfield.analytic_run``).
     Raises:
         DivergenceError / StepBudgetError: with ``.dataset`` holding what was recorded.
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded.
@@ -272,6 +273,11 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
+    if config.solver.kind == "analytic":  # not a time integrator: iterations on the host
+        from meanfield.analytic_run import simulate_analytic
+
+        return simulate_analytic(config, progress=progress, out=out, resume=resume,
+                                 overwrite=overwrite, initial=initial)
     if out is not None and os.path.exists(out) and not (resume or overwrite):
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
                               "or overwrite=True (CLI --overwrite) to replace it")
