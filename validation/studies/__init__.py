@@ -24,6 +24,19 @@ STUDIES = {
     "barbu": (_lazy("validation.studies.barbu", "run"),
               "analytic ALS training (Barbu 2304.02972) vs Adam, GD and the gradient flow on "
               "4 regression data sets: loss vs wall time and iterations, test loss, tuning"),
+    "wang-ma": (_lazy("validation.studies.wang_ma", "run"),
+                "Wang & Ma 2305.12467: the four phases (survivor sets, alignment time, plateau, "
+                "escape, 1/t loss, pattern changes) vs the reduced model; reduced-model error "
+                "~ m^-1/2 over widths; Phase I time ~ kappa; plateau level/length over p x Delta"),
+    "boursier": (_lazy("validation.studies.boursier", "run"),
+                 "Boursier et al. 2206.00939, orthogonal inputs: plateaus L0 and L1, escape times "
+                 "vs ln(1/lambda)/|D_+-|, minimum variation-norm interpolator"),
+    "kernel-limit": (_lazy("validation.studies.limits", "run_kernel"),
+                     "linear regime (Luo 1-D, gamma = 0.5): sup |f_m - f_kernel| at fixed kernel "
+                     "times ~ m^-1/2, fitted slope with a bootstrap CI over seeds"),
+    "meanfield-limit": (_lazy("validation.studies.limits", "run_mean_field"),
+                        "critical regime, balanced init (Luo 1-D): sup |f_m - f_PDE| at t = 1 "
+                        "~ m^-1/2 with a bootstrap CI; the PDE's first-order grid refinement"),
 }
 
 DEFAULT_OUT = os.path.join("validation", "reports")
