@@ -27,3 +27,18 @@ def test_critical_gaussian_falls_back_to_the_quadrature_reference():
     reasons = applicable_limits(mf.presets.luo_1d(gamma=1.0))
     assert reasons["kernel"] != "applies" and reasons["mean_field_reference"] == "applies"
     assert "m-independent" in applicable_limits(mf.presets.luo_1d(gamma=0.5))["mean_field_reference"]
+
+
+def test_margin_loss_without_asi_has_a_kernel_limit():
+    import numpy as np
+
+    config = mf.presets.luo_1d(gamma=0.5, width=1000).replace(
+        data=mf.TrainingData(x=[[-0.5], [-0.1], [0.1], [0.5]], y=[1.0, -1.0, -1.0, 1.0],
+                             x_eval=np.linspace(-1, 1, 21)[:, None]),
+        loss_tol=None, **{"model.loss": "exponential",
+                          "model.init": mf.InitialLaw(kind="gaussian", asi=False)})
+    assert applicable_limits(config)["kernel"] == "applies"
+    limit = infinite_width(config, t=[0.01, 0.1], samples=16)
+    assert limit.attrs["limit"] == "kernel" and limit.attrs["mc_samples"] == 16
+    assert limit.attrs["initial_function"] == "gaussian process: Monte Carlo"
+    assert limit.f_eval_var.shape == (3, 21) and limit.accuracy.dims == ("t",)

@@ -198,3 +198,140 @@ def test_finite_width_error_slope():
     slope = np.polyfit(np.log(ms), np.log(errors), 1)[0]
     print(f"kernel-limit error slope over m: {slope:.3f} (errors {errors})")
     assert -0.65 <= slope <= -0.35
+
+
+# ----------------------------------------------------------------------------- no ASI: GP f_0
+
+def _no_asi(loss="squared", gamma=0.5, width=1000, seed=0, n_eval=41):
+    cfg = mf.presets.luo_1d(gamma=gamma, width=width, seed=seed, precision="float64").replace(
+        loss_tol=None, **{"model.init": InitialLaw(kind="gaussian", asi=False)})
+    if loss != "squared":
+        data = pt.TrainingData(x=cfg.data.x, y=[1.0, -1.0, -1.0, 1.0],
+                               x_eval=np.linspace(-1, 1, n_eval)[:, None])
+        cfg = cfg.replace(data=data, **{"model.loss": loss})
+    return cfg
+
+
+def test_monte_carlo_matches_the_squared_loss_closed_form():
+    """For the squared loss the GP mean / variance / expected loss are closed forms: the
+    Monte-Carlo estimates (S = 512, fixed seed) agree within a few standard errors."""
+    cfg = _no_asi()
+    t = np.array([0.003, 0.03, 0.3, 3.0]) / K.kernel_rate(cfg)
+    exact = K.kernel_limit(cfg, t=t)
+    xt, xe, kxx, kex = K._config_kernels(cfg, "both")
+    points = np.concatenate([xt, xe])
+    samples = 512
+    mc = K.monte_carlo_flow(kxx, kex, cfg.data.weights, cfg.data.y, exact.t.values, "squared",
+                            K.initial_covariance(cfg, points, points), samples=samples, seed=1)
+    for name, dim in (("f_train", "sample"), ("f_eval", "eval_point")):
+        z = (mc[name] - exact[name].values) / np.maximum(mc[name + "_se"], 1e-300)
+        assert np.max(np.abs(z)) < 4.5, (name, np.max(np.abs(z)))
+        # sample variance: relative standard error sqrt(2 / (S - 1)) = 6.3 %
+        rel = mc[name + "_var"] / exact[name + "_var"].values - 1
+        live = exact[name + "_var"].values > 1e-12 * exact[name + "_var"].values.max()
+        assert np.max(np.abs(rel[live])) < 4 * np.sqrt(2 / (samples - 1)), (name, rel[live])
+    z_loss = (mc["loss_expected"] - exact.loss_expected.values) / mc["loss_expected_se"]
+    assert np.max(np.abs(z_loss)) < 4.5
+    # and the expected loss exceeds the loss of the mean function by sum_i w_i Var f_i / 2
+    np.testing.assert_allclose(exact.loss_expected - exact.loss,
+                               0.5 * (exact.f_train_var * cfg.data.weights).sum("sample"))
+
+
+def test_batched_ode_equals_one_flow_per_sample_and_survives_large_margins():
+    cfg = _no_asi("exponential")
+    xt, xe, kxx, kex = K._config_kernels(cfg, "both")
+    w, y = cfg.data.weights, cfg.data.y
+    rng = np.random.default_rng(0)
+    f0t = 3.0 * rng.standard_normal((3, 4))
+    f0t[2] = -30.0 * y  # margins -30: l' ~ e^30 at t = 0
+    f0e = rng.standard_normal((3, len(xe)))
+    t = np.geomspace(1e-4, 0.1, 5)   # kernel rate 30: kernel times up to 3
+    ft, fe = K.kernel_ode_flow(kxx, kex, w, y, t, "exponential", f0_train=f0t, f0_eval=f0e)
+    assert ft.shape == (3, 5, 4) and fe.shape == (3, 5, len(xe))
+    for s in range(3):
+        one_t, one_e = K.kernel_ode_flow(kxx, kex, w, y, t, "exponential", f0_train=f0t[s],
+                                         f0_eval=f0e[s])
+        np.testing.assert_allclose(ft[s], one_t, rtol=1e-7, atol=1e-7 * np.abs(one_t).max())
+        np.testing.assert_allclose(fe[s], one_e, rtol=1e-7, atol=1e-7 * np.abs(one_e).max())
+    risk = np.sum(w * np.exp(-y * ft[2]), axis=-1)
+    assert np.all(np.isfinite(risk)) and np.all(np.diff(risk) < 0) and risk[-1] < 1e-6 * np.exp(30)
+    with pytest.raises(ValueError, match="f0_train"):
+        K.kernel_ode_flow(kxx, kex, w, y, t, "exponential", f0_train=f0t[:, :3])
+
+
+def test_margin_loss_without_asi_is_a_monte_carlo_estimate():
+    cfg = _no_asi("logistic")
+    t = np.geomspace(1e-3, 1.0, 4) / K.kernel_rate(cfg)
+    ds = K.kernel_limit(cfg, t=t, samples=64, seed=3)
+    assert ds.attrs["initial_function"] == "gaussian process: Monte Carlo"
+    assert ds.attrs["mc_samples"] == 64 and ds.attrs["mc_seed"] == 3
+    for name in ("f_train", "f_eval", "loss_expected"):
+        assert ds.attrs[f"mc_standard_error_{name}"] > 0
+    assert ds.f_eval_var.dims == ("t", "eval_point") and np.all(ds.f_eval_var.values >= 0)
+    # at t = 0: f_0 itself, variance Sigma(x, x) within the sample-variance error
+    xe = cfg.data.augmented(cfg.data.x_eval, True)
+    sigma = np.diag(K.initial_covariance(cfg, xe, xe))
+    assert np.max(np.abs(ds.f_eval_var.values[0] / sigma - 1)) < 4 * np.sqrt(2 / 63)
+    # deterministic for a seed, different for another
+    again = K.kernel_limit(cfg, t=t, samples=64, seed=3)
+    np.testing.assert_array_equal(again.f_eval.values, ds.f_eval.values)
+    assert not np.array_equal(K.kernel_limit(cfg, t=t, samples=64, seed=4).f_eval.values,
+                              ds.f_eval.values)
+    for bad in ({"samples": 1}, {"samples": 10.0}, {"seed": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            K.kernel_limit(cfg, t=t, **bad)
+    asi = K.kernel_limit(cfg.replace(**{"model.init": InitialLaw(kind="gaussian", asi=True)}),
+                         t=t)
+    assert asi.attrs["initial_function"] == "zero (ASI)" and "f_eval_var" not in asi
+
+
+def _exponential_runs(width, seeds, taus=(0.3, 1.0, 3.0)):
+    """Finite-width runs without ASI at kernel times tau; per run, the kernel flow from the
+    run's own initial function (paired) and its sup error."""
+    cfg = _no_asi("exponential", width=width)
+    t = np.asarray(taus) / K.kernel_rate(cfg)
+    xt, xe, kxx, kex = K._config_kernels(cfg, "both")
+    runs, errors = [], []
+    for seed in seeds:
+        run = mf.simulate(cfg.replace(seed=seed, t_max=float(t[-1]), **{
+            "save.t": tuple(t), "save.snapshots": 0}), progress=False)
+        paired = K.kernel_ode_flow(kxx, kex, cfg.data.weights, cfg.data.y, run.t.values,
+                                   "exponential", f0_train=run.f_train.values[0],
+                                   f0_eval=run.f_eval.values[0])[1]
+        errors.append(np.max(np.abs(paired - run.f_eval.values)))
+        runs.append(run.f_eval.values)
+    return cfg, t, np.array(runs), np.array(errors)
+
+
+def test_exponential_monte_carlo_matches_finite_width_runs_without_asi():
+    """Luo's 1-D inputs with labels (+1, -1, -1, +1), exponential loss, gamma = 0.5 (linear
+    regime; Var f_0 = k1 = O(1)), m = 4000, 8 seeds, kernel times 0.3, 1, 3."""
+    cfg, t, runs, errors = _exponential_runs(4000, range(8))
+    # each run follows the kernel flow of its own f_0 up to the lazy-training error
+    # (measured 0.007-0.013 at m = 4000 for |f| up to 1.7; O(m^-1/2))
+    assert np.max(errors) < 0.03, errors
+    limit = K.kernel_limit(cfg, t=t)
+    assert limit.attrs["initial_function"] == "gaussian process: Monte Carlo"
+    mean, var = limit.f_eval.values[1:], limit.f_eval_var.values[1:]
+    seeds = runs.shape[0]
+    # the seed average is a mean of 8 draws: within 4 standard errors (seed noise, MC noise
+    # of the limit and the lazy-training error)
+    noise = np.sqrt(var / seeds + limit.attrs["mc_standard_error_f_eval"] ** 2) + 0.03
+    assert np.all(np.abs(runs[:, 1:].mean(0) - mean) < 4 * noise)
+    # the seed spread has the limit's variance (pooled over the grid and times)
+    ratio = np.mean(runs[:, 1:].var(0, ddof=1) / var)
+    assert 0.4 < ratio < 2.0, ratio
+
+
+@pytest.mark.slow
+def test_exponential_monte_carlo_many_seeds():
+    """gamma = 0.5, m = 16000, 32 seeds: the seed average within 4 standard errors of the MC
+    mean, the paired error smaller than at m = 4000."""
+    cfg, t, runs, errors = _exponential_runs(16000, range(32))
+    limit = K.kernel_limit(cfg, t=t, samples=1024)
+    mean, var = limit.f_eval.values[1:], limit.f_eval_var.values[1:]
+    z = (runs[:, 1:].mean(0) - mean) / np.sqrt(var / 32 + limit.attrs[
+        "mc_standard_error_f_eval"] ** 2)
+    print(f"paired errors {errors.max():.3g}, max |z| {np.abs(z).max():.2f}")
+    assert np.max(errors) < 0.015 and np.max(np.abs(z)) < 4.5
+    assert 0.6 < np.mean(runs[:, 1:].var(0, ddof=1) / var) < 1.6

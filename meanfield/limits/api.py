@@ -7,7 +7,9 @@ The regime decides the limit (DESIGN A3-A5):
 * ``mean_field``: balanced init, 1-D inputs with bias: the transport + reaction PDE
   (``meanfield.limits.mean_field``);
 * ``kernel``: Gaussian init in the linear regime (gamma < 1, or gamma' > gamma - 1): the
-  kernel gradient flow (``meanfield.limits.kernel``);
+  kernel gradient flow (``meanfield.limits.kernel``), for every loss with or without ASI
+  (without: mean and variance over the Gaussian-process initial function, closed form for the
+  squared loss, a Monte-Carlo estimate with its standard error for margin losses);
 * ``mean_field_reference``: any m-independent initial law (critical regime, explicit sigmas,
   sphere/balanced in any d): a particle system from a Sobol quadrature of the law, refined
   over levels, reported with its measured error (an approximation, not exact;
@@ -66,7 +68,8 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
     Args:
         config: a SimulationConfig.
         kind: ``auto`` (the first applicable of wang_ma, mean_field, kernel) or one of them.
-        options: passed to the limit solver (e.g. ``n_cells`` for the PDE).
+        options: passed to the limit solver (e.g. ``n_cells`` for the PDE, ``samples`` /
+            ``seed`` for the kernel limit's Monte Carlo).
     Raises:
         ValueError: naming the applicable limits and why the others do not apply.
     """

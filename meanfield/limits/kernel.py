@@ -56,12 +56,21 @@ c(t) = W^1/2 U phi U^T W^1/2 (f_0,X - y); on the training set e(t) = exp(-K_XX W
 (K_XX/n for uniform weights, as in DESIGN). t = inf gives the (pseudo-inverse) kernel
 interpolant. Margin losses integrate the n-dimensional ODE for c with scipy's Radau
 (rtol 1e-10), and f on the evaluation grid is carried along through c.
+
+Random initial function (no ASI). f_0 is the Gaussian process of ``initial_covariance``. For the
+squared loss f_t = f_t[f_0 = 0] + (I - A_t) f_0 is affine in f_0: its mean is the ASI solution and
+its variance a closed form. For margin losses dc/dt depends on f_0 nonlinearly (through l'), so
+``monte_carlo_flow`` estimates the mean and variance of f_t (and the expected loss) from S joint
+draws of f_0 on the training and evaluation points, each integrated exactly as above (one
+batched ODE with a block-diagonal Jacobian): a Monte-Carlo estimate, whose standard error
+sqrt(Var / S) is reported (``kernel_limit`` attrs ``mc_standard_error_*``).
 """
 
 from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
@@ -69,10 +78,13 @@ import xarray as xr
 from particles.losses import loss_derivative, loss_value
 
 PARTS = ("both", "k1", "k0")
+# Largest margin exponent -y f of the margin-loss ODE (exp(300) ~ 1e130 keeps products finite).
+MAX_MARGIN_EXPONENT = 300.0
 LIMIT_TIME_UNITS = "gradient-flow time (mean-field normalisation, DESIGN A1)"
 
 __all__ = ["k0", "k1", "ntk", "angle", "gram", "kernel_moments", "kernel_part_of", "kernel_rate",
-           "squared_loss_flow", "kernel_ode_flow", "initial_covariance", "kernel_limit"]
+           "squared_loss_flow", "kernel_ode_flow", "gp_samples", "monte_carlo_flow",
+           "initial_covariance", "kernel_limit"]
 
 
 # ----------------------------------------------------------------------------- arc-cosine kernels
@@ -256,20 +268,45 @@ def kernel_ode_flow(kxx, kex, weights, y, t, loss: str, *, f0_train=None, f0_eva
     """Kernel gradient flow for any loss by integrating dc/dt = W l'(f_0,X - K_XX c, y)
     (scipy Radau with the analytic Jacobian); f = f_0 - K c on both point sets.
 
-    Returns (f_train (T, n), f_eval (T, n_e)).
+    Args:
+        kxx: (n, n) kernel on the training inputs; kex: (n_e, n) evaluation x training.
+        weights, y: (n,). t: (T,) times >= 0. loss: squared | exponential | logistic.
+        f0_train, f0_eval: initial function, (n,) and (n_e,) (default 0: ASI), or a batch of
+            S initial functions, (S, n) and (S, n_e): the S independent flows are integrated as
+            one system with a sparse block-diagonal Jacobian.
+    Returns:
+        (f_train (T, n), f_eval (T, n_e)), or (S, T, n), (S, T, n_e) for a batch.
     """
+    import scipy.sparse
     from scipy.integrate import solve_ivp
 
     kxx, kex = np.asarray(kxx, float), np.asarray(kex, float)
     weights, y, t = np.asarray(weights, float), np.asarray(y, float), np.atleast_1d(t).astype(float)
     f0_train = np.zeros_like(y) if f0_train is None else np.asarray(f0_train, float)
-    f0_eval = np.zeros(kex.shape[0]) if f0_eval is None else np.asarray(f0_eval, float)
-    n = len(y)
+    f0_eval = np.zeros(f0_train.shape[:-1] + (kex.shape[0],)) if f0_eval is None else \
+        np.asarray(f0_eval, float)
+    batched = f0_train.ndim == 2
+    f0_train, f0_eval = np.atleast_2d(f0_train), np.atleast_2d(f0_eval)
+    if f0_train.shape[1:] != y.shape or f0_eval.shape != (f0_train.shape[0], kex.shape[0]):
+        raise ValueError(f"f0_train must be (n,) or (S, n) and f0_eval (n_e,) or (S, n_e) with "
+                         f"n = {len(y)}, n_e = {kex.shape[0]}; got {f0_train.shape}, "
+                         f"{f0_eval.shape}")
+    n_batch, n = f0_train.shape
+    if loss != "squared" and np.max(-y * f0_train, initial=0.0) > MAX_MARGIN_EXPONENT:
+        raise ValueError(f"an initial margin -y f_0 exceeds {MAX_MARGIN_EXPONENT} "
+                         f"(max {np.max(-y * f0_train):.3g}): exp(-y f) would overflow")
+
+    def guarded(f):
+        # the solution keeps -y f <= max(-y f_0) + log(n / min weight) (the loss decreases);
+        # the bound only keeps the solver's trial states finite
+        return f if loss == "squared" else y * np.maximum(y * f, -MAX_MARGIN_EXPONENT)
 
     def lprime(f):
-        return np.asarray(loss_derivative(loss, f, y), float)
+        with jax.enable_x64(True):  # l' in float64 whatever the process-wide JAX precision
+            return np.asarray(loss_derivative(loss, guarded(f), y), float)
 
     def lsecond(f):
+        f = guarded(f)
         if loss == "squared":
             return np.ones_like(f)
         if loss == "exponential":
@@ -277,21 +314,82 @@ def kernel_ode_flow(kxx, kex, weights, y, t, loss: str, *, f0_train=None, f0_eva
         s = 1.0 / (1.0 + np.exp(y * f))
         return s * (1 - s)
 
+    def f_train_of(c):
+        return f0_train - c.reshape(n_batch, n) @ kxx.T
+
     def rhs(_, c):
-        return weights * lprime(f0_train - kxx @ c)
+        return (weights * lprime(f_train_of(c))).ravel()
 
     def jac(_, c):
-        return -(weights * lsecond(f0_train - kxx @ c))[:, None] * kxx
+        blocks = -(weights * lsecond(f_train_of(c)))[:, :, None] * kxx[None]
+        if n_batch == 1:
+            return blocks[0]
+        return scipy.sparse.block_diag(list(blocks), format="csc")
 
     t_pos = t[t > 0]
-    cs = np.zeros((len(t), n))
+    cs = np.zeros((len(t), n_batch * n))
     if len(t_pos):
-        sol = solve_ivp(rhs, (0.0, float(t_pos[-1])), np.zeros(n), method="Radau", t_eval=t_pos,
-                        jac=jac, rtol=rtol, atol=atol)
+        sol = solve_ivp(rhs, (0.0, float(t_pos[-1])), np.zeros(n_batch * n), method="Radau",
+                        t_eval=t_pos, jac=jac, rtol=rtol, atol=atol)
         if not sol.success:
             raise RuntimeError(f"kernel ODE failed: {sol.message}")
         cs[t > 0] = sol.y.T
-    return f0_train[None] - cs @ kxx.T, f0_eval[None] - cs @ kex.T
+    cs = cs.reshape(len(t), n_batch, n).transpose(1, 0, 2)              # (S, T, n)
+    f_train = f0_train[:, None] - cs @ kxx.T
+    f_eval = f0_eval[:, None] - cs @ kex.T
+    return (f_train, f_eval) if batched else (f_train[0], f_eval[0])
+
+
+def gp_samples(cov, samples: int, seed: int) -> np.ndarray:
+    """``samples`` draws of a centred Gaussian vector with covariance ``cov`` (N, N), shape
+    (samples, N): g U diag(sqrt(lambda)) U^T with g ~ N(0, I) from ``numpy.random.default_rng(seed)``
+    (eigendecomposition, so a singular covariance - e.g. a dense 1-D evaluation grid - is fine)."""
+    cov = np.asarray(cov, float)
+    lam, u = np.linalg.eigh((cov + cov.T) / 2)
+    root = u * np.sqrt(np.clip(lam, 0.0, None))[None, :]
+    g = np.random.default_rng(seed).standard_normal((samples, cov.shape[0]))
+    return g @ root.T
+
+
+def monte_carlo_flow(kxx, kex, weights, y, t, loss: str, cov, *, samples: int = 256,
+                     seed: int = 0) -> dict:
+    """Kernel flow from a Gaussian-process initial function, by Monte Carlo over f_0.
+
+    Draws ``samples`` joint samples of f_0 on the training and evaluation points from ``cov``
+    (``gp_samples``), integrates the kernel flow of each (``kernel_ode_flow``, one batched
+    system) and returns sample statistics: a Monte-Carlo estimate with its standard error.
+
+    Args:
+        kxx (n, n), kex (n_e, n): kernels; weights, y: (n,); t: (T,) times; loss: loss kind.
+        cov: (n + n_e, n + n_e) covariance of f_0 on the training points then the
+            evaluation points (``initial_covariance``).
+        samples: number of samples S >= 2. seed: seed of the draws (deterministic).
+    Returns:
+        dict of arrays: ``f_train`` / ``f_eval`` (T, n) / (T, n_e) sample means,
+        ``f_train_var`` / ``f_eval_var`` sample variances (ddof 1), ``f_train_se`` /
+        ``f_eval_se`` standard errors of the means sqrt(var / S), ``loss_expected`` (T,) the
+        sample mean of the loss sum_i weight_i l(f_i, y_i) and ``loss_expected_se`` its
+        standard error.
+    """
+    n = len(np.asarray(y))
+    f0 = gp_samples(cov, samples, seed)
+    ft, fe = kernel_ode_flow(kxx, kex, weights, y, t, loss, f0_train=f0[:, :n],
+                             f0_eval=f0[:, n:])                          # (S, T, n), (S, T, n_e)
+    losses = np.sum(np.asarray(weights, float) * _loss64(loss, ft, np.asarray(y, float)), axis=-1)
+    out = {}
+    for name, value in (("f_train", ft), ("f_eval", fe), ("loss_expected", losses)):
+        var = value.var(axis=0, ddof=1)
+        out[name] = value.mean(axis=0)
+        out[name + "_se"] = np.sqrt(var / samples)
+        if name != "loss_expected":
+            out[name + "_var"] = var
+    return out
+
+
+def _loss64(loss: str, f, y) -> np.ndarray:
+    """l(f, y) in float64 (``particles.losses.loss_value``, whatever the JAX precision)."""
+    with jax.enable_x64(True):
+        return np.asarray(loss_value(loss, f, y), float)
 
 
 # ----------------------------------------------------------------------------- Dataset
@@ -308,24 +406,40 @@ def _times(config, t):
     return save_schedule(config, particle_time_scale(problem, particles))[0]
 
 
-def kernel_limit(config, *, t=None, part: str | None = None) -> xr.Dataset:
+def kernel_limit(config, *, t=None, part: str | None = None, samples: int = 256,
+                 seed: int = 0) -> xr.Dataset:
     """The kernel (linear-regime) limit of ``config`` at its own width, as a run Dataset.
 
     The kernel is K_m = s_w^2 k1 + s_a^2 k0 x~.x~' with (s_a, s_w) from the config's initial law
     at the config's width (``kernel_moments``; the Gaussian law's sigma_a, sigma_w). See the
     module docstring for the derivation and for the limit statement (fixed kernel time).
 
+    With ASI f_0 = 0 and the flow is deterministic. Without ASI f_0 is the Gaussian process of
+    ``initial_covariance`` and f_t is random: the Dataset holds its mean and variance.
+    Squared loss: f_t is affine in f_0, so both are closed forms (the mean is the ASI solution).
+    Margin losses: the flow is nonlinear in f_0, so both are Monte-Carlo estimates
+    (``monte_carlo_flow``: ``samples`` joint draws of f_0 on the training and evaluation points,
+    seed ``seed``), reported with their standard errors.
+
     Args:
-        config: a ``SimulationConfig`` (any loss; margin losses need ``init.asi``).
+        config: a ``SimulationConfig`` (any loss, with or without ASI).
         t: save times (0 is prepended); default: the config's save schedule (the time scale of
             the config's initial particles, so the times equal the finite run's). With
             ``config.loss_tol``, times after the first save with loss <= loss_tol are dropped.
         part: ``both`` / ``k1`` / ``k0`` (default: ``both``; ``k0`` for a frozen output layer).
+        samples: Monte-Carlo samples of f_0 (margin losses without ASI), an integer >= 2.
+        seed: seed of those samples (the estimate is deterministic for a seed).
     Returns:
-        Dataset with ``loss`` (t), ``f_train`` (t, sample), ``f_eval`` (t, eval_point),
-        ``accuracy`` for margin losses, and without ASI (squared loss) the mean is the ASI
-        solution and ``f_train_var`` / ``f_eval_var`` are the variances over the Gaussian-process
-        initial function; attrs ``limit="kernel"``, ``config``, ``kernel_part``.
+        Dataset with ``loss`` (t; the loss of the mean function), ``f_train`` (t, sample),
+        ``f_eval`` (t, eval_point), ``accuracy`` (of the mean function) for margin losses;
+        without ASI also ``f_train_var`` / ``f_eval_var`` (variances over the Gaussian-process
+        initial function) and ``loss_expected`` (t; the expected loss over it). attrs
+        ``limit="kernel"``, ``config``, ``kernel_part``, ``initial_function`` (``zero (ASI)``,
+        ``gaussian process: closed form`` or ``gaussian process: Monte Carlo``); Monte Carlo
+        adds ``mc_samples``, ``mc_seed`` and the largest standard errors over t and points,
+        ``mc_standard_error_f_train``, ``mc_standard_error_f_eval``,
+        ``mc_standard_error_loss_expected`` (the variances' relative standard error is about
+        sqrt(2 / (samples - 1))).
     """
     from meanfield.io import versions
 
@@ -333,10 +447,21 @@ def kernel_limit(config, *, t=None, part: str | None = None) -> xr.Dataset:
     part = kernel_part_of(config) if part is None else part
     if part not in PARTS:
         raise ValueError(f"part={part!r}; choose one of {PARTS}")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 2:
+        raise ValueError(f"samples={samples!r} is not allowed; it must be an integer >= 2")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not allowed; it must be an integer >= 0")
     times = _times(config, t)
     xt, xe, kxx, kex = _config_kernels(config, part)
     weights, y = np.asarray(data.weights, float), np.asarray(data.y, float)
-    variances = None
+    variances = loss_expected = None
+    mc_attrs = {}
+    if spec.init.asi:
+        initial_function = "zero (ASI)"
+    elif spec.loss == "squared":
+        initial_function = "gaussian process: closed form"
+    else:
+        initial_function = "gaussian process: Monte Carlo"
     if spec.loss == "squared":
         f_train, f_eval, a_train, a_eval = squared_loss_flow(kxx, kex, weights, y, times)
         if not spec.init.asi:
@@ -349,13 +474,24 @@ def kernel_limit(config, *, t=None, part: str | None = None) -> xr.Dataset:
             var_eval = (s_ee[None] - 2 * np.einsum("tej,ej->te", a_eval, s_ex)
                         + np.einsum("tej,jk,tek->te", a_eval, s_xx, a_eval))
             variances = (np.clip(var_train, 0, None), np.clip(var_eval, 0, None))
-    else:
-        if not spec.init.asi:
-            raise NotImplementedError(
-                f"kernel_limit for loss={spec.loss!r} needs init.asi=True: with a random initial "
-                "function the margin-loss flow is nonlinear in f_0 (no closed-form mean/variance)")
+            # E[(f - y)^2 / 2] = ((E f - y)^2 + Var f) / 2
+            loss_expected = np.sum(weights * (0.5 * (f_train - y) ** 2 + 0.5 * variances[0]),
+                                   axis=1)
+    elif spec.init.asi:
         f_train, f_eval = kernel_ode_flow(kxx, kex, weights, y, times, spec.loss)
-    loss = np.sum(weights * np.asarray(loss_value(spec.loss, f_train, y[None]), float), axis=1)
+    else:
+        points = np.concatenate([xt, xe])
+        mc = monte_carlo_flow(kxx, kex, weights, y, times, spec.loss,
+                              initial_covariance(config, points, points), samples=samples,
+                              seed=seed)
+        f_train, f_eval = mc["f_train"], mc["f_eval"]
+        variances = (mc["f_train_var"], mc["f_eval_var"])
+        loss_expected = mc["loss_expected"]
+        mc_attrs = {"mc_samples": samples, "mc_seed": seed}
+        for name in ("f_train", "f_eval", "loss_expected"):
+            se = mc[name + "_se"]
+            mc_attrs[f"mc_standard_error_{name}"] = float(np.max(se)) if se.size else 0.0
+    loss = np.sum(weights * _loss64(spec.loss, f_train, y[None]), axis=1)
     if config.loss_tol is not None:
         below = np.flatnonzero(loss <= config.loss_tol)
         if len(below):
@@ -363,13 +499,17 @@ def kernel_limit(config, *, t=None, part: str | None = None) -> xr.Dataset:
             times, loss, f_train, f_eval = times[:keep], loss[:keep], f_train[:keep], f_eval[:keep]
             if variances is not None:
                 variances = (variances[0][:keep], variances[1][:keep])
+                loss_expected = loss_expected[:keep]
     stop = "t_max" if config.loss_tol is None or loss[-1] > config.loss_tol else "loss_tol"
+    mean_of = "mean over the Gaussian-process initial function of the " if variances is not \
+        None else ""
     variables = {
-        "loss": (("t",), loss, {"units": "1", "long_name": f"training loss ({spec.loss})"}),
-        "f_train": (("t", "sample"), f_train, {"units": "1",
-                                               "long_name": "kernel-limit output at training inputs"}),
-        "f_eval": (("t", "eval_point"), f_eval, {"units": "1",
-                                                 "long_name": "kernel-limit output on the evaluation grid"}),
+        "loss": (("t",), loss, {"units": "1", "long_name": f"training loss ({spec.loss})" + (
+            " of the mean function" if variances is not None else "")}),
+        "f_train": (("t", "sample"), f_train, {
+            "units": "1", "long_name": mean_of + "kernel-limit output at training inputs"}),
+        "f_eval": (("t", "eval_point"), f_eval, {
+            "units": "1", "long_name": mean_of + "kernel-limit output on the evaluation grid"}),
         "x_train": (("sample", "input_dim"), data.x, {"units": "1", "long_name": "training inputs"}),
         "y_train": (("sample",), data.y, {"units": "1", "long_name": "training labels"}),
         "x_eval": (("eval_point", "input_dim"), data.x_eval,
@@ -383,6 +523,9 @@ def kernel_limit(config, *, t=None, part: str | None = None) -> xr.Dataset:
             "units": "1", "long_name": "variance of f over the Gaussian-process initial function"})
         variables["f_eval_var"] = (("t", "eval_point"), variances[1], {
             "units": "1", "long_name": "variance of f over the Gaussian-process initial function"})
+        variables["loss_expected"] = (("t",), loss_expected, {
+            "units": "1", "long_name": "expected training loss over the Gaussian-process "
+                                       "initial function"})
     s_a, s_w = kernel_moments(config)
     try:
         regime = spec.parametrisation.regime(spec.width, spec.fan_in(data.input_dim))
@@ -392,6 +535,8 @@ def kernel_limit(config, *, t=None, part: str | None = None) -> xr.Dataset:
         "title": f"meanfield kernel limit: {config.name}",
         "limit": "kernel",
         "kernel_part": part,
+        "initial_function": initial_function,
+        **mc_attrs,
         "kernel_sigma_a": float(s_a),
         "kernel_sigma_w": float(s_w),
         "kernel_rate": float(np.linalg.eigvalsh(
