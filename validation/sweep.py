@@ -287,6 +287,7 @@ class Sweep:
         if missing or extra:
             raise ValueError(f"sweep.config needs exactly the axes {list(self.dims)}; missing "
                              f"{missing}, unknown {extra}")
+        coords = {name: _scalar(name, value) for name, value in coords.items()}
         values = {**dict(self.fixed), **coords}
         args = {k: v for k, v in values.items() if k in self.builder_arguments}
         fields = {k: v for k, v in values.items() if k not in args}

@@ -1,0 +1,118 @@
+"""validation.phase_diagram: S_w and boundary extraction on synthetic sweeps with a known
+answer, figures, and condensation maps from a small real sweep."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from validation import phase_diagram as pd
+from validation.sweep import run_sweep
+
+WIDTHS = np.array([1000, 5000, 10000, 20000, 40000])
+GAMMAS = np.round(np.linspace(0.6, 1.4, 11), 2)
+GAMMA_PRIMES = np.round(np.arange(-0.4, 0.41, 0.1), 2)
+
+
+def synthetic_sweep(slope_of, seeds=(0, 1, 2), noise=0.0, seed=0) -> xr.Dataset:
+    """A sweep-shaped Dataset whose RD is C m^S(gamma, gamma') exactly (times seed noise)."""
+    rng = np.random.default_rng(seed)
+    g, gp = np.meshgrid(GAMMAS, GAMMA_PRIMES)
+    s = slope_of(g, gp)  # (gamma', gamma)
+    rd = (0.3 * WIDTHS[:, None, None, None] ** s[None, None]
+          * np.exp(noise * rng.standard_normal((1, len(seeds), 1, 1)))
+          * np.ones((1, len(seeds), 1, 1)))
+    dims = ("width", "seed", "gamma_prime", "gamma")
+    return xr.Dataset({"rd_w_end": (dims, rd),
+                       "stop_reason": (dims, np.full(rd.shape, "loss_tol", "<U16"))},
+                      coords={"width": WIDTHS, "seed": list(seeds), "gamma_prime": GAMMA_PRIMES,
+                              "gamma": GAMMAS})
+
+
+def theory_slope(g, gp):
+    return 0.8 * (g - pd.theoretical_boundary(gp))
+
+
+def test_theoretical_boundary_is_luo_critical_line():
+    np.testing.assert_allclose(pd.theoretical_boundary([-0.4, 0.0, 0.2, 0.4]),
+                               [1.0, 1.0, 1.2, 1.4])
+    from particles import regime_of
+    for gp in GAMMA_PRIMES:
+        assert regime_of(float(pd.theoretical_boundary(gp)), float(gp)) == "critical"
+
+
+def test_slope_map_recovers_known_exponents_per_cell():
+    ds = synthetic_sweep(theory_slope, noise=0.05)
+    slopes = pd.slope_map(ds, n_boot=200)
+    assert slopes.slope.dims == ("gamma_prime", "gamma")
+    g, gp = np.meshgrid(GAMMAS, GAMMA_PRIMES)
+    # seed noise is a per-seed constant factor: it cancels in the slope
+    np.testing.assert_allclose(slopes.slope.values, theory_slope(g, gp), atol=1e-12)
+    assert int(slopes.n_seeds.min()) == 3 and int(slopes.n_failed.max()) == 0
+
+
+def test_failed_runs_are_left_out_of_the_fit():
+    ds = synthetic_sweep(theory_slope, seeds=(0,))
+    stop = ds.stop_reason.values.copy()
+    stop[4, 0, 2, 3] = "max_steps"  # the 40000 run of one cell failed
+    rd = ds.rd_w_end.values.copy()
+    rd[4, 0, 2, 3] = 1e9  # whatever it recorded must not count
+    ds = ds.assign(stop_reason=(ds.stop_reason.dims, stop), rd_w_end=(ds.rd_w_end.dims, rd))
+    slopes = pd.slope_map(ds)
+    cell = slopes.isel(gamma_prime=2, gamma=3)
+    assert int(cell.n_failed) == 1 and int(cell.n_x) == 4
+    assert float(cell.slope) == pytest.approx(theory_slope(GAMMAS[3], GAMMA_PRIMES[2]))
+    with pytest.raises(ValueError, match="variable='rd_x_end'"):
+        pd.slope_map(ds, variable="rd_x_end")
+    with pytest.raises(ValueError, match="needs a 'seed' axis"):
+        pd.slope_map(ds.isel(seed=0, drop=True))
+
+
+def test_boundary_of_a_synthetic_diagram_is_the_theory():
+    slopes = pd.slope_map(synthetic_sweep(theory_slope, seeds=(0,)))
+    b = pd.measured_boundary(slopes)
+    np.testing.assert_allclose(b.boundary.values, pd.theoretical_boundary(GAMMA_PRIMES),
+                               atol=1e-9)
+    assert np.all(np.abs(b.deviation.values) < 1e-9)
+    assert not b.extrapolated.any() and np.all(b.n_crossings.values == 1)
+
+
+def test_boundary_beyond_the_grid_edge_is_extrapolated():
+    shifted = lambda g, gp: 0.8 * (g - pd.theoretical_boundary(gp) - 0.03)
+    b = pd.measured_boundary(pd.slope_map(synthetic_sweep(shifted, seeds=(0,))))
+    np.testing.assert_allclose(b.deviation.values, 0.03, atol=1e-9)
+    assert bool(b.extrapolated.sel(gamma_prime=0.4))  # 1.43 is past the last gamma, 1.4
+    assert not bool(b.extrapolated.sel(gamma_prime=0.3))
+
+
+def test_slope_map_figure_draws_both_boundaries(tmp_path):
+    slopes = pd.slope_map(synthetic_sweep(theory_slope, seeds=(0,)))
+    fig = pd.plot_slope_map(slopes, pd.measured_boundary(slopes))
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any(label.startswith("theory") for label in labels)
+    assert any(label.startswith("measured") for label in labels)
+    path = tmp_path / "sw.png"
+    fig.savefig(path)
+    assert path.stat().st_size > 10_000
+
+
+def test_condensation_maps_from_a_small_real_sweep(tmp_path):
+    sweep = pd.diagram_sweep(gammas=(0.5, 1.75), widths=(36, 40), particles=24, n_saves=40,
+                             name="tiny")
+    ds = run_sweep(sweep, progress=False)
+    assert set(np.unique(ds.stop_reason.values)) == {"loss_tol"}
+    fig = pd.plot_condensation_maps(ds, sweep, [{"gamma_prime": 0.0, "gamma": 0.5},
+                                                {"gamma_prime": 0.0, "gamma": 1.75}], (36, 40))
+    assert len(fig.axes) == 4
+    # panel (gamma = 1.75, m = 40): angles and amplitudes of the kept final particles
+    offsets = fig.axes[3].collections[0].get_offsets()
+    a = ds.particles_a.sel(width=40, seed=0, gamma_prime=0.0, gamma=1.75, stage="final").values
+    w = ds.particles_w.sel(width=40, seed=0, gamma_prime=0.0, gamma=1.75, stage="final").values
+    plus = a >= 0
+    np.testing.assert_allclose(offsets[:, 0], np.rad2deg(np.arctan2(w[plus, 1], w[plus, 0])),
+                               atol=1e-4)
+    np.testing.assert_allclose(offsets[:, 1], np.abs(a[plus]) * np.linalg.norm(w[plus], axis=1),
+                               rtol=1e-5)
+    fig.savefig(tmp_path / "cond.png")
+    with pytest.raises(ValueError, match="kept no particles"):
+        pd.plot_condensation_maps(ds.drop_vars(["particles_a", "particles_w"]), sweep, [], [])

@@ -1,0 +1,213 @@
+"""Luo et al.'s phase diagram (arXiv 2007.07497, DESIGN A2) from a width sweep.
+
+The order parameter is RD(theta_w) = |theta_w(t*) - theta_w(0)| / |theta_w(0)| at the end of
+training t* (the first time the MSE falls below the tolerance; ``rd_w_end`` of a sweep of
+``luo_1d`` runs). Per (gamma, gamma') cell, S_w is the least-squares slope of log RD against
+log m (``validation.rates.fit_slopes``: mean over seeds of log RD, bootstrap CI over seeds).
+S_w < 0: linear regime, S_w ~ 0: critical, S_w > 0: condensed. The measured boundary is the
+zero crossing of S_w along gamma at each gamma' (``validation.rates.zero_crossing``); the
+theoretical one is gamma = 1 for gamma' <= 0 and gamma = 1 + gamma' for gamma' >= 0.
+
+* ``diagram_sweep``: the ``validation.sweep.Sweep`` of a diagram (width x seed x gamma' x gamma).
+* ``slope_map``: S_w per cell (only runs that reached the loss tolerance count).
+* ``measured_boundary``: the boundary per gamma' against the theory.
+* ``plot_slope_map``: S_w heat map with both boundaries.
+* ``plot_condensation_maps``: Luo's scatter (angle atan2(b, w), amplitude |a| |w~|) of the
+  final particles for a few cells and widths (sweeps run with ``particles > 0``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from validation.rates import fit_slopes, zero_crossing
+from validation.sweep import Summary, Sweep
+
+ORDER_PARAMETER = "rd_w_end"
+CONVERGED = "loss_tol"  # stop reason of a run that reached the end of training
+
+
+def theoretical_boundary(gamma_prime) -> np.ndarray:
+    """Critical gamma at each gamma': 1 for gamma' <= 0, 1 + gamma' for gamma' >= 0 (A2)."""
+    gamma_prime = np.asarray(gamma_prime, float)
+    return 1.0 + np.maximum(gamma_prime, 0.0)
+
+
+def diagram_sweep(*, gammas, gamma_primes=(0.0,), widths=(1000, 5000, 10000, 20000, 40000),
+                  seeds=(0,), particles: int = 0, n_saves: int = 60, name: str = "luo-diagram",
+                  **fixed) -> Sweep:
+    """The sweep of a phase diagram: luo_1d over width x seed x gamma' x gamma.
+
+    Args:
+        gammas, gamma_primes, widths, seeds: the axis values.
+        particles: initial/final particles kept per run (for condensation maps).
+        n_saves: save times per run (fewer saves let the adaptive flow take longer steps; RD
+            at the end of training moves in its 4th digit between 40 and 300 saves).
+        name: label of the sweep.
+        **fixed: further luo_1d arguments or config fields (e.g. ``rtol``, ``mse_tol``).
+    """
+    return Sweep(preset="luo_1d",
+                 axes={"width": tuple(widths), "seed": tuple(seeds),
+                       "gamma_prime": tuple(gamma_primes), "gamma": tuple(gammas)},
+                 fixed={"n_saves": n_saves, **fixed},
+                 summary=Summary(particles=particles, density_times=0), name=name)
+
+
+def order_parameter(ds: xr.Dataset, variable: str = ORDER_PARAMETER) -> xr.DataArray:
+    """``variable`` where the run reached the end of training (loss tolerance), else NaN."""
+    if variable not in ds:
+        raise ValueError(f"variable={variable!r} is not in the sweep; choose one of "
+                         f"{[v for v in ds.data_vars if v.endswith('_end')]}")
+    return ds[variable].where(ds.stop_reason == CONVERGED)
+
+
+def slope_map(ds: xr.Dataset, *, variable: str = ORDER_PARAMETER, level: float = 0.95,
+              n_boot: int = 2000) -> xr.Dataset:
+    """S_w (slope of log ``variable`` against log m) for every cell of the other dims.
+
+    Returns:
+        Dataset over the non-(width, seed) dims with ``slope`` (S_w), ``ci_low``, ``ci_high``,
+        ``stderr``, ``intercept``, ``n_x``, ``n_seeds`` and ``n_failed`` (runs of the cell
+        that did not reach the loss tolerance; they are left out of the fit).
+    """
+    for dim in ("width", "seed"):
+        if dim not in ds.dims:
+            raise ValueError(f"the sweep needs a {dim!r} axis; its dims are {tuple(ds.dims)}")
+    values = order_parameter(ds, variable)
+    seed_dim = "seed" if ds.sizes["seed"] > 1 else None
+    values = values if seed_dim else values.isel(seed=0, drop=True)
+    out = fit_slopes(values, x_dim="width", seed_dim=seed_dim, level=level, n_boot=n_boot)
+    failed = (ds.stop_reason != CONVERGED).sum(("width", "seed"))
+    return out.assign(n_failed=failed.astype(int)).assign_attrs(variable=variable)
+
+
+def measured_boundary(slopes: xr.Dataset, *, gamma_dim: str = "gamma",
+                      gamma_prime_dim: str = "gamma_prime") -> xr.Dataset:
+    """Zero crossing of S_w along gamma for each gamma', beside the theory.
+
+    Returns:
+        Dataset over gamma' with ``boundary`` (the crossing), ``extrapolated`` (no sign change
+        on the grid), ``n_crossings``, ``theory`` and ``deviation`` = boundary - theory.
+    """
+    s = slopes.slope.transpose(gamma_prime_dim, gamma_dim)
+    gammas = s[gamma_dim].values
+    found = [zero_crossing(gammas, row) for row in s.values]
+    gp = s[gamma_prime_dim].values
+    theory = theoretical_boundary(gp)
+    boundary = np.array([c.x for c in found])
+    return xr.Dataset({
+        "boundary": (gamma_prime_dim, boundary),
+        "extrapolated": (gamma_prime_dim, np.array([c.extrapolated for c in found])),
+        "n_crossings": (gamma_prime_dim, np.array([c.n_crossings for c in found])),
+        "theory": (gamma_prime_dim, theory),
+        "deviation": (gamma_prime_dim, boundary - theory),
+    }, coords={gamma_prime_dim: gp})
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    mid = (centres[1:] + centres[:-1]) / 2
+    if centres.size == 1:
+        return np.array([centres[0] - 0.05, centres[0] + 0.05])
+    return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
+
+
+def plot_slope_map(slopes: xr.Dataset, boundary: xr.Dataset | None = None, *, title: str = ""):
+    """Heat map of S_w over (gamma, gamma') with the measured (markers; hollow where
+    extrapolated) and theoretical (line) boundaries. Returns an off-screen Figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    s = slopes.slope.transpose("gamma_prime", "gamma")
+    gammas, gps = s.gamma.values, s.gamma_prime.values
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    finite = np.abs(s.values[np.isfinite(s.values)])
+    bound = float(max(finite.max(), 0.05)) if finite.size else 1.0
+    mesh = ax.pcolormesh(_edges(gammas), _edges(gps), s.values, cmap="RdBu_r",
+                         norm=TwoSlopeNorm(0.0, -bound, bound))
+    fig.colorbar(mesh, ax=ax, label=r"$S_w$ = slope of $\log$ RD($\theta_w$) vs $\log m$")
+    line = np.linspace(_edges(gps)[0], _edges(gps)[-1], 200)
+    ax.plot(theoretical_boundary(line), line, color="k", lw=2,
+            label=r"theory: $\gamma = 1$ ($\gamma'\leq 0$), $\gamma = 1+\gamma'$ ($\gamma'\geq 0$)")
+    if boundary is not None:
+        b = boundary.boundary.values
+        ext = boundary.extrapolated.values.astype(bool)
+        y = boundary.gamma_prime.values
+        ax.plot(b[~ext], y[~ext], "o", color="#ffd400", mec="k", ms=8,
+                label="measured: zero of $S_w$ along $\\gamma$")
+        if ext.any():
+            ax.plot(b[ext], y[ext], "o", mfc="none", mec="k", ms=8, mew=1.5,
+                    label="measured (extrapolated)")
+    if s.sizes["gamma"] * s.sizes["gamma_prime"] <= 120:
+        for i, gp in enumerate(gps):
+            for j, g in enumerate(gammas):
+                if np.isfinite(s.values[i, j]):
+                    ax.text(g, gp, f"{s.values[i, j]:.2f}", ha="center", va="center",
+                            fontsize=6, color="0.15")
+    ax.set_xlim(_edges(gammas)[0], _edges(gammas)[-1])
+    ax.set_ylim(_edges(gps)[0], _edges(gps)[-1])
+    ax.set_xlabel(r"$\gamma$")
+    ax.set_ylabel(r"$\gamma'$")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    ax.set_title(title or "Luo et al. phase diagram (arXiv 2007.07497)", fontsize=10)
+    return fig
+
+
+def _run_like(config) -> xr.Dataset:
+    """The parts of a run Dataset that ``meanfield.plot``'s angle/amplitude helpers read."""
+    from meanfield.recording import angle_plane
+
+    basis = angle_plane(config, config.data.unique_inputs(config.model.bias)[0])
+    return xr.Dataset({"angle_basis": (("plane_axis", "component"), basis)},
+                      attrs={"config": config.to_json()})
+
+
+def plot_condensation_maps(ds: xr.Dataset, sweep: Sweep, cells, widths, *, seed=None,
+                           stage: str = "final"):
+    """Luo's condensation scatter (angle of w~ = (w, b), amplitude |a| |w~|) of the kept
+    particles, one row per cell {axis: value} and one column per width. Returns a Figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from meanfield.plot import SIGN_COLOURS, SIGN_NAMES, neuron_amplitudes, neuron_angles
+
+    if "particles_w" not in ds:
+        raise ValueError("the sweep kept no particles: run it with Summary(particles=k > 0)")
+    cells, widths = list(cells), list(widths)
+    seed = ds.seed.values[0] if seed is None else seed
+    fig = Figure(figsize=(2.6 * len(widths), 2.2 * len(cells) + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(cells), len(widths), squeeze=False)
+    for row, cell in zip(axes, cells):
+        for ax, width in zip(row, widths):
+            coords = {**cell, "width": width, "seed": seed}
+            point = ds.sel(coords)
+            a = np.asarray(point.particles_a.sel(stage=stage).values, float)
+            w = np.asarray(point.particles_w.sel(stage=stage).values, float)
+            keep = np.isfinite(a)
+            a, w = a[keep], w[keep]
+            run = _run_like(sweep.config(**{d: coords[d] for d in sweep.dims}))
+            theta = np.rad2deg(neuron_angles(run, w))
+            amp = neuron_amplitudes(run, a, w)
+            for sign, mask in (("+", a >= 0), ("-", a < 0)):
+                ax.scatter(theta[mask], amp[mask], s=2, color=SIGN_COLOURS[sign], alpha=0.6,
+                           lw=0, rasterized=True, label=SIGN_NAMES[sign])
+            ax.set_xlim(-180, 180)
+            ax.set_xticks([-180, -90, 0, 90, 180])
+            ax.set_ylim(bottom=0)
+            ax.tick_params(labelsize=6)
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+            label = ", ".join(f"{k.replace('gamma_prime', 'γ′').replace('gamma', 'γ')}={v:g}"
+                              for k, v in cell.items())
+            ax.set_title(f"{label}, m={width}", fontsize=7)
+    axes[0, 0].legend(fontsize=6, markerscale=3, frameon=False, loc="upper left")
+    fig.supxlabel(r"orientation $\arctan2(b, w)$ (deg)", fontsize=8)
+    fig.supylabel(r"amplitude $|a_k|\,\|\tilde w_k\|$", fontsize=8)
+    fig.suptitle(f"condensation at the end of training ({stage} particles, first "
+                 f"{ds.sizes['neuron']} neurons, seed {seed})", fontsize=9)
+    return fig
