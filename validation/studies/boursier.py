@@ -92,7 +92,7 @@ def measure(ds, pred: dict) -> dict:
     plateau0 = float(np.max(np.abs(loss[first] / pred["L0"] - 1))) if first.any() else math.nan
     mid = math.sqrt(e1 * e2)
     plateau1 = float(np.exp(np.interp(math.log(mid), np.log(t[1:]), np.log(loss[1:]))))
-    a0, w0 = ds.snapshot_a.values[0], ds.snapshot_w.values[0]
+    w0 = ds.snapshot_w.values[0]
     a, w = ds.snapshot_a.values[-1], ds.snapshot_w.values[-1]
     h = boursier.interpolator(ds.x_eval.values, pred["beta_plus"], pred["beta_minus"])
     f = ds.f_eval.values[-1]
@@ -137,7 +137,6 @@ def escape_fit(rows: list[dict], which: str) -> tuple[float, float]:
 
 
 def checks(result: dict, plan: Plan) -> list:
-    from meanfield.limits import boursier
     from validation.report import Check
 
     rows, out = result["rows"], []
@@ -202,7 +201,6 @@ def checks(result: dict, plan: Plan) -> list:
         out.append(Check("excess variation norm shrinks with lambda", "-> 0 as lambda -> 0",
                          ", ".join(f"{lam:g}: {v:+.1e}" for lam, v in zip(plan.lambdas, exc)),
                          "-", bool(abs(exc[-1]) <= abs(exc[0])), required=False))
-    del boursier
     return out
 
 

@@ -15,89 +15,55 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 import numpy as np
 
 SLOPE_THEORY = -0.5
-N_BOOTSTRAP = 2000
 
 
-# ----------------------------------------------------------------------------- shared helpers
-
-def slope_fit(widths, errors, *, aggregate: str = "rms", n_boot: int = N_BOOTSTRAP,
-              seed: int = 0) -> dict:
-    """Least-squares slope of log(error) against log(width), with a bootstrap CI over seeds.
-
-    Args:
-        widths: (W,) widths. errors: (W, S) one error per width and seed (seeds coupled across
-            widths, so whole seed columns are resampled). aggregate: ``rms`` or ``mean`` over
-            seeds at each width. n_boot: bootstrap resamples. seed: of the resampling.
-    Returns:
-        dict with ``slope``, ``intercept``, ``ci`` (2.5 and 97.5 percentiles), ``per_width``
-        (W,) aggregated errors, ``aggregate``, ``n_seeds``.
-    """
-    if aggregate not in ("rms", "mean"):
-        raise ValueError(f"aggregate={aggregate!r} is not allowed; choose 'rms' or 'mean'")
-    x = np.log(np.asarray(widths, float))
-    e = np.asarray(errors, float)
-    if e.ndim != 2 or e.shape[0] != x.shape[0] or e.shape[0] < 2:
-        raise ValueError(f"errors must be (W >= 2, S) matching widths {x.shape}, got {e.shape}")
-
-    def agg(cols):
-        return np.sqrt(np.mean(cols ** 2, axis=-1)) if aggregate == "rms" else np.mean(cols, -1)
-
-    per_width = agg(e)
-    slope, intercept = np.polyfit(x, np.log(per_width), 1)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, e.shape[1], size=(n_boot, e.shape[1]))
-    boot = np.log(agg(np.transpose(e[:, picks], (1, 0, 2))))  # (n_boot, W)
-    xc = x - x.mean()
-    slopes = (boot - boot.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
-    ci = tuple(float(v) for v in np.percentile(slopes, [2.5, 97.5]))
-    return dict(slope=float(slope), intercept=float(intercept), ci=ci, per_width=per_width,
-                aggregate=aggregate, n_seeds=e.shape[1])
+def format_fit(fit) -> str:
+    """A ``validation.rates.SlopeFit`` as text: slope and its confidence interval."""
+    return (f"{fit.slope:.3f} ({fit.level:.0%} CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}], "
+            f"{fit.method})")
 
 
-def format_fit(fit: dict) -> str:
-    return (f"{fit['slope']:.3f} (95% bootstrap CI over {fit['n_seeds']} seeds "
-            f"[{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}])")
+def geometric_mean(errors) -> np.ndarray:
+    """exp(mean over seeds of log error) per width: the curve ``rates.fit_slope`` fits."""
+    return np.exp(np.mean(np.log(np.asarray(errors, float)), axis=1))
 
 
-def errors_table(widths, seeds, errors, fit: dict | None = None) -> str:
-    """Markdown table: one row per width, one column per seed, plus the aggregate."""
+def errors_table(widths, seeds, errors) -> str:
+    """Markdown table: one row per width, one column per seed, plus the geometric mean."""
     from validation.report import markdown_table
 
     errors = np.asarray(errors, float)
-    agg = (np.sqrt(np.mean(errors ** 2, axis=1)) if fit is None or fit["aggregate"] == "rms"
-           else errors.mean(axis=1))
-    name = "rms" if fit is None else fit["aggregate"]
-    return markdown_table(["m"] + [f"seed {s}" for s in seeds] + [name],
+    return markdown_table(["m"] + [f"seed {s}" for s in seeds] + ["geometric mean"],
                           [[int(m)] + [f"{v:.3e}" for v in row] + [f"{a:.3e}"]
-                           for m, row, a in zip(widths, errors, agg)])
+                           for m, row, a in zip(widths, errors, geometric_mean(errors))])
 
 
-def convergence_figure(widths, errors, fit: dict, path: str, *, ylabel: str,
-                       title: str) -> str:
-    """Error against width (log-log): every seed, the aggregate, the fit and an m^-1/2 line."""
+def convergence_figure(widths, errors, fit, path: str, *, ylabel: str, title: str) -> str:
+    """Error against width (log-log): every seed, the geometric mean over seeds, the fitted line
+    (``validation.rates.SlopeFit``) and an m^-1/2 reference through the first point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     widths, errors = np.asarray(widths, float), np.asarray(errors, float)
+    mean = geometric_mean(errors)
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for j in range(errors.shape[1]):
         ax.loglog(widths, errors[:, j], "o", color="0.6", ms=3.5,
                   label="one seed" if j == 0 else None)
-    ax.loglog(widths, fit["per_width"], "s", color="C0", ms=6,
-              label=f"{fit['aggregate']} over {fit['n_seeds']} seeds")
+    ax.loglog(widths, mean, "s", color="C0", ms=6,
+              label=f"geometric mean over {errors.shape[1]} seeds")
     grid = np.geomspace(widths.min() / 1.3, widths.max() * 1.3, 20)
-    ax.loglog(grid, np.exp(fit["intercept"]) * grid ** fit["slope"], "-", color="C0",
-              label=f"fit: slope {fit['slope']:.3f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]")
-    ref = fit["per_width"][0] * (grid / widths[0]) ** SLOPE_THEORY
-    ax.loglog(grid, ref, "k--", lw=1, label="$m^{-1/2}$ reference")
+    ax.loglog(grid, np.exp(fit.intercept) * grid ** fit.slope, "-", color="C0",
+              label=f"fit: slope {fit.slope:.3f} [{fit.ci_low:.2f}, {fit.ci_high:.2f}]")
+    ax.loglog(grid, mean[0] * (grid / widths[0]) ** SLOPE_THEORY, "k--", lw=1,
+              label="$m^{-1/2}$ reference")
     ax.set_xlabel("width $m$")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -188,6 +154,8 @@ def kernel_errors(plan: Plan) -> dict:
     import meanfield as mf
     from meanfield.limits import kernel
 
+    from validation.rates import compare_distance
+
     errors = np.full((len(plan.widths), len(plan.seeds), len(KERNEL_TAUS)), np.nan)
     f_last, limits = {}, {}
     for i, m in enumerate(plan.widths):
@@ -199,8 +167,7 @@ def kernel_errors(plan: Plan) -> dict:
             limit = limits[m]
             if not np.allclose(run.t.values[1:], limit.t.values[-len(KERNEL_TAUS):], rtol=1e-12):
                 raise RuntimeError("the run and its kernel limit are not on the same times")
-            gap = mf.compare(run, limit).f_sup_error.values[-len(KERNEL_TAUS):]
-            errors[i, j] = gap
+            errors[i, j] = [compare_distance(run, limit, t=t) for t in cfg.save.t]
             if j == 0:
                 f_last[m] = run.f_eval.values[-1]
     x = np.asarray(cfg.data.x_eval)[:, 0]
@@ -210,6 +177,7 @@ def kernel_errors(plan: Plan) -> dict:
 
 def run_kernel(out_dir: str, quick: bool = False):
     """The kernel-limit study; returns a ``validation.Report``."""
+    from validation.rates import fit_slope
     from validation.report import Check, Report
 
     plan = KERNEL_QUICK if quick else KERNEL_FULL
@@ -218,23 +186,23 @@ def run_kernel(out_dir: str, quick: bool = False):
     res = kernel_errors(plan)
     errors = res["errors"].max(axis=2)  # sup over the kernel times too
     widths = np.array(plan.widths)
-    fit = slope_fit(widths, errors, aggregate="mean")
+    fit = fit_slope(widths, errors)
     lo, hi = plan.slope_range
     report.checks.append(Check(
         f"sup over x and tau in {KERNEL_TAUS} of |f_m - f_kernel|: log-log slope over m "
-        f"in {plan.widths}", "-1/2", format_fit(fit), f"[{lo}, {hi}]", lo <= fit["slope"] <= hi))
+        f"in {plan.widths}", "-1/2", format_fit(fit), f"[{lo}, {hi}]", lo <= fit.slope <= hi))
     report.checks.append(Check(
-        "the bootstrap CI of the slope contains -1/2", "-1/2",
-        f"[{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]", "-", fit["ci"][0] <= -0.5 <= fit["ci"][1],
-        required=False))
-    e_big = fit["per_width"][-1]
+        "the confidence interval of the slope contains -1/2", "-1/2",
+        f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False))
+    e_big = float(geometric_mean(errors)[-1])
     report.checks.append(Check(f"error at the largest width m = {plan.widths[-1]}",
-                               "-> 0", f"{e_big:.2e} (mean over seeds)", "< 5e-3", e_big < 5e-3))
+                               "-> 0", f"{e_big:.2e} (geometric mean over seeds)", "< 5e-3",
+                               e_big < 5e-3))
     for k, tau in enumerate(KERNEL_TAUS):
-        f_tau = slope_fit(widths, res["errors"][:, :, k], aggregate="mean")
+        f_tau = fit_slope(widths, res["errors"][:, :, k])
         report.checks.append(Check(f"slope at kernel time tau = {tau:g} alone", "-1/2",
                                    format_fit(f_tau), f"[{lo}, {hi}]",
-                                   lo <= f_tau["slope"] <= hi, required=False))
+                                   lo <= f_tau.slope <= hi, required=False))
     report.figures.append(os.path.basename(convergence_figure(
         widths, errors, fit, os.path.join(out_dir, "kernel_limit_convergence.png"),
         ylabel="sup$_{x, \\tau}$ |$f_m - f_{kernel}$|",
@@ -244,7 +212,7 @@ def run_kernel(out_dir: str, quick: bool = False):
         title=f"f at kernel time tau = {KERNEL_TAUS[-1]:g} (seed {plan.seeds[0]})",
         limit_label="kernel flow (m = infinity)")))
     report.sections.append(("Errors (sup over x and tau)", errors_table(widths, plan.seeds,
-                                                                       errors, fit)))
+                                                                       errors)))
     _save_summary(out_dir, "kernel-limit", widths, plan.seeds, res["errors"],
                   {"tau": np.array(KERNEL_TAUS)})
     report.notes += [
@@ -253,8 +221,9 @@ def run_kernel(out_dir: str, quick: bool = False):
         "init, ASI so f_0 = 0) integrated by the adaptive flow to the kernel times tau = t * "
         "kernel_rate in {1, 3, 10}; the limit is meanfield.limits.kernel.kernel_limit of the same "
         "config (mean-field NTK, closed-form flow); distances from meanfield.compare.",
-        "The aggregate over seeds is the mean; the CI resamples whole seeds (bootstrap, 2000 "
-        "resamples). Seeds are coupled across widths (nested neurons).",
+        "Slope and CI: validation.rates.fit_slope (OLS slope of the seed-mean of log error; "
+        "expanded percentile bootstrap over whole seeds, which are coupled across widths by "
+        "the nested neurons).",
     ]
     if quick:
         report.notes.append(f"QUICK mode: widths {plan.widths}, {len(plan.seeds)} seeds, "
@@ -296,18 +265,20 @@ def pde_refinement(cells) -> dict:
     from meanfield.limits import mean_field
 
     cfg = mean_field_config(10, 0)
-    f = {n: mean_field.mean_field_limit(cfg, n_cells=n, t=[MF_TIME]).f_eval.values[-1]
-         for n in cells}
+    limits = {n: mean_field.mean_field_limit(cfg, n_cells=n, t=[MF_TIME]) for n in cells}
+    f = {n: ds.f_eval.values[-1] for n, ds in limits.items()}
     diffs = np.array([np.abs(f[a] - f[b]).max() for a, b in zip(cells, cells[1:])])
     orders = np.log2(diffs[:-1] / diffs[1:])
     # first order: the error of the finest grid is about its difference to the previous one
     return dict(f=f, diffs=diffs, orders=orders, reference=f[cells[-1]],
-                reference_error=float(diffs[-1]))
+                reference_limit=limits[cells[-1]], reference_error=float(diffs[-1]))
 
 
-def mean_field_errors(plan: Plan, f_ref) -> dict:
-    """sup over the grid at t = MF_TIME of |f_m - f_PDE| per (width, seed)."""
+def mean_field_errors(plan: Plan, pde) -> dict:
+    """sup over the grid at t = MF_TIME of |f_m - f_PDE| per (width, seed); ``pde``: the
+    reference limit Dataset."""
     import meanfield as mf
+    from validation.rates import compare_distance
 
     errors = np.full((len(plan.widths), len(plan.seeds)), np.nan)
     f_last = {}
@@ -316,7 +287,7 @@ def mean_field_errors(plan: Plan, f_ref) -> dict:
             ds = mf.simulate(mean_field_config(m, seed), progress=False)
             if not np.isclose(ds.t.values[-1], MF_TIME):
                 raise RuntimeError(f"the run stopped at t = {ds.t.values[-1]}, not {MF_TIME}")
-            errors[i, j] = np.abs(ds.f_eval.values[-1] - f_ref).max()
+            errors[i, j] = compare_distance(ds, pde, t=MF_TIME)
             if j == 0:
                 f_last[m] = ds.f_eval.values[-1]
     return dict(errors=errors, f_last=f_last, x=np.asarray(ds.x_eval.values)[:, 0])
@@ -324,33 +295,34 @@ def mean_field_errors(plan: Plan, f_ref) -> dict:
 
 def run_mean_field(out_dir: str, quick: bool = False):
     """The meanfield-limit study; returns a ``validation.Report``."""
+    from validation.rates import fit_slope
     from validation.report import Check, Report, markdown_table
 
     plan = MF_QUICK if quick else MF_FULL
     report = Report(title="Mean-field limit (critical regime, balanced init, Luo 1-D): PDE "
                           f"refinement and finite-width error ~ m^-1/2{' (quick)' if quick else ''}")
     ref = pde_refinement(plan.cells)
-    res = mean_field_errors(plan, ref["reference"])
+    res = mean_field_errors(plan, ref["reference_limit"])
     widths = np.array(plan.widths)
-    fit = slope_fit(widths, res["errors"], aggregate="mean")
+    fit = fit_slope(widths, res["errors"])
     lo, hi = plan.slope_range
     report.checks.append(Check(
         f"sup_x |f_m - f_PDE| at t = {MF_TIME:g}: log-log slope over m in {plan.widths}", "-1/2",
-        format_fit(fit), f"[{lo}, {hi}]", lo <= fit["slope"] <= hi))
+        format_fit(fit), f"[{lo}, {hi}]", lo <= fit.slope <= hi))
     report.checks.append(Check(
-        "the bootstrap CI of the slope contains -1/2", "-1/2",
-        f"[{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]", "-", fit["ci"][0] <= -0.5 <= fit["ci"][1],
-        required=False))
+        "the confidence interval of the slope contains -1/2", "-1/2",
+        f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False))
     last = ref["orders"][-2:]
     report.checks.append(Check(
         f"PDE grid refinement: observed order log2(e_N / e_2N) on the finest grids "
         f"(N up to {plan.cells[-1]})", "1 (first-order upwind)",
         ", ".join(f"{v:.3f}" for v in last), "[0.8, 1.2]", bool(np.all((last > 0.8) & (last < 1.2)))))
-    ratio = ref["reference_error"] / fit["per_width"][-1]
+    smallest = float(geometric_mean(res["errors"])[-1])
+    ratio = ref["reference_error"] / smallest
     report.checks.append(Check(
         f"PDE reference error (N = {plan.cells[-1]}, ~ |f_N - f_N/2|) against the smallest "
         "particle error", "negligible", f"{ref['reference_error']:.2e} vs "
-        f"{fit['per_width'][-1]:.2e} (ratio {ratio:.3f})", "ratio < 0.1", ratio < 0.1))
+        f"{smallest:.2e} (ratio {ratio:.3f})", "ratio < 0.1", ratio < 0.1))
     report.figures.append(os.path.basename(convergence_figure(
         widths, res["errors"], fit, os.path.join(out_dir, "meanfield_limit_convergence.png"),
         ylabel=f"sup$_x$ |$f_m - f_{{PDE}}$| at t = {MF_TIME:g}",
@@ -359,8 +331,7 @@ def run_mean_field(out_dir: str, quick: bool = False):
         res["x"], res["f_last"], ref["reference"], os.path.join(out_dir, "meanfield_limit_f.png"),
         title=f"f at t = {MF_TIME:g} (seed {plan.seeds[0]})",
         limit_label=f"mean-field PDE (N = {plan.cells[-1]})")))
-    report.sections.append(("Particle errors", errors_table(widths, plan.seeds, res["errors"],
-                                                            fit)))
+    report.sections.append(("Particle errors", errors_table(widths, plan.seeds, res["errors"])))
     report.sections.append(("PDE grid refinement", markdown_table(
         ["N -> 2N", "sup |f_N - f_2N|", "observed order"],
         [[f"{a} -> {b}", f"{d:.3e}", f"{o:.3f}" if k else "-"]
@@ -375,8 +346,8 @@ def run_mean_field(out_dir: str, quick: bool = False):
         "(meanfield.limits.mean_field); the Gaussian init has a different limit (the conserved "
         "a^2 - |w|^2), so like is compared with like.",
         "The PDE is first order in the grid; its reference error is estimated by the last "
-        "refinement difference. The aggregate over seeds is the mean; the CI resamples whole "
-        "seeds (bootstrap).",
+        "refinement difference. Slope and CI: validation.rates.fit_slope (seed-mean of log "
+        "error, expanded percentile bootstrap over whole seeds).",
     ]
     if quick:
         report.notes.append(f"QUICK mode: widths {plan.widths}, {len(plan.seeds)} seeds, grids "

@@ -562,6 +562,7 @@ def summary_dataset(widths: dict, kappa: dict, rows: list[dict]):
 def run(out_dir: str, quick: bool = False):
     """The Wang & Ma study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
     from meanfield.limits import wang_ma
+    from validation.rates import fit_slope
     from validation.report import Check, Report
     from validation.studies import limits as common
 
@@ -583,29 +584,28 @@ def run(out_dir: str, quick: bool = False):
         f"its first Phase IV event ({phases['event_kind']}, t = {phases['event']:.4g})."))
 
     widths = study_widths(plan)
-    fit = common.slope_fit(widths["widths"], widths["errors"])
+    fit = fit_slope(widths["widths"], widths["errors"])
     lo, hi = plan.slope_range
     report.checks.append(Check(
         f"Reduced model over widths: slope of sup_t |loss_m - loss_reduced| (t in [10, 1500], "
         f"rho_+ = 1/4, wedge rho_-) vs m, {len(plan.seeds)} seeds",
-        "-1/2", common.format_fit(fit), f"[{lo}, {hi}]", lo <= fit["slope"] <= hi))
+        "-1/2", common.format_fit(fit), f"[{lo}, {hi}]", lo <= fit.slope <= hi))
     report.figures.append(os.path.basename(common.convergence_figure(
         widths["widths"], widths["errors"], fit, os.path.join(out_dir, "wang_ma_widths.png"),
         ylabel="sup$_t$ |loss$_m$ - loss$_{reduced}$|",
         title=f"Wang & Ma: finite width vs the reduced model (kappa = {KAPPA})")))
-    report.sections.append(("Width convergence", common.errors_table(widths["widths"],
-                                                                     widths["seeds"],
-                                                                     widths["errors"])))
+    report.sections.append(("Width convergence", common.errors_table(
+        widths["widths"], widths["seeds"], widths["errors"])))
 
     kappa = study_kappa(plan)
     per_kappa = wang_ma.alignment_time(P, DELTA, 1.0, COSINE_ALIGNED)
     t1 = kappa["t_align"]
-    kfit = np.polyfit(np.log(kappa["kappas"]), np.log(np.nanmean(t1, axis=1)), 1)[0]
+    kfit = fit_slope(kappa["kappas"], t1)
     ratio = t1 / kappa["kappas"][:, None]
     report.checks.append(Check(
         f"Phase I: alignment time proportional to kappa (log-log slope over kappa in "
-        f"{{{', '.join(f'{v:g}' for v in plan.kappas)}}})", "1", f"{kfit:.4f}", "0.03",
-        bool(np.all(np.isfinite(t1))) and abs(kfit - 1) <= 0.03))
+        f"{{{', '.join(f'{v:g}' for v in plan.kappas)}}})", "1", common.format_fit(kfit), "0.03",
+        bool(np.all(np.isfinite(t1))) and abs(kfit.slope - 1) <= 0.03))
     report.checks.append(Check(
         "Phase I: alignment time / kappa at every kappa and seed",
         f"{per_kappa:.2f}", f"{np.nanmin(ratio):.2f} to {np.nanmax(ratio):.2f}", "5%",
