@@ -147,8 +147,9 @@ def plot_slope_map(slopes: xr.Dataset, boundary: xr.Dataset | None = None, *, ti
         for i, gp in enumerate(gps):
             for j, g in enumerate(gammas):
                 if np.isfinite(s.values[i, j]):
+                    dark = abs(s.values[i, j]) > 0.6 * bound
                     ax.text(g, gp, f"{s.values[i, j]:.2f}", ha="center", va="center",
-                            fontsize=6, color="0.15")
+                            fontsize=6, color="white" if dark else "0.15")
     ax.set_xlim(_edges(gammas)[0], _edges(gammas)[-1])
     ax.set_ylim(_edges(gps)[0], _edges(gps)[-1])
     ax.set_xlabel(r"$\gamma$")
@@ -208,6 +209,7 @@ def plot_condensation_maps(ds: xr.Dataset, sweep: Sweep, cells, widths, *, seed=
     axes[0, 0].legend(fontsize=6, markerscale=3, frameon=False, loc="upper left")
     fig.supxlabel(r"orientation $\arctan2(b, w)$ (deg)", fontsize=8)
     fig.supylabel(r"amplitude $|a_k|\,\|\tilde w_k\|$", fontsize=8)
-    fig.suptitle(f"condensation at the end of training ({stage} particles, first "
-                 f"{ds.sizes['neuron']} neurons, seed {seed})", fontsize=9)
+    fig.suptitle(f"condensation at the end of training ({stage} particles: the first "
+                 f"{ds.sizes['neuron']} neurons, or all of a narrower run; seed {seed})",
+                 fontsize=9)
     return fig

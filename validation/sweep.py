@@ -611,7 +611,7 @@ def build_configs(sweep: Sweep) -> dict:
 
 
 def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: bool = True,
-              overwrite: bool = False, progress: bool = True) -> xr.Dataset:
+              overwrite: bool = False, progress: bool | None = True) -> xr.Dataset:
     """Run every point of ``sweep`` (see the module docstring) and return the summaries.
 
     Args:
@@ -621,7 +621,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
             finished points; a finished sweep is returned as stored.
         overwrite: replace an existing ``out`` (otherwise an existing store of another sweep,
             or any existing ``out`` with ``resume=False``, is an error).
-        progress: one tqdm bar over the whole sweep.
+        progress: one tqdm bar over the whole sweep (None: when stderr is a terminal).
     Returns:
         ``xarray.Dataset`` with the axes as dims (lazy when read from ``out``).
     Raises:
@@ -671,7 +671,11 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
     return store.dataset()
 
 
-def _progress_bar(progress: bool, total: int, initial: int, name: str):
+def _progress_bar(progress: bool | None, total: int, initial: int, name: str):
+    if progress is None:
+        import sys
+
+        progress = sys.stderr.isatty()
     if not progress:
         return None
     from tqdm.auto import tqdm

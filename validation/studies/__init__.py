@@ -37,6 +37,14 @@ STUDIES = {
     "meanfield-limit": (_lazy("validation.studies.limits", "run_mean_field"),
                         "critical regime, balanced init (Luo 1-D): sup |f_m - f_PDE| at t = 1 "
                         "~ m^-1/2 with a bootstrap CI; the PDE's first-order grid refinement"),
+    "luo-slopes": (_lazy("validation.studies.luo", "run_slopes"),
+                   "Luo 2007.07497 Fig. 3: S_w (slope of log RD(theta_w) vs log m, m = 1000..40000)"
+                   " at gamma' = 0, gamma = 0.5/1/1.75 vs -0.506/0.007/0.372 (+-0.05); S_w(gamma) "
+                   "of three (alpha, beta1, beta2) families agree within 0.05"),
+    "luo-diagram": (_lazy("validation.studies.luo", "run_diagram"),
+                    "Luo 2007.07497 Fig. 4: S_w over gamma' in [-0.4, 0.4] x gamma in [0.6, 1.4], "
+                    "m = 1000..40000; zero crossing of S_w within 0.06 of gamma = 1 (gamma' <= 0) "
+                    "/ 1 + gamma' (gamma' >= 0); S_w heat map; wall time"),
 }
 
 DEFAULT_OUT = os.path.join("validation", "reports")

@@ -1,0 +1,116 @@
+"""The luo-slopes and luo-diagram studies in quick mode, via the CLI: the report is written,
+its numbers are the dataset's (recomputed independently here), reruns resume the stores."""
+
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from meanfield.cli import main
+from validation.studies import luo
+
+
+@pytest.fixture(scope="module")
+def slopes_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("luo") / "slopes"
+    status = main(["validate", "luo-slopes", "--quick", "--out", str(out)])
+    return out, status, (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def diagram_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("luo") / "diagram"
+    status = main(["validate", "luo-diagram", "--quick", "--out", str(out)])
+    return out, status, (out / "report.md").read_text()
+
+
+def _row(report: str, quantity: str) -> list[str]:
+    for line in report.splitlines():
+        if line.startswith(f"| {quantity} |"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"no report row {quantity!r}")
+
+
+def test_list_names_both_studies(capsys):
+    assert main(["validate", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "luo-slopes" in listed and "luo-diagram" in listed
+
+
+def test_family_parametrisations_map_to_the_closed_form_scales():
+    m, g = 5000, 1.25
+    for family, factor in (("exponent", 1.0), ("output", 1.0), ("prefactors", 2.0)):
+        cfg = luo.family_config(family=family, gamma=g, width=m)
+        sigma_a, sigma_w = cfg.model.parametrisation.scales(m, 2)
+        assert sigma_a == pytest.approx(factor * m ** ((1 - g) / 2), rel=1e-12)
+        assert sigma_w == pytest.approx(factor * m ** ((1 - g) / 2), rel=1e-12)
+        alpha, beta1, beta2 = cfg.model.parametrisation.constants(m, 2)
+        assert -math.log(beta1 / beta2) / math.log(m) == pytest.approx(0.0, abs=1e-12)
+        assert -math.log(beta1 * beta2 / alpha / factor ** 2) / math.log(m) == pytest.approx(g)
+    with pytest.raises(ValueError, match="family='other' is not allowed"):
+        luo.family_config(family="other", gamma=1.0)
+
+
+def test_slopes_quick_report(slopes_report):
+    out, status, report = slopes_report
+    assert status == 0, report
+    assert "| quantity | paper / theory | measured | tolerance | verdict |" in report
+    assert "meanfield validate luo-slopes --quick" in report and "**FAIL**" not in report
+    for name in ("luo_slopes_rd", "luo_slopes_families", "luo_slopes_condensation"):
+        assert os.path.getsize(out / f"{name}.png") > 10_000 and f"]({name}.png)" in report
+    ds = xr.open_dataset(out / "luo-slopes-paper.nc")
+    assert set(ds.stop_reason.values.ravel()) == {"loss_tol"}
+    for gamma, paper in ((0.5, "-0.506"), (1.0, "+0.007"), (1.75, "+0.372")):
+        row = _row(report, f"S_w at gamma = {gamma:g}, gamma' = 0")
+        assert row[1] == f"{paper} (Fig. 3)"
+        rd = ds.rd_w_end.sel(gamma=gamma, gamma_prime=0.0, seed=0).values
+        slope = np.polyfit(np.log(ds.width.values), np.log(rd), 1)[0]
+        assert row[2] == f"{slope:+.3f}"
+        assert row[4].startswith("finding")  # quick widths: a finding, not a check
+    signs = _row(report, "regime signs: S_w(0.5) < 0 (linear), S_w(1.75) > 0 (condensed)")
+    assert signs[-1] == "PASS"
+    assert _row(report, "'exponent' and 'output' families (same sigma_a, sigma_w) give the "
+                        "same S_w")[-1] == "PASS"
+    fam = xr.open_dataset(out / "luo-slopes-families.nc")
+    assert fam.rd_w_end.dims == ("width", "seed", "family", "gamma")
+
+
+def test_slopes_rerun_resumes_the_stores_without_recomputing(slopes_report, monkeypatch):
+    out, _, report = slopes_report
+    from validation import sweep
+
+    monkeypatch.setattr(sweep, "run_point", lambda *a: pytest.fail("recomputed a point"))
+    assert main(["validate", "luo-slopes", "--quick", "--out", str(out)]) == 0
+    again = (out / "report.md").read_text()
+    keep = lambda text: [line for line in text.splitlines()
+                         if line.startswith("| S_w") or line.startswith("| 1.75")]
+    assert keep(again) == keep(report)
+
+
+def test_diagram_quick_report(diagram_report):
+    out, status, report = diagram_report
+    assert status == 0, report
+    assert "**FAIL**" not in report and "meanfield validate luo-diagram --quick" in report
+    for name in ("luo_diagram_sw", "luo_diagram_condensation"):
+        assert os.path.getsize(out / f"{name}.png") > 10_000 and f"]({name}.png)" in report
+    ds = xr.open_dataset(out / "luo-diagram-quick.nc")
+    assert ds.rd_w_end.dims == ("width", "seed", "gamma_prime", "gamma")
+    gammas = ds.gamma.values
+    for gp, theory in ((-0.4, 1.0), (0.0, 1.0), (0.4, 1.4)):
+        row = _row(report, f"boundary at gamma' = {gp:+.1f}")
+        assert row[1] == f"gamma = {theory:.2f}"
+        rd = ds.rd_w_end.sel(gamma_prime=gp, seed=0)
+        s = np.array([np.polyfit(np.log(ds.width.values), np.log(rd.sel(gamma=g).values), 1)[0]
+                      for g in gammas])
+        k = np.flatnonzero(np.sign(s[:-1]) != np.sign(s[1:]))
+        if k.size == 1:  # one sign change: linear interpolation
+            j = k[0]
+            crossing = gammas[j] - s[j] * (gammas[j + 1] - gammas[j]) / (s[j + 1] - s[j])
+            assert float(re.match(r"[\d.]+", row[2]).group()) == pytest.approx(crossing, abs=1e-3)
+            assert "extrapolated" not in row[2]
+        assert row[4].startswith("finding")
+    assert "wall time of the quick study" in report
+    assert "| gamma' \\ gamma |" in report  # the S_w table
