@@ -2,7 +2,6 @@
 width, resume after SIGKILL without recomputation, failure recording, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

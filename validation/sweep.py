@@ -66,7 +66,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import inspect
-import itertools
 import json
 import math
 import os
