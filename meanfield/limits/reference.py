@@ -7,16 +7,22 @@ of the initial law instead of i.i.d. draws:
 
 * scrambled Sobol points (``scipy.stats.qmc.Sobol``, fixed seed, power-of-two counts, Owen
   scrambling) pushed through inverse CDFs: ``scipy.special.ndtri`` for a Gaussian coordinate;
-  a Gaussian vector w in R^D is written in polar form ``w = sqrt(chi2_D^-1(u_0)) theta`` with
-  the direction theta = (cos 2 pi u_1, sin 2 pi u_1) for D = 2 and a normalised ndtri-Gaussian
-  vector for D > 2. This is the same law as ndtri coordinate by coordinate, but it stratifies
-  the direction exactly in the plane: the activation pattern 1[w . x~ > 0] depends on the
-  direction only, and its integrals converge like 1/m instead of ~m^-0.6 with Cartesian ndtri
-  (measured: sup-over-x error of the k0 kernel at 4096 points 3e-3 Cartesian);
-* ``gaussian``: ``a = sigma_a ndtri(u_a)``, ``w = sigma_w`` (polar Gaussian), one Sobol
-  dimension per coordinate (D + 1 in total for (a, w) in the plane; 2 + D for D > 2);
+  a Gaussian vector w in R^2 is written in polar form ``w = sqrt(chi2_2^-1(u_0)) theta`` with
+  the direction theta = (cos 2 pi u_1, sin 2 pi u_1). This is the same law as ndtri coordinate
+  by coordinate, but it stratifies the direction exactly in the plane: the activation pattern
+  1[w . x~ > 0] depends on the direction only, and its integrals converge like 1/m instead of
+  ~m^-0.6 with Cartesian ndtri (measured: sup-over-x error of the k0 kernel at 4096 points
+  3e-3 Cartesian). For D != 2, w is ndtri coordinate by coordinate (Cartesian): in D > 2 no
+  direction map stratifies the half-spaces, and the polar form (radius + normalised ndtri
+  direction, D + 1 coordinates) measured 2-4x larger errors on smooth moments at D = 5.
+  Directions of the ``sphere`` law: the angle 2 pi u in the plane, normalised ndtri vectors in
+  D > 2. In D > 2 the quadrature's advantage over random draws is a constant factor on the
+  activation-pattern integrals (their QMC rate is ~m^-(1/2 + 1/(2D)) as for any
+  discontinuous integrand) and a rate on smooth moments (tests in D = 5);
+* ``gaussian``: ``a = sigma_a ndtri(u_a)``, ``w = sigma_w`` (Gaussian vector as above), one
+  Sobol dimension per coordinate (D + 1 in total);
 * ``sphere``: ``w = scale theta``, ``a = +-output_scale``;
-* ``balanced``: ``w = scale`` (polar Gaussian), ``a = s |w|``;
+* ``balanced``: ``w = scale`` (Gaussian vector as above), ``a = s |w|``;
 * sphere / balanced signs alternate and come in exact pairs: the Sobol point j gives neurons
   2j (s = +1) and 2j + 1 (s = -1) with the same w. This is an exact quadrature of the sign
   (uniform +-1, independent of w), and it gives f_0 = 0 exactly, as in the PDE. (Assigning
@@ -106,14 +112,20 @@ def _directions(u: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _gaussian_vectors(u: np.ndarray, dim: int) -> np.ndarray:
-    """N(0, I_dim) points from uniform coordinates: radius sqrt(chi2_dim quantile of u_0) times
-    a direction from the other coordinates (the same law as ndtri of each coordinate; the polar
-    form stratifies the direction, on which the ReLU activation pattern depends)."""
+    """N(0, I_dim) points from ``dim`` uniform coordinates u (n, dim).
+
+    In the plane (dim = 2): radius sqrt(chi2_2 quantile of u_0) times the direction angle
+    2 pi u_1 (polar form: it stratifies the direction exactly, and the ReLU activation pattern
+    depends on the direction only). Otherwise ndtri of each coordinate: for dim > 2 a polar form
+    (radius plus a normalised ndtri direction) needs dim + 1 coordinates and measured 2-4x
+    larger errors than Cartesian ndtri on smooth moments (E w w^T, E relu(w.x) relu(w.x'))
+    at d = 5, with no gain on the activation pattern (``tests/test_limits_reference.py``).
+    """
     from scipy.special import ndtri
     from scipy.stats import chi2
 
-    if dim == 1:
-        return ndtri(u[:, :1])
+    if dim != 2:
+        return ndtri(u[:, :dim])
     radius = np.sqrt(chi2.ppf(u[:, 0], dim))
     return radius[:, None] * _directions(u[:, 1:], dim)
 
@@ -145,17 +157,16 @@ def quadrature_particles(config, n_points: int, *, seed: int = SOBOL_SEED) -> pt
     n_base = n_points // 2 if paired else n_points
     from scipy.special import ndtri
 
-    n_dir = _n_direction_coords(dim)
-    if law.kind == "gaussian":
+    if law.kind == "gaussian":  # dim coordinates for w (``_gaussian_vectors``), one for a
         sigma_a, sigma_w = spec.gaussian_scales(config.data.input_dim)
-        u = _sobol(n_base, 2 + n_dir if dim > 1 else 2, seed)
+        u = _sobol(n_base, dim + 1, seed)
         a, w = sigma_a * ndtri(u[:, -1]), sigma_w * _gaussian_vectors(u[:, :-1], dim)
     elif law.kind == "sphere":
-        u = _sobol(n_base, n_dir, seed)
+        u = _sobol(n_base, _n_direction_coords(dim), seed)
         w = law.scale * _directions(u, dim)
         a = np.full(n_base, law.output_scale)
     else:
-        u = _sobol(n_base, 1 + n_dir if dim > 1 else 1, seed)
+        u = _sobol(n_base, dim, seed)
         w = law.scale * _gaussian_vectors(u, dim)
         a = np.linalg.norm(w, axis=1)
     if paired:  # neuron 2j: (a, w); neuron 2j + 1: (-a, w)
