@@ -203,3 +203,52 @@ def test_ill_conditioning_warns_and_falls_back():
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
         AnalyticConfig(**{field: value})
+
+
+# ----------------------------------------------------------------------------- Barbu study notes
+
+def _study_results(tests_by_name, adam_choice=2, gd_choice=1):
+    """Synthetic per-data-set results (as ``study_dataset`` returns them) for the report notes."""
+    import meanfield as mf
+    from validation.studies import barbu
+
+    results = {}
+    for name, (n, d, best, tests) in tests_by_name.items():
+        x = np.zeros((n, d))
+        x[:, 0] = np.arange(n)
+        config = mf.SimulationConfig(model=mf.ModelSpec(width=100, bias=True),
+                                     data=mf.TrainingData(x=x, y=np.zeros(n)))
+        results[name] = dict(
+            config=config, width=100, n_train=n,
+            curves={k: {"test": v, "best": best} for k, v in zip(barbu.METHODS, tests)},
+            pilots={"adam": (barbu.ADAM_LR_GRID, None), "gd": ((0.1, 0.3, 1.0, 3.0), None)},
+            chosen={"adam": adam_choice, "gd": gd_choice})
+    return results
+
+
+def test_barbu_notes_name_interpolation_overfitting_and_grid_edges():
+    from validation.studies import barbu
+
+    # the committed full report's numbers (m = 100): sin, sdf, diabetes, luo
+    results = _study_results({
+        "sin": (200, 5, 1.92e-30, (0.066, 0.0605, 0.0289, 0.0535)),
+        "sdf": (576, 2, 3.16e-6, (7.08e-6, 1.81e-5, 5.52e-5, 2.99e-5)),
+        "diabetes": (221, 10, 2e-30, (1.05, 0.487, 0.514, 0.393)),
+        "luo": (4, 1, 4.81e-35, (0.00816, 0.0107, 0.0115, 0.012)),
+    })
+    note = barbu.interpolation_note(results)
+    assert ("interpolates the training data on sin (n_train = 200 < 600, training loss "
+            "1.92e-30), diabetes (n_train = 221 < 1100") in note and "sdf (n_train" not in note
+    assert "above Adam's on sin (0.066 vs 0.0605); diabetes (1.05 vs 0.487)" in note
+    assert "On sin, diabetes it interpolates and generalises worse than Adam" in note
+    table = barbu.generalisation_table(results)
+    assert "| diabetes | 221 | 1100 | 2e-30 | 1.05 | 0.487 | 0.514 | 0.393 | flow |" in table
+    assert barbu.grid_edge_note(results) is None  # interior choices
+    edge = barbu.grid_edge_note(_study_results({"sin": (200, 5, 1.0, (1, 1, 1, 1))},
+                                               adam_choice=len(barbu.ADAM_LR_GRID) - 1,
+                                               gd_choice=0))
+    assert "Adam's learning rate on sin (1, the largest); GD's step on sin (0.1, the smallest)" \
+        in edge
+    fitted = _study_results({"sdf": (576, 2, 3e-6, (1e-5, 2e-5, 3e-5, 4e-5))})
+    assert "interpolated on no data set" in barbu.interpolation_note(fitted)
+    assert "not above Adam's" in barbu.interpolation_note(fitted)
