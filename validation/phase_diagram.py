@@ -35,7 +35,7 @@ def theoretical_boundary(gamma_prime) -> np.ndarray:
 
 
 def diagram_sweep(*, gammas, gamma_primes=(0.0,), widths=(1000, 5000, 10000, 20000, 40000),
-                  seeds=(0,), particles: int = 0, n_saves: int = 60, name: str = "luo-diagram",
+                  seeds=(0,), particles: int = 0, n_saves: int = 40, name: str = "luo-diagram",
                   **fixed) -> Sweep:
     """The sweep of a phase diagram: luo_1d over width x seed x gamma' x gamma.
 
