@@ -161,11 +161,12 @@ def test_distance_rate_recovers_a_known_width_law():
     t = np.array([0.0, 1.0, 2.0])
     grid = np.linspace(-1, 1, 3)
     limit = _fake(t, np.zeros((3, 3)), np.ones(3))
-    runs = [[_fake(t, c * m ** -0.5 * np.outer([0, 1, 1], grid), np.ones(3)) for c in (1.0, 1.3, 0.8)]
-            for m in WIDTHS]
+    runs = [[_fake(t, c * m ** -0.5 * np.outer([0, 1, 1], grid), np.ones(3))
+             for c in (1.0, 1.3, 0.8)] for m in WIDTHS]
     fit = rates.distance_rate(WIDTHS, runs, limit, t=2.0)
     assert fit.slope == pytest.approx(-0.5, abs=1e-12) and fit.n_seeds == 3
-    assert fit.ci_low == pytest.approx(-0.5, abs=1e-9) and fit.ci_high == pytest.approx(-0.5, abs=1e-9)
+    assert fit.ci_low == pytest.approx(-0.5, abs=1e-9)
+    assert fit.ci_high == pytest.approx(-0.5, abs=1e-9)
     per_width = rates.distance_rate(WIDTHS, runs, [limit] * 5)
     assert per_width.slope == pytest.approx(-0.5, abs=1e-12)
     with pytest.raises(ValueError, match="one sequence per width"):

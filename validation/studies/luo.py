@@ -94,15 +94,16 @@ def _converged_check(ds, label: str) -> Check:
 
 
 def _timing(ds, session_s: float) -> str:
-    return (f"this session {session_s:.0f} s; sum of per-run wall times {float(ds.wall_time.sum()):.0f} s "
-            f"over {ds.wall_time.size} runs (compilation included, once per width)")
+    return (f"this session {session_s:.0f} s; sum of per-run wall times "
+            f"{float(ds.wall_time.sum()):.0f} s over {ds.wall_time.size} runs (compilation "
+            "included, once per width)")
 
 
 def _fmt(v: float, digits: int = 3) -> str:
     return "nan" if not np.isfinite(v) else f"{v:+.{digits}f}"
 
 
-def _figure_rd_vs_m(ds, fits: dict, path: str) -> str:
+def _figure_rd_vs_m(ds, fits: dict):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -124,11 +125,10 @@ def _figure_rd_vs_m(ds, fits: dict, path: str) -> str:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(r"Luo et al. Fig. 3 (a)-(c): $\gamma'$ = 0", fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
-def _figure_families(slopes: dict, gammas, path: str) -> str:
+def _figure_families(slopes: dict, gammas):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -146,13 +146,13 @@ def _figure_families(slopes: dict, gammas, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.set_title(r"Luo et al. Fig. 3 (d): $S_w$ for three $(\alpha, \beta_1, \beta_2)$ families",
                  fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
-def _save(fig, path: str) -> str:
-    fig.savefig(path, dpi=110)
-    return path
+def _save(fig, out_dir: str, name: str) -> str:
+    """Write ``fig`` to OUT/NAME.png; the name relative to the report."""
+    fig.savefig(os.path.join(out_dir, f"{name}.png"), dpi=110)
+    return f"{name}.png"
 
 
 # ----------------------------------------------------------------------------- luo-slopes
@@ -181,7 +181,8 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
     for gamma, expected in PAPER_SLOPES.items():
         rd = pdg.order_parameter(ds).sel(gamma=gamma, gamma_prime=0.0).transpose("width", "seed")
         fit = fits[gamma] = fit_slope(m, rd.values)
-        ci = "" if not np.isfinite(fit.ci_low) else f" (95% CI {fit.ci_low:+.3f}..{fit.ci_high:+.3f})"
+        ci = (f" (95% CI {fit.ci_low:+.3f}..{fit.ci_high:+.3f})" if np.isfinite(fit.ci_low)
+              else "")
         report.checks.append(Check(
             f"S_w at gamma = {gamma:g}, gamma' = 0", f"{expected:+.3f} (Fig. 3)",
             f"{fit.slope:+.3f}{ci}", f"+-{SLOPE_TOL}",
@@ -227,14 +228,13 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
         + "\n\n" + "\n".join(f"- **{n}**: {d}" for n, (d, _) in FAMILIES.items())))
     report.sections.append(("Wall time", _timing(ds, t_paper) + "; families: "
                             + _timing(fam, t_fam)))
-    report.figures.append(os.path.basename(_figure_rd_vs_m(
-        ds, fits, os.path.join(out_dir, "luo_slopes_rd.png"))))
-    report.figures.append(os.path.basename(_figure_families(
-        fam_slopes, family_gammas, os.path.join(out_dir, "luo_slopes_families.png"))))
+    report.figures.append(_save(_figure_rd_vs_m(ds, fits), out_dir, "luo_slopes_rd"))
+    report.figures.append(_save(_figure_families(fam_slopes, family_gammas), out_dir,
+                                "luo_slopes_families"))
     cells = [{"gamma_prime": 0.0, "gamma": g} for g in PAPER_SLOPES]
-    report.figures.append(os.path.basename(_save(pdg.plot_condensation_maps(
-        ds, paper, cells, (widths[0], widths[-1])), os.path.join(out_dir,
-                                                                 "luo_slopes_condensation.png"))))
+    report.figures.append(_save(pdg.plot_condensation_maps(ds, paper, cells, (widths[0],
+                                                                              widths[-1])),
+                                out_dir, "luo_slopes_condensation"))
     report.notes += [
         "RD(theta_w) = |theta_w(t*) - theta_w(0)| / |theta_w(0)| over all input weights and "
         "biases, at the first save after the MSE falls below 1e-6 (the run stops there); "
@@ -317,15 +317,14 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
     report.sections.append(("Boundary: zero crossing of S_w along gamma", markdown_table(
         ["gamma'", "theory", "measured", "extrapolated", "crossings", "deviation"], rows)))
     report.sections.append(("Wall time", _timing(ds, session)))
-    report.figures.append(os.path.basename(_save(pdg.plot_slope_map(
-        slopes, boundary, title=f"S_w, m = {widths[0]}..{widths[-1]}"),
-        os.path.join(out_dir, "luo_diagram_sw.png"))))
+    report.figures.append(_save(pdg.plot_slope_map(
+        slopes, boundary, title=f"S_w, m = {widths[0]}..{widths[-1]}"), out_dir, "luo_diagram_sw"))
     cells = [{"gamma_prime": gamma_primes[0], "gamma": gammas[-1]},
              {"gamma_prime": 0.0, "gamma": 1.0},
              {"gamma_prime": gamma_primes[-1], "gamma": gammas[0]}]
-    report.figures.append(os.path.basename(_save(pdg.plot_condensation_maps(
-        ds, sweep, cells, (widths[0], widths[-1])),
-        os.path.join(out_dir, "luo_diagram_condensation.png"))))
+    report.figures.append(_save(pdg.plot_condensation_maps(ds, sweep, cells,
+                                                           (widths[0], widths[-1])),
+                                out_dir, "luo_diagram_condensation"))
     report.notes += [
         "S_w per cell: OLS slope of log RD(theta_w) at the end of training (MSE < 1e-6) "
         "against log m, one seed per width (coupled widths); boundary: zero crossing of S_w "
