@@ -307,7 +307,11 @@ def summary_dataset(rows: list[dict]):
 
 def run(out_dir: str, quick: bool = False):
     """The Boursier study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
+    import time
+
+    started = time.perf_counter()
     from validation.report import Report
+    from validation.studies.limits import wall_time_note
 
     plan = QUICK if quick else FULL
     plan = plan if LAMBDA_NORM in plan.lambdas else dataclasses.replace(
@@ -340,4 +344,5 @@ def run(out_dir: str, quick: bool = False):
     ]
     if quick:
         report.notes.append(f"QUICK mode: lambdas {plan.lambdas}, seed 0 only.")
+    report.notes.append(wall_time_note(started))
     return report

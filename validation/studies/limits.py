@@ -16,10 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import numpy as np
 
 SLOPE_THEORY = -0.5
+
+
+def wall_time_note(started: float) -> str:
+    """A report note: wall time since ``started`` (``time.perf_counter()``) and the machine."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Wall time {time.perf_counter() - started:.0f} s, compilation included, on "
+            f"{os.cpu_count()} CPU cores (1-minute load average {load:.1f} at the end).")
 
 
 def format_fit(fit) -> str:
@@ -177,6 +185,7 @@ def kernel_errors(plan: Plan) -> dict:
 
 def run_kernel(out_dir: str, quick: bool = False):
     """The kernel-limit study; returns a ``validation.Report``."""
+    started = time.perf_counter()
     from validation.rates import fit_slope
     from validation.report import Check, Report
 
@@ -228,6 +237,7 @@ def run_kernel(out_dir: str, quick: bool = False):
     if quick:
         report.notes.append(f"QUICK mode: widths {plan.widths}, {len(plan.seeds)} seeds, "
                             f"slope accepted in {plan.slope_range}.")
+    report.notes.append(wall_time_note(started))
     return report
 
 
@@ -295,6 +305,7 @@ def mean_field_errors(plan: Plan, pde) -> dict:
 
 def run_mean_field(out_dir: str, quick: bool = False):
     """The meanfield-limit study; returns a ``validation.Report``."""
+    started = time.perf_counter()
     from validation.rates import fit_slope
     from validation.report import Check, Report, markdown_table
 
@@ -352,4 +363,5 @@ def run_mean_field(out_dir: str, quick: bool = False):
     if quick:
         report.notes.append(f"QUICK mode: widths {plan.widths}, {len(plan.seeds)} seeds, grids "
                             f"{plan.cells}, slope accepted in {plan.slope_range}.")
+    report.notes.append(wall_time_note(started))
     return report

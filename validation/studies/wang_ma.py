@@ -567,6 +567,9 @@ def summary_dataset(widths: dict, kappa: dict, rows: list[dict]):
 
 def run(out_dir: str, quick: bool = False):
     """The Wang & Ma study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
+    import time
+
+    started = time.perf_counter()
     from meanfield.limits import wang_ma
     from validation.rates import fit_slope
     from validation.report import Check, Report
@@ -649,4 +652,5 @@ def run(out_dir: str, quick: bool = False):
             f"QUICK mode: phase run at m = {plan.phase_width}, widths {plan.widths} x "
             f"{len(plan.seeds)} seeds, kappas {plan.kappas}, grid p = {plan.grid_p} only, at "
             f"m = {plan.grid_width}: a smoke test with the full study's criteria.")
+    report.notes.append(common.wall_time_note(started))
     return report
