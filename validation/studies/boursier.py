@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 
 import numpy as np
 
@@ -307,8 +308,6 @@ def summary_dataset(rows: list[dict]):
 
 def run(out_dir: str, quick: bool = False):
     """The Boursier study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
-    import time
-
     started = time.perf_counter()
     from validation.report import Report
     from validation.studies.limits import wall_time_note

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -567,8 +568,6 @@ def summary_dataset(widths: dict, kappa: dict, rows: list[dict]):
 
 def run(out_dir: str, quick: bool = False):
     """The Wang & Ma study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
-    import time
-
     started = time.perf_counter()
     from meanfield.limits import wang_ma
     from validation.rates import fit_slope
