@@ -255,7 +255,8 @@ def _save_summary(out_dir, study, widths, seeds, errors, extra_coords: dict):
 MF_TIME = 1.0   # loss has halved, no concentration yet (tests/test_limits_mean_field.py)
 MF_FULL = Plan(widths=(1000, 3162, 10000, 31622, 100000), seeds=tuple(range(8)),
                cells=(512, 1024, 2048, 4096, 8192, 16384))
-MF_QUICK = Plan(widths=(250, 1000, 4000), seeds=tuple(range(4)), slope_range=(-0.75, -0.25),
+# the kernel study's quick widths: same model shapes, so one process compiles them once
+MF_QUICK = Plan(widths=KERNEL_QUICK.widths, seeds=tuple(range(4)), slope_range=(-0.75, -0.25),
                 cells=(256, 512, 1024, 2048, 4096))
 
 
