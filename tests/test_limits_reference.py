@@ -254,7 +254,8 @@ def test_high_dimensional_quadrature_moments_beat_random_draws(kind):
 @pytest.mark.parametrize("kind", ["sphere", "gaussian"])  # equal shapes: one set of compiles
 def test_high_dimensional_refinement_decreases(kind):
     """The refinement study in D = 5: sup errors fall with the level, at a positive rate
-    (measured 0.55 Gaussian, 0.96 sphere), and the extrapolated error is below them."""
+    (measured 0.87 Gaussian, 1.16 sphere: errors 0.076 -> 0.023 and 0.019 -> 0.0038), and the
+    extrapolated error is below them."""
     ds = ref.mean_field_reference(_high_dim(kind), levels=LEVELS)
     errors = ds.refinement_sup_error.values
     assert np.all(np.diff(errors) < 0), errors
