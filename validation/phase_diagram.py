@@ -209,7 +209,6 @@ def plot_condensation_maps(ds: xr.Dataset, sweep: Sweep, cells, widths, *, seed=
     axes[0, 0].legend(fontsize=6, markerscale=3, frameon=False, loc="upper left")
     fig.supxlabel(r"orientation $\arctan2(b, w)$ (deg)", fontsize=8)
     fig.supylabel(r"amplitude $|a_k|\,\|\tilde w_k\|$", fontsize=8)
-    fig.suptitle(f"condensation at the end of training ({stage} particles: the first "
-                 f"{ds.sizes['neuron']} neurons, or all of a narrower run; seed {seed})",
-                 fontsize=9)
+    fig.suptitle(f"condensation at the end of training\n({stage} particles of the first "
+                 f"{ds.sizes['neuron']} neurons; seed {seed})", fontsize=9)
     return fig

@@ -94,9 +94,12 @@ def _converged_check(ds, label: str) -> Check:
 
 
 def _timing(ds, session_s: float) -> str:
-    return (f"this session {session_s:.0f} s; sum of per-run wall times "
-            f"{float(ds.wall_time.sum()):.0f} s over {ds.wall_time.size} runs (compilation "
-            "included, once per width)")
+    runs = float(ds.wall_time.sum())
+    text = (f"{runs:.0f} s summed over the {ds.wall_time.size} runs (compilation included, once "
+            f"per width); this invocation {session_s:.0f} s")
+    if session_s < 0.5 * runs:
+        text += " (resumed from the stores under sweeps/: finished runs are not recomputed)"
+    return text
 
 
 def _fmt(v: float, digits: int = 3) -> str:
@@ -226,8 +229,8 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
         [[f"{g:g}"] + [_fmt(fam_slopes[n][k]) for n in FAMILIES] + [f"{spread[k]:.3f}"]
          for k, g in enumerate(family_gammas)])
         + "\n\n" + "\n".join(f"- **{n}**: {d}" for n, (d, _) in FAMILIES.items())))
-    report.sections.append(("Wall time", _timing(ds, t_paper) + "; families: "
-                            + _timing(fam, t_fam)))
+    report.sections.append(("Wall time", f"Paper slopes: {_timing(ds, t_paper)}. Families: "
+                            f"{_timing(fam, t_fam)}."))
     report.figures.append(_save(_figure_rd_vs_m(ds, fits), out_dir, "luo_slopes_rd"))
     report.figures.append(_save(_figure_families(fam_slopes, family_gammas), out_dir,
                                 "luo_slopes_families"))
@@ -316,7 +319,7 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
                             f"{', '.join(map(str, widths))})", table))
     report.sections.append(("Boundary: zero crossing of S_w along gamma", markdown_table(
         ["gamma'", "theory", "measured", "extrapolated", "crossings", "deviation"], rows)))
-    report.sections.append(("Wall time", _timing(ds, session)))
+    report.sections.append(("Wall time", _timing(ds, session) + "."))
     report.figures.append(_save(pdg.plot_slope_map(
         slopes, boundary, title=f"S_w, m = {widths[0]}..{widths[-1]}"), out_dir, "luo_diagram_sw"))
     cells = [{"gamma_prime": gamma_primes[0], "gamma": gammas[-1]},
