@@ -46,7 +46,8 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
 
 
 def _default_out(config) -> str:
-    return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}.zarr")
+    solver = "" if config.solver.kind == "adaptive" else f"-{config.solver.kind}"
+    return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}{solver}.zarr")
 
 
 def _existing_store(path: str, config) -> str:

@@ -34,6 +34,11 @@ import numpy as np
 import xarray as xr
 
 TIME_LABEL = "gradient-flow time $t$"
+
+
+def _time_label(ds: xr.Dataset) -> str:
+    """x-axis label: gradient-flow time, or the iteration count of an analytic fit."""
+    return "iteration" if ds.attrs.get("time_axis") == "iteration" else TIME_LABEL
 SIGN_COLOURS = {"+": "#c0392b", "-": "#2166ac"}
 SIGN_NAMES = {"+": "$a_k > 0$", "-": "$a_k < 0$"}
 DPI = 120
@@ -354,7 +359,7 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     ax_f.legend(fontsize=8, ncol=ncol, frameon=False, loc="best",
                 title="training input" + (" (dashed: target)" if squared else ""),
                 title_fontsize=8)
-    ax_f.set_xlabel(TIME_LABEL)
+    ax_f.set_xlabel(_time_label(ds))
     lo, hi = _positive_time_range(t)
     ax_f.set_xlim(lo, hi)
     for ax in axes:
@@ -455,7 +460,7 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
         ax.set_xlim(t_edges[0], t_edges[-1])
         ax.set_facecolor("white")
         _angle_label_axis(ax)
-        ax.set_xlabel(TIME_LABEL)
+        ax.set_xlabel(_time_label(ds))
         ax.set_title(f"{SIGN_NAMES[s]} neurons", fontsize=10, pad=14 if bands else 6)
         label_y = _spread([math.degrees(th) for th in refs.values()], gap=9.0, lo=-180, hi=180)
         for (name, th), c, ly in zip(refs.items(), REFERENCE_COLOURS, label_y):

@@ -65,6 +65,18 @@ def test_training_curves(wm, luo):
     fig = plot.training_curves(luo)
     assert len(fig.axes) == 2  # squared loss: no accuracy
     assert len(fig.axes[-1].get_legend().get_texts()) == 4
+    assert "gradient-flow time" in fig.axes[-1].get_xlabel()
+
+
+def test_analytic_fit_is_plotted_against_iterations():
+    ds = mf.simulate(mf.presets.luo_1d(width=40).replace(
+        solver=mf.Solver(kind="analytic", iterations=3)), progress=False)
+    assert plot.training_curves(ds).axes[-1].get_xlabel() == "iteration"
+    assert plot.density_heatmap(ds).axes[0].get_xlabel() == "iteration"
+    config = mf.presets.luo_1d(width=40)
+    paths = {cli._default_out(config.replace(solver=s)) for s in
+             (mf.Solver(), mf.Solver(kind="analytic"), mf.Solver(kind="euler", dt=0.1))}
+    assert len(paths) == 3  # a flow run and an analytic fit of one preset never clash
 
 
 def test_phase_bands(wm):
