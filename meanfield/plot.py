@@ -257,7 +257,8 @@ def _positive_time_range(t: np.ndarray) -> tuple[float, float]:
     pos = t[t > 0]
     if pos.size == 0:
         return 1e-3, 1.0
-    return float(pos.min()), float(pos.max())
+    lo, hi = float(pos.min()), float(pos.max())
+    return (lo, hi) if hi > lo else (lo / 2, lo * 2)  # one positive time: a visible window
 
 
 def _run_title(ds: xr.Dataset) -> str:
