@@ -222,8 +222,9 @@ def cmd_validate(args) -> int:
     import validation  # lazy: validation depends on meanfield, never the reverse
 
     if args.list or not args.study:
+        pad = max(map(len, validation.STUDIES))
         for name, (_, description) in validation.STUDIES.items():
-            print(f"{name:10s} {description}")
+            print(f"{name:{pad}s}  {description}")
         return 0 if args.list else 2
     try:
         report, path = validation.run_study(args.study, args.out, quick=args.quick)
