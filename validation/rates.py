@@ -188,7 +188,8 @@ def fit_slopes(da: xr.DataArray, *, x_dim: str = "width", seed_dim: str | None =
     return xr.Dataset({name: (outer, value) for name, value in out.items()}, coords=coords,
                       attrs={"x_dim": x_dim, "seed_dim": str(seed_dim), "level": level,
                              "method": "OLS slope of the seed-mean of log values against log x; "
-                                       "percentile bootstrap over seeds (t-interval for one)"})
+                                       "expanded percentile bootstrap over seeds (t-interval "
+                                       "for one seed)"})
 
 
 # ----------------------------------------------------------------------------- zero crossings
