@@ -26,14 +26,13 @@ import jax.numpy as jnp
 import optax
 
 from particles._pytree import pytree_dataclass
-from particles.flow import move_particle
+from particles.flow import move_particles
 from particles.kernels import (
     Particles,
     Problem,
     euler_pass,
     network_output,
     residuals,
-    scan_chunks,
     velocity,
 )
 
@@ -164,24 +163,25 @@ def _split(particles: Particles, problem: Problem) -> int:
 
 
 def motion_pass(problem: Problem, particles: Particles, residual, h, band_eps, mass_floor):
-    """Move every particle by h in the frozen field of ``residual`` (chunked, vmapped).
+    """Move every particle by h in the frozen field of ``residual`` (``flow.move_particles``).
 
     Returns:
         (new particles, f at the distinct inputs (n_u,), dict of per-particle diagnostics:
         tau2 (m_pad,), g (m_pad,), amplitude (m_pad,)).
     """
+    motion = _move(problem, particles, residual, h, band_eps, mass_floor, "all")
+    return (Particles(a=motion.a, w=motion.w), motion.total * problem.inv_width,
+            {"tau2": motion.tau2, "g": motion.g, "amplitude": motion.amplitude})
+
+
+def _move(problem: Problem, particles: Particles, residual, h, band_eps, mass_floor,
+          outputs: str):
+    """``flow.move_particles`` on the particles of ``problem``."""
     x = problem.x
-    xx = jnp.sum(x * x, axis=1)
-    kernel = jax.vmap(move_particle, in_axes=(0, 0, None, None, None, None, None, None, None))
-
-    def fn(chunk):
-        a, w, contrib, tau2, g, amp = kernel(chunk.a, chunk.w, x, xx, residual, h, band_eps,
-                                             mass_floor, problem.trainable)
-        return (Particles(a=a, w=w), tau2, g, amp), contrib.sum(0)
-
-    (new, tau2, g, amp), total = scan_chunks(fn, particles, problem.n_chunks * _split(particles, problem),
-                                             jnp.zeros(x.shape[0], x.dtype))
-    return new, total * problem.inv_width, {"tau2": tau2, "g": g, "amplitude": amp}
+    return move_particles(particles.a, particles.w, x, jnp.sum(x * x, axis=1), residual, h,
+                          band_eps, mass_floor, problem.trainable,
+                          n_chunks=problem.n_chunks * _split(particles, problem),
+                          outputs=outputs)
 
 
 def default_flow_params(dtype=jnp.float32) -> dict:
@@ -200,11 +200,10 @@ def adaptive_flow() -> Integrator:
     (max |G| h per step), h_min_rel (step underflow threshold relative to t + 1/kernel scale).
     """
 
-    def _aux_bounds(diag, params, width, dtype):
-        h_face = params["face_safety"] * jnp.min(diag["tau2"])
-        g_max = jnp.max(diag["g"])
-        mass_floor = params["mass_rel"] * jnp.sum(diag["amplitude"]) / width
-        return h_face.astype(dtype), g_max.astype(dtype), mass_floor.astype(dtype)
+    def _aux_bounds(motion, params, width, dtype):
+        h_face = params["face_safety"] * motion.tau2_min
+        mass_floor = params["mass_rel"] * motion.amplitude_sum / width
+        return h_face.astype(dtype), motion.g_max.astype(dtype), mass_floor.astype(dtype)
 
     def init(problem, particles, params):
         dtype = problem.x.dtype
@@ -213,9 +212,9 @@ def adaptive_flow() -> Integrator:
         width = 1.0 / problem.inv_width
         amp = jnp.abs(particles.a) * jnp.linalg.norm(particles.w, axis=1)
         floor0 = params["mass_rel"] * jnp.sum(amp) / width
-        _, _, diag = motion_pass(problem, particles, r0, jnp.asarray(0.0, dtype),
-                                 params["band_eps"], floor0)
-        h_face, g_max, mass_floor = _aux_bounds(diag, params, width, dtype)
+        motion = _move(problem, particles, r0, jnp.asarray(0.0, dtype), params["band_eps"],
+                       floor0, "step")
+        h_face, g_max, mass_floor = _aux_bounds(motion, params, width, dtype)
         rate = kernel_scale(problem, particles) * jnp.max(jnp.abs(problem.weights))
         rate = rate * problem.x.shape[0] + jnp.finfo(dtype).tiny
         h0 = jnp.asarray(1e-3, dtype) / rate
@@ -232,11 +231,12 @@ def adaptive_flow() -> Integrator:
         clipped = h < state.h
 
         r0 = residuals(problem, state.f)
-        _, f1, _ = motion_pass(problem, state.particles, r0, h, params["band_eps"],
-                               state.mass_floor)
+        f1 = _move(problem, state.particles, r0, h, params["band_eps"], state.mass_floor,
+                   "total").total * problem.inv_width
         r1 = residuals(problem, f1)
-        new, f2, diag = motion_pass(problem, state.particles, 0.5 * (r0 + r1), h,
-                                    params["band_eps"], state.mass_floor)
+        motion = _move(problem, state.particles, 0.5 * (r0 + r1), h, params["band_eps"],
+                       state.mass_floor, "step")
+        new, f2 = Particles(a=motion.a, w=motion.w), motion.total * problem.inv_width
         r2 = residuals(problem, f2)
 
         scale = jnp.maximum(jnp.max(jnp.abs(r0)), jnp.max(jnp.abs(r2)))
@@ -248,7 +248,7 @@ def adaptive_flow() -> Integrator:
         h_next = h * factor
         h_next = jnp.where(accept & clipped, jnp.maximum(h_next, state.h), h_next)
 
-        h_face, g_max, mass_floor = _aux_bounds(diag, params, width, dtype)
+        h_face, g_max, mass_floor = _aux_bounds(motion, params, width, dtype)
         t_scale = state.t + 1.0 / (kernel_scale(problem, state.particles) + 1.0)
         underflow = ~accept & (h_next < params["h_min_rel"] * t_scale)
         pick = lambda u, v: jax.tree.map(lambda p, q: jnp.where(accept, p, q), u, v)
