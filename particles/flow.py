@@ -24,13 +24,13 @@ onto it and slides, leaves, or keeps its side by the same rule. The step-size bo
 keeps each particle to at most one new face per step is ``tau2``: the linearised time to the
 second-nearest face not being slid on.
 
-Speed: ``move_chunk`` moves a whole chunk. Every particle takes the free step (band rule and
-hyperbolic motion); only the few particles whose margins change sign in the step are gathered,
-in blocks of ``event_block``, through the face-event branch and scattered back. Contractions
-and reductions over the n inputs or D weights are unrolled when short, so XLA:CPU fuses the
-free step into a few passes over the chunk. ``move_particle_reference`` is the previous
-per-particle kernel (12 safeguarded Newton iterations per particle), kept for the benchmark
-and the equivalence test.
+``move_particle`` moves one particle; ``move_particles`` moves all of them, equal to it to
+rounding but several times faster (benchmarks/bench_flow.py): every particle takes a fast
+step (band rule without the slide projection, hyperbolic motion), and only the few particles
+with a face event or sliding on a face (~1% in the Luo runs) are gathered in blocks and redone
+with the full step. ``move_particle_reference`` is the previous kernel (two ``sinh`` per
+motion, 12 safeguarded Newton iterations per face time, every branch for every particle), kept
+for the benchmark and the equivalence test.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from particles.kernels import Particles, scan_chunks
+
 
 def _dot(c, m):
     """``c @ m`` (a dot, also under vmap)."""
@@ -112,8 +113,8 @@ def _face_time(a, gw, g, phi_star, h, trainable: bool):
     safe_d = jnp.where(d == 0, 1.0, d)
     near = (2.0 * phi_star / safe_d) * _log1p_ratio(2.0 * c / safe_d)
     u_far = -d / jnp.where(alpha == 0, 1.0, alpha)
-    far = jnp.where((alpha != 0) & (g > 0) & (u_far > -1.0),
-                    jnp.log1p(jnp.maximum(u_far, -0.5)) / safe_g, jnp.inf)
+    has_far = (alpha != 0) & (g > 0) & (u_far > -1.0)
+    far = jnp.where(has_far, jnp.log1p(jnp.where(has_far, u_far, 0.0)) / safe_g, jnp.inf)
 
     def outside(t):  # distance of t to [0, h]; inf for nan
         dist = jnp.maximum(jnp.maximum(-t, t - h), 0.0)
@@ -299,12 +300,12 @@ def move_particle(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: boo
 # ----------------------------------------------------------------------------- all particles
 
 def default_event_block(m_pad: int) -> int:
-    """Particles per block of the face-event pass: m_pad/64, at least 64 (all if m_pad <= 256).
+    """Particles per block of the redo pass: m_pad/128, at least 64 (all if m_pad <= 256).
 
     Face events are rare (at most ~1% of the particles per step in the Luo runs, ~6% in
     Wang & Ma's); more events than a block are handled in further blocks.
     """
-    return m_pad if m_pad <= 256 else max(64, m_pad // 64)
+    return m_pad if m_pad <= 256 else max(64, m_pad // 128)
 
 
 OUTPUTS = ("total", "step", "all")
@@ -421,6 +422,20 @@ def _fast_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool):
     return moved, has_event | sliding
 
 
+def _count_before(mask):
+    """Number of True entries before each entry of ``mask`` (m,), int32 (m,).
+
+    Popcounts of 32-bit words: XLA:CPU's cumsum of 40000 flags costs ~3x more.
+    """
+    m = mask.shape[0]
+    bits = jnp.left_shift(jnp.uint32(1), jnp.arange(32, dtype=jnp.uint32))
+    words = jnp.pad(mask, (0, -m % 32)).reshape(-1, 32).astype(jnp.uint32)
+    packed = jnp.sum(words * bits, axis=1, dtype=jnp.uint32)  # bit i = entry i of the word
+    counts = jax.lax.population_count(packed).astype(jnp.int32)
+    below = jax.lax.population_count(packed[:, None] & (bits - 1)).astype(jnp.int32)
+    return ((jnp.cumsum(counts) - counts)[:, None] + below).reshape(-1)[:m]
+
+
 def _redo(out: dict, total, special, a, w, shared, mass_floor, trainable: bool, block: int):
     """Redo the ``special`` particles with the full step, ``block`` at a time.
 
@@ -430,11 +445,12 @@ def _redo(out: dict, total, special, a, w, shared, mass_floor, trainable: bool, 
     m_pad = a.shape[0]
     xx, band_eps = shared[2], shared[5]
     n_slots = -(-m_pad // block) * block
-    rank = jnp.cumsum(special, dtype=jnp.int32) - 1
+    rank = _count_before(special)
     # slots[r]: index of the r-th special particle; m_pad (dropped on scatter) after.
     slots = jnp.full(n_slots, m_pad, jnp.int32).at[jnp.where(special, rank, n_slots)].set(
         jnp.arange(m_pad, dtype=jnp.int32), mode="drop")
-    n_blocks = (rank[-1] + block) // block  # ceil(count / block)
+    count = rank[-1] + special[-1]
+    n_blocks = (count + block - 1) // block
 
     def body(i, carry):
         out, total = carry

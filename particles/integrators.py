@@ -157,9 +157,10 @@ def optax_solver(optimizer: optax.GradientTransformation) -> Integrator:
 
 def _split(particles: Particles, problem: Problem) -> int:
     """Sub-chunks per chunk for the motion kernel: its (chunk, n) intermediates are many, and
-    staying near 1000 particles keeps them in cache (measured 1.6x faster than 4000)."""
+    sub-chunks of ~1000 particles keep them in cache (benchmarks/bench_flow.py: at n = 4,
+    1000 measured 8% faster than 500 and 2000 and 1.7x faster than 4000; flat at n = 100)."""
     chunk = particles.a.shape[0] // problem.n_chunks
-    return next(f for f in (8, 4, 2, 1) if chunk % f == 0 and chunk // f >= 500 or f == 1)
+    return next(f for f in (8, 4, 2, 1) if chunk % f == 0 and chunk // f >= 1000 or f == 1)
 
 
 def motion_pass(problem: Problem, particles: Particles, residual, h, band_eps, mass_floor):
