@@ -20,6 +20,17 @@ import platform
 import time
 
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (studies write files, never windows);
+    imported lazily so that importing a study does not import matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
     """One row of the report table.

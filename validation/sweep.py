@@ -78,9 +78,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from meanfield.store import PROGRESS, read_progress  # the same atomic progress record as a run store
 from particles._validate import check_int, check_positive
 
-PROGRESS = os.path.join("_progress", ".zattrs")  # a zarr group's attrs: xarray ignores it
 FORMAT_VERSION = 1
 FINAL = ("loss", "rd_w", "rd_a", "rd")  # kept at the end of training as NAME_end
 CURVE_NAMES = ("loss", "accuracy", "rd_w", "rd_a", "rd", "step_size", "n_steps", "n_rejected",
@@ -569,15 +569,6 @@ class SweepStore:
         done = np.zeros(ds.done.size, bool)
         done[sorted(self._done)] = True
         return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape)))
-
-
-def read_progress(path: str) -> dict | None:
-    """The committed progress of a sweep store (None if absent)."""
-    try:
-        with open(os.path.join(os.fspath(path), PROGRESS)) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return None
 
 
 def open_sweep(path: str | os.PathLike) -> xr.Dataset:

@@ -36,6 +36,8 @@ import warnings
 
 import numpy as np
 
+from validation.report import pyplot
+
 M_FULL, M_QUICK = 100, 50
 # Hyper-parameter grids (the pilot runs that choose them are reported as tuning cost).
 # The full report of 2026-11-23 used (1e-3 .. 1e-1); its tuned lr was the largest, 0.1, on sin and
@@ -275,11 +277,7 @@ def _fmt(v: float) -> str:
 
 
 def figure(result: dict, out_dir: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     for method, curve in result["curves"].items():
         best = np.maximum(best_so_far(curve), 1e-32)

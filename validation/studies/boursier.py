@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from validation.report import pyplot
+
 X = np.eye(4)
 Y = np.array([1.0, 1.0, -0.3, -0.3])
 T_MAX = 1e5
@@ -207,18 +209,9 @@ def checks(result: dict, plan: Plan) -> list:
 
 # ----------------------------------------------------------------------------- figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def figure_losses(result: dict, out_dir: str) -> str:
     """Loss against t / ln(1/lambda) for each lambda (seed 0), with L0, L1 and 1/|D_+-|."""
-    plt = _plt()
+    plt = pyplot()
     pred = result["pred"]
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     lams = sorted(result["runs"], reverse=True)
@@ -249,7 +242,7 @@ def figure_losses(result: dict, out_dir: str) -> str:
 
 def figure_escapes(result: dict, out_dir: str) -> str:
     """Escape times against ln(1/lambda) with the predicted slopes 1/|D_+-|."""
-    plt = _plt()
+    plt = pyplot()
     pred, rows = result["pred"], result["rows"]
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     x = np.array([math.log(1 / r["lam"]) for r in rows])
@@ -275,7 +268,7 @@ def figure_curves(result: dict, out_dir: str) -> str:
     """The library's training curves (Boursier phase bands) at lambda = LAMBDA_NORM."""
     from meanfield.plot import training_curves
 
-    plt = _plt()
+    plt = pyplot()
     fig = training_curves(result["runs"][LAMBDA_NORM])
     path = os.path.join(out_dir, "boursier_training_curves.png")
     fig.savefig(path, dpi=110)

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from validation.report import pyplot
+
 SLOPE_THEORY = -0.5
 
 
@@ -54,11 +56,7 @@ def errors_table(widths, seeds, errors) -> str:
 def convergence_figure(widths, errors, fit, path: str, *, ylabel: str, title: str) -> str:
     """Error against width (log-log): every seed, the geometric mean over seeds, the fitted line
     (``validation.rates.SlopeFit``) and an m^-1/2 reference through the first point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     widths, errors = np.asarray(widths, float), np.asarray(errors, float)
     mean = geometric_mean(errors)
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -83,18 +81,9 @@ def convergence_figure(widths, errors, fit, path: str, *, ylabel: str, title: st
     return path
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def f_figure(x, curves: dict, limit, path: str, *, title: str, limit_label: str) -> str:
     """f_m on the evaluation grid for a few widths against the limit's f (and the data)."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.5))
     ax1.plot(x, limit, "k-", lw=2.0, label=limit_label, zorder=3)
     colors = plt.cm.viridis(np.linspace(0.1, 0.85, len(curves)))

@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from validation.report import pyplot
+
 P, DELTA = 4, math.pi / 15           # the paper's data: p copies of x_+, Delta = 12 degrees
 KAPPA = 0.01                         # init scale: small, the closed forms are kappa -> 0 limits
 T_PHASES = 1e4                       # past the first Phase IV pattern change (~4.1e3)
@@ -448,20 +450,11 @@ def grid_checks(rows: list[dict]) -> list:
 
 # ----------------------------------------------------------------------------- figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def figure_phases(r: dict, out_dir: str) -> str:
     """The preset's training curves (phase bands) with the reduced model overlaid."""
     from meanfield.plot import training_curves
 
-    plt = _plt()
+    plt = pyplot()
     fig = training_curves(r["ds"])
     ax_loss, ax_f = fig.axes[0], fig.axes[-1]
     lim, t = r["limit"], r["limit"].t.values
@@ -480,7 +473,7 @@ def figure_phases(r: dict, out_dir: str) -> str:
 
 def figure_kappa(k: dict, out_dir: str, theory_per_kappa: float) -> str:
     """End of Phase I against kappa (log-log) and divided by kappa (the O(kappa) correction)."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.4, 3.4))
     kap = k["kappas"]
     for j, seed in enumerate(k["seeds"]):
@@ -506,7 +499,7 @@ def figure_kappa(k: dict, out_dir: str, theory_per_kappa: float) -> str:
 
 def figure_grid(rows: list[dict], out_dir: str) -> str:
     """Measured / closed form for the plateau level and the escape time against Delta."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.4, 3.3))
     for c, p in enumerate(sorted({r["p"] for r in rows})):
         sub = sorted((r for r in rows if r["p"] == p), key=lambda r: r["degrees"])
