@@ -142,3 +142,163 @@ def test_no_step_tuning_across_init_scales(gamma, gamma_prime):
     assert ds.attrs["stop_reason"] == "loss_tol", float(ds.loss[-1])
     assert 2 * float(ds.loss[-1]) < 1e-6
     assert int(ds.n_steps[-1]) < 3000
+
+
+# ----------------------------------------------------------------------------- fast kernel
+
+from particles.flow import (  # noqa: E402
+    OUTPUTS,
+    _count_before,
+    _free_motion_reference,
+    _hyperbolic_terms,
+    move_particle_reference,
+    move_particles,
+)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 4e-15), (np.float32, 2e-6)])
+def test_hyperbolic_terms_match_independent_forms(dtype, rtol):
+    """sinh(s)/s and (cosh(s) - 1)/s^2 from one expm1 against numpy's sinh in float64
+    (Taylor series below 1e-3, where sinh(s)/s loses digits)."""
+    s = np.r_[0.0, 1e-30, 1e-12, 1e-6, 1e-4, 1e-3, np.geomspace(2e-3, 40.0, 60)]
+    sinhc, coshc = _hyperbolic_terms(jnp.asarray(s, dtype))
+    small = s < 1e-3
+    safe = np.where(small, 1.0, s)
+    ref_sinhc = np.where(small, 1 + s**2 / 6 + s**4 / 120, np.sinh(safe) / safe)
+    ref_coshc = np.where(small, 0.5 + s**2 / 24 + s**4 / 720,
+                         2 * np.sinh(safe / 2) ** 2 / safe**2)
+    np.testing.assert_allclose(np.asarray(sinhc, np.float64), ref_sinhc, rtol=rtol)
+    np.testing.assert_allclose(np.asarray(coshc, np.float64), ref_coshc, rtol=rtol)
+
+
+@pytest.mark.parametrize("trainable", (True, False))
+def test_face_time_closed_form_finds_the_unique_root(rng, trainable):
+    """Targets phi(tau_true) of the sinh-based reference motion, over field strengths |G| h
+    from 1e-6 to 5, half of them with w leaning along G so that a(t) = -dphi/dt changes sign
+    within the step: the closed form returns tau_true wherever phi - phi_star changes sign
+    once on [0, h], including roots past the turning point of phi."""
+    checked = past_turn = 0
+    for _ in range(400):
+        a, w = rng.standard_normal(), rng.standard_normal(3)
+        field = rng.standard_normal(3) * 10.0 ** rng.uniform(-6, 0.7)
+        if rng.random() < 0.5:
+            w += 2.0 * np.sign(a) * field / np.linalg.norm(field)
+        h = 10.0 ** rng.uniform(-1, 0.5)
+        tau_true = rng.uniform(0.05, 0.95) * h
+        motion = lambda t: _free_motion_reference(a, w, jnp.asarray(field), t, trainable)
+        a_true, _, phi_star = motion(tau_true)
+        phi_h = motion(h)[2]
+        if np.sign(phi_h - phi_star) == np.sign(-phi_star):
+            continue  # no sign change: two roots or none in [0, h]
+        tau = face_time(jnp.asarray(a), jnp.asarray(w), jnp.asarray(field),
+                        jnp.asarray(phi_star), jnp.asarray(h), trainable)
+        scale = max(abs(float(phi_star)), abs(float(phi_h)))
+        tol = 1e-12 * scale / abs(float(a_true)) + 1e-13 * h  # phi rounding / rate at root
+        np.testing.assert_allclose(tau, tau_true, rtol=0, atol=tol)
+        checked += 1
+        past_turn += int(np.sign(a_true) != np.sign(a))
+    assert checked > 300
+    assert past_turn > 10 or not trainable
+
+
+def test_count_before_matches_cumsum(rng):
+    for m in (33, 4099):
+        mask = rng.random(m) < rng.uniform(0.01, 0.9)
+        expected = np.cumsum(mask) - mask
+        np.testing.assert_array_equal(_count_before(jnp.asarray(mask)), expected)
+
+
+def _particles_near_faces(rng, x, count, on_face=0.3):
+    """Gaussian particles, a fraction moved inside the face band of a random face, on either
+    side of it by 4-40 eps (so that rounding cannot change their side)."""
+    n, dim = x.shape
+    a, w = rng.standard_normal(count), rng.standard_normal((count, dim))
+    xx = np.sum(x * x, 1)
+    for k in np.flatnonzero(rng.random(count) < on_face):
+        j = rng.integers(n)
+        w[k] -= (x[j] @ w[k]) / xx[j] * x[j]
+        offset = rng.choice([-1, 1]) * rng.uniform(4, 40) * np.finfo(float).eps
+        w[k] += offset * np.linalg.norm(w[k]) / np.sqrt(xx[j]) * x[j]
+    return a, w
+
+
+def _band_rule_counts(a, w, x, residual):
+    """(in band, slide candidates) per particle, by the band rule in numpy."""
+    xx = np.sum(x * x, 1)
+    z = w @ x.T
+    band = EPS64 * np.linalg.norm(w, axis=1)[:, None] * np.sqrt(xx)
+    in_band, strict = np.abs(z) <= band, z > band
+    x_strict = (np.where(strict, residual, 0) @ x) @ x.T
+    n_minus, n_plus = -a[:, None] * x_strict, -a[:, None] * (x_strict + residual * xx)
+    return in_band.any(1), (in_band & (n_minus > 0) & (n_plus < 0)).any(1)
+
+
+@pytest.mark.parametrize("n,dim,trainable", [(4, 2, True), (5, 20, False), (12, 3, True)])
+def test_fast_kernel_equals_reference_kernel(rng, n, dim, trainable):
+    """move_particle and move_particles (fast step + redo in blocks) against the previous
+    kernel in float64, on particles with face events, sliding and band starts. Steps respect
+    the integrator's bound (h < tau2 / 2) so that the Filippov motion is unique."""
+    x = rng.standard_normal((n, dim))
+    residual = rng.standard_normal(n) * 0.5
+    a, w = _particles_near_faces(rng, x, 1500)
+    common = (jnp.asarray(x), jnp.asarray(np.sum(x * x, 1)), jnp.asarray(residual))
+    reference = jax.jit(jax.vmap(move_particle_reference, (0, 0) + (None,) * 7),
+                        static_argnums=8)
+    tau2_0 = np.asarray(reference(a, w, *common, jnp.asarray(0.0), EPS64, 0.0, trainable)[3])
+    h = 0.1
+    keep = (tau2_0 > 2 * h)[: 1496 // 8 * 8]
+    a, w = a[: keep.size][keep], w[: keep.size][keep]
+    a, w = a[: a.size // 8 * 8], w[: a.size // 8 * 8]
+    args = (*common, jnp.asarray(h), EPS64, 0.0)
+    ref = [np.asarray(v) for v in reference(a, w, *args, trainable)]
+    one = jax.jit(jax.vmap(move_particle, (0, 0) + (None,) * 7), static_argnums=8)
+    every = jax.jit(move_particles, static_argnums=8,
+                    static_argnames=("n_chunks", "outputs", "event_block"))
+    moved = every(a, w, *args, trainable, n_chunks=8, outputs="all", event_block=16)
+
+    events = np.any((w @ x.T > 0) != (ref[1] @ x.T > 0), axis=1).sum()
+    in_band, sliding = _band_rule_counts(a, w, x, residual)
+    assert events > 100 and in_band.sum() > 100 and sliding.sum() > 5
+    assert events + sliding.sum() > 16 * 3  # the redo ran several blocks
+    per_particle = [one(a, w, *args, trainable), (moved.a, moved.w, None, moved.tau2, moved.g,
+                                                  moved.amplitude)]
+    for new in per_particle:
+        for got, want in zip(new, ref):
+            if got is None:
+                continue
+            finite = np.isfinite(want)
+            np.testing.assert_array_equal(np.isfinite(got), finite)
+            np.testing.assert_allclose(np.asarray(got)[finite], want[finite], rtol=1e-10,
+                                       atol=1e-12 * np.abs(want[finite]).max())
+    np.testing.assert_allclose(moved.total, ref[2].sum(0), rtol=1e-12)
+    np.testing.assert_allclose(moved.tau2_min, ref[3].min(), rtol=1e-10)
+    np.testing.assert_allclose(moved.g_max, ref[4].max(), rtol=1e-12)
+    np.testing.assert_allclose(moved.amplitude_sum, ref[5].sum(), rtol=1e-12)
+
+
+def test_move_particles_outputs_agree(rng):
+    """outputs="total" and "step" give the same numbers as "all", without the extra fields."""
+    x = np.c_[rng.uniform(-1, 1, 4), np.ones(4)]
+    a, w = _particles_near_faces(rng, x, 320)
+    args = (a, w, jnp.asarray(x), jnp.asarray(np.sum(x * x, 1)),
+            jnp.asarray(rng.standard_normal(4)), jnp.asarray(0.05), EPS64, 0.0, True)
+    every = jax.jit(move_particles, static_argnums=8,
+                    static_argnames=("n_chunks", "outputs", "event_block"))
+    runs = {out: every(*args, n_chunks=4, outputs=out, event_block=8) for out in OUTPUTS}
+    for out, motion in runs.items():
+        np.testing.assert_array_equal(motion.total, runs["all"].total)
+        assert (motion.a is None) == (out == "total") and (motion.tau2 is None) == (out != "all")
+    np.testing.assert_array_equal(runs["step"].w, runs["all"].w)
+    assert runs["step"].tau2_min == runs["all"].tau2_min == jnp.min(runs["all"].tau2)
+    assert runs["step"].g_max == jnp.max(runs["all"].g)
+
+
+def test_move_particles_rejects_bad_arguments():
+    a, w, x = jnp.zeros(8), jnp.ones((8, 2)), jnp.ones((3, 2))
+    args = (a, w, x, jnp.sum(x * x, 1), jnp.zeros(3), 0.1, EPS64, 0.0, True)
+    with pytest.raises(ValueError, match=f"outputs='every'.*{OUTPUTS}"):
+        move_particles(*args, n_chunks=1, outputs="every")
+    with pytest.raises(ValueError, match="event_block=0"):
+        move_particles(*args, n_chunks=1, event_block=0)
+    with pytest.raises(ValueError, match="n_chunks=3 .*m_pad=8"):
+        move_particles(*args, n_chunks=3)
