@@ -31,6 +31,13 @@ def pyplot():
     return plt
 
 
+def wall_time_note(started: float) -> str:
+    """A report note: wall time since ``started`` (``time.perf_counter()``) and the machine."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Wall time {time.perf_counter() - started:.0f} s, compilation included, on "
+            f"{os.cpu_count()} CPU cores (1-minute load average {load:.1f} at the end).")
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
     """One row of the report table.

@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from validation.report import pyplot
+from validation.report import pyplot, wall_time_note
 
 M_FULL, M_QUICK = 100, 50
 # Hyper-parameter grids (the pilot runs that choose them are reported as tuning cost).
@@ -444,6 +444,7 @@ def run(out_dir: str, quick: bool = False):
     """The Barbu study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
     from validation.report import Check, Report
 
+    started = time.perf_counter()
     report = Report(title="Barbu (arXiv 2304.02972): analytic training vs Adam, GD and the "
                           f"gradient flow{' (quick)' if quick else ''}")
     wins, ran, results = {}, [], {}
@@ -509,4 +510,7 @@ def run(out_dir: str, quick: bool = False):
         report.notes.append("QUICK mode: m = 50, 300 steps, 6 analytic iterations, Adam lr "
                             "fixed at 1e-2 and GD dt at 10 / kernel scale (no pilot runs): a "
                             "smoke test, not evidence.")
+    report.notes.append(wall_time_note(started) + " The methods' wall times are compared with "
+                        "each other, so the study wants an otherwise idle machine: numpy's "
+                        "threaded BLAS (the analytic solver) suffers most from a loaded one.")
     return report

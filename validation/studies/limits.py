@@ -20,16 +20,9 @@ import time
 
 import numpy as np
 
-from validation.report import pyplot
+from validation.report import pyplot, wall_time_note  # noqa: F401 (re-exported)
 
 SLOPE_THEORY = -0.5
-
-
-def wall_time_note(started: float) -> str:
-    """A report note: wall time since ``started`` (``time.perf_counter()``) and the machine."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"Wall time {time.perf_counter() - started:.0f} s, compilation included, on "
-            f"{os.cpu_count()} CPU cores (1-minute load average {load:.1f} at the end).")
 
 
 def format_fit(fit) -> str:
