@@ -66,7 +66,11 @@ def _hyperbolic_terms(s):
 
 
 def _motion(a, gw, g, t, trainable: bool):
-    """(a(t), phi(t)) in a constant field with |G| = g, G . w = gw; exact (see module doc)."""
+    """Exact (a(t), phi(t)) in a constant field (module docstring), all arguments scalars.
+
+    Args:
+        a: mark or output weight, gw: G . w, g: |G|, t: elapsed time (>= 0).
+    """
     if not trainable:
         return a, -a * t
     s = g * t
@@ -302,8 +306,8 @@ def move_particle(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: boo
 def default_event_block(m_pad: int) -> int:
     """Particles per block of the redo pass: m_pad/128, at least 64 (all if m_pad <= 256).
 
-    Face events are rare (at most ~1% of the particles per step in the Luo runs, ~6% in
-    Wang & Ma's); more events than a block are handled in further blocks.
+    Particles with a face event or sliding are few (~0.1-1% per step in the Luo runs, a few
+    percent at times); more than a block are redone in further blocks.
     """
     return m_pad if m_pad <= 256 else max(64, m_pad // 128)
 

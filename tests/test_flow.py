@@ -302,3 +302,25 @@ def test_move_particles_rejects_bad_arguments():
         move_particles(*args, n_chunks=1, event_block=0)
     with pytest.raises(ValueError, match="n_chunks=3 .*m_pad=8"):
         move_particles(*args, n_chunks=3)
+
+
+@pytest.mark.slow
+def test_bench_flow_quick_prints_json(tmp_path):
+    """Smoke test of benchmarks/bench_flow.py (timings are not asserted: machine load)."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_flow.py"
+    out = tmp_path / "flow.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200, check=True)
+    report = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == report
+    assert {(r["kernel"], r["case"]) for r in report["results"]} == {
+        (k, c) for k in ("reference", "new") for c in report["meta"]["quick_cases"]}
+    for record in report["results"]:
+        assert record["status"] == "ok", record
+    for case, ratio in report["ratios_new_over_reference"].items():
+        assert ratio and all(value > 0 for value in ratio.values()), case

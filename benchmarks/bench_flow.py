@@ -1,0 +1,370 @@
+"""Speed of the adaptive flow's motion kernel against the previous kernel, in the same run.
+
+Two kernels, each measured in fresh subprocesses (``--single KERNEL CASE``):
+
+* ``new``: ``particles.flow.move_particles`` (fast step for every particle, the few particles
+  with a face event or sliding redone in blocks), as ``particles.integrators`` uses it;
+* ``reference``: the previous kernel, ``particles.flow.move_particle_reference`` vmapped over
+  sub-chunks of >= 500 particles with every per-particle diagnostic stacked (the previous
+  ``motion_pass``), patched into ``particles.integrators`` for the step and run timings.
+
+Cases (float32 unless said):
+
+* ``pass``/``step`` cases: seconds per adaptive motion pass (``integrators.motion_pass``: new
+  positions, f and per-particle diagnostics) and per integrator step (two passes and the step
+  control), on a mid-run state (the same for both kernels): Luo 1-D data (gamma = 1,
+  gamma' = 0) at m in {1e3, 1e4, 4e4}; Wang & Ma's preset (m = 100, float64); random data
+  with n = 100 inputs in d = 3 (``bench_engine.make_data``) at m = 1e4.
+* ``run`` cases: wall seconds of ``mf.simulate`` (``n_saves=50``) of luo_1d at gamma = 1,
+  gamma' = 0 (m in {1e3, 1e4, 4e4}) and gamma' = -0.4 (m = 4e4), and of the Wang & Ma preset;
+  compilation excluded (a first run to t_max = 1e-3 compiles the same program; the record says
+  whether the timed runs recompiled).
+
+Timings are the minimum over repeats of wall time (``*_s``) and of process CPU time
+(``*_cpu_s``, less sensitive to other processes on a shared machine). The parent prints one
+JSON document: records, new/reference ratios and the target (full Luo runs at m = 4e4 at
+least 2.5x faster).
+
+Usage::
+
+    python benchmarks/bench_flow.py [--quick] [--out FILE] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+KERNELS = ("reference", "new")
+PASS_CASES = {
+    "luo_m1000": {"data": "luo", "m": 1000},
+    "luo_m10000": {"data": "luo", "m": 10000},
+    "luo_m40000": {"data": "luo", "m": 40000},
+    "wang_ma": {"data": "wang_ma", "m": 100},
+    "random_n100_m10000": {"data": "random", "m": 10000},
+}
+RUN_CASES = {
+    "run_luo_g1_gp0_m1000": {"data": "luo", "m": 1000, "gamma_prime": 0.0},
+    "run_luo_g1_gp0_m10000": {"data": "luo", "m": 10000, "gamma_prime": 0.0},
+    "run_luo_g1_gp0_m40000": {"data": "luo", "m": 40000, "gamma_prime": 0.0},
+    "run_luo_g1_gpm0.4_m40000": {"data": "luo", "m": 40000, "gamma_prime": -0.4},
+    "run_wang_ma": {"data": "wang_ma", "m": 100},
+}
+QUICK = ("luo_m1000", "wang_ma", "run_luo_g1_gp0_m1000")
+TARGET_RUNS = ("run_luo_g1_gp0_m40000", "run_luo_g1_gpm0.4_m40000")
+TARGET_SPEEDUP = 2.5
+WARM_STEPS = {"luo": 150, "wang_ma": 100, "random": 10}  # steps to the mid-run state
+MIN_SECONDS = 0.3  # minimum wall time of one step timing
+SUBPROCESS_TIMEOUT = 1800.0
+SEED = 0
+
+
+# ----------------------------------------------------------------------------- one kernel
+
+def reference_motion_pass(problem, particles, residual, h, band_eps, mass_floor):
+    """The previous ``integrators.motion_pass``: ``move_particle_reference`` vmapped over
+    sub-chunks of >= 500 particles, per-particle diagnostics stacked."""
+    import jax
+    import jax.numpy as jnp
+
+    from particles.flow import move_particle_reference
+    from particles.kernels import Particles, scan_chunks
+
+    x = problem.x
+    xx = jnp.sum(x * x, axis=1)
+    kernel = jax.vmap(move_particle_reference, in_axes=(0, 0) + (None,) * 7)
+    chunk = particles.a.shape[0] // problem.n_chunks
+    split = next(f for f in (8, 4, 2, 1) if chunk % f == 0 and chunk // f >= 500 or f == 1)
+
+    def fn(part):
+        a, w, contrib, tau2, g, amp = kernel(part.a, part.w, x, xx, residual, h, band_eps,
+                                             mass_floor, problem.trainable)
+        return (Particles(a=a, w=w), tau2, g, amp), contrib.sum(0)
+
+    (new, tau2, g, amp), total = scan_chunks(fn, particles, problem.n_chunks * split,
+                                             jnp.zeros(x.shape[0], x.dtype))
+    return new, total * problem.inv_width, {"tau2": tau2, "g": g, "amplitude": amp}
+
+
+def use_reference_kernel():
+    """Patch the previous kernel into ``particles.integrators`` (this process only)."""
+    import jax.numpy as jnp
+
+    import particles.integrators as integrators
+    from particles.flow import Motion
+
+    def move(problem, particles, residual, h, band_eps, mass_floor, outputs):
+        new, f, diag = reference_motion_pass(problem, particles, residual, h, band_eps,
+                                             mass_floor)
+        return Motion(total=f / problem.inv_width, a=new.a, w=new.w,
+                      tau2_min=jnp.min(diag["tau2"]), g_max=jnp.max(diag["g"]),
+                      amplitude_sum=jnp.sum(diag["amplitude"]), **diag)
+
+    integrators.motion_pass = reference_motion_pass
+    integrators._move = move
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+def config_of(case: dict):
+    """The SimulationConfig of a case (luo_1d or wang_ma; random data has none)."""
+    import meanfield as mf
+
+    if case["data"] == "wang_ma":
+        return mf.presets.wang_ma(width=case["m"], seed=SEED)
+    return mf.presets.luo_1d(gamma=1.0, gamma_prime=case.get("gamma_prime", 0.0),
+                             width=case["m"], seed=SEED, n_saves=50)
+
+
+def problem_of(case: dict):
+    """(problem, initial particles, adaptive params) of a pass case."""
+    import jax
+    import jax.numpy as jnp
+
+    import particles as pt
+
+    if case["data"] != "random":
+        from meanfield.runner import _solver_params, prepare
+
+        config = config_of(case)
+        problem, particles, _, dtype = prepare(config)
+        return problem, particles, _solver_params(config.solver, dtype)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_engine import INPUT_DIM, make_data
+
+    x, y = make_data(100, INPUT_DIM, SEED)
+    spec, data = pt.ModelSpec(width=case["m"]), pt.TrainingData(x=x, y=y)
+    n_chunks, chunk = pt.chunk_layout(case["m"])
+    x_unique, inverse = data.unique_inputs(spec.bias)
+    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
+                              weights=data.weights, width=case["m"], loss=spec.loss,
+                              trainable=spec.trainable_output, n_chunks=n_chunks,
+                              dtype=jnp.float32)
+    particles = pt.init_particles(jax.random.key(SEED), spec, data.input_dim,
+                                  m_pad=n_chunks * chunk, dtype=jnp.float32)
+    return problem, particles, pt.default_flow_params(jnp.float32)
+
+
+def best_of(fn, repeats: int) -> tuple[float, float]:
+    """(min wall seconds, min process CPU seconds) of ``fn()`` over ``repeats`` calls."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        cpu, start = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return min(walls), min(cpus)
+
+
+def measure_pass(kernel: str, case: dict, repeats: int) -> dict:
+    """Seconds per motion pass and per step on a mid-run state (same state for both kernels)."""
+    import jax
+    import jax.numpy as jnp
+
+    import particles as pt
+    import particles.integrators as integrators
+
+    problem, particles, params = problem_of(case)
+    flow = pt.adaptive_flow()
+    t_end = jnp.asarray(jnp.inf, problem.x.dtype)
+    steps = jax.jit(lambda s, k: jax.lax.fori_loop(
+        0, k, lambda _, s: flow.step(problem, s, params, t_end), s), static_argnums=1)
+    state = jax.jit(flow.init)(problem, particles, params)
+    state = jax.block_until_ready(steps(state, WARM_STEPS[case["data"]]))  # new kernel
+    if kernel == "reference":
+        use_reference_kernel()
+    h = jnp.minimum(state.h, state.h_face)
+    residual = pt.residuals(problem, state.f)
+
+    def one_pass(i):  # the marks vary by 1e-7 with i: no work is hoisted out of the loop
+        particles = pt.Particles(a=state.particles.a * (1 - 1e-7 * (i % 2)),
+                                 w=state.particles.w)
+        new, f, diag = integrators.motion_pass(problem, particles, residual, h,
+                                               params["band_eps"], state.mass_floor)
+        # Every output is used (none is dead code): one reduction each.
+        return (f + jnp.sum(new.a) + jnp.sum(new.w) + jnp.min(diag["tau2"])
+                + jnp.max(diag["g"]) + jnp.sum(diag["amplitude"]))
+
+    def passes(k):
+        return jax.lax.fori_loop(0, k, lambda i, acc: acc + one_pass(i), jnp.zeros_like(state.f))
+
+    def steps_from(s, k):
+        return jax.lax.fori_loop(0, k, lambda _, s: flow.step(problem, s, params, t_end), s)
+
+    pass_s, pass_cpu, pass_k = per_call(jax.jit(passes, static_argnums=0), (), repeats)
+    step_s, step_cpu, step_k = per_call(jax.jit(steps_from, static_argnums=1), (state,),
+                                        repeats)
+    return {"pass_s": pass_s, "pass_cpu_s": pass_cpu, "passes_per_timing": pass_k,
+            "step_s": step_s, "step_cpu_s": step_cpu, "steps_per_timing": step_k,
+            "t": float(state.t), "h": float(h), "m_pad": int(particles.a.shape[0]),
+            "n": int(problem.x.shape[0]), "D": int(problem.x.shape[1]),
+            "dtype": str(problem.x.dtype)}
+
+
+def per_call(fn, args, repeats: int) -> tuple[float, float, int]:
+    """(wall s, CPU s) per iteration of ``fn(*args, k)`` (k iterations in one call, k chosen
+    so that a call lasts >= MIN_SECONDS; best of ``repeats`` calls), and k."""
+    import jax
+
+    jax.block_until_ready(fn(*args, 1))
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args, 1))
+    k = max(2, int(MIN_SECONDS / max(time.perf_counter() - start, 1e-6)))
+    jax.block_until_ready(fn(*args, k))  # compiles for k
+    wall, cpu = best_of(lambda: jax.block_until_ready(fn(*args, k)), repeats)
+    return wall / k, cpu / k, k
+
+
+def measure_run(kernel: str, case: dict, repeats: int) -> dict:
+    """Wall seconds of a full simulate (compilation excluded)."""
+    import meanfield as mf
+    from meanfield import runner
+
+    if kernel == "reference":
+        use_reference_kernel()
+    config = config_of(case)
+    start = time.perf_counter()
+    mf.simulate(config.replace(t_max=1e-3), progress=False)
+    compile_s = time.perf_counter() - start
+    traces = runner.TRACE_COUNT["run_chunk"]
+    result = {}
+
+    def run():
+        result["ds"] = mf.simulate(config, progress=False)
+
+    run_s, run_cpu = best_of(run, repeats)
+    ds = result["ds"]
+    return {"run_s": run_s, "run_cpu_s": run_cpu, "first_run_s": compile_s,
+            "recompiled": runner.TRACE_COUNT["run_chunk"] > traces,
+            "n_steps": int(ds.n_steps[-1]), "n_rejected": int(ds.n_rejected[-1]),
+            "loss": float(ds.loss[-1]), "stop_reason": ds.attrs.get("stop_reason"),
+            "precision": config.precision}
+
+
+def measure(kernel: str, name: str, repeats: int) -> dict:
+    case = {**PASS_CASES, **RUN_CASES}[name]
+    record = {"kernel": kernel, "case": name, "m": case["m"], "data": case["data"],
+              "status": "ok", "load_1min_at_start": os.getloadavg()[0]}
+    if name in RUN_CASES:
+        record.update(gamma_prime=case.get("gamma_prime"), **measure_run(kernel, case, repeats))
+    else:
+        record.update(measure_pass(kernel, case, repeats))
+    return record
+
+
+# ----------------------------------------------------------------------------- driver
+
+def run_subprocess(kernel: str, name: str, repeats: int) -> dict:
+    """Measure (kernel, case) in a fresh interpreter; failures become status records."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--single", kernel, name,
+           "--repeats", str(repeats)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"kernel": kernel, "case": name, "status": "failed",
+                "reason": f"timeout after {SUBPROCESS_TIMEOUT:.0f} s"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        return {"kernel": kernel, "case": name, "status": "failed",
+                "reason": f"exit code {proc.returncode}: " + " | ".join(tail)}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ratios(records: list[dict]) -> dict:
+    """new/reference ratios of every timing field, per case (None where a record failed)."""
+    by = {(r["kernel"], r["case"]): r for r in records if r["status"] == "ok"}
+    out = {}
+    for name in dict.fromkeys(r["case"] for r in records):
+        new, ref = by.get(("new", name)), by.get(("reference", name))
+        fields = [f for f in ("pass_s", "pass_cpu_s", "step_s", "step_cpu_s", "run_s",
+                              "run_cpu_s") if new and ref and f in new and f in ref]
+        out[name] = {f: new[f] / ref[f] for f in fields} if fields else None
+    return out
+
+
+def targets(ratio: dict) -> dict:
+    """Full Luo runs at m = 4e4 at least TARGET_SPEEDUP times faster (wall and CPU time)."""
+    out = {}
+    for name in TARGET_RUNS:
+        r = ratio.get(name)
+        for field in ("run_s", "run_cpu_s"):
+            speedup = None if not r else 1.0 / r[field]
+            out[f"{name}_{field}_speedup"] = {
+                "value": speedup, "threshold": TARGET_SPEEDUP,
+                "holds": None if speedup is None else speedup >= TARGET_SPEEDUP}
+    return out
+
+
+def metadata(args) -> dict:
+    import jax
+
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": platform.node(), "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "quick": args.quick, "repeats": args.repeats,
+            "kernels": list(KERNELS), "target_speedup": TARGET_SPEEDUP,
+            "quick_cases": list(QUICK)}
+
+
+def run_all(args) -> dict:
+    names = QUICK if args.quick else (*PASS_CASES, *RUN_CASES)
+    load_at_start = list(os.getloadavg())
+    records = []
+    for name in names:
+        for kernel in KERNELS:  # interleaved: both kernels see the same machine load
+            record = run_subprocess(kernel, name, args.repeats)
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            records.append(record)
+    ratio = ratios(records)
+    meta = metadata(args)
+    meta.update(load_average_at_start=load_at_start, load_average_at_end=list(os.getloadavg()))
+    return {"meta": meta, "results": records, "ratios_new_over_reference": ratio,
+            "targets": targets(ratio)}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"cases {', '.join(QUICK)} only (smoke test)")
+    parser.add_argument("--out", help="also write the JSON document to this file")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timings per measurement, best kept (default 3, quick 1)")
+    parser.add_argument("--single", nargs=2, metavar=("KERNEL", "CASE"),
+                        help="internal: measure one (kernel, case) and print one JSON line")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        parser.error(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.single is not None:
+        kernel, name = args.single
+        if kernel not in KERNELS:
+            parser.error(f"--single KERNEL must be one of {KERNELS}, got {kernel!r}")
+        if name not in {**PASS_CASES, **RUN_CASES}:
+            parser.error(f"--single CASE must be one of {sorted({**PASS_CASES, **RUN_CASES})}, "
+                         f"got {name!r}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.single is not None:
+        print(json.dumps(measure(*args.single, args.repeats)), flush=True)
+        return
+    text = json.dumps(run_all(args), indent=2)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
