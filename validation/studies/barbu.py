@@ -29,6 +29,7 @@ flagged (``grid_edge_note``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -161,6 +162,19 @@ def run_engine(config, y_test, *, max_steps: int | None = None) -> dict:
                 test=_test_loss(ds.f_eval.isel(t=-1), y_test), n_steps=int(ds.n_steps[-1]))
 
 
+def single_thread_blas():
+    """numpy's BLAS limited to one thread while the analytic solver is timed: its systems are
+    small (<= (d+1) m = 1100 unknowns), where threading does not pay, and a threaded BLAS on a
+    machine with any other load spins (measured 12x slower at load 2 on 2 cores: 2.6 s against
+    0.22 s for 30 iterations on sin). Uses threadpoolctl when installed (it comes with
+    scikit-learn), else leaves the BLAS as it is."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_analytic(config, y_test, iterations: int) -> dict:
     from particles.analytic import AnalyticConfig, fit_analytic, network
     from meanfield.runner import prepare
@@ -171,7 +185,7 @@ def run_analytic(config, y_test, iterations: int) -> dict:
     x_aug = data.augmented(data.x, config.model.bias)
     a0, w0 = np.asarray(particles.a[:m], float), np.asarray(particles.w[:m], float)
     args = (x_aug, np.asarray(data.y), np.asarray(data.weights), a0, w0)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, single_thread_blas():
         warnings.simplefilter("always")
         start = time.perf_counter()
         fit_analytic(*args, AnalyticConfig(iterations=1, ridge=RIDGE))  # warm-up
@@ -491,8 +505,8 @@ def run(out_dir: str, quick: bool = False):
         "per-run overhead T0 of simulate (setup, dataset assembly, phase labels); T0 is "
         "subtracted (reported in the tables) and the training wall time of a save is "
         "(T - T0) x steps/steps_total (simulate records no per-save clock; the per-save "
-        "observables stay in). The analytic solver (numpy, float64, host) is "
-        "timed per iteration after a one-iteration warm-up. Pilot (tuning) runs are not counted.",
+        "observables stay in). The analytic solver (numpy, float64, host, BLAS on one thread: "
+        "faster at these sizes) is timed per iteration after a one-iteration warm-up. Pilot (tuning) runs are not counted.",
         "Equal-wall-time comparison: every method's best-so-far training loss at the analytic "
         "solver's total wall time (step interpolation of the others' curves); losses below "
         f"{FLOOR:g} (the float32 resolution of the engine; the analytic solver is float64) are "
