@@ -236,7 +236,27 @@ def _free_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool,
     return start, moved, crossed, jnp.any(crossed), sliding
 
 
-def _event_step(a, start: _Start, crossed, x, xx, residual, h, trainable: bool) -> _Moved:
+# A particle that crosses a face is placed this fraction of the face band inside its new side
+# (rather than on the face up to rounding), so that the side it is on is the one the Filippov
+# rule chose and not the sign of a rounding error (a particle that dies on a face stays dead).
+_SIDE_FRACTION = 0.125
+
+
+def _filippov_slides(a_e, field, field_without, x_e, xx_e, r_e, band_eps):
+    """Whether both one-sided fields push into face e (then the particle slides on it).
+
+    Rates within ``band_eps`` of the size of their terms count as zero: a particle whose only
+    active face is e has field_without = 0 up to the rounding of ``field - r_e x_e`` (fused
+    multiply-adds make it nonzero), and it crosses (dies) rather than slides.
+    """
+    rate_minus, rate_plus = _one_sided_rates(a_e, field_without, x_e, xx_e, r_e)
+    norm_x = jnp.sqrt(xx_e)
+    tol = band_eps * jnp.abs(a_e) * (jnp.sqrt(_dot(field, field)) + jnp.abs(r_e) * norm_x) * norm_x
+    return (rate_minus > tol) & (rate_plus < -tol)
+
+
+def _event_step(a, start: _Start, crossed, x, xx, residual, h, band_eps,
+                trainable: bool) -> _Moved:
     """The step through the first face crossed (Filippov: slide on it or cross it)."""
     target = -start.z / jnp.where(start.x_field == 0, 1.0, start.x_field)
     face = jnp.argmin(jnp.where(crossed, jnp.abs(target), jnp.inf))
@@ -244,11 +264,12 @@ def _event_step(a, start: _Start, crossed, x, xx, residual, h, trainable: bool) 
     a_e, phi_e = _motion(a, start.gw, start.g, tau, trainable)
     w_e = start.w + phi_e * start.field
     x_e, xx_e, r_e = x[face], xx[face], residual[face]
-    w_e = w_e - (_dot(x_e, w_e) / xx_e) * x_e
     was_active = start.active[face].astype(w_e.dtype)
     field_without = start.field - was_active * r_e * x_e
-    rate_minus, rate_plus = _one_sided_rates(a_e, field_without, x_e, xx_e, r_e)
-    slide_e = (rate_minus > 0) & (rate_plus < 0)
+    slide_e = _filippov_slides(a_e, start.field, field_without, x_e, xx_e, r_e, band_eps)
+    side = jnp.where(slide_e, 0.0, 1.0 - 2.0 * was_active)  # -1: crossed into inactive
+    margin = side * _SIDE_FRACTION * band_eps * jnp.sqrt(_dot(w_e, w_e) * xx_e)
+    w_e = w_e - ((_dot(x_e, w_e) - margin) / xx_e) * x_e
     field_after = jnp.where(
         slide_e,
         field_without - (_dot(field_without, x_e) / xx_e) * x_e,
@@ -263,7 +284,7 @@ def _full_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool):
     """(moved, has_event): the exact step, event branch included."""
     start, free, crossed, has_event, _ = _free_step(a, w, x, x_gram, xx, residual, h,
                                                     band_eps, trainable)
-    event = _event_step(a, start, crossed, x, xx, residual, h, trainable)
+    event = _event_step(a, start, crossed, x, xx, residual, h, band_eps, trainable)
     return jax.tree.map(lambda e, f: jnp.where(has_event, e, f), event, free), has_event
 
 
