@@ -369,11 +369,11 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
     Args:
         a: (m_pad,), w: (m_pad, D) the particles; x, xx, residual, h, band_eps, mass_floor,
             trainable as in ``move_particle``.
-        n_chunks: static number of chunks of the free step (divides m_pad).
+        n_chunks: static number of chunks of the fast step (divides m_pad).
         outputs: "total" (the contribution only), "step" (also the new particles and the
             reduced step bounds) or "all" (also the per-particle diagnostics); see ``Motion``.
-        event_block: static block size of the event pass (default
-            ``default_event_block(m_pad)``; ``>= m_pad`` runs the event branch on everyone).
+        event_block: static block size of the redo pass (default
+            ``default_event_block(m_pad)``; ``>= m_pad`` runs the full step on everyone).
     Returns:
         ``Motion``.
     """
