@@ -37,6 +37,17 @@ def _dims_with(ds: xr.Dataset, dim: str) -> xr.Dataset:
     return ds[names]
 
 
+def write_json_atomic(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` so that a reader (or a crash) sees the old file or the
+    new one, never a torn one: temporary file, fsync, atomic rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def read_progress(path: str) -> dict | None:
     """The committed progress of a streamed store (None for a store written in one piece)."""
     try:
@@ -159,12 +170,7 @@ class RunStore:
         folder = os.path.join(self.path, os.path.dirname(PROGRESS))
         if not os.path.exists(folder):
             zarr.open_group(self.path, mode="r+", zarr_format=2).create_group("_progress")
-        tmp = os.path.join(self.path, PROGRESS + ".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(self.progress, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(self.path, PROGRESS))
+        write_json_atomic(os.path.join(self.path, PROGRESS), self.progress)
 
     def finish(self, attrs: dict, *, finished: bool = True, extra: xr.Dataset | None = None) -> None:
         """Record final attributes and derived variables (``extra``, e.g. the phases, replaced

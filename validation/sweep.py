@@ -78,7 +78,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from meanfield.store import PROGRESS, read_progress  # the same atomic progress record as a run store
+from meanfield.store import (PROGRESS, read_progress,  # the same atomic progress record
+                             write_json_atomic)
 from particles._validate import check_int, check_positive
 
 FORMAT_VERSION = 1
@@ -547,12 +548,7 @@ class SweepStore:
     def _commit(self) -> None:
         if self.path is None:
             return
-        tmp = os.path.join(self.path, PROGRESS + ".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(self.progress, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(self.path, PROGRESS))
+        write_json_atomic(os.path.join(self.path, PROGRESS), self.progress)
 
     def finish(self, attrs: dict) -> None:
         self.group.attrs.update(attrs)
