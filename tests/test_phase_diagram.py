@@ -84,6 +84,34 @@ def test_boundary_beyond_the_grid_edge_is_extrapolated():
     assert not bool(b.extrapolated.sel(gamma_prime=0.3))
 
 
+def test_refinement_cells_bracket_the_rows_that_miss():
+    # S_w crosses zero at theory + shift(gamma'): misses of 0.1 at gamma' = -0.2, 0.07 at +0.1
+    shift = {-0.2: 0.1, 0.1: 0.07}
+    slope = lambda g, gp: 0.8 * (g - pd.theoretical_boundary(gp)
+                                 - np.vectorize(lambda v: shift.get(round(v, 2), 0.0))(gp))
+    slopes = pd.slope_map(synthetic_sweep(slope, seeds=(0,)))
+    boundary = pd.measured_boundary(slopes)
+    rows, gammas = pd.refinement_cells(slopes, boundary, 0.06)
+    assert rows == (-0.2, 0.1)
+    # crossings 1.1 (a grid point: bracket 1.08, 1.16) and 1.17 (bracket 1.16, 1.24)
+    assert gammas == (1.08, 1.16, 1.24)
+    assert pd.refinement_cells(slopes, boundary, 0.06, max_rows=1) == ((-0.2,), (1.08, 1.16))
+    assert pd.refinement_cells(slopes, boundary, 0.2) == ((), ())
+
+
+def test_local_slopes_are_pairwise_log_log_slopes():
+    ds = synthetic_sweep(theory_slope, seeds=(0, 1), noise=0.1)
+    rd = ds.rd_w_end.values.copy()
+    rd[3:] *= 1.5  # a kink between m = 10000 and 20000 in every cell
+    ds = ds.assign(rd_w_end=(ds.rd_w_end.dims, rd))
+    local = pd.local_slopes(ds)
+    np.testing.assert_allclose(local.width.values, np.sqrt(WIDTHS[1:] * WIDTHS[:-1]))
+    g, gp = np.meshgrid(GAMMAS, GAMMA_PRIMES)
+    expected = theory_slope(g, gp)[None] + np.array([0, 0, np.log(1.5) / np.log(2), 0])[:, None,
+                                                                                        None]
+    np.testing.assert_allclose(local.transpose("width", ...).values, expected, atol=1e-12)
+
+
 def test_slope_map_figure_draws_both_boundaries(tmp_path):
     slopes = pd.slope_map(synthetic_sweep(theory_slope, seeds=(0,)))
     fig = pd.plot_slope_map(slopes, pd.measured_boundary(slopes))

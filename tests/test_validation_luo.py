@@ -114,3 +114,42 @@ def test_diagram_quick_report(diagram_report):
         assert row[4].startswith("finding")
     assert "wall time of the quick study" in report
     assert "| gamma' \\ gamma |" in report  # the S_w table
+
+
+def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, monkeypatch):
+    """The larger-width diagnosis of luo-diagram on a tiny real sweep; a zero tolerance makes
+    every row miss. Its crossings are recomputed here from the datasets."""
+    from validation import phase_diagram as pd
+    from validation.report import Report
+    from validation.sweep import run_sweep
+
+    monkeypatch.setattr(luo, "BOUNDARY_TOL", 0.0)
+    monkeypatch.setattr(luo, "WIDTH_FACTORS", (2, 4))
+    widths = (64, 128)
+    ds = run_sweep(pd.diagram_sweep(gammas=(0.6, 1.4), gamma_primes=(-0.2,), widths=widths,
+                                    name="tiny"), progress=False).load()
+    slopes = pd.slope_map(ds)
+    boundary = pd.measured_boundary(slopes)
+    report = Report(title="t")
+    text = luo._refine_boundary(report, ds, slopes, boundary, widths, True, str(tmp_path))
+    assert "summed over the 4 runs" in text
+    wide = xr.open_dataset(tmp_path / "luo-diagram-wide-quick.nc")
+    assert tuple(wide.width.values) == (256, 512)
+    rd = xr.concat([ds.rd_w_end, wide.rd_w_end], "width").sel(gamma_prime=-0.2, seed=0)
+    slope = lambda window, g: np.polyfit(np.log(window), np.log(rd.sel(width=list(window),
+                                                                       gamma=g).values), 1)[0]
+    crossing = []
+    for window in (widths, (256, 512)):
+        s0, s1 = slope(window, 0.6), slope(window, 1.4)
+        assert s0 < 0 < s1
+        crossing.append(0.6 - s0 * 0.8 / (s1 - s0))
+    check = report.checks[-1]
+    assert check.quantity == "boundary at gamma' = -0.2 over larger widths (m = 256..512)"
+    assert check.measured == f"{crossing[0]:.3f} (m = 64..128) -> {crossing[1]:.3f} (m = 256..512)"
+    assert not check.required
+    assert check.passed == bool(abs(crossing[1] - 1) < abs(crossing[0] - 1) and
+                                abs(crossing[1] - 1) <= 0)
+    assert report.checks[0].passed  # the larger-width runs reach the loss tolerance
+    title, body = report.sections[-1]
+    assert "larger widths" in title and "| -0.2 | 0.6 |" in body
+    assert os.path.getsize(tmp_path / "luo_diagram_larger_widths.png") > 10_000

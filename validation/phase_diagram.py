@@ -11,6 +11,9 @@ theoretical one is gamma = 1 for gamma' <= 0 and gamma = 1 + gamma' for gamma' >
 * ``diagram_sweep``: the ``validation.sweep.Sweep`` of a diagram (width x seed x gamma' x gamma).
 * ``slope_map``: S_w per cell (only runs that reached the loss tolerance count).
 * ``measured_boundary``: the boundary per gamma' against the theory.
+* ``refinement_cells``: the rows whose boundary misses the theory, with the cells bracketing
+  each measured crossing (to rerun at larger widths: is the miss a finite-width shift?).
+* ``local_slopes``: the slope of log RD between consecutive widths (S_w's drift with m).
 * ``plot_slope_map``: S_w heat map with both boundaries.
 * ``plot_condensation_maps``: Luo's scatter (angle atan2(b, w), amplitude |a| |w~|) of the
   final particles for a few cells and widths (sweeps run with ``particles > 0``).
@@ -103,6 +106,48 @@ def measured_boundary(slopes: xr.Dataset, *, gamma_dim: str = "gamma",
         "theory": (gamma_prime_dim, theory),
         "deviation": (gamma_prime_dim, boundary - theory),
     }, coords={gamma_prime_dim: gp})
+
+
+def refinement_cells(slopes: xr.Dataset, boundary: xr.Dataset, tolerance: float, *,
+                     max_rows: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The cells to rerun at larger widths: where the measured boundary misses the theory.
+
+    Args:
+        slopes: ``slope_map`` of the diagram.
+        boundary: its ``measured_boundary``.
+        tolerance: allowed |boundary - theory|.
+        max_rows: keep at most this many rows, the largest deviations first (None: all).
+
+    Returns:
+        (gamma_primes, gammas): the rows whose finite crossing deviates by more than
+        ``tolerance`` (ascending) and the union of the two grid gammas bracketing each
+        crossing (ascending); both empty when every row is within tolerance.
+    """
+    deviation = np.abs(boundary.deviation.values)
+    off = np.flatnonzero(np.isfinite(deviation) & (deviation > tolerance))
+    off = off[np.argsort(-deviation[off])][:max_rows]
+    gammas = slopes.gamma.values
+    rows, cells = [], set()
+    for k in sorted(off):
+        crossing = float(boundary.boundary.values[k])
+        right = int(np.clip(np.searchsorted(gammas, crossing), 1, gammas.size - 1))
+        rows.append(float(boundary.gamma_prime.values[k]))
+        cells.update((float(gammas[right - 1]), float(gammas[right])))
+    return tuple(rows), tuple(sorted(cells))
+
+
+def local_slopes(ds: xr.Dataset, variable: str = ORDER_PARAMETER) -> xr.DataArray:
+    """Slope of the seed-mean of log ``variable`` between consecutive widths.
+
+    Returns:
+        DataArray over (the other dims..., ``width``) with ``width`` the geometric midpoint of
+        each pair: S_w measured over a factor-of-a-few range, to see it drift with m.
+    """
+    log_rd = np.log(order_parameter(ds, variable)).mean("seed")
+    log_m = np.log(ds.width.astype(float))
+    slope = log_rd.diff("width", label="upper") / log_m.diff("width", label="upper")
+    mid = np.sqrt(ds.width.values[1:].astype(float) * ds.width.values[:-1])
+    return slope.assign_coords(width=mid)
 
 
 # ----------------------------------------------------------------------------- figures
