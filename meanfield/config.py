@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from particles._validate import check_choice, check_int, check_positive
+from particles._validate import check_choice, check_positive, normalise_int
 from particles.analytic import AnalyticConfig
 from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
@@ -56,7 +56,7 @@ class Solver:
     def __post_init__(self):
         check_choice("solver.kind", self.kind, SOLVERS)
         check_positive("solver.rtol", self.rtol)
-        check_int("solver.iterations", self.iterations, minimum=1)
+        normalise_int(self, "iterations", "solver.iterations", minimum=1)
         check_positive("solver.ridge", self.ridge, allow_zero=True)
         if not isinstance(self.output_bias, bool):
             raise ValueError(f"solver.output_bias={self.output_bias!r} is not allowed; choose one "
@@ -109,7 +109,7 @@ class SaveAt:
     snapshots: int | tuple[float, ...] = 6
 
     def __post_init__(self):
-        check_int("save.n", self.n, minimum=1)
+        normalise_int(self, "n", "save.n", minimum=1)
         check_positive("save.t_min", self.t_min, allow_none=True)
         if self.t is not None:
             t = tuple(float(v) for v in np.atleast_1d(np.asarray(self.t, dtype=float)))
@@ -117,7 +117,7 @@ class SaveAt:
                 raise ValueError("save.t must be strictly increasing finite times > 0")
             object.__setattr__(self, "t", t)
         if isinstance(self.snapshots, (int, np.integer)) and not isinstance(self.snapshots, bool):
-            check_int("save.snapshots", int(self.snapshots), minimum=0)
+            normalise_int(self, "snapshots", "save.snapshots", minimum=0)
         else:
             snaps = tuple(float(v) for v in np.atleast_1d(np.asarray(self.snapshots, dtype=float)))
             if not all(np.isfinite(snaps)) or any(v < 0 for v in snaps):
@@ -148,10 +148,10 @@ class Observe:
     peaks: int = 4
 
     def __post_init__(self):
-        check_int("observe.n_angle_bins", self.n_angle_bins, minimum=4)
-        check_int("observe.n_cosine_bins", self.n_cosine_bins, minimum=2)
+        normalise_int(self, "n_angle_bins", "observe.n_angle_bins", minimum=4)
+        normalise_int(self, "n_cosine_bins", "observe.n_cosine_bins", minimum=2)
         check_positive("observe.peak_delta", self.peak_delta, allow_zero=True)
-        check_int("observe.peaks", self.peaks, minimum=1)
+        normalise_int(self, "peaks", "observe.peaks", minimum=1)
         if self.plane is not None:
             plane = tuple(tuple(float(v) for v in np.ravel(u)) for u in self.plane)
             if len(plane) != 2 or len(plane[0]) != len(plane[1]) or not np.all(np.isfinite(plane)):
@@ -213,11 +213,11 @@ class SimulationConfig:
             raise ValueError("save must be a meanfield.SaveAt")
         check_positive("t_max", self.t_max)
         check_positive("loss_tol", self.loss_tol, allow_none=True)
-        check_int("seed", self.seed, minimum=0)
+        normalise_int(self, "seed", "seed", minimum=0)
         check_choice("precision", self.precision, PRECISIONS)
         if self.chunk_size is not None:
-            check_int("chunk_size", self.chunk_size, minimum=1)
-        check_int("max_steps", self.max_steps, minimum=1)
+            normalise_int(self, "chunk_size", "chunk_size", minimum=1)
+        normalise_int(self, "max_steps", "max_steps", minimum=1)
         if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
             raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
         if not isinstance(self.observe, Observe):

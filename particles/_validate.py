@@ -7,6 +7,7 @@ at construction time, before any compute.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 
@@ -26,9 +27,17 @@ def check_positive(name: str, value, *, allow_zero: bool = False, allow_none: bo
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number {bound}")
 
 
-def check_int(name: str, value, *, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as a Python int; any integer type (numpy's included) is accepted, bools not."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}={value!r} is not allowed; it must be an integer >= {minimum}")
+    return int(value)
+
+
+def normalise_int(obj, field: str, name: str, *, minimum: int = 1) -> None:
+    """``check_int`` on a field of a frozen dataclass, stored back as a Python int (so that a
+    numpy integer from an array of widths or seeds hashes, compares and serialises as one)."""
+    object.__setattr__(obj, field, check_int(name, getattr(obj, field), minimum=minimum))
 
 
 def check_finite(name: str, value) -> None:

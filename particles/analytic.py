@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from particles._pytree import pytree_dataclass
-from particles._validate import check_choice, check_int, check_positive
+from particles._validate import check_choice, check_positive, normalise_int
 from particles.kernels import Particles, Problem
 
 PATHS = ("auto", "assembled", "matrix_free")
@@ -109,7 +109,7 @@ class AnalyticConfig:
     output_bias: bool = True
 
     def __post_init__(self):
-        check_int("analytic.iterations", self.iterations, minimum=1)
+        normalise_int(self, "iterations", "analytic.iterations", minimum=1)
         check_positive("analytic.ridge", self.ridge, allow_zero=True)
         check_positive("analytic.leak", self.leak, allow_zero=True)
         if self.leak >= 1:
@@ -118,7 +118,7 @@ class AnalyticConfig:
         check_positive("analytic.cg_tol", self.cg_tol)
         if self.cg_tol >= 1:
             raise ValueError(f"analytic.cg_tol={self.cg_tol!r} is not allowed; it must be in (0, 1)")
-        check_int("analytic.cg_maxiter", self.cg_maxiter, minimum=1)
+        normalise_int(self, "cg_maxiter", "analytic.cg_maxiter", minimum=1)
         check_choice("analytic.output_bias", self.output_bias, (True, False))
 
 

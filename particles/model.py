@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from particles._validate import check_choice, check_finite, check_int, check_positive
+from particles._validate import check_choice, check_finite, check_positive, normalise_int
 
 LOSSES = ("squared", "exponential", "logistic")
 PARAMETRISATIONS = ("mean_field", "ntk", "standard", "luo")
@@ -192,7 +192,7 @@ class ModelSpec:
     init: InitialLaw = dataclasses.field(default_factory=InitialLaw)
 
     def __post_init__(self):
-        check_int("model.width", self.width, minimum=1)
+        normalise_int(self, "width", "model.width", minimum=1)
         check_choice("model.bias", self.bias, (True, False))
         check_choice("model.output", self.output, OUTPUT_LAYERS)
         check_choice("model.loss", self.loss, LOSSES)

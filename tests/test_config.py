@@ -81,6 +81,20 @@ def test_simulation_config_errors():
         mf.presets.wang_ma().replace(**{"solver.rtl": 1e-4})
 
 
+@given(st.sampled_from([np.int8, np.int32, np.int64, np.uint16]), st.integers(1, 60))
+def test_numpy_integers_are_stored_as_python_ints(kind, value):
+    width, seed = 2 * value, value  # luo_1d is antisymmetric: an even width
+    cfg = mf.presets.luo_1d(width=kind(width), seed=kind(seed), n_saves=kind(value))
+    assert type(cfg.model.width) is int and type(cfg.seed) is int and type(cfg.save.n) is int
+    assert cfg.to_json() == mf.presets.luo_1d(width=width, seed=seed, n_saves=value).to_json()
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), 3.0, np.float64(3.0), "3"])
+def test_non_integers_are_rejected(value):
+    with pytest.raises(ValueError, match=r"model.width=.* it must be an integer >= 1"):
+        pt.ModelSpec(width=value)
+
+
 def test_config_json_round_trip():
     cfg = mf.presets.wang_ma(width=10, noisy=True).replace(**{"solver.rtol": 1e-4})
     again = mf.SimulationConfig.from_json(cfg.to_json())

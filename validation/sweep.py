@@ -80,7 +80,7 @@ import zarr
 
 from meanfield.store import (PROGRESS, read_progress,  # the same atomic progress record
                              write_json_atomic)
-from particles._validate import check_int, check_positive
+from particles._validate import check_positive, normalise_int
 
 FORMAT_VERSION = 1
 FINAL = ("loss", "rd_w", "rd_a", "rd")  # kept at the end of training as NAME_end
@@ -131,9 +131,9 @@ class Summary:
         if self.t_max <= self.t_min:
             raise ValueError(f"summary.t_max={self.t_max!r} must be > summary.t_min="
                              f"{self.t_min!r}")
-        check_int("summary.n_times", self.n_times, minimum=2)
-        check_int("summary.density_times", self.density_times, minimum=0)
-        check_int("summary.particles", self.particles, minimum=0)
+        normalise_int(self, "n_times", "summary.n_times", minimum=2)
+        normalise_int(self, "density_times", "summary.density_times", minimum=0)
+        normalise_int(self, "particles", "summary.particles", minimum=0)
 
     @property
     def times(self) -> np.ndarray:
