@@ -1,6 +1,7 @@
 """The luo-slopes and luo-diagram studies in quick mode, via the CLI: the report is written,
 its numbers are the dataset's (recomputed independently here), reruns resume the stores."""
 
+import json
 import math
 import os
 import re
@@ -112,6 +113,7 @@ def test_diagram_quick_report(diagram_report):
             assert float(re.match(r"[\d.]+", row[2]).group()) == pytest.approx(crossing, abs=1e-3)
             assert "extrapolated" not in row[2]
         assert row[4].startswith("finding")
+        assert f"\n| {gp:+.1f} | {theory:.2f} | {row[2].split()[0]} |" in report  # boundary table
     assert "wall time of the quick study" in report
     assert "| gamma' \\ gamma |" in report  # the S_w table
 
@@ -131,8 +133,11 @@ def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, m
     slopes = pd.slope_map(ds)
     boundary = pd.measured_boundary(slopes)
     report = Report(title="t")
-    text = luo._refine_boundary(report, ds, slopes, boundary, widths, True, str(tmp_path))
-    assert "summed over the 4 runs" in text
+    rows, gammas = pd.refinement_cells(slopes, boundary, 0.0, max_rows=1)
+    assert rows == (-0.2,) and gammas == (0.6, 1.4)
+    text, session, summed = luo._refine_boundary(report, ds, rows, gammas, widths, True,
+                                                 str(tmp_path))
+    assert "summed over the 4 runs" in text and session > 0 and summed > 0
     wide = xr.open_dataset(tmp_path / "luo-diagram-wide-quick.nc")
     assert tuple(wide.width.values) == (256, 512)
     rd = xr.concat([ds.rd_w_end, wide.rd_w_end], "width").sel(gamma_prime=-0.2, seed=0)
@@ -153,3 +158,46 @@ def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, m
     title, body = report.sections[-1]
     assert "larger widths" in title and "| -0.2 | 0.6 |" in body
     assert os.path.getsize(tmp_path / "luo_diagram_larger_widths.png") > 10_000
+
+
+def test_rows_that_miss_the_boundary_get_integration_and_seed_controls(tmp_path):
+    """The controls of luo-diagram on a tiny real sweep: a tenth of the integrator tolerance
+    and one more seed at the study's widths; crossings recomputed here from the datasets."""
+    from validation import phase_diagram as pd
+    from validation.report import Report
+    from validation.sweep import run_sweep
+
+    widths, gammas = (64, 128), (0.6, 1.4)
+    ds = run_sweep(pd.diagram_sweep(gammas=gammas, gamma_primes=(-0.2,), widths=widths,
+                                    name="tiny"), progress=False).load()
+    report = Report(title="t")
+    text, session, summed = luo._control_boundary(report, ds, (-0.2,), gammas, widths, True,
+                                                  str(tmp_path))
+    assert text.startswith("rtol 0.0001: ") and session > 0 and summed > 0
+    tight = xr.open_dataset(tmp_path / "luo-diagram-rtol-quick.nc")
+    more = xr.open_dataset(tmp_path / "luo-diagram-seeds-quick.nc")
+    assert tuple(more.seed.values) == luo.CONTROL_SEEDS[True]
+    assert dict(json.loads(tight.attrs["sweep"])["fixed"])["rtol"] == 1e-4
+    assert json.loads(tight.attrs["base_config"])["solver"]["rtol"] == 1e-4
+
+    def crossing(rd):  # rd over (width, gamma), one seed
+        s0, s1 = (np.polyfit(np.log(widths), np.log(rd.sel(gamma=g).values), 1)[0]
+                  for g in gammas)
+        assert s0 < 0 < s1
+        return gammas[0] - s0 * (gammas[1] - gammas[0]) / (s1 - s0)
+
+    pick = lambda d, seed: d.rd_w_end.sel(gamma_prime=-0.2, seed=seed)  # noqa: E731
+    c_base, c_tight, c_seed1 = (crossing(pick(ds, 0)), crossing(pick(tight, 0)),
+                                crossing(pick(more, 1)))
+    assert report.checks[0].passed and report.checks[0].quantity.startswith("controls")
+    integration, seeds = report.checks[1], report.checks[2]
+    assert integration.measured == f"{c_tight:.3f} against {c_base:.3f}"
+    assert integration.passed == (abs(c_tight - c_base) <= luo.INTEGRATION_TOL)
+    assert not integration.required and not seeds.required
+    low, high = sorted((c_base, c_seed1))
+    assert seeds.measured.startswith(f"{low:.3f}..{high:.3f}")
+    dev = np.array([c_base, c_seed1]) - 1.0
+    assert seeds.passed == bool(np.all(np.abs(dev) > luo.BOUNDARY_TOL)
+                                and abs(np.sign(dev).sum()) == 2)
+    title, body = report.sections[-1]
+    assert "seed noise" in title and f"| -0.2 | {c_base:.3f} | {c_tight:.3f} |" in body

@@ -85,12 +85,13 @@ def _run(sweep: Sweep, out_dir: str):
     return ds, time.perf_counter() - started
 
 
-def _converged_check(ds, label: str) -> Check:
-    reasons, counts = np.unique(ds.stop_reason.values, return_counts=True)
+def _converged_check(label: str, *datasets) -> Check:
+    reasons = np.concatenate([ds.stop_reason.values.ravel() for ds in datasets])
+    reasons, counts = np.unique(reasons, return_counts=True)
     summary = ", ".join(f"{r}: {c}" for r, c in zip(reasons, counts))
     return Check(f"{label}: every run reaches the loss tolerance (end of training)",
                  "MSE < 1e-6 (stop reason loss_tol)", summary, "all runs",
-                 bool(np.all(ds.stop_reason.values == pdg.CONVERGED)))
+                 bool(np.all(reasons == pdg.CONVERGED)))
 
 
 def _timing(ds, session_s: float) -> str:
@@ -176,8 +177,8 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
                      name="luo-slopes-families")
     ds, t_paper = _run(paper, out_dir)
     fam, t_fam = _run(families, out_dir)
-    report.checks.append(_converged_check(ds, "paper slopes"))
-    report.checks.append(_converged_check(fam, "families"))
+    report.checks.append(_converged_check("paper slopes", ds))
+    report.checks.append(_converged_check("families", fam))
 
     m = np.asarray(widths, float)
     fits, rows = {}, []
@@ -265,13 +266,16 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
 
 WIDTH_FACTORS = (2, 4, 8)  # larger widths (x the largest) for rows whose boundary misses
 REFINED_ROWS = {False: 3, True: 1}  # at most this many such rows (full, quick), worst first
+CONTROL_SEEDS = {False: (1, 2, 3, 4), True: (1,)}  # further seeds for those rows
+INTEGRATION_TOL = 0.01  # largest move of a crossing under a 10x tighter rtol
 
 def diagram_grid(quick: bool) -> tuple[tuple, tuple, tuple]:
     """(gammas, gamma_primes, widths) of the luo-diagram study."""
     if quick:
         return (0.6, 0.8, 1.0, 1.2, 1.4), (-0.4, 0.0, 0.4), QUICK_WIDTHS
     gammas = tuple(float(v) for v in np.round(np.linspace(0.6, 1.4, 11), 2))
-    gamma_primes = tuple(float(v) for v in np.round(np.arange(-0.4, 0.41, 0.1), 2))
+    gamma_primes = tuple(float(v) + 0.0  # + 0.0: no -0.0 in the labels
+                         for v in np.round(np.arange(-0.4, 0.41, 0.1), 2))
     return gammas, gamma_primes, WIDTHS
 
 
@@ -284,7 +288,7 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
                               particles=KEPT_NEURONS, n_saves=N_SAVES,
                               name="luo-diagram" + ("-quick" if quick else ""))
     ds, session = _run(sweep, out_dir)
-    report.checks.append(_converged_check(ds, "diagram"))
+    report.checks.append(_converged_check("diagram", ds))
     slopes = pdg.slope_map(ds)
     boundary = pdg.measured_boundary(slopes)
     s = slopes.slope
@@ -315,15 +319,25 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
         rows.append([f"{gp:+.1f}", f"{float(b.theory):.2f}", f"{float(b.boundary):.3f}",
                      "yes" if bool(b.extrapolated) else "no", int(b.n_crossings),
                      f"{float(b.deviation):+.3f}"])
-    wide_text = _refine_boundary(report, ds, slopes, boundary, widths, quick, out_dir)
+    missed, bracket = pdg.refinement_cells(slopes, boundary, BOUNDARY_TOL,
+                                           max_rows=REFINED_ROWS[quick])
+    extra = []  # (label, timing text, seconds this session, seconds summed over runs)
+    if missed:
+        extra.append(("Larger widths", *_refine_boundary(report, ds, missed, bracket, widths,
+                                                         quick, out_dir)))
+        extra.append(("Controls", *_control_boundary(report, ds, missed, bracket, widths,
+                                                     quick, out_dir)))
     runs = float(ds.wall_time.sum())
     elapsed = max(session, runs)  # a resumed study: its runs took place in earlier sessions
+    total = elapsed + sum(max(t_session, t_runs) for _, _, t_session, t_runs in extra)
     target = QUICK_TIME_TARGET_S if quick else TIME_TARGET_S
     report.checks.append(Check(
-        f"wall time of the {'quick' if quick else 'full'} study on this 2-core machine",
+        f"wall time of the {'quick' if quick else 'full'} study on this 2-core machine "
+        f"({len(gamma_primes)} x {len(gammas)} cells, {len(widths)} widths)",
         f"< {target / 60:.0f} min", f"{elapsed / 60:.1f} min ({session / 60:.1f} min this "
-        f"session, {runs / 60:.1f} min summed over runs)", "-", elapsed < target,
-        required=False))
+        f"session, {runs / 60:.1f} min summed over runs)"
+        + (f"; {total / 60:.1f} min with the larger widths and controls" if extra else ""),
+        "-", elapsed < target, required=False))
     table = markdown_table(["gamma' \\ gamma"] + [f"{g:g}" for g in gammas],
                            [[f"{gp:+.1f}"] + [_fmt(v, 2) for v in s.sel(gamma_prime=gp).values]
                             for gp in s.gamma_prime.values])
@@ -331,8 +345,8 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
                             f"{', '.join(map(str, widths))})", table))
     report.sections.append(("Boundary: zero crossing of S_w along gamma", markdown_table(
         ["gamma'", "theory", "measured", "extrapolated", "crossings", "deviation"], rows)))
-    report.sections.append(("Wall time", f"Diagram grid: {_timing(ds, session)}."
-                            + (f" Larger widths: {wide_text}." if wide_text else "")))
+    report.sections.append(("Wall time", f"Diagram grid: {_timing(ds, session)}." + "".join(
+        f" {label}: {text}." for label, text, _, _ in extra)))
     report.figures.append(_save(pdg.plot_slope_map(
         slopes, boundary, title=f"S_w, m = {widths[0]}..{widths[-1]}"), out_dir, "luo_diagram_sw"))
     cells = [{"gamma_prime": gamma_primes[0], "gamma": gammas[-1]},
@@ -351,7 +365,9 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
         "finding above), so one grid step below the critical line S_w is only about -0.08, and "
         "a finite-width bias of a few hundredths moves the zero crossing by most of a step. "
         "Rows that miss the tolerance are rerun at larger widths (section above) to tell a "
-        "shift that shrinks with m from a disagreement with the theory.",
+        "shift that shrinks with m from a disagreement with the theory, and at the study's "
+        "widths with a tenth of the integrator tolerance and with four more seeds, to tell "
+        "it from integration error and from the noise of one draw.",
         "At gamma' = 0.4 the theoretical boundary 1.4 is the last gamma of the grid, so its "
         "crossing may be found by extrapolation (flagged in the table).",
         "Runs go cheapest width first (one compiled program per width), float32, the preset's "
@@ -366,26 +382,22 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
     return report
 
 
-def _refine_boundary(report: Report, ds, slopes, boundary, widths, quick: bool,
-                     out_dir: str) -> str:
+def _refine_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
+                     out_dir: str) -> tuple[str, float, float]:
     """Rows whose boundary misses the theory: rerun the two cells bracketing the crossing at
     WIDTH_FACTORS x the largest width and measure the crossing again over the widest
     len(widths) widths. The theory is a statement about m -> infinity, so a finite-width shift
     must shrink as m grows; a miss that does not is a disagreement. Adds checks (findings: the
     verdict at the study's widths stays the one above), a table and a figure; returns the
-    timing text ("" when every row is within tolerance)."""
+    timing text, the seconds of this session and the seconds summed over the runs."""
     import xarray as xr
 
-    rows, gammas = pdg.refinement_cells(slopes, boundary, BOUNDARY_TOL,
-                                        max_rows=REFINED_ROWS[quick])
-    if not rows:
-        return ""
     wide_widths = tuple(f * widths[-1] for f in WIDTH_FACTORS)
     sweep = pdg.diagram_sweep(gammas=gammas, gamma_primes=rows, widths=wide_widths,
                               n_saves=N_SAVES, name="luo-diagram-wide" + ("-quick" if quick
                                                                           else ""))
     wide, session = _run(sweep, out_dir)
-    report.checks.append(_converged_check(wide, "larger widths"))
+    report.checks.append(_converged_check("larger widths", wide))
     keep = ["rd_w_end", "stop_reason"]
     joined = xr.concat([ds[keep].sel(gamma=list(gammas), gamma_prime=list(rows),
                                      seed=wide.seed.values), wide[keep]], "width")
@@ -421,7 +433,69 @@ def _refine_boundary(report: Report, ds, slopes, boundary, widths, quick: bool,
                           for gp in rows for g in gammas])))
     report.figures.append(_save(_figure_refinement(joined, rows, gammas, widths[-1]), out_dir,
                                 "luo_diagram_larger_widths"))
-    return _timing(wide, session)
+    return _timing(wide, session), session, float(wide.wall_time.sum())
+
+
+def _control_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
+                      out_dir: str) -> tuple[str, float, float]:
+    """Rows whose boundary misses the theory, at the study's widths: the two cells bracketing
+    the crossing rerun with a tenth of the integrator tolerance (same seed: the integration
+    error of the crossing) and with further seeds (its seed noise). A miss that survives both
+    is a property of the finite-width flow, not of the numerics or of one draw. Adds checks
+    (findings) and a table; returns the timing text, the seconds of this session and the
+    seconds summed over the runs."""
+    import xarray as xr
+
+    import meanfield as mf
+
+    suffix = "-quick" if quick else ""
+    rtol = mf.presets.luo_1d().solver.rtol
+    cells = {"gammas": gammas, "gamma_primes": rows, "widths": widths, "n_saves": N_SAVES}
+    tight, t_tight = _run(pdg.diagram_sweep(**cells, rtol=rtol / 10,
+                                            name="luo-diagram-rtol" + suffix), out_dir)
+    more, t_more = _run(pdg.diagram_sweep(**cells, seeds=CONTROL_SEEDS[quick],
+                                          name="luo-diagram-seeds" + suffix), out_dir)
+    report.checks.append(_converged_check("controls", tight, more))
+    keep = ["rd_w_end", "stop_reason"]
+    base = ds[keep].sel(gamma=list(gammas), gamma_prime=list(rows))
+    seeded = xr.concat([base, more[keep]], "seed")
+    crossing = lambda d: pdg.measured_boundary(pdg.slope_map(d)).boundary  # noqa: E731
+    at_rtol = crossing(base), crossing(tight)
+    per_seed = xr.concat([crossing(seeded.sel(seed=[k])) for k in seeded.seed.values], "seed")
+    pooled = crossing(seeded)  # S_w of the seed-mean of log RD
+    seeds = [int(k) for k in seeded.seed.values]
+    table = []
+    for gp in rows:
+        c0, c1 = (float(c.sel(gamma_prime=gp)) for c in at_rtol)
+        report.checks.append(Check(
+            f"boundary at gamma' = {gp:+.1f}, integration error: rtol {rtol / 10:g} against "
+            f"{rtol:g} (m = {widths[0]}..{widths[-1]})", "the crossing does not move",
+            f"{c1:.3f} against {c0:.3f}", f"<= {INTEGRATION_TOL}",
+            abs(c1 - c0) <= INTEGRATION_TOL, required=False))
+        theory = float(pdg.theoretical_boundary(np.array([gp]))[0])
+        dev = per_seed.sel(gamma_prime=gp).values - theory
+        report.checks.append(Check(
+            f"boundary at gamma' = {gp:+.1f}, seed noise: seeds {seeds[0]}..{seeds[-1]} "
+            f"(m = {widths[0]}..{widths[-1]})", f"gamma = {theory:.2f}; the miss is the same "
+            "for every seed (systematic)", f"{np.min(dev + theory):.3f}..{np.max(dev + theory):.3f}"
+            f" (sd {np.std(dev):.3f}); seed-mean {float(pooled.sel(gamma_prime=gp)):.3f}",
+            f"every seed beyond +-{BOUNDARY_TOL} on one side",
+            bool(np.all(np.abs(dev) > BOUNDARY_TOL) and abs(np.sign(dev).sum()) == len(dev)),
+            required=False))
+        table.append([f"{gp:+.1f}", f"{c0:.3f}", f"{c1:.3f}"]
+                     + [f"{v:.3f}" for v in per_seed.sel(gamma_prime=gp).values]
+                     + [f"{float(pooled.sel(gamma_prime=gp)):.3f}"])
+    report.sections.append((
+        "Boundary rows outside the tolerance: integration error and seed noise",
+        f"The same cells at the study's widths, rerun with rtol {rtol / 10:g} (seed "
+        f"{seeds[0]}) and with seeds {', '.join(map(str, seeds[1:]))} (rtol {rtol:g}). "
+        "Seed-mean: S_w fitted to the mean of log RD over the seeds.\n\n"
+        + markdown_table(["gamma'", f"rtol {rtol:g}", f"rtol {rtol / 10:g}"]
+                         + [f"seed {k}" for k in seeds] + ["seed-mean"], table)))
+    summed = float(tight.wall_time.sum() + more.wall_time.sum())
+    text = (f"rtol {rtol / 10:g}: {_timing(tight, t_tight)}; more seeds: "
+            f"{_timing(more, t_more)}")
+    return text, t_tight + t_more, summed
 
 
 def _figure_refinement(joined, rows, gammas, largest: int):
