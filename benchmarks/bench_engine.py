@@ -2,9 +2,9 @@
 
 Measures neuron-sample pairs per second (m * n / seconds per training step) of
 
-* ``engine_euler``: ``particles.euler()`` steps (fused ``euler_pass``), K steps per jitted
+* ``engine_euler``: ``meanfield.particles.euler()`` steps (fused ``euler_pass``), K steps per jitted
   ``lax.fori_loop``;
-* ``engine_adaptive``: ``particles.adaptive_flow()`` steps (two motion passes per step), same;
+* ``engine_adaptive``: ``meanfield.particles.adaptive_flow()`` steps (two motion passes per step), same;
 * ``naive``: the usual research script: ``jax.jit`` of ``jax.grad`` of the dense n x m loss
   plus the update ``theta - lr * m * grad``, called once per step from a Python loop;
 
@@ -69,7 +69,7 @@ def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
     import jax
     import jax.numpy as jnp
 
-    import particles as pt
+    import meanfield.particles as pt
 
     spec = pt.ModelSpec(width=width)
     data = pt.TrainingData(x=x, y=y)
@@ -279,7 +279,7 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
 def metadata(args, widths) -> dict:
     import jax
 
-    import particles.kernels as kernels
+    import meanfield.particles.kernels as kernels
 
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": platform.node(), "cpu_count": os.cpu_count(),
@@ -317,7 +317,7 @@ def parse_args(argv=None):
                         help="widths up to 1e5 and short timings (CI smoke test)")
     parser.add_argument("--out", help="also write the JSON document to this file")
     parser.add_argument("--chunk", type=int, default=None,
-                        help="engine chunk size (default particles.kernels.DEFAULT_CHUNK)")
+                        help="engine chunk size (default meanfield.particles.kernels.DEFAULT_CHUNK)")
     parser.add_argument("--min-seconds", type=float, default=None,
                         help="minimum wall time of one timing (default 1, quick 0.05)")
     parser.add_argument("--repeats", type=int, default=None,

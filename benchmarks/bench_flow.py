@@ -2,11 +2,11 @@
 
 Two kernels, each measured in fresh subprocesses (``--single KERNEL CASE``):
 
-* ``new``: ``particles.flow.move_particles`` (fast step for every particle, the few particles
-  with a face event or sliding redone in blocks), as ``particles.integrators`` uses it;
-* ``reference``: the previous kernel, ``particles.flow.move_particle_reference`` vmapped over
+* ``new``: ``meanfield.particles.flow.move_particles`` (fast step for every particle, the few particles
+  with a face event or sliding redone in blocks), as ``meanfield.particles.integrators`` uses it;
+* ``reference``: the previous kernel, ``meanfield.particles.flow.move_particle_reference`` vmapped over
   sub-chunks of >= 500 particles with every per-particle diagnostic stacked (the previous
-  ``motion_pass``), patched into ``particles.integrators`` for the step and run timings.
+  ``motion_pass``), patched into ``meanfield.particles.integrators`` for the step and run timings.
 
 Cases (float32 unless said):
 
@@ -73,8 +73,8 @@ def reference_motion_pass(problem, particles, residual, h, band_eps, mass_floor)
     import jax
     import jax.numpy as jnp
 
-    from particles.flow import move_particle_reference
-    from particles.kernels import Particles, scan_chunks
+    from meanfield.particles.flow import move_particle_reference
+    from meanfield.particles.kernels import Particles, scan_chunks
 
     x = problem.x
     xx = jnp.sum(x * x, axis=1)
@@ -93,11 +93,11 @@ def reference_motion_pass(problem, particles, residual, h, band_eps, mass_floor)
 
 
 def use_reference_kernel():
-    """Patch the previous kernel into ``particles.integrators`` (this process only)."""
+    """Patch the previous kernel into ``meanfield.particles.integrators`` (this process only)."""
     import jax.numpy as jnp
 
-    import particles.integrators as integrators
-    from particles.flow import Motion
+    import meanfield.particles.integrators as integrators
+    from meanfield.particles.flow import Motion
 
     def move(problem, particles, residual, h, band_eps, mass_floor, outputs):
         new, f, diag = reference_motion_pass(problem, particles, residual, h, band_eps,
@@ -127,7 +127,7 @@ def problem_of(case: dict):
     import jax
     import jax.numpy as jnp
 
-    import particles as pt
+    import meanfield.particles as pt
 
     if case["data"] != "random":
         from meanfield.runner import _solver_params, prepare
@@ -167,8 +167,8 @@ def measure_pass(kernel: str, case: dict, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    import particles as pt
-    import particles.integrators as integrators
+    import meanfield.particles as pt
+    import meanfield.particles.integrators as integrators
 
     problem, particles, params = problem_of(case)
     flow = pt.adaptive_flow()

@@ -16,7 +16,7 @@ from meanfield.runner import (
     StepBudgetError,
     simulate,
 )
-from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 __version__ = "0.1.0"
 

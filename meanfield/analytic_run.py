@@ -1,10 +1,10 @@
-"""Analytic training (Barbu, arXiv 2304.02972; DESIGN A6) of a ``SimulationConfig`` as a run
+"""Analytic training (Barbu, arXiv 2304.02972; docs/theory/analytic.md) of a ``SimulationConfig`` as a run
 Dataset, with the iteration as the time axis.
 
 ``simulate(config)`` with ``config.solver.kind == "analytic"`` lands here
 (``simulate_analytic``): the particles of ``config`` (the same initial particles as the
 gradient-flow run of that config: ``meanfield.runner.prepare``, same seed) are trained by
-``particles.analytic`` (first-layer ridge solve with the pattern frozen, pattern refresh, output
+``meanfield.particles.analytic`` (first-layer ridge solve with the pattern frozen, pattern refresh, output
 solve; ``solver.iterations``, ``solver.ridge``, ``solver.output_bias``), and the network after
 every iteration is recorded with the schema of a particle run (``meanfield.io``):
 
@@ -14,7 +14,7 @@ every iteration is recorded with the schema of a particle run (``meanfield.io``)
   gradient-flow time; the two are different clocks and are not to be set on one axis;
 * ``loss`` is the solver's own float64 loss of iterate k (the loss after the output solve;
   the initial loss at k = 0); ``f_train`` / ``f_eval`` are the float64 network of iterate k
-  (``particles.analytic.network``, including the output bias c when ``output_bias=True``);
+  (``meanfield.particles.analytic.network``, including the output bias c when ``output_bias=True``);
   every other observable (density, RD, activity, ...) is ``meanfield.recording.measure`` of the
   particles, in ``config.precision``; ``phase`` is ``meanfield.phases.label_phases`` on the
   iteration axis (boundaries in iterations);
@@ -52,12 +52,12 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-import particles as pt
-from particles.analytic import AnalyticConfig, analytic_init, analytic_step, network
+import meanfield.particles as pt
+from meanfield.particles.analytic import AnalyticConfig, analytic_init, analytic_step, network
 
 ITERATION_UNITS = "iteration of the analytic solver (arXiv 2304.02972), not gradient-flow time"
 
-# per-iteration record of ``particles.analytic.analytic_step``: (value at k = 0, long_name)
+# per-iteration record of ``meanfield.particles.analytic.analytic_step``: (value at k = 0, long_name)
 SOLVER_RECORDS = {
     "loss_first_layer": (math.nan, "frozen-pattern loss after the first-layer solve"),
     "loss_refresh": (math.nan, "loss after the pattern refresh (new W, previous a and c)"),
@@ -72,7 +72,7 @@ SOLVER_RECORDS = {
 
 
 def analytic_config(config) -> AnalyticConfig:
-    """The ``particles.analytic.AnalyticConfig`` of a config's ``Solver(kind="analytic")``."""
+    """The ``meanfield.particles.analytic.AnalyticConfig`` of a config's ``Solver(kind="analytic")``."""
     solver = config.solver
     return AnalyticConfig(iterations=solver.iterations, ridge=solver.ridge,
                           output_bias=solver.output_bias)

@@ -219,7 +219,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    import validation  # lazy: validation depends on meanfield, never the reverse
+    import meanfield.validation as validation  # lazy: validation depends on meanfield, never the reverse
 
     if args.list or not args.study:
         pad = max(map(len, validation.STUDIES))

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from particles._validate import check_choice, check_positive, normalise_int
-from particles.analytic import AnalyticConfig
-from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+from meanfield.particles._validate import check_choice, check_positive, normalise_int
+from meanfield.particles.analytic import AnalyticConfig
+from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 SOLVERS = ("adaptive", "euler", "optax", "analytic")
 PRECISIONS = ("float32", "float64")
@@ -27,10 +27,10 @@ class Solver:
 
     Attributes:
         kind: ``adaptive`` (the gradient flow, error-controlled; see
-            ``particles.integrators.adaptive_flow``), ``euler`` (fixed step dt = plain GD),
+            ``meanfield.particles.integrators.adaptive_flow``), ``euler`` (fixed step dt = plain GD),
             ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by dt), or
-            ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972, DESIGN A6:
-            ``particles.analytic``; not a gradient flow: the run's time axis ``t`` counts
+            ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972, docs/theory/analytic.md:
+            ``meanfield.particles.analytic``; not a gradient flow: the run's time axis ``t`` counts
             iterations, see ``meanfield.analytic_run``).
         rtol: relative tolerance on the residual field (adaptive).
         dt: time step (euler, optax).

@@ -33,7 +33,7 @@ from importlib import metadata
 import numpy as np
 import xarray as xr
 
-TIME_UNITS = "gradient-flow time (mean-field normalisation, DESIGN A1)"
+TIME_UNITS = "gradient-flow time (mean-field normalisation, docs/theory/model.md)"
 
 
 def versions() -> dict[str, str]:

@@ -6,7 +6,7 @@ at every save time: O(m) or O(m n) time and O(m * small) memory, with ``m`` the 
 
 Conventions shared by all functions:
 
-* Particles are ``a`` (m,) and ``w`` (m, D) with the bias LAST in ``w`` (DESIGN A1). Padding
+* Particles are ``a`` (m,) and ``w`` (m, D) with the bias LAST in ``w`` (docs/theory/model.md). Padding
   neurons (a = 0, w = 0, beyond the real width) are excluded through a boolean ``valid`` mask
   (m,); ``valid=None`` means every row is real. ``valid_mask(m_pad, width)`` builds the mask
   from the width (which may be traced).
@@ -165,7 +165,7 @@ def principal_basis(x) -> np.ndarray:
 
 
 def wang_ma_references(x_plus, x_minus, p: float) -> np.ndarray:
-    """Reference directions of arXiv 2305.12467 (DESIGN A4), unit rows (3, D).
+    """Reference directions of arXiv 2305.12467 (docs/theory/wang-ma.md), unit rows (3, D).
 
     Rows: mu ~ p x_+ - x_- (Phase I alignment of the positives), x_-perp =
     (x_+ - cos(D) x_-)/sin(D) and x_+perp = (x_- - cos(D) x_+)/sin(D), D the angle between the
@@ -186,7 +186,7 @@ def wang_ma_references(x_plus, x_minus, p: float) -> np.ndarray:
 
 
 def boursier_references(x, y) -> np.ndarray:
-    """Alignment directions of arXiv 2206.00939 (DESIGN A5), rows (2, D) (not normalised).
+    """Alignment directions of arXiv 2206.00939 (docs/theory/boursier.md), rows (2, D) (not normalised).
 
     Row 0: D_+ = (1/n) sum_{y_k > 0} y_k x_k, where positive neurons align. Row 1:
     (1/n) sum_{y_k < 0} |y_k| x_k, where negative neurons align (the paper's D_- up to the

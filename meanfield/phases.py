@@ -3,10 +3,10 @@
 ``label_phases(ds)`` returns a ``phase`` variable on ``t`` (integer labels) whose attrs hold the
 phase names, the boundary times and any markers, using
 
-* ``wang_ma`` rules (arXiv 2305.12467, DESIGN A4): end of I when every alive positive neuron is
+* ``wang_ma`` rules (arXiv 2305.12467, docs/theory/wang-ma.md): end of I when every alive positive neuron is
   within cosine 0.99 of mu; end of II at the maximum of f(x_-); end of III when f(x_-) crosses 0
   (100% accuracy); Phase IV markers at the activation-pattern changes after that;
-* ``boursier`` rules (arXiv 2206.00939, DESIGN A5): alignment with D_+- (references
+* ``boursier`` rules (arXiv 2206.00939, docs/theory/boursier.md): alignment with D_+- (references
   ``D_plus``/``D_minus``), then the plateau / escape segments of the general detector;
 * a ``general`` detector: plateaus of log-loss against log-time (|d log L / d log t| below a
   threshold) alternate with descents; condensation onset (effective number of directions below
@@ -108,7 +108,7 @@ def general_phases(ds: xr.Dataset, *, slope: float = 0.1, min_points: int = 3) -
 
 
 def boursier_phases(ds: xr.Dataset, *, cosine: float = 0.99, slope: float = 0.1) -> xr.DataArray:
-    """Boursier et al.'s alignment, plateaus and escapes (arXiv 2206.00939, DESIGN A5).
+    """Boursier et al.'s alignment, plateaus and escapes (arXiv 2206.00939, docs/theory/boursier.md).
 
     Alignment ends when the best-aligned neuron of each sign has cosine ``cosine`` with its
     class direction (references ``D_plus`` and ``D_minus``); the plateaus (L0, then the slower

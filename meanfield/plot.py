@@ -12,7 +12,7 @@ Every function takes the Dataset of one run and returns a ``matplotlib.figure.Fi
 * ``luo_scatter(ds)``: Luo et al.'s condensation plot (angle of w~ = (w, b), amplitude |a| ||w~||).
 * ``save_all(ds, out_dir)``: the applicable PNGs.
 
-Angles (DESIGN A1, A2, A4): for 1-D inputs with bias, the angle of w~ = (w, b) is atan2(b, w).
+Angles (docs/theory/model.md, docs/theory/phase-diagram.md, docs/theory/wang-ma.md): for 1-D inputs with bias, the angle of w~ = (w, b) is atan2(b, w).
 Otherwise neurons are projected on the plane of the training inputs: e1 = the first distinct
 (augmented) training input, e2 = Gram-Schmidt of the distinct input farthest from span(e1) (for two
 distinct inputs: the first two), angle = atan2(w.e2, w.e1). Amplitude = |a| ||w|| for a trainable

@@ -1,7 +1,7 @@
 """Named experiments from the papers, as functions returning a ``SimulationConfig``.
 
-* ``wang_ma``: the four-phase setting of Wang & Ma (arXiv 2305.12467, DESIGN A4).
-* ``luo_1d``: the 1-D phase-diagram data of Luo et al. (arXiv 2007.07497, DESIGN A2).
+* ``wang_ma``: the four-phase setting of Wang & Ma (arXiv 2305.12467, docs/theory/wang-ma.md).
+* ``luo_1d``: the 1-D phase-diagram data of Luo et al. (arXiv 2007.07497, docs/theory/phase-diagram.md).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
-from particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 
 def wang_ma_directions(*, d: int = 20, delta: float = math.pi / 15) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +80,7 @@ def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
             delta: float = math.pi / 15, d: int = 20, t_max: float = 1500.0,
             noisy: bool = False, rtol: float = 1e-3, precision: str = "float64",
             n_saves: int = 400) -> SimulationConfig:
-    """Wang & Ma's four-phase experiment (arXiv 2305.12467, DESIGN A4).
+    """Wang & Ma's four-phase experiment (arXiv 2305.12467, docs/theory/wang-ma.md).
 
     f(x) = (1/m) sum_k s_k relu(w_k . x), s_k = +-1 frozen (alternating), w_k(0) = kappa u_k
     with u_k uniform on the unit sphere of R^d, exponential loss, no bias. Saves are
@@ -106,7 +106,7 @@ def luo_1d_data() -> TrainingData:
 def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, seed: int = 0,
            t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = 1e-3,
            precision: str = "float32", n_saves: int = 300) -> SimulationConfig:
-    """Luo et al.'s 1-D experiment at exponents (gamma, gamma') (arXiv 2007.07497, DESIGN A2).
+    """Luo et al.'s 1-D experiment at exponents (gamma, gamma') (arXiv 2007.07497, docs/theory/phase-diagram.md).
 
     Squared loss, bias, ASI, Gaussian init with sigma_a = m^((1-gamma-gamma')/2),
     sigma_w = m^((1-gamma+gamma')/2). Stops when the mean squared error falls below

@@ -14,9 +14,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-import particles as pt
+import meanfield.particles as pt
 from meanfield import observables as ob
-from particles._pytree import pytree_dataclass
+from meanfield.particles._pytree import pytree_dataclass
 
 SIGNS = ("+", "-", "all")  # per-sign observables also give the whole measure
 STATS = ("min", "mean", "max")

@@ -1,6 +1,6 @@
 """``simulate(config) -> xarray.Dataset``: one finite-width run, end to end.
 
-Data flow (DESIGN Part B): config -> initial particles -> jitted chunks of save targets, each
+Data flow (docs/architecture.md): config -> initial particles -> jitted chunks of save targets, each
 a ``lax.while_loop`` of integrator steps followed by on-device observables -> host loop between
 chunks (progress bar, stop rules, divergence check, sparse particle snapshots) -> Dataset.
 Width, seed, step values and tolerances are traced: runs that share shapes share one compiled
@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-import particles as pt
+import meanfield.particles as pt
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
-from particles._validate import check_positive
-from particles.integrators import OK, STATUS_NAMES, kernel_scale
+from meanfield.particles._validate import check_positive
+from meanfield.particles.integrators import OK, STATUS_NAMES, kernel_scale
 
 CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
 

@@ -5,8 +5,8 @@ laws sampled per neuron, the per-neuron kernel lifted with ``vmap`` and evaluate
 memory-bounded chunks, losses, and integrators in gradient-flow time.
 """
 
-from particles.init import init_particles
-from particles.integrators import (
+from meanfield.particles.init import init_particles
+from meanfield.particles.integrators import (
     STATUS_NAMES,
     FixedStepState,
     FlowState,
@@ -16,7 +16,7 @@ from particles.integrators import (
     euler,
     optax_solver,
 )
-from particles.kernels import (
+from meanfield.particles.kernels import (
     Particles,
     Problem,
     chunk_layout,
@@ -28,8 +28,8 @@ from particles.kernels import (
     risk,
     velocity,
 )
-from particles.losses import is_classification, loss_derivative, loss_value
-from particles.model import (
+from meanfield.particles.losses import is_classification, loss_derivative, loss_value
+from meanfield.particles.model import (
     InitialLaw,
     ModelSpec,
     Parametrisation,

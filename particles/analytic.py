@@ -1,5 +1,5 @@
 """Analytic alternating least-squares training: a reference optimiser (Barbu, arXiv 2304.02972;
-DESIGN A6).
+docs/theory/analytic.md).
 
 Model (this solver only; the output bias c is an extra parameter)::
 
@@ -49,7 +49,7 @@ The loss is not monotone across pattern refreshes, so the best iterate (over the
 network, the networks after each refresh and after each output solve) is kept.
 
 The linear algebra runs on the host (numpy, float64) with the CG in JAX, so ``analytic_step``
-is a plain Python function (not jittable), unlike ``particles.integrators``; its state is a
+is a plain Python function (not jittable), unlike ``meanfield.particles.integrators``; its state is a
 frozen pytree all the same.
 """
 
@@ -66,9 +66,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from particles._pytree import pytree_dataclass
-from particles._validate import check_choice, check_positive, normalise_int
-from particles.kernels import Particles, Problem
+from meanfield.particles._pytree import pytree_dataclass
+from meanfield.particles._validate import check_choice, check_positive, normalise_int
+from meanfield.particles.kernels import Particles, Problem
 
 PATHS = ("auto", "assembled", "matrix_free")
 # Largest min(n, (d+1) m) that path="auto" solves by assembling the Gram matrix (an eigh of this
@@ -503,7 +503,7 @@ def fit_analytic(x_aug, y, weights, a0, w0, config: AnalyticConfig, *, c0: float
          loss_initial (scalar array) and best_loss.)
     """
     if not isinstance(config, AnalyticConfig):
-        raise ValueError("config must be a particles.analytic.AnalyticConfig")
+        raise ValueError("config must be a meanfield.particles.analytic.AnalyticConfig")
     state = analytic_init(Particles(a=a0, w=w0), (x_aug, y, weights), c=c0, config=config)
     loss0 = float(state.loss)
     records = []

@@ -1,7 +1,7 @@
 """Exact motion of particles in a frozen residual field, with ReLU face events.
 
 With the residual vector R frozen and the activation pattern fixed, a particle obeys the
-linear ODE (DESIGN A1, arXiv 2007.07497)::
+linear ODE (docs/theory/model.md, arXiv 2007.07497)::
 
     da/dt = -w . G,    dw/dt = -a G,    G = sum_{j active} R_j x_j
 
@@ -40,7 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from particles.kernels import Particles, scan_chunks
+from meanfield.particles.kernels import Particles, scan_chunks
 
 
 def _dot(c, m):

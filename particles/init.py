@@ -1,4 +1,4 @@
-"""Initial particle laws, sampled neuron by neuron from ``fold_in(key, k)`` (DESIGN A1).
+"""Initial particle laws, sampled neuron by neuron from ``fold_in(key, k)`` (docs/theory/model.md).
 
 Neuron k depends only on (key, k), so the first m neurons of a width-2m run equal the width-m
 run (coupled width sweeps) and the result does not depend on chunking or device layout.
@@ -12,8 +12,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from particles.kernels import Particles
-from particles.model import InitialLaw, ModelSpec
+from meanfield.particles.kernels import Particles
+from meanfield.particles.model import InitialLaw, ModelSpec
 
 
 def law_parameters(spec: ModelSpec, input_dim: int) -> dict[str, float]:

@@ -4,7 +4,7 @@
 * ``optax_solver``: any ``optax.GradientTransformation`` fed with the mean-field gradient
   m * grad R = -velocity; t advances by ``dt`` per step.
 * ``adaptive_flow``: the gradient flow itself. Each step moves every particle *exactly* in a
-  frozen residual field (``particles.flow``: hyperbolic rotation plus one ReLU face event with
+  frozen residual field (``meanfield.particles.flow``: hyperbolic rotation plus one ReLU face event with
   the Filippov sliding rule), first with R(t) (order 1), then with the trapezoidal field
   (R(t) + R_pred(t+h))/2 (order 2: second-order Magnus for the linear-in-R velocity). The
   difference of the two residual vectors is the error estimate, relative to |R|: the smooth
@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from particles._pytree import pytree_dataclass
-from particles.flow import move_particles
-from particles.kernels import (
+from meanfield.particles._pytree import pytree_dataclass
+from meanfield.particles.flow import move_particles
+from meanfield.particles.kernels import (
     Particles,
     Problem,
     euler_pass,
@@ -158,7 +158,7 @@ def optax_solver(optimizer: optax.GradientTransformation) -> Integrator:
 def _split(particles: Particles, problem: Problem) -> int:
     """Sub-chunks per chunk for the motion kernel: its (chunk, n) intermediates are many, and
     sub-chunks of ~1000 particles keep them in cache (integrator steps on the Luo data at
-    m = 4e4, one core: 7% faster than 500, 2% than 2000, 1.7x than 4000; at n = 100 all
+    m = 4e4, one thread: 7% faster than 500, 2% than 2000, 1.7x than 4000; at n = 100 all
     within 8%)."""
     chunk = particles.a.shape[0] // problem.n_chunks
     return next(f for f in (8, 4, 2, 1) if chunk % f == 0 and chunk // f >= 1000 or f == 1)

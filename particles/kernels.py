@@ -3,7 +3,7 @@
 Particles interact only through the n-vector of aggregated residuals
 ``R_j = sum_{i: x_i = x_j} weight_i * l'(f(x_i), y_i)`` over the distinct inputs x_j, so one
 evaluation costs O(m n D) time and O(m D + n D + n * chunk) memory, never O(m n)
-(arXiv 2007.07497 / DESIGN A1).
+(arXiv 2007.07497 / docs/theory/model.md).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from particles._pytree import pytree_dataclass
-from particles.losses import loss_derivative, loss_value
+from meanfield.particles._pytree import pytree_dataclass
+from meanfield.particles.losses import loss_derivative, loss_value
 
 # Particles per chunk. The (chunk, n) activations of one chunk (1.6 MB at n = 100, float32)
 # then stay in a 2 MB per-core L2: with the fused kernels below, chunks of 2000-6000 measured
-# ~1.5x faster than 12000 at m = 10^5..10^7 on a 2-core Xeon (benchmarks/bench_engine.py),
+# ~1.5x faster than 12000 at m = 10^5..10^7 on a CPU with 2 MB L2 (benchmarks/bench_engine.py),
 # and power-of-two chunks (4096, 65536) were no slower than their neighbours.
 DEFAULT_CHUNK = 4_000
 
@@ -91,7 +91,7 @@ def neuron_output(a, w, x):
 
 
 def neuron_velocity(a, w, x, residual, trainable: bool):
-    """Gradient-flow velocity of one particle, -grad_theta Psi(theta; mu) (DESIGN A1).
+    """Gradient-flow velocity of one particle, -grad_theta Psi(theta; mu) (docs/theory/model.md).
 
     With the masked residual field g = sum_j R_j 1[w . x_j > 0] x_j, dw/dt = -a g and, since
     relu(z) = z 1[z > 0], da/dt = -sum_j R_j relu(w . x_j) = -w . g: one reduction over the
@@ -202,7 +202,7 @@ def euler_pass(problem: Problem, particles: Particles, residual, dt):
 
 def make_problem(*, x_unique, inverse, y, weights, width: int, loss: str, trainable: bool,
                  n_chunks: int, dtype) -> Problem:
-    """Build a Problem from host arrays (see ``particles.model.TrainingData.unique_inputs``)."""
+    """Build a Problem from host arrays (see ``meanfield.particles.model.TrainingData.unique_inputs``)."""
     return Problem(
         x=jnp.asarray(np.asarray(x_unique), dtype=dtype),
         inverse=jnp.asarray(np.asarray(inverse), dtype=jnp.int32),

@@ -1,4 +1,4 @@
-"""Per-sample losses l(f, y) and their derivatives l'(f, y) = dl/df (DESIGN A1).
+"""Per-sample losses l(f, y) and their derivatives l'(f, y) = dl/df (docs/theory/model.md).
 
 The derivative is the residual that couples all particles: every particle feels only the
 n-vector r_i = l'(f(x_i), y_i).

@@ -1,6 +1,6 @@
 """Model specifications: parametrisations, initial laws, losses and training data.
 
-Every network is written in the mean-field normalisation (arXiv 2007.07497, DESIGN A1)::
+Every network is written in the mean-field normalisation (arXiv 2007.07497, docs/theory/model.md)::
 
     f(x) = (1/m) * sum_k a_k * relu(w_k . x~),     x~ = (x, 1) with bias, x without.
 
@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from particles._validate import check_choice, check_finite, check_positive, normalise_int
+from meanfield.particles._validate import check_choice, check_finite, check_positive, normalise_int
 
 LOSSES = ("squared", "exponential", "logistic")
 PARAMETRISATIONS = ("mean_field", "ntk", "standard", "luo")
@@ -133,7 +133,7 @@ def regime_of(gamma: float, gamma_prime: float, *, atol: float = 1e-9) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InitialLaw:
-    """Law of the initial particles (DESIGN A1).
+    """Law of the initial particles (docs/theory/model.md).
 
     Attributes:
         kind: ``gaussian``: a ~ N(0, sigma_a^2), w ~ N(0, sigma_w^2 I) (sigmas default to the
@@ -173,7 +173,7 @@ class InitialLaw:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A two-layer ReLU particle system in the mean-field normalisation (DESIGN A1).
+    """A two-layer ReLU particle system in the mean-field normalisation (docs/theory/model.md).
 
     Attributes:
         width: number of neurons m (>= 1; even with ASI).

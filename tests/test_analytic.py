@@ -1,4 +1,4 @@
-"""Analytic alternating least-squares solver (Barbu, arXiv 2304.02972; DESIGN A6)."""
+"""Analytic alternating least-squares solver (Barbu, arXiv 2304.02972; docs/theory/analytic.md)."""
 
 import dataclasses
 import warnings
@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from particles import TrainingData, make_problem
-from particles.analytic import (
+from meanfield.particles import TrainingData, make_problem
+from meanfield.particles.analytic import (
     AnalyticConfig,
     analytic_init,
     analytic_step,
@@ -21,7 +21,7 @@ from particles.analytic import (
     slopes,
     weighted_loss,
 )
-from particles.kernels import Particles
+from meanfield.particles.kernels import Particles
 
 
 def random_problem(seed, n=30, d=3, m=20, uniform_weights=False):
@@ -210,7 +210,7 @@ def test_bad_config_raises(field, value):
 def _study_results(tests_by_name, adam_choice=2, gd_choice=1):
     """Synthetic per-data-set results (as ``study_dataset`` returns them) for the report notes."""
     import meanfield as mf
-    from validation.studies import barbu
+    from meanfield.validation.studies import barbu
 
     results = {}
     for name, (n, d, best, tests) in tests_by_name.items():
@@ -227,7 +227,7 @@ def _study_results(tests_by_name, adam_choice=2, gd_choice=1):
 
 
 def test_barbu_notes_name_interpolation_overfitting_and_grid_edges():
-    from validation.studies import barbu
+    from meanfield.validation.studies import barbu
 
     # the committed full report's numbers (m = 100): sin, sdf, diabetes, luo
     results = _study_results({

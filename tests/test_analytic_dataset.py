@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-import particles as pt
+import meanfield.particles as pt
 from meanfield.analytic_run import ITERATION_UNITS
 from meanfield.cli import main
-from particles.analytic import AnalyticConfig, fit_analytic
+from meanfield.particles.analytic import AnalyticConfig, fit_analytic
 
 WIDTH, ITERATIONS = 40, 6
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import meanfield as mf
-import particles as pt
+import meanfield.particles as pt
 
 
 @given(st.integers(max_value=0))

@@ -11,7 +11,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import meanfield as mf
-from particles.flow import face_time, free_motion, move_particle
+from meanfield.particles.flow import face_time, free_motion, move_particle
 
 EPS64 = 64 * np.finfo(np.float64).eps
 
@@ -146,7 +146,7 @@ def test_no_step_tuning_across_init_scales(gamma, gamma_prime):
 
 # ----------------------------------------------------------------------------- fast kernel
 
-from particles.flow import (  # noqa: E402
+from meanfield.particles.flow import (  # noqa: E402
     OUTPUTS,
     _count_before,
     _free_motion_reference,

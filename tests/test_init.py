@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import particles as pt
+import meanfield.particles as pt
 
 LAWS = [
     pt.InitialLaw(kind="gaussian", sigma_a=0.7, sigma_w=1.3),

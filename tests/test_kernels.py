@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import particles as pt
-from particles.losses import loss_derivative, loss_value
+import meanfield.particles as pt
+from meanfield.particles.losses import loss_derivative, loss_value
 
 VARIANTS = list(itertools.product(("squared", "exponential", "logistic"), (True, False),
                                   (True, False)))

@@ -1,4 +1,4 @@
-"""Condensed regime (DESIGN A3): neurons condense on the extremal vectors, and the time to leave
+"""Condensed regime (docs/theory/limits.md): neurons condense on the extremal vectors, and the time to leave
 the saddle grows like log m with slope (gamma - 1) / (2 g0*)."""
 
 

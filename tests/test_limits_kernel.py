@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-import particles as pt
+import meanfield.particles as pt
 from meanfield.limits import kernel as K
-from particles.model import InitialLaw
+from meanfield.particles.model import InitialLaw
 
 
 def _pairs(rng, d=3, count=4):

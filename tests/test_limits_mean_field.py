@@ -1,4 +1,4 @@
-"""Mean-field limit PDE (balanced init, 1-D inputs with bias; DESIGN A3)."""
+"""Mean-field limit PDE (balanced init, 1-D inputs with bias; docs/theory/limits.md)."""
 
 import json
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-import particles as pt
+import meanfield.particles as pt
 from meanfield.limits import mean_field as mfl
-from particles.kernels import neuron_velocity
+from meanfield.particles.kernels import neuron_velocity
 
 T_FIX = 1.0  # loss has dropped from 0.0158 to 0.0065 (below half); no concentration yet
 
@@ -29,7 +29,7 @@ def fixed_time(m, seed=0, t=T_FIX):
 # ----------------------------------------------------------------------------- derivation
 
 def test_pde_fields_match_particle_velocities(rng):
-    """For a = s|w|: da/dt = r g(u), d|w|/dt = s r g(u), dphi/dt = s g'(phi) (DESIGN A3)."""
+    """For a = s|w|: da/dt = r g(u), d|w|/dt = s r g(u), dphi/dt = s g'(phi) (docs/theory/limits.md)."""
     x = np.array([[-0.5, 1.0], [-1 / 6, 1.0], [1 / 6, 1.0], [0.5, 1.0]])
     R = rng.normal(size=4) * 0.1
     for _ in range(20):

@@ -1,5 +1,5 @@
 """Reduced limits: Wang & Ma's ODE and closed forms (arXiv 2305.12467), Boursier et al.'s
-orthogonal-input predictions (arXiv 2206.00939), condensed-regime extremal vectors (DESIGN A3)."""
+orthogonal-input predictions (arXiv 2206.00939), condensed-regime extremal vectors (docs/theory/limits.md)."""
 
 import math
 

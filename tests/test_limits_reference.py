@@ -1,10 +1,10 @@
-"""Quadrature-particle mean-field reference (meanfield.limits.reference, DESIGN A3)."""
+"""Quadrature-particle mean-field reference (meanfield.limits.reference, docs/theory/limits.md)."""
 
 import numpy as np
 import pytest
 
 import meanfield as mf
-import particles as pt
+import meanfield.particles as pt
 from meanfield.limits import reference as ref
 from meanfield.limits.mean_field import mean_field_limit
 

@@ -1,12 +1,12 @@
-"""validation.phase_diagram: S_w and boundary extraction on synthetic sweeps with a known
+"""meanfield.validation.phase_diagram: S_w and boundary extraction on synthetic sweeps with a known
 answer, figures, and condensation maps from a small real sweep."""
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from validation import phase_diagram as pd
-from validation.sweep import run_sweep
+from meanfield.validation import phase_diagram as pd
+from meanfield.validation.sweep import run_sweep
 
 WIDTHS = np.array([1000, 5000, 10000, 20000, 40000])
 GAMMAS = np.round(np.linspace(0.6, 1.4, 11), 2)
@@ -35,7 +35,7 @@ def theory_slope(g, gp):
 def test_theoretical_boundary_is_luo_critical_line():
     np.testing.assert_allclose(pd.theoretical_boundary([-0.4, 0.0, 0.2, 0.4]),
                                [1.0, 1.0, 1.2, 1.4])
-    from particles import regime_of
+    from meanfield.particles import regime_of
     for gp in GAMMA_PRIMES:
         assert regime_of(float(pd.theoretical_boundary(gp)), float(gp)) == "critical"
 

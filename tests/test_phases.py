@@ -1,4 +1,4 @@
-"""Phase segmentation and condensation observables on the papers' settings (issue 3 acceptance)."""
+"""Phase segmentation and condensation observables on the papers' settings."""
 
 import json
 import math

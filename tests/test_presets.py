@@ -1,4 +1,4 @@
-"""Gradient-flow accuracy on the papers' settings (DESIGN A2, A4), checked against theory."""
+"""Gradient-flow accuracy on the papers' settings (docs/theory/phase-diagram.md, docs/theory/wang-ma.md), checked against theory."""
 
 import math
 
@@ -88,7 +88,7 @@ def test_wang_ma_preset_escape_time_and_final_loss(seed):
 
 
 def test_gd_with_the_authors_step_kills_negative_neurons():
-    """DESIGN A4: GD with step 1e-2 at kappa = 0.1 is not the gradient flow in Phase I."""
+    """docs/theory/wang-ma.md: GD with step 1e-2 at kappa = 0.1 is not the gradient flow in Phase I."""
     fewer = 0
     for seed in range(3):
         cfg = mf.presets.wang_ma(seed=seed, t_max=20.0, n_saves=50)

@@ -1,4 +1,4 @@
-"""validation.rates: slopes against closed forms and scipy, bootstrap coverage on synthetic
+"""meanfield.validation.rates: slopes against closed forms and scipy, bootstrap coverage on synthetic
 data, zero crossings, distances from meanfield.compare."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from validation import rates
+from meanfield.validation import rates
 
 WIDTHS = np.array([1000.0, 5000.0, 10000.0, 20000.0, 40000.0])
 

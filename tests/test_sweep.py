@@ -1,4 +1,4 @@
-"""validation.sweep: grid, dims and summaries against direct simulate calls, compile count per
+"""meanfield.validation.sweep: grid, dims and summaries against direct simulate calls, compile count per
 width, resume after SIGKILL without recomputation, failure recording, bad input."""
 
 import json
@@ -14,8 +14,8 @@ import pytest
 import meanfield as mf
 from meanfield import runner
 from meanfield.store import StoreError
-from validation import sweep as sw
-from validation.sweep import Summary, Sweep, run_sweep
+from meanfield.validation import sweep as sw
+from meanfield.validation.sweep import Summary, Sweep, run_sweep
 
 SMALL = dict(axes={"width": (40, 48), "seed": (0, 1), "gamma": (0.5, 1.75)},
              fixed={"n_saves": 40}, summary=Summary(particles=16, density_times=5))
@@ -172,7 +172,7 @@ KILLED_SCRIPT = textwrap.dedent(f"""
     import sys
     import jax
     jax.config.update("jax_enable_x64", True)  # as in the test session (conftest)
-    from validation.sweep import Summary, Sweep, run_sweep
+    from meanfield.validation.sweep import Summary, Sweep, run_sweep
     run_sweep({KILLED_SWEEP}, sys.argv[1], progress=False)
 """)
 
@@ -227,7 +227,7 @@ def test_sweep_killed_mid_way_resumes_without_recomputation_and_same_result(tmp_
     (dict(axes={"seed": (0,)}, fixed={"seed": 1}), "both axes and fixed"),
     (dict(axes={"t": (1.0,)}), "clash with the summary dims"),
     (dict(axes={"seed": 3}), "must be a sequence"),
-    (dict(axes={"seed": (0,)}, summary="all"), "validation.sweep.Summary"),
+    (dict(axes={"seed": (0,)}, summary="all"), "meanfield.validation.sweep.Summary"),
 ])
 def test_bad_sweep_specs_raise_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -253,6 +253,6 @@ def test_invalid_point_fails_before_any_run():
     bad_field = Sweep(axes={"solver.rtl": (1e-3,)})
     with pytest.raises(ValueError, match="unknown config key 'solver.rtl'"):
         run_sweep(bad_field, progress=False)
-    with pytest.raises(ValueError, match="must be a validation.sweep.Sweep"):
+    with pytest.raises(ValueError, match="must be a meanfield.validation.sweep.Sweep"):
         run_sweep({"axes": {"seed": (0,)}})
     assert runner.TRACE_COUNT["run_chunk"] == before

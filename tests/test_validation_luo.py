@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from meanfield.cli import main
-from validation.studies import luo
+from meanfield.validation.studies import luo
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_slopes_quick_report(slopes_report):
 
 def test_slopes_rerun_resumes_the_stores_without_recomputing(slopes_report, monkeypatch):
     out, _, report = slopes_report
-    from validation import sweep
+    from meanfield.validation import sweep
 
     monkeypatch.setattr(sweep, "run_point", lambda *a: pytest.fail("recomputed a point"))
     assert main(["validate", "luo-slopes", "--quick", "--out", str(out)]) == 0
@@ -121,9 +121,9 @@ def test_diagram_quick_report(diagram_report):
 def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, monkeypatch):
     """The larger-width diagnosis of luo-diagram on a tiny real sweep; a zero tolerance makes
     every row miss. Its crossings are recomputed here from the datasets."""
-    from validation import phase_diagram as pd
-    from validation.report import Report
-    from validation.sweep import run_sweep
+    from meanfield.validation import phase_diagram as pd
+    from meanfield.validation.report import Report
+    from meanfield.validation.sweep import run_sweep
 
     monkeypatch.setattr(luo, "BOUNDARY_TOL", 0.0)
     monkeypatch.setattr(luo, "WIDTH_FACTORS", (2, 4))
@@ -163,9 +163,9 @@ def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, m
 def test_rows_that_miss_the_boundary_get_integration_and_seed_controls(tmp_path):
     """The controls of luo-diagram on a tiny real sweep: a tenth of the integrator tolerance
     and one more seed at the study's widths; crossings recomputed here from the datasets."""
-    from validation import phase_diagram as pd
-    from validation.report import Report
-    from validation.sweep import run_sweep
+    from meanfield.validation import phase_diagram as pd
+    from meanfield.validation.report import Report
+    from meanfield.validation.sweep import run_sweep
 
     widths, gammas = (64, 128), (0.6, 1.4)
     ds = run_sweep(pd.diagram_sweep(gammas=gammas, gamma_primes=(-0.2,), widths=widths,

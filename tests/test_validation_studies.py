@@ -1,6 +1,6 @@
 """The wang-ma, boursier, kernel-limit and meanfield-limit validation studies in quick mode, via
 the CLI: exit status, report table, figures, summary dataset (the slope fits are
-``validation.rates``, tested in its own module)."""
+``meanfield.validation.rates``, tested in its own module)."""
 
 import os
 

@@ -1,11 +1,11 @@
-"""validation: studies built on meanfield, with pass/fail reports (issues 5 and 6).
+"""validation: studies built on meanfield, with pass/fail reports.
 
-``meanfield validate --list`` lists the studies of ``validation.studies.STUDIES``;
+``meanfield validate --list`` lists the studies of ``meanfield.validation.studies.STUDIES``;
 ``meanfield validate STUDY [--quick] [--out DIR]`` runs one and writes ``DIR/report.md``.
 Dependencies point one way: validation imports meanfield, never the reverse.
 """
 
-from validation.report import Check, Report
-from validation.studies import STUDIES, run_study
+from meanfield.validation.report import Check, Report
+from meanfield.validation.studies import STUDIES, run_study
 
 __all__ = ["Check", "Report", "STUDIES", "run_study"]

@@ -1,14 +1,14 @@
-"""Luo et al.'s phase diagram (arXiv 2007.07497, DESIGN A2) from a width sweep.
+"""Luo et al.'s phase diagram (arXiv 2007.07497, docs/theory/phase-diagram.md) from a width sweep.
 
 The order parameter is RD(theta_w) = |theta_w(t*) - theta_w(0)| / |theta_w(0)| at the end of
 training t* (the first time the MSE falls below the tolerance; ``rd_w_end`` of a sweep of
 ``luo_1d`` runs). Per (gamma, gamma') cell, S_w is the least-squares slope of log RD against
-log m (``validation.rates.fit_slopes``: mean over seeds of log RD, bootstrap CI over seeds).
+log m (``meanfield.validation.rates.fit_slopes``: mean over seeds of log RD, bootstrap CI over seeds).
 S_w < 0: linear regime, S_w ~ 0: critical, S_w > 0: condensed. The measured boundary is the
-zero crossing of S_w along gamma at each gamma' (``validation.rates.zero_crossing``); the
+zero crossing of S_w along gamma at each gamma' (``meanfield.validation.rates.zero_crossing``); the
 theoretical one is gamma = 1 for gamma' <= 0 and gamma = 1 + gamma' for gamma' >= 0.
 
-* ``diagram_sweep``: the ``validation.sweep.Sweep`` of a diagram (width x seed x gamma' x gamma).
+* ``diagram_sweep``: the ``meanfield.validation.sweep.Sweep`` of a diagram (width x seed x gamma' x gamma).
 * ``slope_map``: S_w per cell (only runs that reached the loss tolerance count).
 * ``measured_boundary``: the boundary per gamma' against the theory.
 * ``refinement_cells``: the rows whose boundary misses the theory, with the cells bracketing
@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from validation.rates import fit_slopes, zero_crossing
-from validation.sweep import Summary, Sweep
+from meanfield.validation.rates import fit_slopes, zero_crossing
+from meanfield.validation.sweep import Summary, Sweep
 
 ORDER_PARAMETER = "rd_w_end"
 CONVERGED = "loss_tol"  # stop reason of a run that reached the end of training

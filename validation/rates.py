@@ -2,7 +2,7 @@
 crossings, and the width-scaling rates of run-vs-limit distances (``meanfield.compare``).
 
 * ``fit_slope(x, y)``: least-squares slope of log y against log x (e.g. Luo et al.'s
-  S_w = slope of log RD(theta_w) against log m, arXiv 2007.07497, DESIGN A2). With several
+  S_w = slope of log RD(theta_w) against log m, arXiv 2007.07497, docs/theory/phase-diagram.md). With several
   seeds (y of shape (n_x, n_seeds)) the fitted curve is the mean over seeds of log y, whose OLS
   slope equals the mean of the per-seed slopes; its confidence interval is the expanded
   percentile bootstrap over seeds (``expansion``; a seed's whole curve is one resampling unit:
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from particles._validate import check_int, check_positive
+from meanfield.particles._validate import check_int, check_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +261,7 @@ def compare_distance(run: xr.Dataset, limit: xr.Dataset, *, distance: str = "f_s
     between the run's save times; exact at a save time) or, with ``t=None``, its sup over the
     run's times. Per-sign densities are taken at ``sign``."""
     from meanfield.limits.compare import compare
-    from validation.sweep import on_log_grid
+    from meanfield.validation.sweep import on_log_grid
 
     gaps = compare(run, limit)
     if distance not in gaps:

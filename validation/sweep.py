@@ -41,7 +41,7 @@ seed, exponents and tolerances are traced values), so a sweep compiles once per 
 Why one point at a time and not ``vmap`` over seeds / equal-shape configs: the adaptive flow
 takes a different number of steps per member (luo_1d at m = 1000: 230 to 2000 steps across the
 (gamma, gamma') grid), and a vmapped ``while_loop`` runs every member until the slowest
-finishes, so a batch costs max(steps) x batch particle passes. Measured on this 2-core machine
+finishes, so a batch costs max(steps) x batch particle passes. Measured on a 2-core CPU
 (busy with other jobs, so +-30%) with one compiled chunk program vmapped over the state of
 luo_1d seeds at gamma = 1 (max/mean steps only 1.05): m = 1000, 8 seeds: 3.7 s batched against
 5.1-7.0 s sequential; m = 5000, 4 seeds: 12.6-15.8 s batched against 8.7-9.1 s sequential. So
@@ -80,7 +80,7 @@ import zarr
 
 from meanfield.store import (PROGRESS, read_progress,  # the same atomic progress record
                              write_json_atomic)
-from particles._validate import check_positive, normalise_int
+from meanfield.particles._validate import check_positive, normalise_int
 
 FORMAT_VERSION = 1
 FINAL = ("loss", "rd_w", "rd_a", "rd")  # kept at the end of training as NAME_end
@@ -239,7 +239,7 @@ class Sweep:
         if clash:
             raise ValueError(f"sweep names {sorted(clash)} are both axes and fixed")
         if not isinstance(self.summary, Summary):
-            raise ValueError("sweep.summary must be a validation.sweep.Summary")
+            raise ValueError("sweep.summary must be a meanfield.validation.sweep.Summary")
         object.__setattr__(self, "axes", tuple(axes))
         object.__setattr__(self, "fixed", tuple(fixed))
         unknown = [n for n in self.names if n not in self.builder_arguments and "." not in n
@@ -321,7 +321,7 @@ def compile_key(config) -> tuple:
     """What decides the runner's compiled program: padded width first (the cost order), then
     precision, solver, data shapes and the recording layout. Points with equal keys share one
     compiled program."""
-    import particles as pt
+    import meanfield.particles as pt
 
     n_chunks, chunk = pt.chunk_layout(config.model.width, config.chunk_size)
     observe = config.observe
@@ -617,7 +617,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
     from meanfield.io import versions
 
     if not isinstance(sweep, Sweep):
-        raise ValueError(f"sweep must be a validation.sweep.Sweep, got {type(sweep).__name__}")
+        raise ValueError(f"sweep must be a meanfield.validation.sweep.Sweep, got {type(sweep).__name__}")
     started = time.time()
     configs = build_configs(sweep)
     order = run_order(sweep, configs)

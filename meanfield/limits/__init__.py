@@ -1,4 +1,4 @@
-"""Infinite-width limits of the particle system (DESIGN A3-A5), each producing a Dataset with the
+"""Infinite-width limits of the particle system (docs/theory/limits.md), each producing a Dataset with the
 same variable names as a finite-width run (``loss``, ``f_train``, ``f_eval``, ``density`` ...).
 
 Modules: ``kernel`` (linear regime: arc-cosine kernels and the kernel gradient flow),

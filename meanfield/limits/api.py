@@ -1,6 +1,6 @@
 """``infinite_width(config)``: the m = infinity counterpart of a finite-width config.
 
-The regime decides the limit (DESIGN A3-A5):
+The regime decides the limit (docs/theory/limits.md):
 
 * ``wang_ma``: frozen +-1 marks, sphere init, exponential loss, two distinct inputs: the reduced
   2-D ODE of arXiv 2305.12467 (``meanfield.limits.wang_ma``);

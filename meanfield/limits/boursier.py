@@ -1,9 +1,9 @@
 """Predictions of Boursier, Pillaud-Vivien & Flammarion for orthogonal inputs (arXiv 2206.00939,
-DESIGN A5).
+docs/theory/boursier.md).
 
 n orthogonal inputs x_k, labels y_k != 0, squared loss l = (f - y)^2 / 2 averaged over the n
 samples, no bias, balanced init at scale lambda (w_j = lambda z_j, a_j = s_j |w_j|), network
-f(x) = (1/m) sum_j a_j relu(w_j . x) in the mean-field normalisation (DESIGN A1).
+f(x) = (1/m) sum_j a_j relu(w_j . x) in the mean-field normalisation (docs/theory/model.md).
 
 * Neurons align with D_+ = (1/n) sum_{y_k > 0} y_k x_k (positive a) and
   D_- = (1/n) sum_{y_k < 0} |y_k| x_k (negative a) (``meanfield.observables.boursier_references``).
@@ -84,7 +84,7 @@ def interpolator(x_eval, beta_plus, beta_minus) -> np.ndarray:
 def variation_norm(a, w) -> float:
     """(1/m) sum_k |a_k| |w_k| of a particle set (a: (m,), w: (m, D), bias included in w if any).
 
-    With f = (1/m) sum_k a_k relu(w_k . x) (DESIGN A1) this is the variation (path) norm of the
+    With f = (1/m) sum_k a_k relu(w_k . x) (docs/theory/model.md) this is the variation (path) norm of the
     represented measure; for the limit interpolator h it equals |beta_+| + |beta_-| (positively
     homogeneous ReLU: neurons along beta_+ with (1/m) sum |a||w| = |beta_+| represent
     relu(<beta_+, x>)). For balanced particles it is also (1/2m) sum (a_k^2 + |w_k|^2).

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from particles._validate import check_positive
+from meanfield.particles._validate import check_positive
 
 
 def _on_times(limit: xr.DataArray, t: np.ndarray) -> xr.DataArray:

@@ -1,4 +1,4 @@
-"""Condensed regime: extremal vectors and the log m growth of the escape time (DESIGN A3; the
+"""Condensed regime: extremal vectors and the log m growth of the escape time (docs/theory/limits.md; the
 phase diagram of Luo et al., arXiv 2007.07497; extremal vectors as in Maennel, Bousquet & Gelly,
 arXiv 1803.08367).
 
@@ -14,7 +14,7 @@ and, once there, |a| and |w~| both grow like exp(s g0(u*) t): the amplitude |a| 
 exp(2 s g0(u*) t) (exactly for balanced particles; asymptotically for the Gaussian law, since
 a^2 - |w~|^2 is conserved and the growing mode takes over).
 
-Escape time. With sigma_a = sigma_w = sigma = m^((1 - gamma)/2) (gamma' = 0, DESIGN A2) the initial
+Escape time. With sigma_a = sigma_w = sigma = m^((1 - gamma)/2) (gamma' = 0, docs/theory/phase-diagram.md) the initial
 amplitudes are ~ sigma^2 = m^(1 - gamma), and the output f = (1/m) sum a relu(w~ . x~) is the mean
 amplitude near u* times O(1) factors that do not depend on m. The loss leaves its plateau when
 f = O(1), i.e. when sigma^2 exp(2 g0* t) = O(1):
@@ -235,7 +235,7 @@ def small_scale_condensation(config, *, level: float = 0.95, angle_tol: float = 
 
     While the output is still ~0 every particle moves in the frozen field of the *initial*
     residuals (module docstring): the motion is the exact hyperbolic rotation of
-    ``particles.flow`` with ReLU face events, no feedback of f on the residuals. This evolves
+    ``meanfield.particles.flow`` with ReLU face events, no feedback of f on the residuals. This evolves
     the config's own initial particles (same seed) in that frozen field until the training loss
     (computed from the frozen-field particles) falls to ``level`` times its initial value, then
     reports the time and the amplitude fraction near the extremal vectors. It is independent of
@@ -246,8 +246,8 @@ def small_scale_condensation(config, *, level: float = 0.95, angle_tol: float = 
         motion), ``fraction`` (``amplitude_near_extremal`` there), ``steps``.
     """
     from meanfield.runner import prepare  # lazy: limits are imported by meanfield/__init__
-    import particles as pt
-    from particles.integrators import default_flow_params, motion_pass
+    import meanfield.particles as pt
+    from meanfield.particles.integrators import default_flow_params, motion_pass
 
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must lie in (0, 1)")

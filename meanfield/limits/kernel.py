@@ -1,9 +1,9 @@
-"""Kernel (linear-regime) limit of the particle system (DESIGN A3).
+"""Kernel (linear-regime) limit of the particle system (docs/theory/limits.md).
 
 Derivation of the tangent kernel in the mean-field normalisation
 ------------------------------------------------------------------
 The network is ``f(x) = (1/m) sum_k a_k relu(w_k . x~)`` and the flow is
-``d theta_k/dt = -m grad_{theta_k} R`` with ``R = sum_i weight_i l(f(x_i), y_i)`` (DESIGN A1).
+``d theta_k/dt = -m grad_{theta_k} R`` with ``R = sum_i weight_i l(f(x_i), y_i)`` (docs/theory/model.md).
 Since ``grad_{a_k} f(x) = relu(w_k . x~)/m`` and ``grad_{w_k} f(x) = a_k 1[w_k . x~ > 0] x~/m``,
 
     df(x)/dt = sum_k grad_{theta_k} f(x) . d theta_k/dt
@@ -20,7 +20,7 @@ for ``a ~ N(0, sigma_a^2)``, ``w ~ N(0, sigma_w^2 I)`` independent, with the arc
 
     k0 = (pi - theta) / (2 pi),   k1 = |x~||x~'| (sin theta + (pi - theta) cos theta) / (2 pi)
 
-(theta the angle between x~ and x~'). So DESIGN's constant is c = 1 in this normalisation. Checked
+(theta the angle between x~ and x~'). So the constant c of docs/theory/limits.md is 1 in this normalisation. Checked
 numerically in ``tests/test_limits_kernel.py``: Monte Carlo over 10^6 features, and the empirical
 ``m J J^T`` of ``jax.jacobian`` at m = 20000. With a frozen output layer only the w part moves:
 K = E[a^2] k0 x~.x~'. For the other rotation-invariant laws the same formulas hold with
@@ -31,7 +31,7 @@ Initial function without ASI: f_0 is a mean of m i.i.d. terms, asymptotically Ga
 0 and covariance Sigma(x, x') = E[a^2 relu(w.x~) relu(w.x~')] / m = sigma_a^2 sigma_w^2 k1 / m
 (Gaussian law; ``sphere``: output_scale^2 kappa^2 k1/(D m); ``balanced``: lambda^4 (D+2) k1 / m).
 
-Which part dominates as m grows (DESIGN A3): with Luo's exponents sigma_a^2 = m^(1-gamma-gamma'),
+Which part dominates as m grows (docs/theory/limits.md): with Luo's exponents sigma_a^2 = m^(1-gamma-gamma'),
 sigma_w^2 = m^(1-gamma+gamma'), so gamma' > 0 keeps the k1 (random-feature) part and gamma' < 0
 the k0-dot part at leading order; ``part`` selects them. At a fixed width both terms are used.
 
@@ -53,7 +53,7 @@ With c(t) = int_0^t W l'(f_X(s), y) ds (W = diag(weights)), every f is affine in
 f_t(x) = f_0(x) - K(x, X) c(t), and dc/dt = W l'(f_0,X - K_XX c, y). For the squared loss,
 with S = W^1/2 K_XX W^1/2 = U diag(lambda) U^T and phi(lambda, t) = (1 - exp(-lambda t))/lambda,
 c(t) = W^1/2 U phi U^T W^1/2 (f_0,X - y); on the training set e(t) = exp(-K_XX W t) e(0)
-(K_XX/n for uniform weights, as in DESIGN). t = inf gives the (pseudo-inverse) kernel
+(K_XX/n for uniform weights, as in docs/theory/limits.md). t = inf gives the (pseudo-inverse) kernel
 interpolant. Margin losses integrate the n-dimensional ODE for c with scipy's Radau
 (rtol 1e-10), and f on the evaluation grid is carried along through c.
 
@@ -75,12 +75,12 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from particles.losses import loss_derivative, loss_value
+from meanfield.particles.losses import loss_derivative, loss_value
 
 PARTS = ("both", "k1", "k0")
 # Largest margin exponent -y f of the margin-loss ODE (exp(300) ~ 1e130 keeps products finite).
 MAX_MARGIN_EXPONENT = 300.0
-LIMIT_TIME_UNITS = "gradient-flow time (mean-field normalisation, DESIGN A1)"
+LIMIT_TIME_UNITS = "gradient-flow time (mean-field normalisation, docs/theory/model.md)"
 
 __all__ = ["k0", "k1", "ntk", "angle", "gram", "kernel_moments", "kernel_part_of", "kernel_rate",
            "squared_loss_flow", "kernel_ode_flow", "gp_samples", "monte_carlo_flow",
@@ -387,7 +387,7 @@ def monte_carlo_flow(kxx, kex, weights, y, t, loss: str, cov, *, samples: int = 
 
 
 def _loss64(loss: str, f, y) -> np.ndarray:
-    """l(f, y) in float64 (``particles.losses.loss_value``, whatever the JAX precision)."""
+    """l(f, y) in float64 (``meanfield.particles.losses.loss_value``, whatever the JAX precision)."""
     with jax.enable_x64(True):
         return np.asarray(loss_value(loss, f, y), float)
 

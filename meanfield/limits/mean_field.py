@@ -1,6 +1,6 @@
 """Mean-field limit (critical regime) for balanced initialisation and 1-D inputs with bias.
 
-DESIGN A3. Derivation from the particle ODE (DESIGN A1) with residuals
+docs/theory/limits.md. Derivation from the particle ODE (docs/theory/model.md) with residuals
 ``R_i = weight_i l'(f(x_i), y_i)`` and ``G(w) = sum_i R_i relu(w . x~_i)`` (1-homogeneous)::
 
     da/dt = -G(w),        dw/dt = -a grad G(w).
@@ -70,7 +70,7 @@ def check_config(config: SimulationConfig) -> None:
         problems.append("model.output='trainable'")
     if problems:
         raise ValueError("mean_field_limit needs 1-D inputs with bias and balanced initialisation "
-                         "(DESIGN A3); required: " + ", ".join(problems))
+                         "(docs/theory/limits.md); required: " + ", ".join(problems))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -218,7 +218,7 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
                      cfl: float = 0.4, reaction: float = 0.05, kernel: float = 0.5,
                      transport: bool = True, react: bool = True,
                      stop_at_loss_tol: bool = True) -> xr.Dataset:
-    """Solve the balanced mean-field PDE of ``config`` (DESIGN A3) on ``n_cells`` angle cells.
+    """Solve the balanced mean-field PDE of ``config`` (docs/theory/limits.md) on ``n_cells`` angle cells.
 
     Args:
         config: 1-D inputs, ``model.bias=True``, ``model.init.kind='balanced'`` (scale lambda),

@@ -1,4 +1,4 @@
-"""Mean-field reference from a deterministic quadrature of the initial law (DESIGN A3).
+"""Mean-field reference from a deterministic quadrature of the initial law (docs/theory/limits.md).
 
 The PDE of ``meanfield.limits.mean_field`` covers balanced initialisation with 1-D inputs and
 bias only. For every other law (Gaussian / unbalanced, sphere, higher d) the infinite-width
@@ -59,7 +59,7 @@ import math
 import numpy as np
 import xarray as xr
 
-import particles as pt
+import meanfield.particles as pt
 
 DEFAULT_LEVELS = (2 ** 12, 2 ** 14, 2 ** 16)
 SOBOL_SEED = 20240527  # fixed scrambling: the reference is deterministic

@@ -1,5 +1,5 @@
 """Wang & Ma's reduced (infinite-width, kappa -> 0) model and closed forms (arXiv 2305.12467,
-DESIGN A4).
+docs/theory/wang-ma.md).
 
 Setting: f(x) = (1/m) sum_k s_k relu(w_k . x), frozen marks s_k = +-1, exponential loss averaged
 over p copies of x_+ (label +1) and one x_- (label -1) at angle Delta, init w_k = kappa u_k.
@@ -20,7 +20,7 @@ N = minus the negatives' part (f_- = P - N):
     dP/dt   = rho_+ (g_+ cos D - g_-)
     dN/dt   = rho_- g_- sin^2 D,                     f_+(0) = P(0) = N(0) = 0
 
-which is DESIGN A4's 2-D system for (f_+, f_-). It holds until the first activation-pattern change
+which is the 2-D system of docs/theory/wang-ma.md for (f_+, f_-). It holds until the first activation-pattern change
 of Phase IV, one of
 
 * ``positives_off_x_minus``: P reaches 0 from above (the common positive direction crosses
@@ -55,7 +55,7 @@ def rho_plus() -> float:
 
 
 def rho_minus(p: float, delta: float) -> float:
-    """Surviving negatives as a fraction of ALL neurons (arXiv 2305.12467, DESIGN A4).
+    """Surviving negatives as a fraction of ALL neurons (arXiv 2305.12467, docs/theory/wang-ma.md).
 
     Survivors have u.x_- > 0 and u.n2 > 0, n2 = (p - cos D) x_- - (p cos D - 1) x_+; for u
     uniform on the sphere this wedge has probability [pi - arccos(x_- . n2 / |n2|)] / (2 pi),
@@ -133,7 +133,7 @@ def _solve(p, delta, rho_p, rho_m, t_end, rtol=1e-10, atol=1e-12):
     # P starts at 0 and rises (g_+ cos D > g_- at t = 0 iff p cos D > 1): start the event
     # search just after 0 so that the initial zero is not an event.
     if p * c <= 1:
-        raise ValueError(f"p cos(delta) = {p * c:.4g} <= 1: no multi-phase picture (DESIGN A4)")
+        raise ValueError(f"p cos(delta) = {p * c:.4g} <= 1: no multi-phase picture (docs/theory/wang-ma.md)")
     sol = solve_ivp(rhs, (0.0, t_end), [0.0, 0.0, 0.0], method="DOP853", rtol=rtol, atol=atol,
                     dense_output=True, events=events)
     event_time, event = None, None

@@ -21,27 +21,27 @@ def _lazy(module: str, name: str):
 
 
 STUDIES = {
-    "barbu": (_lazy("validation.studies.barbu", "run"),
+    "barbu": (_lazy("meanfield.validation.studies.barbu", "run"),
               "analytic ALS training (Barbu 2304.02972) vs Adam, GD and the gradient flow on "
               "4 regression data sets: loss vs wall time and iterations, test loss, tuning"),
-    "wang-ma": (_lazy("validation.studies.wang_ma", "run"),
+    "wang-ma": (_lazy("meanfield.validation.studies.wang_ma", "run"),
                 "Wang & Ma 2305.12467: the four phases (survivor sets, alignment time, plateau, "
                 "escape, 1/t loss, pattern changes) vs the reduced model; reduced-model error "
                 "~ m^-1/2 over widths; Phase I time ~ kappa; plateau level/length over p x Delta"),
-    "boursier": (_lazy("validation.studies.boursier", "run"),
+    "boursier": (_lazy("meanfield.validation.studies.boursier", "run"),
                  "Boursier et al. 2206.00939, orthogonal inputs: plateaus L0 and L1, escape times "
                  "vs ln(1/lambda)/|D_+-|, minimum variation-norm interpolator"),
-    "kernel-limit": (_lazy("validation.studies.limits", "run_kernel"),
+    "kernel-limit": (_lazy("meanfield.validation.studies.limits", "run_kernel"),
                      "linear regime (Luo 1-D, gamma = 0.5): sup |f_m - f_kernel| at fixed kernel "
                      "times ~ m^-1/2, fitted slope with a bootstrap CI over seeds"),
-    "meanfield-limit": (_lazy("validation.studies.limits", "run_mean_field"),
+    "meanfield-limit": (_lazy("meanfield.validation.studies.limits", "run_mean_field"),
                         "critical regime, balanced init (Luo 1-D): sup |f_m - f_PDE| at t = 1 "
                         "~ m^-1/2 with a bootstrap CI; the PDE's first-order grid refinement"),
-    "luo-slopes": (_lazy("validation.studies.luo", "run_slopes"),
+    "luo-slopes": (_lazy("meanfield.validation.studies.luo", "run_slopes"),
                    "Luo 2007.07497 Fig. 3: S_w (slope of log RD(theta_w) vs log m, m = 1000..40000)"
                    " at gamma' = 0, gamma = 0.5/1/1.75 vs -0.506/0.007/0.372 (+-0.05); S_w(gamma) "
                    "of three (alpha, beta1, beta2) families agree within 0.05"),
-    "luo-diagram": (_lazy("validation.studies.luo", "run_diagram"),
+    "luo-diagram": (_lazy("meanfield.validation.studies.luo", "run_diagram"),
                     "Luo 2007.07497 Fig. 4: S_w over gamma' in [-0.4, 0.4] x gamma in [0.6, 1.4], "
                     "m = 1000..40000; zero crossing of S_w within 0.06 of gamma = 1 (gamma' <= 0) "
                     "/ 1 + gamma' (gamma' >= 0); S_w heat map; wall time"),

@@ -1,4 +1,4 @@
-"""Barbu (arXiv 2304.02972, DESIGN A6): analytic training against Adam, GD and the gradient flow.
+"""Barbu (arXiv 2304.02972, docs/theory/analytic.md): analytic training against Adam, GD and the gradient flow.
 
 Claim under test: analytic (alternating least-squares) training "reaches a lower training loss
 than SGD/Adam on most (4 of 5) regression data sets, faster, with almost no tuning".
@@ -8,7 +8,7 @@ folded in, squared loss R = mean (f - y)^2 / 2) from the same initial particles 
 ``meanfield.runner.prepare``, same seed); the analytic model adds an output bias c starting at 0
 (so its initial network is identical). Methods:
 
-* ``analytic``: ``particles.analytic.fit_analytic`` (numpy/float64 on the host), best iterate;
+* ``analytic``: ``meanfield.particles.analytic.fit_analytic`` (numpy/float64 on the host), best iterate;
 * ``adam``: ``meanfield.simulate`` with ``Solver(kind="optax", optimizer="adam")``;
 * ``gd``: ``meanfield.simulate`` with ``Solver(kind="euler")`` (full-batch GD);
 * ``flow``: ``meanfield.simulate`` with the default adaptive gradient-flow solver.
@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from validation.report import pyplot, wall_time_note
+from meanfield.validation.report import pyplot, wall_time_note
 
 M_FULL, M_QUICK = 100, 50
 # Hyper-parameter grids (the pilot runs that choose them are reported as tuning cost).
@@ -176,7 +176,7 @@ def single_thread_blas():
 
 
 def run_analytic(config, y_test, iterations: int) -> dict:
-    from particles.analytic import AnalyticConfig, fit_analytic, network
+    from meanfield.particles.analytic import AnalyticConfig, fit_analytic, network
     from meanfield.runner import prepare
 
     problem, particles, x_eval, _ = prepare(config)
@@ -244,7 +244,7 @@ def time_to_reach(curve: dict, target: float) -> float:
 def study_dataset(name: str, quick: bool, seed: int = 0) -> dict | None:
     import meanfield as mf
     from meanfield.runner import prepare
-    from particles.integrators import kernel_scale
+    from meanfield.particles.integrators import kernel_scale
 
     width = M_QUICK if quick else M_FULL
     config, y_test = base_config(name, width, seed)
@@ -319,7 +319,7 @@ def figure(result: dict, out_dir: str) -> str:
 
 
 def checks_for(result: dict) -> tuple[list, dict]:
-    from validation.report import Check
+    from meanfield.validation.report import Check
 
     name, curves = result["name"], result["curves"]
     out = []
@@ -364,7 +364,7 @@ def checks_for(result: dict) -> tuple[list, dict]:
 
 
 def dataset_table(result: dict, at: dict) -> str:
-    from validation.report import markdown_table
+    from meanfield.validation.report import markdown_table
 
     rows = []
     ana_best = result["curves"]["analytic"]["best"]
@@ -391,7 +391,7 @@ def first_layer_unknowns(result: dict) -> int:
 
 def generalisation_table(results: dict) -> str:
     """Per data set: unknowns vs samples, the analytic best training loss, and test losses."""
-    from validation.report import markdown_table
+    from meanfield.validation.report import markdown_table
 
     rows = []
     for name, result in results.items():
@@ -456,7 +456,7 @@ def grid_edge_note(results: dict) -> str | None:
 
 def run(out_dir: str, quick: bool = False):
     """The Barbu study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
-    from validation.report import Check, Report
+    from meanfield.validation.report import Check, Report
 
     started = time.perf_counter()
     report = Report(title="Barbu (arXiv 2304.02972): analytic training vs Adam, GD and the "

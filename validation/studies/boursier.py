@@ -1,4 +1,4 @@
-"""Boursier, Pillaud-Vivien & Flammarion (arXiv 2206.00939, DESIGN A5): orthogonal inputs.
+"""Boursier, Pillaud-Vivien & Flammarion (arXiv 2206.00939, docs/theory/boursier.md): orthogonal inputs.
 
 Data X = I_4 (orthogonal unit inputs), y = (1, 1, -0.3, -0.3), squared loss, no bias, balanced
 init at scale lambda (w = lambda z, a = s |w|, random signs), m = 400, float64, adaptive
@@ -25,13 +25,13 @@ import time
 
 import numpy as np
 
-from validation.report import pyplot
+from meanfield.validation.report import pyplot
 
 X = np.eye(4)
 Y = np.array([1.0, 1.0, -0.3, -0.3])
 T_MAX = 1e5
 LOSS_TOL = 1e-14
-LAMBDA_NORM = 1e-6      # the variation-norm acceptance is at this scale (DESIGN A5 test)
+LAMBDA_NORM = 1e-6      # the variation-norm acceptance is at this scale (docs/theory/boursier.md)
 N_EVAL = 200            # random test directions for the interpolator check
 
 
@@ -60,7 +60,7 @@ def eval_points(n: int = N_EVAL, d: int = 4) -> np.ndarray:
 
 
 def config(lam: float, seed: int = 0, width: int = 400):
-    """The orthogonal-input run (DESIGN A5) with the D_+- references recorded."""
+    """The orthogonal-input run (docs/theory/boursier.md) with the D_+- references recorded."""
     import meanfield as mf
     from meanfield.observables import boursier_references
 
@@ -140,7 +140,7 @@ def escape_fit(rows: list[dict], which: str) -> tuple[float, float]:
 
 
 def checks(result: dict, plan: Plan) -> list:
-    from validation.report import Check
+    from meanfield.validation.report import Check
 
     rows, out = result["rows"], []
     pred = result["pred"]
@@ -277,7 +277,7 @@ def figure_curves(result: dict, out_dir: str) -> str:
 
 
 def table(rows: list[dict], pred: dict) -> str:
-    from validation.report import markdown_table
+    from meanfield.validation.report import markdown_table
 
     return markdown_table(
         ["lambda", "seed", "t_esc,1", "t_esc,1 |D_+| / ln(1/lambda)", "t_esc,2",
@@ -302,8 +302,8 @@ def summary_dataset(rows: list[dict]):
 def run(out_dir: str, quick: bool = False):
     """The Boursier study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
     started = time.perf_counter()
-    from validation.report import Report
-    from validation.studies.limits import wall_time_note
+    from meanfield.validation.report import Report
+    from meanfield.validation.studies.limits import wall_time_note
 
     plan = QUICK if quick else FULL
     plan = plan if LAMBDA_NORM in plan.lambdas else dataclasses.replace(

@@ -1,4 +1,4 @@
-"""Finite width against the infinite-width limits (DESIGN A3): the ``kernel-limit`` and
+"""Finite width against the infinite-width limits (docs/theory/limits.md): the ``kernel-limit`` and
 ``meanfield-limit`` studies, and the convergence helpers the Wang & Ma study shares.
 
 * ``kernel-limit``: Luo et al.'s 1-D data (arXiv 2007.07497) at gamma = 0.5, gamma' = 0 (linear
@@ -20,13 +20,13 @@ import time
 
 import numpy as np
 
-from validation.report import pyplot, wall_time_note  # noqa: F401 (re-exported)
+from meanfield.validation.report import pyplot, wall_time_note  # noqa: F401 (re-exported)
 
 SLOPE_THEORY = -0.5
 
 
 def format_fit(fit) -> str:
-    """A ``validation.rates.SlopeFit`` as text: slope and its confidence interval."""
+    """A ``meanfield.validation.rates.SlopeFit`` as text: slope and its confidence interval."""
     return (f"{fit.slope:.3f} ({fit.level:.0%} CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}], "
             f"{fit.method})")
 
@@ -38,7 +38,7 @@ def geometric_mean(errors) -> np.ndarray:
 
 def errors_table(widths, seeds, errors) -> str:
     """Markdown table: one row per width, one column per seed, plus the geometric mean."""
-    from validation.report import markdown_table
+    from meanfield.validation.report import markdown_table
 
     errors = np.asarray(errors, float)
     return markdown_table(["m"] + [f"seed {s}" for s in seeds] + ["geometric mean"],
@@ -48,7 +48,7 @@ def errors_table(widths, seeds, errors) -> str:
 
 def convergence_figure(widths, errors, fit, path: str, *, ylabel: str, title: str) -> str:
     """Error against width (log-log): every seed, the geometric mean over seeds, the fitted line
-    (``validation.rates.SlopeFit``) and an m^-1/2 reference through the first point."""
+    (``meanfield.validation.rates.SlopeFit``) and an m^-1/2 reference through the first point."""
     plt = pyplot()
     widths, errors = np.asarray(widths, float), np.asarray(errors, float)
     mean = geometric_mean(errors)
@@ -144,7 +144,7 @@ def kernel_errors(plan: Plan) -> dict:
     import meanfield as mf
     from meanfield.limits import kernel
 
-    from validation.rates import compare_distance
+    from meanfield.validation.rates import compare_distance
 
     errors = np.full((len(plan.widths), len(plan.seeds), len(KERNEL_TAUS)), np.nan)
     f_last, limits = {}, {}
@@ -168,8 +168,8 @@ def kernel_errors(plan: Plan) -> dict:
 def run_kernel(out_dir: str, quick: bool = False):
     """The kernel-limit study; returns a ``validation.Report``."""
     started = time.perf_counter()
-    from validation.rates import fit_slope
-    from validation.report import Check, Report
+    from meanfield.validation.rates import fit_slope
+    from meanfield.validation.report import Check, Report
 
     plan = KERNEL_QUICK if quick else KERNEL_FULL
     report = Report(title="Kernel limit (linear regime, Luo 1-D at gamma = 0.5): finite-width "
@@ -212,7 +212,7 @@ def run_kernel(out_dir: str, quick: bool = False):
         "init, ASI so f_0 = 0) integrated by the adaptive flow to the kernel times tau = t * "
         "kernel_rate in {1, 3, 10}; the limit is meanfield.limits.kernel.kernel_limit of the same "
         "config (mean-field NTK, closed-form flow); distances from meanfield.compare.",
-        "Slope and CI: validation.rates.fit_slope (OLS slope of the seed-mean of log error; "
+        "Slope and CI: meanfield.validation.rates.fit_slope (OLS slope of the seed-mean of log error; "
         "expanded percentile bootstrap over whole seeds, which are coupled across widths by "
         "the nested neurons).",
     ]
@@ -271,7 +271,7 @@ def mean_field_errors(plan: Plan, pde) -> dict:
     """sup over the grid at t = MF_TIME of |f_m - f_PDE| per (width, seed); ``pde``: the
     reference limit Dataset."""
     import meanfield as mf
-    from validation.rates import compare_distance
+    from meanfield.validation.rates import compare_distance
 
     errors = np.full((len(plan.widths), len(plan.seeds)), np.nan)
     f_last = {}
@@ -289,8 +289,8 @@ def mean_field_errors(plan: Plan, pde) -> dict:
 def run_mean_field(out_dir: str, quick: bool = False):
     """The meanfield-limit study; returns a ``validation.Report``."""
     started = time.perf_counter()
-    from validation.rates import fit_slope
-    from validation.report import Check, Report, markdown_table
+    from meanfield.validation.rates import fit_slope
+    from meanfield.validation.report import Check, Report, markdown_table
 
     plan = MF_QUICK if quick else MF_FULL
     report = Report(title="Mean-field limit (critical regime, balanced init, Luo 1-D): PDE "
@@ -336,11 +336,11 @@ def run_mean_field(out_dir: str, quick: bool = False):
         _luo_data_note(),
         "Runs: mf.presets.luo_1d(width=m, seed=s, precision='float64') with the balanced init "
         "(a = +-|w|, w ~ N(0, I), random signs), i.e. the mean-field scaling at gamma = 1 with a "
-        "law whose limit is the transport + reaction PDE of DESIGN A3 "
+        "law whose limit is the transport + reaction PDE of docs/theory/limits.md "
         "(meanfield.limits.mean_field); the Gaussian init has a different limit (the conserved "
         "a^2 - |w|^2), so like is compared with like.",
         "The PDE is first order in the grid; its reference error is estimated by the last "
-        "refinement difference. Slope and CI: validation.rates.fit_slope (seed-mean of log "
+        "refinement difference. Slope and CI: meanfield.validation.rates.fit_slope (seed-mean of log "
         "error, expanded percentile bootstrap over whole seeds).",
     ]
     if quick:

@@ -1,4 +1,4 @@
-"""Luo, Xu, Ma, Zhang (arXiv 2007.07497, DESIGN A2): the slopes of Fig. 3 and the phase
+"""Luo, Xu, Ma, Zhang (arXiv 2007.07497, docs/theory/phase-diagram.md): the slopes of Fig. 3 and the phase
 diagram of Fig. 4, from width sweeps of the paper's 1-D experiment (``meanfield.presets.luo_1d``:
 x in {-1/2, -1/6, 1/6, 1/2}, y = x^2, squared loss, bias, ASI, Gaussian init, gradient flow until
 the MSE falls below 1e-6).
@@ -28,14 +28,14 @@ import time
 
 import numpy as np
 
-from validation import phase_diagram as pdg
-from validation.rates import fit_slope
-from validation.report import Check, Report, markdown_table
-from validation.sweep import Summary, Sweep, run_sweep
+from meanfield.validation import phase_diagram as pdg
+from meanfield.validation.rates import fit_slope
+from meanfield.validation.report import Check, Report, markdown_table
+from meanfield.validation.sweep import Summary, Sweep, run_sweep
 
 PAPER_SLOPES = {0.5: -0.506, 1.0: 0.007, 1.75: 0.372}  # Fig. 3 (a)-(c), gamma' = 0
 SLOPE_TOL, FAMILY_TOL, BOUNDARY_TOL = 0.05, 0.05, 0.06
-TIME_TARGET_S, QUICK_TIME_TARGET_S = 30 * 60, 2 * 60  # luo-diagram (issue 5), its quick form
+TIME_TARGET_S, QUICK_TIME_TARGET_S = 30 * 60, 2 * 60  # luo-diagram, its quick form
 WIDTHS = (1000, 5000, 10000, 20000, 40000)
 QUICK_WIDTHS = (256, 1024)
 N_SAVES = 40  # save times per run: fewer saves let the adaptive flow take longer steps (20%
@@ -60,7 +60,7 @@ def family_config(*, family: str, gamma: float, width: int = 1000, seed: int = 0
                   precision: str = "float32"):
     """luo_1d with Luo's general parametrisation (alpha, beta1, beta2) of family ``family`` at
     exponent ``gamma`` (gamma' = 0), mapped exactly onto the mean-field normalisation
-    (``particles.model.Parametrisation``; only time changes, t = t_paper / alpha)."""
+    (``meanfield.particles.model.Parametrisation``; only time changes, t = t_paper / alpha)."""
     import meanfield as mf
 
     if family not in FAMILIES:
@@ -242,7 +242,7 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
     report.notes += [
         "RD(theta_w) = |theta_w(t*) - theta_w(0)| / |theta_w(0)| over all input weights and "
         "biases, at the first save after the MSE falls below 1e-6 (the run stops there); "
-        "S_w = OLS slope of the seed-mean of log RD against log m (validation.rates.fit_slope; "
+        "S_w = OLS slope of the seed-mean of log RD against log m (meanfield.validation.rates.fit_slope; "
         "interval: expanded percentile bootstrap over seeds).",
         f"Every run: luo_1d, float32, adaptive gradient flow (rtol 1e-3), {N_SAVES} save times, "
         "coupled widths (neuron k is the same draw at every width).",
@@ -332,7 +332,7 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
     total = elapsed + sum(max(t_session, t_runs) for _, _, t_session, t_runs in extra)
     target = QUICK_TIME_TARGET_S if quick else TIME_TARGET_S
     report.checks.append(Check(
-        f"wall time of the {'quick' if quick else 'full'} study on this 2-core machine "
+        f"wall time of the {'quick' if quick else 'full'} study on {os.cpu_count()} cores "
         f"({len(gamma_primes)} x {len(gammas)} cells, {len(widths)} widths)",
         f"< {target / 60:.0f} min", f"{elapsed / 60:.1f} min ({session / 60:.1f} min this "
         f"session, {runs / 60:.1f} min summed over runs)"
@@ -358,7 +358,7 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
     report.notes += [
         "S_w per cell: OLS slope of log RD(theta_w) at the end of training (MSE < 1e-6) "
         "against log m, one seed per width (coupled widths); boundary: zero crossing of S_w "
-        "along gamma by linear interpolation (validation.rates.zero_crossing; several "
+        "along gamma by linear interpolation (meanfield.validation.rates.zero_crossing; several "
         "crossings: their median; none: extrapolated from the end nearest zero, flagged).",
         "Why the boundary is hard to measure at gamma' < 0: in the linear regime the kernel "
         "scaling gives RD(theta_w) ~ m^(gamma - 1) (the gamma' = 0 row follows S_w = gamma - 1; "

@@ -1,10 +1,10 @@
-"""Wang & Ma (arXiv 2305.12467, DESIGN A4): the four phases of training, checked against the
+"""Wang & Ma (arXiv 2305.12467, docs/theory/wang-ma.md): the four phases of training, checked against the
 reduced (infinite-width, kappa -> 0) model and its closed forms.
 
 Setting: ``mf.presets.wang_ma`` (frozen marks s_k = +-1, exponential loss, p copies of x_+ and
 one x_- at angle Delta, w_k(0) = kappa u_k, u_k uniform on the sphere of R^20), integrated by
 the adaptive gradient-flow solver in float64 at kappa = 0.01 (the closed forms are kappa -> 0
-limits; DESIGN A4 warns that GD at the authors' step is not the flow).
+limits; docs/theory/wang-ma.md explains that GD at the authors' step is not the flow).
 
 Parts of the study:
 
@@ -30,15 +30,15 @@ import time
 
 import numpy as np
 
-from validation.report import pyplot
+from meanfield.validation.report import pyplot
 
 P, DELTA = 4, math.pi / 15           # the paper's data: p copies of x_+, Delta = 12 degrees
 KAPPA = 0.01                         # init scale: small, the closed forms are kappa -> 0 limits
 T_PHASES = 1e4                       # past the first Phase IV pattern change (~4.1e3)
 T_AFTER_PHASE_I = 10.0               # survivor sets are read here (Phase I ends at ~0.12)
-T_REDUCED_FROM = 10.0                # the reduced model holds after Phase I (DESIGN A4)
+T_REDUCED_FROM = 10.0                # the reduced model holds after Phase I (docs/theory/wang-ma.md)
 T_WIDTHS = 1500.0                    # the authors' horizon
-COSINE_ALIGNED = 0.99                # end of Phase I (DESIGN A4)
+COSINE_ALIGNED = 0.99                # end of Phase I (docs/theory/wang-ma.md)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,7 +113,7 @@ def geometry(ds) -> dict:
 def survivor_sets(ds, t: float = T_AFTER_PHASE_I) -> dict:
     """Predicted (from the initial directions) and observed (at snapshot time ``t``) alive sets.
 
-    Positives survive iff u.x_+ > 0; negatives iff u.x_- > 0 and u.n2 > 0 (DESIGN A4). Observed:
+    Positives survive iff u.x_+ > 0; negatives iff u.x_- > 0 and u.n2 > 0 (docs/theory/wang-ma.md). Observed:
     a positive is alive if w.x_+ > 0, a negative if w.x_- > 0 (it rides the face w.x_+ = 0).
     Returns boolean (m,) arrays ``pred_plus``, ``obs_plus``, ``pred_minus``, ``obs_minus``.
     """
@@ -271,7 +271,7 @@ def _pattern_change_kind(ds, t_change: float) -> str:
 
 def phase_checks(r: dict, plan: Plan) -> list:
     from meanfield.limits import wang_ma
-    from validation.report import Check
+    from meanfield.validation.report import Check
 
     g, times, sets = r["geometry"], r["times"], r["sets"]
     m = plan.phase_width
@@ -413,7 +413,7 @@ def study_grid(plan: Plan) -> list[dict]:
 
 
 def grid_checks(rows: list[dict]) -> list:
-    from validation.report import Check
+    from meanfield.validation.report import Check
 
     out = []
     for r in rows:
@@ -527,7 +527,7 @@ def figure_grid(rows: list[dict], out_dir: str) -> str:
 
 
 def grid_table(rows: list[dict]) -> str:
-    from validation.report import markdown_table
+    from meanfield.validation.report import markdown_table
 
     return markdown_table(
         ["p", "Delta (deg)", "rho_+ / rho_- (run)", "plateau: run", "reduced", "2 sqrt(p)/(1+p)",
@@ -563,9 +563,9 @@ def run(out_dir: str, quick: bool = False):
     """The Wang & Ma study; returns a ``validation.Report`` (figures written to ``out_dir``)."""
     started = time.perf_counter()
     from meanfield.limits import wang_ma
-    from validation.rates import fit_slope
-    from validation.report import Check, Report
-    from validation.studies import limits as common
+    from meanfield.validation.rates import fit_slope
+    from meanfield.validation.report import Check, Report
+    from meanfield.validation.studies import limits as common
 
     plan = QUICK if quick else FULL
     report = Report(title="Wang & Ma (arXiv 2305.12467): four phases, reduced model, widths, "
@@ -628,7 +628,7 @@ def run(out_dir: str, quick: bool = False):
     report.notes += [
         "All runs: mf.presets.wang_ma (d = 20, frozen marks, exponential loss, float64, adaptive "
         f"flow rtol 1e-3) at kappa = {KAPPA} unless stated; the closed forms are kappa -> 0, "
-        "leading order in Delta (DESIGN A4), hence the Delta-dependent tolerances against them "
+        "leading order in Delta (docs/theory/wang-ma.md), hence the Delta-dependent tolerances against them "
         "(Delta/2 for the plateau level, Delta^2/2 for the escape time); against the reduced "
         "model the tolerances are fixed.",
         "Phase boundaries are meanfield.phases' Wang & Ma rules, interpolated in log t between "
