@@ -29,7 +29,7 @@ REGIMES = ("linear", "critical", "condensed")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Parametrisation:
-    """How the paper's network maps onto the mean-field normalisation (arXiv 2007.07497, A2).
+    """How the paper's network maps onto the mean-field normalisation (arXiv 2007.07497, docs/theory/phase-diagram.md).
 
     The Luo form is ``f = (1/alpha) sum_k a_k relu(w_k . x~)`` with ``a ~ N(0, beta1^2)`` and
     ``w ~ N(0, beta2^2 I)``. Scaling both layers by ``sqrt(m / alpha)`` gives the mean-field

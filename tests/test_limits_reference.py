@@ -195,7 +195,7 @@ def _high_dim_exact(config, xs):
     """Closed forms: Gaussian w ~ N(0, s_w^2 I_D): E relu(w.x) = s_w |x| / sqrt(2 pi),
     E relu relu = s_w^2 k1; uniform directions u on S^(D-1) (sphere, radius kappa):
     E relu(u.x) = |x| Gamma(D/2) / (2 sqrt(pi) Gamma((D+1)/2)), E relu relu = k1 / D (since
-    g = |g| u with E|g|^2 = D); E 1[w.x>0] 1[w.x'>0] = k0 for both (arXiv 2007.07497 A3)."""
+    g = |g| u with E|g|^2 = D); E 1[w.x>0] 1[w.x'>0] = k0 for both (arXiv 2007.07497, docs/theory/limits.md)."""
     from scipy.special import gamma
 
     from meanfield.limits.kernel import k0, k1

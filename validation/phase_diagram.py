@@ -32,7 +32,7 @@ CONVERGED = "loss_tol"  # stop reason of a run that reached the end of training
 
 
 def theoretical_boundary(gamma_prime) -> np.ndarray:
-    """Critical gamma at each gamma': 1 for gamma' <= 0, 1 + gamma' for gamma' >= 0 (A2)."""
+    """Critical gamma at each gamma': 1 for gamma' <= 0, 1 + gamma' for gamma' >= 0 (docs/theory/phase-diagram.md)."""
     gamma_prime = np.asarray(gamma_prime, float)
     return 1.0 + np.maximum(gamma_prime, 0.0)
 

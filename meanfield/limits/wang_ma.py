@@ -80,7 +80,7 @@ def alignment_time(p: float, delta: float, kappa: float, cosine: float = 0.99) -
 
 
 def plateau_loss(p: float) -> float:
-    """Phase II/III plateau of the loss, 2 sqrt(p) / (1 + p) (f_+ = -f_- = log(p)/2)."""
+    """Phase II/III plateau of the loss, 2 sqrt(p) / (1 + p) (f_+ = f_- = log(p)/2)."""
     return 2 * math.sqrt(p) / (1 + p)
 
 
