@@ -113,7 +113,7 @@ COVERS = {
         "k0(x, x') = (pi - theta) / (2 pi)",
         "k1(x, x') = |x~| |x~'| (sin theta + (pi - theta) cos theta) / (2 pi)",
         "**c = 1**", "exp(-K_XX t / n)", "d_t mu_s = -div_S(mu_s s grad_S g) + 2 s g mu_s",
-        "d|a|/dt = s r g(u)", "s grad_S g(u)", "g0(u) = sum_i weight_i y_i relu(u . x~_i)",
+        "d|a|/dt = s r g(u)", "s grad_S g(u)", "dphi/dt = s g'(phi)", "g0(u) = sum_i weight_i y_i relu(u . x~_i)",
         "extremal vectors", "(gamma - 1) / (2 g0*)", "arXiv 1803.08367", "m^-1/2", "Sobol",
     ],
     "docs/theory/wang-ma.md": [
