@@ -93,7 +93,8 @@ def _summary(ds, out: str | None) -> str:
 
 def cmd_run(args) -> int:
     from meanfield.io import open_run
-    from meanfield.runner import RunError, RunInterrupted, simulate
+    from meanfield.errors import RunError, RunInterrupted
+    from meanfield.runner import simulate
     from meanfield.store import StoreError
 
     try:
