@@ -91,7 +91,7 @@ class Solver:
     does not take must keep their defaults.
 
     Attributes:
-        kind: ``adaptive`` (the gradient flow, error-controlled:
+        kind: a key of ``SOLVER_KINDS``: ``adaptive`` (the gradient flow, error-controlled:
             ``meanfield.particles.integrators.AdaptiveFlow``), ``euler`` (fixed step dt = plain
             GD), ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by
             dt), or ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972,
@@ -110,7 +110,7 @@ class Solver:
             (analytic).
     """
 
-    kind: Literal["adaptive", "euler", "optax", "analytic"] = "adaptive"
+    kind: str = "adaptive"  # a key of SOLVER_KINDS
     rtol: float = DEFAULT_RTOL
     dt: float | None = None
     optimizer: str | None = None

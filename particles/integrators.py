@@ -427,7 +427,8 @@ class AdaptiveFlow(TimeIntegrator):
         h_next = self.controller.adapt(h, trial.err, trial.finite, accept, clipped, state.h)
         h_face, g_max, mass_floor = self._bounds(trial.motion, width, dtype)
         t_scale = state.t + 1.0 / (kernel_scale(problem, state.particles) + 1.0)
-        underflow = ~accept & (h_next < self.h_min_rel * t_scale)
+        # written as "not >=" so that a NaN scale (non-finite particles) counts as underflow
+        underflow = ~accept & ~(h_next >= self.h_min_rel * t_scale)
         pick = lambda u, v: jax.tree.map(lambda p, q: jnp.where(accept, p, q), u, v)
         return FlowState(
             particles=pick(trial.particles, state.particles),
