@@ -18,6 +18,7 @@ from meanfield.particles.integrators import (
     DEFAULT_RTOL,
     AdaptiveFlow,
     Euler,
+    Heun,
     OptaxSolver,
     check_optax_arguments,
 )
@@ -59,6 +60,7 @@ def _check_optax(solver: "Solver") -> None:
 SOLVER_KINDS: dict[str, SolverKind] = {
     "adaptive": SolverKind(AdaptiveFlow, ("rtol",)),
     "euler": SolverKind(Euler, ("dt",), required=("dt",)),
+    "heun": SolverKind(Heun, ("dt",), required=("dt",)),
     "optax": SolverKind(OptaxSolver, ("dt", "optimizer", "optimizer_kwargs"),
                         required=("dt", "optimizer"), check=_check_optax),
     "analytic": SolverKind(AnalyticSolver, ("iterations", "ridge", "output_bias")),
@@ -98,7 +100,7 @@ class Solver:
             docs/theory/analytic.md: ``meanfield.particles.analytic``; not a gradient flow: the
             run's time axis ``t`` counts iterations, see ``meanfield.analytic_run``).
         rtol: relative tolerance on the residual field (adaptive).
-        dt: time step (euler, optax).
+        dt: time step (euler, heun, optax).
         optimizer: name of an optax optimiser factory, e.g. ``adam``, ``sgd`` (optax).
         optimizer_kwargs: keyword arguments of that factory, e.g. ``{"learning_rate": 1e-3}``,
             checked against its signature (optax).

@@ -177,6 +177,28 @@ class Euler(TimeIntegrator):
         return _fixed_step(state, new, f, dt)
 
 
+@pytree_dataclass
+class Heun(TimeIntegrator):
+    """Heun's method (explicit trapezoidal rule), second order, step ``dt`` (traced):
+    predictor p = x + dt v(x), then x + dt (v(x) + v(p)) / 2."""
+
+    dt: Any
+
+    def init(self, problem, particles):
+        return _fixed_init(problem, particles, self.dt)
+
+    def step(self, problem, state, t_target):
+        del t_target  # fixed steps: the caller stops at the first t >= t_target
+        dt = jnp.asarray(self.dt, state.t.dtype)
+        r0 = residuals(problem, state.f)
+        predicted, f_predicted = euler_pass(problem, state.particles, r0, dt)
+        v0 = velocity(problem, state.particles, r0)
+        v1 = velocity(problem, predicted, residuals(problem, f_predicted))
+        new = jax.tree.map(lambda x, u, v: x + 0.5 * dt * (u + v), state.particles, v0, v1)
+        f = network_output(new, problem.x, problem.inv_width, problem.n_chunks)
+        return _fixed_step(state, new, f, dt)
+
+
 def _optax_factory(name: str):
     factory = getattr(optax, name, None) if isinstance(name, str) else None
     if not callable(factory):
