@@ -3,8 +3,12 @@
 Data flow (docs/architecture.md): config -> initial particles -> jitted chunks of save targets, each
 a ``lax.while_loop`` of integrator steps followed by on-device observables -> host loop between
 chunks (progress bar, stop rules, divergence check, sparse particle snapshots) -> Dataset.
-Width, seed, step values and tolerances are traced: runs that share shapes share one compiled
-program.
+The solver object (``config.solver.build()``: an integrator of
+``meanfield.particles.integrators``) and the ``StopRule`` are pytree arguments of the compiled
+chunk: their classes and static fields select the program, their numbers are traced, so width,
+seed, step values and tolerances never recompile. Solvers on another clock (the analytic fit,
+``clock = "iteration"``) go to their driver in ``DRIVERS``. Setup (``prepare``, schedules,
+progress bar) is in ``meanfield.setup``, the errors in ``meanfield.errors``.
 """
 
 from __future__ import annotations

@@ -161,11 +161,13 @@ def _fixed_init(problem: Problem, particles: Particles, dt, opt_state=None) -> F
                           **_counters(dtype))
 
 
-@pytree_dataclass
-class Euler(TimeIntegrator):
-    """Explicit Euler / plain GD with step ``dt`` in gradient-flow time (traced)."""
+class FixedStep(TimeIntegrator):
+    """Base of the fixed-step integrators without optimiser state: a subclass declares the
+    field ``dt`` and ``advance``; t advances by dt per step."""
 
-    dt: Any
+    def advance(self, problem: Problem, particles: Particles, f, dt):
+        """(particles after one step of size dt, f at the distinct inputs there (n_u,))."""
+        raise NotImplementedError
 
     def init(self, problem, particles):
         return _fixed_init(problem, particles, self.dt)
@@ -173,30 +175,34 @@ class Euler(TimeIntegrator):
     def step(self, problem, state, t_target):
         del t_target  # fixed steps: the caller stops at the first t >= t_target
         dt = jnp.asarray(self.dt, state.t.dtype)
-        new, f = euler_pass(problem, state.particles, residuals(problem, state.f), dt)
+        new, f = self.advance(problem, state.particles, state.f, dt)
         return _fixed_step(state, new, f, dt)
 
 
 @pytree_dataclass
-class Heun(TimeIntegrator):
+class Euler(FixedStep):
+    """Explicit Euler / plain GD with step ``dt`` in gradient-flow time (traced)."""
+
+    dt: Any
+
+    def advance(self, problem, particles, f, dt):
+        return euler_pass(problem, particles, residuals(problem, f), dt)
+
+
+@pytree_dataclass
+class Heun(FixedStep):
     """Heun's method (explicit trapezoidal rule), second order, step ``dt`` (traced):
     predictor p = x + dt v(x), then x + dt (v(x) + v(p)) / 2."""
 
     dt: Any
 
-    def init(self, problem, particles):
-        return _fixed_init(problem, particles, self.dt)
-
-    def step(self, problem, state, t_target):
-        del t_target  # fixed steps: the caller stops at the first t >= t_target
-        dt = jnp.asarray(self.dt, state.t.dtype)
-        r0 = residuals(problem, state.f)
-        predicted, f_predicted = euler_pass(problem, state.particles, r0, dt)
-        v0 = velocity(problem, state.particles, r0)
+    def advance(self, problem, particles, f, dt):
+        r0 = residuals(problem, f)
+        predicted, f_predicted = euler_pass(problem, particles, r0, dt)
+        v0 = velocity(problem, particles, r0)
         v1 = velocity(problem, predicted, residuals(problem, f_predicted))
-        new = jax.tree.map(lambda x, u, v: x + 0.5 * dt * (u + v), state.particles, v0, v1)
-        f = network_output(new, problem.x, problem.inv_width, problem.n_chunks)
-        return _fixed_step(state, new, f, dt)
+        new = jax.tree.map(lambda x, u, v: x + 0.5 * dt * (u + v), particles, v0, v1)
+        return new, network_output(new, problem.x, problem.inv_width, problem.n_chunks)
 
 
 def _optax_factory(name: str):

@@ -204,3 +204,21 @@ def test_the_checker_finds_planted_violations(tmp_path, planted, kind, expected)
         assert "core.setup imports core.engine.model._hidden" in found["private"][0]
     else:
         assert found[kind] == expected
+
+
+def test_validate_is_a_plugin_command(capsys):
+    """`meanfield validate` comes from meanfield.validation's entry point; without a study it
+    prints the usage and the studies and exits 2; --help documents the default report dir."""
+    from importlib import metadata
+
+    from meanfield import cli
+
+    names = {e.name: e.value for e in metadata.entry_points(group=cli.COMMANDS_GROUP)}
+    assert names["validate"] == "meanfield.validation.cli:register"
+    assert cli.main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: meanfield validate") and "name a study" in err
+    assert "luo-slopes" in err and "wang-ma" in err
+    with pytest.raises(SystemExit):
+        cli.main(["validate", "--help"])
+    assert "./validation-reports/STUDY" in capsys.readouterr().out.replace("\n", " ")
