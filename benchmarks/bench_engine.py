@@ -2,9 +2,9 @@
 
 Measures neuron-sample pairs per second (m * n / seconds per training step) of
 
-* ``engine_euler``: ``meanfield.particles.euler()`` steps (fused ``euler_pass``), K steps per jitted
+* ``engine_euler``: ``meanfield.particles.Euler`` steps (fused ``euler_pass``), K steps per jitted
   ``lax.fori_loop``;
-* ``engine_adaptive``: ``meanfield.particles.adaptive_flow()`` steps (two motion passes per step), same;
+* ``engine_adaptive``: ``meanfield.particles.AdaptiveFlow`` steps (two motion passes per step), same;
 * ``naive``: the usual research script: ``jax.jit`` of ``jax.grad`` of the dense n x m loss
   plus the update ``theta - lr * m * grad``, called once per step from a Python loop;
 
@@ -69,32 +69,27 @@ def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
     import jax
     import jax.numpy as jnp
 
-    import meanfield.particles as pt
+    import meanfield as mf
+    from meanfield.setup import prepare
 
-    spec = pt.ModelSpec(width=width)
-    data = pt.TrainingData(x=x, y=y)
-    n_chunks, chunk = pt.chunk_layout(width, chunk_size)
-    x_unique, inverse = data.unique_inputs(spec.bias)
-    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
-                              weights=data.weights, width=width, loss=spec.loss,
-                              trainable=spec.trainable_output, n_chunks=n_chunks,
-                              dtype=jnp.float32)
-    particles = pt.init_particles(jax.random.key(SEED), spec, data.input_dim,
-                                  m_pad=n_chunks * chunk, dtype=jnp.float32)
-    if method == "engine_euler":
-        integrator, params = pt.euler(), {"dt": jnp.float32(EULER_DT)}
-    else:
-        integrator, params = pt.adaptive_flow(), pt.default_flow_params(jnp.float32)
-    t_target = jnp.float32(jnp.inf)
+    solver = (mf.Solver(kind="euler", dt=EULER_DT) if method == "engine_euler"
+              else mf.Solver(kind="adaptive"))
+    config = mf.SimulationConfig(model=mf.ModelSpec(width=width), data=mf.TrainingData(x=x, y=y),
+                                 solver=solver, chunk_size=chunk_size, seed=SEED)
+    problem, particles, _, dtype = prepare(config)
+    integrator = solver.build().with_dtype(dtype)
+    t_target = jnp.asarray(jnp.inf, dtype)
 
-    def run(problem, params, state, k):
-        body = lambda _, s: integrator.step(problem, s, params, t_target)
+    def run(problem, integrator, state, k):
+        body = lambda _, s: integrator.step(problem, s, t_target)
         return jax.lax.fori_loop(0, k, body, state)
 
     run_jit = jax.jit(run)
-    state = integrator.init(problem, particles, params)
-    layout = {"m_pad": n_chunks * chunk, "n_chunks": n_chunks, "chunk": chunk}
-    return (lambda s, k: run_jit(problem, params, s, k)), state, layout
+    state = integrator.init(problem, particles)
+    n_chunks = problem.n_chunks
+    layout = {"m_pad": int(particles.a.shape[0]), "n_chunks": n_chunks,
+              "chunk": int(particles.a.shape[0]) // n_chunks}
+    return (lambda s, k: run_jit(problem, integrator, s, k)), state, layout
 
 
 def naive_runner(width: int, x, y):

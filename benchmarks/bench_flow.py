@@ -4,7 +4,7 @@ Two kernels, each measured in fresh subprocesses (``--single KERNEL CASE``):
 
 * ``new``: ``meanfield.particles.flow.move_particles`` (fast step for every particle, the few particles
   with a face event or sliding redone in blocks), as ``meanfield.particles.integrators`` uses it;
-* ``reference``: the previous kernel, ``meanfield.particles.flow.move_particle_reference`` vmapped over
+* ``reference``: the previous kernel, ``move_particle_reference`` (``tests/reference_kernels.py``) vmapped over
   sub-chunks of >= 500 particles with every per-particle diagnostic stacked (the previous
   ``motion_pass``), patched into ``meanfield.particles.integrators`` for the step and run timings.
 
@@ -73,8 +73,11 @@ def reference_motion_pass(problem, particles, residual, h, band_eps, mass_floor)
     import jax
     import jax.numpy as jnp
 
-    from meanfield.particles.flow import move_particle_reference
     from meanfield.particles.kernels import Particles, scan_chunks
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tests"))
+    from reference_kernels import move_particle_reference
 
     x = problem.x
     xx = jnp.sum(x * x, axis=1)
@@ -123,32 +126,21 @@ def config_of(case: dict):
 
 
 def problem_of(case: dict):
-    """(problem, initial particles, adaptive params) of a pass case."""
-    import jax
-    import jax.numpy as jnp
-
-    import meanfield.particles as pt
+    """(problem, initial particles, adaptive integrator with the run's dtype) of a pass case."""
+    import meanfield as mf
+    from meanfield.setup import prepare
 
     if case["data"] != "random":
-        from meanfield.runner import _solver_params, prepare
-
         config = config_of(case)
-        problem, particles, _, dtype = prepare(config)
-        return problem, particles, _solver_params(config.solver, dtype)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_engine import INPUT_DIM, make_data
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_engine import INPUT_DIM, make_data
 
-    x, y = make_data(100, INPUT_DIM, SEED)
-    spec, data = pt.ModelSpec(width=case["m"]), pt.TrainingData(x=x, y=y)
-    n_chunks, chunk = pt.chunk_layout(case["m"])
-    x_unique, inverse = data.unique_inputs(spec.bias)
-    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
-                              weights=data.weights, width=case["m"], loss=spec.loss,
-                              trainable=spec.trainable_output, n_chunks=n_chunks,
-                              dtype=jnp.float32)
-    particles = pt.init_particles(jax.random.key(SEED), spec, data.input_dim,
-                                  m_pad=n_chunks * chunk, dtype=jnp.float32)
-    return problem, particles, pt.default_flow_params(jnp.float32)
+        x, y = make_data(100, INPUT_DIM, SEED)
+        config = mf.SimulationConfig(model=mf.ModelSpec(width=case["m"]),
+                                     data=mf.TrainingData(x=x, y=y), seed=SEED)
+    problem, particles, _, dtype = prepare(config)
+    return problem, particles, config.solver.build().with_dtype(dtype)
 
 
 def best_of(fn, repeats: int) -> tuple[float, float]:
@@ -170,12 +162,11 @@ def measure_pass(kernel: str, case: dict, repeats: int) -> dict:
     import meanfield.particles as pt
     import meanfield.particles.integrators as integrators
 
-    problem, particles, params = problem_of(case)
-    flow = pt.adaptive_flow()
+    problem, particles, flow = problem_of(case)
     t_end = jnp.asarray(jnp.inf, problem.x.dtype)
     steps = jax.jit(lambda s, k: jax.lax.fori_loop(
-        0, k, lambda _, s: flow.step(problem, s, params, t_end), s), static_argnums=1)
-    state = jax.jit(flow.init)(problem, particles, params)
+        0, k, lambda _, s: flow.step(problem, s, t_end), s), static_argnums=1)
+    state = jax.jit(flow.init)(problem, particles)
     state = jax.block_until_ready(steps(state, WARM_STEPS[case["data"]]))  # new kernel
     if kernel == "reference":
         use_reference_kernel()
@@ -186,7 +177,7 @@ def measure_pass(kernel: str, case: dict, repeats: int) -> dict:
         particles = pt.Particles(a=state.particles.a * (1 - 1e-7 * (i % 2)),
                                  w=state.particles.w)
         new, f, diag = integrators.motion_pass(problem, particles, residual, h,
-                                               params["band_eps"], state.mass_floor)
+                                               flow.band_eps, state.mass_floor)
         # Every output is used (none is dead code): one reduction each.
         return (f + jnp.sum(new.a) + jnp.sum(new.w) + jnp.min(diag["tau2"])
                 + jnp.max(diag["g"]) + jnp.sum(diag["amplitude"]))
@@ -195,7 +186,7 @@ def measure_pass(kernel: str, case: dict, repeats: int) -> dict:
         return jax.lax.fori_loop(0, k, lambda i, acc: acc + one_pass(i), jnp.zeros_like(state.f))
 
     def steps_from(s, k):
-        return jax.lax.fori_loop(0, k, lambda _, s: flow.step(problem, s, params, t_end), s)
+        return jax.lax.fori_loop(0, k, lambda _, s: flow.step(problem, s, t_end), s)
 
     pass_s, pass_cpu, pass_k = per_call(jax.jit(passes, static_argnums=0), (), repeats)
     step_s, step_cpu, step_k = per_call(jax.jit(steps_from, static_argnums=1), (state,),

@@ -9,13 +9,8 @@ from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
 from meanfield.io import export_netcdf, open_run, run_config, save_run
 from meanfield.limits.api import applicable_limits, infinite_width
 from meanfield.limits.compare import compare
-from meanfield.runner import (
-    DivergenceError,
-    RunError,
-    RunInterrupted,
-    StepBudgetError,
-    simulate,
-)
+from meanfield.errors import DivergenceError, RunError, RunInterrupted, StepBudgetError
+from meanfield.runner import simulate
 from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 __version__ = "0.1.0"

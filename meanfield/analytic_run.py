@@ -3,7 +3,7 @@ Dataset, with the iteration as the time axis.
 
 ``simulate(config)`` with ``config.solver.kind == "analytic"`` lands here
 (``simulate_analytic``): the particles of ``config`` (the same initial particles as the
-gradient-flow run of that config: ``meanfield.runner.prepare``, same seed) are trained by
+gradient-flow run of that config: ``meanfield.setup.prepare``, same seed) are trained by
 ``meanfield.particles.analytic`` (first-layer ridge solve with the pattern frozen, pattern refresh, output
 solve; ``solver.iterations``, ``solver.ridge``, ``solver.output_bias``), and the network after
 every iteration is recorded with the schema of a particle run (``meanfield.io``):
@@ -48,12 +48,15 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
-from meanfield.particles.analytic import AnalyticConfig, analytic_init, analytic_step, network
+from meanfield.config import SaveAt
+from meanfield.errors import DivergenceError, RunInterrupted
+from meanfield.particles.analytic import AnalyticSolver, network
+from meanfield.recording import make_spec, measure
+from meanfield.setup import custom_initial, pad_particles, prepare, progress_bar, save_schedule
 
 ITERATION_UNITS = "iteration of the analytic solver (arXiv 2304.02972), not gradient-flow time"
 
@@ -69,13 +72,6 @@ SOLVER_RECORDS = {
     "ridge_first_layer": (math.nan, "ridge of the first-layer solve (after fallbacks)"),
     "ridge_output": (math.nan, "ridge of the output solve (after fallbacks)"),
 }
-
-
-def analytic_config(config) -> AnalyticConfig:
-    """The ``meanfield.particles.analytic.AnalyticConfig`` of a config's ``Solver(kind="analytic")``."""
-    solver = config.solver
-    return AnalyticConfig(iterations=solver.iterations, ridge=solver.ridge,
-                          output_bias=solver.output_bias)
 
 
 def check_analytic(config) -> None:
@@ -98,9 +94,6 @@ def check_analytic(config) -> None:
 def snapshot_iterations(config) -> np.ndarray:
     """Boolean mask over iterations 0..N of the snapshot iterations (``save.snapshots``: a
     count of log-spaced iterations, or explicit iteration numbers; 0 and N always)."""
-    from meanfield.config import SaveAt
-    from meanfield.runner import save_schedule
-
     n = config.solver.iterations
     on_iterations = config.replace(
         save=SaveAt(t=tuple(float(k) for k in range(1, n + 1)), snapshots=config.save.snapshots),
@@ -109,20 +102,7 @@ def snapshot_iterations(config) -> np.ndarray:
     return snap[np.isin(times, np.arange(n + 1))]
 
 
-@jax.jit
-def _measure(problem, particles, initial, spec):
-    from meanfield.recording import measure
-
-    return measure(problem, particles, initial, spec)
-
-
-def _padded(a, w, like: pt.Particles) -> pt.Particles:
-    """(a (m,), w (m, D)) zero-padded to the chunk layout of ``like`` in its dtype."""
-    m = a.shape[0]
-    a_pad = np.zeros(like.a.shape, like.a.dtype)
-    w_pad = np.zeros(like.w.shape, like.w.dtype)
-    a_pad[:m], w_pad[:m] = a, w
-    return pt.Particles(a=jnp.asarray(a_pad), w=jnp.asarray(w_pad))
+_measure = jax.jit(measure)
 
 
 class _Fit:
@@ -144,7 +124,7 @@ class _Fit:
                "f_train": network(a, w, c, self.x_train, self.leak),
                "f_eval": network(a, w, c, self.x_eval, self.leak),
                "n_steps": k, "n_rejected": 0, "step_size": 1.0}
-        observed = jax.device_get(_measure(self.problem, _padded(a, w, self.initial),
+        observed = jax.device_get(_measure(self.problem, pad_particles(a, w, self.initial),
                                            self.initial, self.spec))
         row.update({name: np.asarray(v) for name, v in observed.items()})
         for name, (initial_value, _) in SOLVER_RECORDS.items():
@@ -232,9 +212,6 @@ def simulate_analytic(config, *, progress: bool | None = None, out=None, resume:
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding the iterations done.
     """
     from meanfield.io import open_run, save_run
-    from meanfield.recording import make_spec
-    from meanfield.runner import (DivergenceError, RunInterrupted, _custom_initial,
-                                  _progress_bar, prepare)
     from meanfield.store import StoreError
 
     started = time.time()
@@ -255,26 +232,24 @@ def simulate_analytic(config, *, progress: bool | None = None, out=None, resume:
     snap = snapshot_iterations(config)
     problem, particles, _, dtype = prepare(config)
     if initial is not None:
-        particles = _custom_initial(config, initial, particles)
+        particles = custom_initial(config, initial, particles)
     m = config.model.width
-    spec = make_spec(config, np.asarray(problem.x), pt.default_flow_params(dtype)["band_eps"],
-                     dtype)
-    solver_config = analytic_config(config)
+    spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
+    solver = config.solver.build()
     data = config.data
-    state = analytic_init(
+    state = solver.init(
         pt.Particles(a=np.asarray(particles.a[:m], float), w=np.asarray(particles.w[:m], float)),
-        (data.augmented(data.x, config.model.bias), data.y, data.weights),
-        config=solver_config)
+        (data.augmented(data.x, config.model.bias), data.y, data.weights))
     fit = _Fit(config, problem, particles, spec,
                {"initial": "custom"} if initial is not None else {})
     fit.record(0, state, None)
     fit.snapshot(0, state)
     loss_tol = -math.inf if config.loss_tol is None else config.loss_tol
-    bar = _progress_bar(progress, config.solver.iterations)
+    bar = progress_bar(progress, config.solver.iterations, unit="iteration")
     stop_reason = "loss_tol" if float(state.loss) <= loss_tol else "iterations"
     try:
         for k in range(1, config.solver.iterations + 1 if stop_reason == "iterations" else 1):
-            state, step = analytic_step(state, solver_config)
+            state, step = solver.step(state)
             fit.record(k, state, step)
             if not math.isfinite(float(state.loss)):
                 fit.snapshot(k, state)

@@ -1,5 +1,9 @@
 """Command line: ``meanfield run PRESET ...``, ``meanfield presets``, ``meanfield plot RUN`` and
-``meanfield validate STUDY``."""
+``meanfield validate STUDY``.
+
+Commands from other packages (``validate``, from ``meanfield.validation``) are plugins: each
+entry point of the group ``meanfield.commands`` is a ``register(subparsers)`` function.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import argparse
 import ast
 import os
 import sys
+from importlib import metadata
+
+COMMANDS_GROUP = "meanfield.commands"  # entry points: name = "module:register"
 
 EPILOG = """examples:
   meanfield run wang_ma                       # Wang & Ma four phases, m = 100
@@ -93,7 +100,8 @@ def _summary(ds, out: str | None) -> str:
 
 def cmd_run(args) -> int:
     from meanfield.io import open_run
-    from meanfield.runner import RunError, RunInterrupted, simulate
+    from meanfield.errors import RunError, RunInterrupted
+    from meanfield.runner import simulate
     from meanfield.store import StoreError
 
     try:
@@ -218,25 +226,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_validate(args) -> int:
-    import meanfield.validation as validation  # lazy: validation depends on meanfield, never the reverse
-
-    if args.list or not args.study:
-        pad = max(map(len, validation.STUDIES))
-        for name, (_, description) in validation.STUDIES.items():
-            print(f"{name:{pad}s}  {description}")
-        return 0 if args.list else 2
-    try:
-        report, path = validation.run_study(args.study, args.out, quick=args.quick)
-    except ValueError as exc:
-        print(f"meanfield: {exc}", file=sys.stderr)
-        return 2
-    failed = [c for c in report.checks if c.required and not c.passed]
-    print(f"report     {path}  ({'PASS' if report.passed else 'FAIL'}: "
-          f"{len(failed)} failing checks)")
-    return 0 if report.passed else 1
-
-
 def _add_config_arguments(parser) -> None:
     """PRESET and the overrides that ``build_config`` understands."""
     parser.add_argument("preset", help="preset name (see `meanfield presets`)")
@@ -283,12 +272,8 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
     export.set_defaults(func=cmd_export)
-    val = sub.add_parser("validate", help="run a validation study and write its report.md")
-    val.add_argument("study", nargs="?", help="study name (see --list)")
-    val.add_argument("--list", action="store_true", help="list the studies")
-    val.add_argument("--quick", action="store_true", help="small, fast version (smoke test)")
-    val.add_argument("--out", help="report directory (default validation/reports/STUDY)")
-    val.set_defaults(func=cmd_validate)
+    for command in metadata.entry_points(group=COMMANDS_GROUP):
+        command.load()(sub)  # plugin commands, e.g. `validate` from meanfield.validation
     return parser
 
 

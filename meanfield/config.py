@@ -8,34 +8,102 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from meanfield.particles._validate import check_choice, check_positive, normalise_int
-from meanfield.particles.analytic import AnalyticConfig
-from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+from meanfield.particles.analytic import AnalyticConfig, AnalyticSolver
+from meanfield.particles.integrators import (
+    DEFAULT_RTOL,
+    AdaptiveFlow,
+    Euler,
+    Heun,
+    OptaxSolver,
+    check_optax_arguments,
+)
+from meanfield.particles.model import (
+    InitialLaw,
+    ModelSpec,
+    Parametrisation,
+    TrainingData,
+    value_key,
+)
 
-SOLVERS = ("adaptive", "euler", "optax", "analytic")
 PRECISIONS = ("float32", "float64")
 _ANALYTIC_DEFAULTS = AnalyticConfig()  # Solver(kind="analytic") defaults = the solver's own
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverKind:
+    """One row of ``SOLVER_KINDS``: how a ``Solver`` of that kind becomes a solver object.
+
+    Attributes:
+        solver: the solver class, built as ``solver(**{name: Solver.<name>})`` over
+            ``parameters`` (a ``TimeIntegrator`` or an iteration-clock sibling).
+        parameters: the ``Solver`` fields this kind takes; every other field must keep its
+            default (``PARAMETER_CHECKS`` validates the ones it takes).
+        required: parameters without a usable default (None) that must be given.
+        check: validation across parameters, ``check(solver)`` raising ValueError.
+    """
+
+    solver: type
+    parameters: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    check: Callable[["Solver"], None] | None = None
+
+
+def _check_optax(solver: "Solver") -> None:
+    check_optax_arguments(solver.optimizer, solver.optimizer_kwargs, prefix="solver.")
+
+
+SOLVER_KINDS: dict[str, SolverKind] = {
+    "adaptive": SolverKind(AdaptiveFlow, ("rtol",)),
+    "euler": SolverKind(Euler, ("dt",), required=("dt",)),
+    "heun": SolverKind(Heun, ("dt",), required=("dt",)),
+    "optax": SolverKind(OptaxSolver, ("dt", "optimizer", "optimizer_kwargs"),
+                        required=("dt", "optimizer"), check=_check_optax),
+    "analytic": SolverKind(AnalyticSolver, ("iterations", "ridge", "output_bias")),
+}
+SOLVERS = tuple(SOLVER_KINDS)
+
+
+def _check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of (True, False)")
+
+
+# validation of each Solver field a kind takes (run only for the kinds that take it)
+PARAMETER_CHECKS: dict[str, Callable[["Solver"], None]] = {
+    "rtol": lambda s: check_positive("solver.rtol", s.rtol),
+    "dt": lambda s: check_positive("solver.dt", s.dt),
+    "optimizer": lambda s: None,  # with optimizer_kwargs, in the optax row's check
+    "optimizer_kwargs": lambda s: None,
+    "iterations": lambda s: normalise_int(s, "iterations", "solver.iterations", minimum=1),
+    "ridge": lambda s: check_positive("solver.ridge", s.ridge, allow_zero=True),
+    "output_bias": lambda s: _check_bool("solver.output_bias", s.output_bias),
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Solver:
     """How the particles are advanced in gradient-flow time t (or, ``analytic``, in iterations).
 
+    ``build()`` makes the solver object from the ``SOLVER_KINDS`` row of ``kind``; fields a kind
+    does not take must keep their defaults.
+
     Attributes:
-        kind: ``adaptive`` (the gradient flow, error-controlled; see
-            ``meanfield.particles.integrators.adaptive_flow``), ``euler`` (fixed step dt = plain GD),
-            ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by dt), or
-            ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972, docs/theory/analytic.md:
-            ``meanfield.particles.analytic``; not a gradient flow: the run's time axis ``t`` counts
-            iterations, see ``meanfield.analytic_run``).
+        kind: a key of ``SOLVER_KINDS``: ``adaptive`` (the gradient flow, error-controlled:
+            ``meanfield.particles.integrators.AdaptiveFlow``), ``euler`` (fixed step dt = plain
+            GD), ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by
+            dt), or ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972,
+            docs/theory/analytic.md: ``meanfield.particles.analytic``; not a gradient flow: the
+            run's time axis ``t`` counts iterations, see ``meanfield.analytic_run``).
         rtol: relative tolerance on the residual field (adaptive).
-        dt: time step (euler, optax).
+        dt: time step (euler, heun, optax).
         optimizer: name of an optax optimiser factory, e.g. ``adam``, ``sgd`` (optax).
-        optimizer_kwargs: keyword arguments of that factory, e.g. ``{"learning_rate": 1e-3}``.
+        optimizer_kwargs: keyword arguments of that factory, e.g. ``{"learning_rate": 1e-3}``,
+            checked against its signature (optax).
         iterations: number of analytic iterations (first-layer solve, pattern refresh, output
             solve), >= 1 (analytic).
         ridge: proximal ridge >= 0 of the analytic least-squares solves (analytic).
@@ -44,8 +112,8 @@ class Solver:
             (analytic).
     """
 
-    kind: Literal["adaptive", "euler", "optax", "analytic"] = "adaptive"
-    rtol: float = 1e-3
+    kind: str = "adaptive"  # a key of SOLVER_KINDS
+    rtol: float = DEFAULT_RTOL
     dt: float | None = None
     optimizer: str | None = None
     optimizer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -55,39 +123,35 @@ class Solver:
 
     def __post_init__(self):
         check_choice("solver.kind", self.kind, SOLVERS)
-        check_positive("solver.rtol", self.rtol)
-        normalise_int(self, "iterations", "solver.iterations", minimum=1)
-        check_positive("solver.ridge", self.ridge, allow_zero=True)
-        if not isinstance(self.output_bias, bool):
-            raise ValueError(f"solver.output_bias={self.output_bias!r} is not allowed; choose one "
-                             "of (True, False)")
-        analytic_fields = (self.iterations, self.ridge, self.output_bias)
-        if self.kind != "analytic" and analytic_fields != (
-                _ANALYTIC_DEFAULTS.iterations, _ANALYTIC_DEFAULTS.ridge, False):
-            raise ValueError("solver.iterations, solver.ridge and solver.output_bias are only "
-                             f"used with solver.kind='analytic' (got kind={self.kind!r})")
-        if self.kind == "analytic":
-            if self.dt is not None or self.optimizer is not None or self.optimizer_kwargs:
-                raise ValueError("solver.kind='analytic' takes no dt, optimizer or "
-                                 "optimizer_kwargs (it counts iterations: set solver.iterations, "
-                                 "solver.ridge, solver.output_bias)")
-            return
-        if self.kind == "adaptive":
-            if self.dt is not None or self.optimizer is not None:
-                raise ValueError("solver.kind='adaptive' takes no dt or optimizer (it adapts its "
-                                 "step); use kind='euler' or 'optax' for fixed steps")
-            return
-        if self.dt is None:
-            raise ValueError(f"solver.dt is required for solver.kind={self.kind!r} (a number > 0)")
-        check_positive("solver.dt", self.dt)
-        if self.kind == "optax":
-            import optax
+        row = SOLVER_KINDS[self.kind]
+        for field in dataclasses.fields(self):
+            name, value = field.name, getattr(self, field.name)
+            if name == "kind":
+                continue
+            if name not in row.parameters:
+                default = (field.default_factory() if field.default_factory
+                           is not dataclasses.MISSING else field.default)
+                if value != default:
+                    users = [k for k, r in SOLVER_KINDS.items() if name in r.parameters]
+                    where = (f"solver.kind={users[0]!r}" if len(users) == 1
+                             else f"solver.kind in {tuple(users)}")
+                    raise ValueError(f"solver.kind={self.kind!r} takes no {name}: solver.{name} "
+                                     f"is only used with {where} (it takes "
+                                     f"{', '.join(row.parameters)})")
+            elif value is None and name in row.required:
+                raise ValueError(f"solver.{name} is required for solver.kind={self.kind!r}")
+            else:
+                PARAMETER_CHECKS[name](self)
+        if row.check is not None:
+            row.check(self)
 
-            if not isinstance(self.optimizer, str) or not callable(getattr(optax, self.optimizer, None)):
-                raise ValueError(f"solver.optimizer={self.optimizer!r} is not an optax optimiser "
-                                 "name (e.g. 'adam', 'sgd', 'rmsprop')")
-        elif self.optimizer is not None:
-            raise ValueError("solver.optimizer is only used with solver.kind='optax'")
+    def build(self):
+        """The solver object of this kind (its class in ``SOLVER_KINDS``) with these parameters."""
+        row = SOLVER_KINDS[self.kind]
+        return row.solver(**{name: getattr(self, name) for name in row.parameters})
+
+    def __hash__(self):
+        return hash(value_key(self))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -170,9 +234,9 @@ class Observe:
         object.__setattr__(self, "references", tuple(refs))
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SimulationConfig:
-    """Everything that determines a run.
+    """Everything that determines a run (equal and hashed by value, arrays by content).
 
     Attributes:
         model: the particle system (width, bias, output layer, loss, parametrisation, init).

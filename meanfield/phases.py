@@ -23,8 +23,8 @@ import numpy as np
 import xarray as xr
 
 
-def _crossing(t: np.ndarray, values: np.ndarray, level: float, *, last: bool = False,
-              rising: bool = True) -> float | None:
+def crossing_time(t: np.ndarray, values: np.ndarray, level: float, *, last: bool = False,
+                  rising: bool = True) -> float | None:
     """Time (log-interpolated) where ``values`` crosses ``level`` upward (or downward)."""
     v = np.asarray(values, float) - level
     if not rising:
@@ -62,10 +62,10 @@ def wang_ma_phases(ds: xr.Dataset, *, cosine: float = 0.99) -> xr.DataArray:
     """Wang & Ma's phases I-IV (arXiv 2305.12467); needs the ``mu`` reference."""
     t = ds.t.values
     worst = ds.cosine_stats.sel(sign="+", reference="mu", stat="min").values
-    end_one = _crossing(t, np.nan_to_num(worst, nan=-1.0), cosine)
+    end_one = crossing_time(t, np.nan_to_num(worst, nan=-1.0), cosine)
     negative = ds.y_train.values < 0
     f_minus = ds.f_train.values[:, negative].mean(axis=1)
-    end_three = _crossing(t, f_minus, 0.0, last=True, rising=False)
+    end_three = crossing_time(t, f_minus, 0.0, last=True, rising=False)
     search = t >= (end_one or 0.0)
     if end_three is not None:
         search &= t <= end_three
@@ -102,7 +102,7 @@ def general_phases(ds: xr.Dataset, *, slope: float = 0.1, min_points: int = 3) -
     markers = {"pattern_changes": _pattern_changes(ds)}
     if "effective_directions" in ds:
         eff = ds.effective_directions.sel(sign="all").values
-        onset = _crossing(t, -eff, -0.5 * eff[0]) if np.isfinite(eff[0]) else None
+        onset = crossing_time(t, -eff, -0.5 * eff[0]) if np.isfinite(eff[0]) else None
         markers["condensation_onset"] = onset
     return _phase_variable(t, names, boundaries, markers, "general")
 
@@ -121,7 +121,7 @@ def boursier_phases(ds: xr.Dataset, *, cosine: float = 0.99, slope: float = 0.1)
     t = ds.t.values
     best = np.minimum(ds.cosine_stats.sel(sign="+", reference="D_plus", stat="max").values,
                       ds.cosine_stats.sel(sign="-", reference="D_minus", stat="max").values)
-    t_align = _crossing(t, np.nan_to_num(best, nan=-1.0), cosine)
+    t_align = crossing_time(t, np.nan_to_num(best, nan=-1.0), cosine)
     general = general_phases(ds, slope=slope)
     starts = boundaries(general)
     names, bounds = ["alignment"], [] if t_align is None else [t_align]

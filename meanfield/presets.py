@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
+from meanfield.particles.integrators import DEFAULT_RTOL
 from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 
@@ -78,7 +79,7 @@ def wang_ma_data(*, p: int = 4, delta: float = math.pi / 15, d: int = 20,
 
 def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
             delta: float = math.pi / 15, d: int = 20, t_max: float = 1500.0,
-            noisy: bool = False, rtol: float = 1e-3, precision: str = "float64",
+            noisy: bool = False, rtol: float = DEFAULT_RTOL, precision: str = "float64",
             n_saves: int = 400) -> SimulationConfig:
     """Wang & Ma's four-phase experiment (arXiv 2305.12467, docs/theory/wang-ma.md).
 
@@ -104,7 +105,7 @@ def luo_1d_data() -> TrainingData:
 
 
 def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, seed: int = 0,
-           t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = 1e-3,
+           t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = DEFAULT_RTOL,
            precision: str = "float32", n_saves: int = 300) -> SimulationConfig:
     """Luo et al.'s 1-D experiment at exponents (gamma, gamma') (arXiv 2007.07497, docs/theory/phase-diagram.md).
 

@@ -3,16 +3,18 @@
 Data flow (docs/architecture.md): config -> initial particles -> jitted chunks of save targets, each
 a ``lax.while_loop`` of integrator steps followed by on-device observables -> host loop between
 chunks (progress bar, stop rules, divergence check, sparse particle snapshots) -> Dataset.
-Width, seed, step values and tolerances are traced: runs that share shapes share one compiled
-program.
+The solver object (``config.solver.build()``: an integrator of
+``meanfield.particles.integrators``) and the ``StopRule`` are pytree arguments of the compiled
+chunk: their classes and static fields select the program, their numbers are traced, so width,
+seed, step values and tolerances never recompile. Solvers on another clock (the analytic fit,
+``clock = "iteration"``) go to their driver in ``DRIVERS``. Setup (``prepare``, schedules,
+progress bar) is in ``meanfield.setup``, the errors in ``meanfield.errors``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -20,72 +22,21 @@ import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
-from meanfield.config import SimulationConfig, Solver
-from meanfield.recording import make_spec, measure
+from meanfield.analytic_run import simulate_analytic
+from meanfield.config import SimulationConfig
+from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
 from meanfield.particles._validate import check_positive
-from meanfield.particles.integrators import OK, STATUS_NAMES, kernel_scale
-
-CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
-
-
-class RunError(RuntimeError):
-    """A run that stopped abnormally; ``.dataset`` holds everything recorded before the stop."""
-
-    def __init__(self, message: str, dataset: xr.Dataset | None = None):
-        super().__init__(message)
-        self.dataset = dataset
-
-
-class DivergenceError(RunError):
-    """The state became NaN/inf (or the step size underflowed)."""
-
-
-class StepBudgetError(RunError):
-    """``max_steps`` was exhausted before ``t_max``."""
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; ``.dataset`` holds everything recorded before it."""
-
-    def __init__(self, dataset: xr.Dataset | None):
-        super().__init__("run interrupted; partial dataset in .dataset")
-        self.dataset = dataset
-
-
-# ----------------------------------------------------------------------------- integrators
-
-_INTEGRATORS: dict[tuple, pt.Integrator] = {}
-
-
-def _integrator_key(solver: Solver) -> tuple:
-    if solver.kind == "optax":
-        return ("optax", solver.optimizer, json.dumps(solver.optimizer_kwargs, sort_keys=True))
-    return (solver.kind,)
-
-
-def _integrator(key: tuple) -> pt.Integrator:
-    if key not in _INTEGRATORS:
-        if key[0] == "adaptive":
-            _INTEGRATORS[key] = pt.adaptive_flow()
-        elif key[0] == "euler":
-            _INTEGRATORS[key] = pt.euler()
-        else:
-            import optax
-
-            _INTEGRATORS[key] = pt.optax_solver(getattr(optax, key[1])(**json.loads(key[2])))
-    return _INTEGRATORS[key]
-
-
-def _solver_params(solver: Solver, dtype) -> dict:
-    if solver.kind == "adaptive":
-        params = pt.default_flow_params(dtype)
-        params["rtol"] = solver.rtol
-    else:
-        params = {"dt": solver.dt}
-    return {k: jnp.asarray(v, dtype) for k, v in params.items()}
-
-
-# ----------------------------------------------------------------------------- compiled chunk
+from meanfield.particles.integrators import OK, STATUS_NAMES
+from meanfield.recording import make_spec, measure
+from meanfield.setup import (
+    chunk_plan,
+    custom_initial,
+    padded_targets,
+    particle_time_scale,
+    prepare,
+    progress_bar,
+    save_schedule,
+)
 
 TRACE_COUNT = {"run_chunk": 0}  # incremented at trace time (tests count recompilations)
 
@@ -104,137 +55,37 @@ def _observables(problem: pt.Problem, x_eval, state, initial, spec):
     }
 
 
-@partial(jax.jit, static_argnames=("integrator_key",))
-def _run_chunk(integrator_key, problem, x_eval, state, params, targets, real, limits, initial,
-               spec):
-    """Advance through ``targets`` (K,), recording observables at each (``real`` masks padding)."""
-    TRACE_COUNT["run_chunk"] += 1
-    integrator = _integrator(integrator_key)
+@jax.jit
+def run_chunk(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval, state,
+              targets, real, initial, spec):
+    """Advance through ``targets`` (K,), recording observables at each (``real`` masks padding).
 
-    def stopped(s):
-        return ((s.status != OK) | (s.n_steps >= limits["max_steps"])
-                | (pt.risk(problem, s.f) <= limits["loss_tol"]))
+    The integrator's class and static fields select the compiled program; its numbers, the
+    stop rule's and the arrays are traced.
+    """
+    TRACE_COUNT["run_chunk"] += 1
 
     def one_target(carry, inputs):
         state, done = carry
         target, is_real = inputs
 
         def cond(s):
-            return (~done) & (s.t < target) & ~stopped(s)
+            return (~done) & (s.t < target) & ~stop.stopped(problem, s)
 
-        state = jax.lax.while_loop(
-            cond, lambda s: integrator.step(problem, s, params, target), state)
+        state = jax.lax.while_loop(cond, lambda s: integrator.step(problem, s, target), state)
         record = _observables(problem, x_eval, state, initial, spec)
         record["valid"] = (~done) & is_real
-        return (state, done | stopped(state)), record
+        return (state, done | stop.stopped(problem, state)), record
 
     (state, done), records = jax.lax.scan(one_target, (state, jnp.asarray(False)),
                                           (targets, real))
     return state, done, records
 
 
-# ----------------------------------------------------------------------------- schedule
-
 @jax.jit
-def _time_scales(problem: pt.Problem, particles: pt.Particles):
-    f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
-    r_sum = jnp.sum(jnp.abs(pt.residuals(problem, f0))) + 1e-30
-    rms_a = jnp.sqrt(jnp.sum(particles.a ** 2) * problem.inv_width) + 1e-30
-    rms_w = jnp.sqrt(jnp.sum(particles.w ** 2) * problem.inv_width) + 1e-30
-    x_max = jnp.sqrt(jnp.max(jnp.sum(problem.x ** 2, axis=1)))
-    rotation = rms_w / (rms_a * x_max * r_sum)
-    kernel = 1.0 / (kernel_scale(problem, particles) * r_sum + 1e-30)
-    return rotation, kernel
-
-
-def particle_time_scale(problem: pt.Problem, particles: pt.Particles) -> float:
-    """Time for a typical particle to move by its own size, min over rotation and kernel scales."""
-    return float(min(jax.device_get(_time_scales(problem, particles))))
-
-
-@partial(jax.jit, static_argnames=("integrator_key",))
-def _init_state(integrator_key, problem, particles, params):
-    return _integrator(integrator_key).init(problem, particles, params)
-
-
-def save_schedule(config: SimulationConfig, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Save times (starting with 0) and a boolean mask of snapshot times."""
-    save = config.save
-    if save.t is not None:
-        times = np.array([v for v in save.t if v <= config.t_max], dtype=float)
-    else:
-        t_min = save.t_min if save.t_min is not None else min(1e-3 * time_scale,
-                                                             config.t_max / 10)
-        times = np.geomspace(t_min, config.t_max, save.n)
-    if isinstance(save.snapshots, tuple):
-        times = np.union1d(times, [v for v in save.snapshots if 0 < v <= config.t_max])
-    times = np.concatenate([[0.0], times[times > 0]])
-    snap = np.zeros(times.shape, bool)
-    snap[0] = snap[-1] = True
-    if isinstance(save.snapshots, tuple):
-        snap |= np.isin(times, save.snapshots)
-    elif save.snapshots > 0:
-        grid = np.geomspace(times[1], times[-1], save.snapshots) if len(times) > 1 else []
-        for v in grid:
-            snap[1 + np.argmin(np.abs(np.log(times[1:]) - np.log(v)))] = True
-    return times, snap
-
-
-# ----------------------------------------------------------------------------- simulate
-
-def _enable_precision(precision: str):
-    if precision == "float64" and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
-    return jnp.float64 if precision == "float64" else jnp.float32
-
-
-def prepare(config: SimulationConfig):
-    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype)."""
-    dtype = _enable_precision(config.precision)
-    spec, data = config.model, config.data
-    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size)
-    x_unique, inverse = data.unique_inputs(spec.bias)
-    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
-                              weights=data.weights, width=spec.width, loss=spec.loss,
-                              trainable=spec.trainable_output, n_chunks=n_chunks, dtype=dtype)
-    particles = pt.init_particles(jax.random.key(config.seed), spec, data.input_dim,
-                                  m_pad=n_chunks * chunk, dtype=dtype)
-    x_eval = jnp.asarray(data.augmented(data.x_eval, spec.bias), dtype)
-    return problem, particles, x_eval, dtype
-
-
-def chunk_plan(times: np.ndarray, snap: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Index ranges [start, end) of the save times run per compiled chunk, and whether a
-    snapshot follows the chunk. Every snapshot time ends a chunk; the plan depends only on the
-    schedule, so a resumed run replays exactly the chunks of an uninterrupted one."""
-    plan, start = [], 0
-    for end in list(np.flatnonzero(snap) + 1) + [len(times)]:
-        for s in range(start, end, CHUNK_SAVES):
-            e = min(s + CHUNK_SAVES, end)
-            plan.append((s, e, e == end and bool(snap[end - 1])))
-        start = max(start, end)
-    return plan
-
-
-def _custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> pt.Particles:
-    """``initial`` (width,) / (width, D) validated and zero-padded like ``padded`` (the drawn
-    particles of ``prepare``, laid out by ``pt.chunk_layout``)."""
-    if not isinstance(initial, pt.Particles):
-        raise ValueError(f"initial must be a particles.Particles, got {type(initial).__name__}")
-    m = config.model.width
-    fan_in = config.model.fan_in(config.data.input_dim)
-    a, w = np.asarray(initial.a), np.asarray(initial.w)
-    if a.shape != (m,) or w.shape != (m, fan_in):
-        raise ValueError(f"initial particles must have a: ({m},) and w: ({m}, {fan_in}) "
-                         f"(model.width, input dim + bias); got a: {a.shape}, w: {w.shape}")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(w))):
-        raise ValueError("initial particles contain NaN or inf")
-    m_pad = padded.a.shape[0]
-    dtype = padded.a.dtype
-    a_pad = np.zeros((m_pad,), dtype)
-    w_pad = np.zeros((m_pad, fan_in), dtype)
-    a_pad[:m], w_pad[:m] = a, w
-    return pt.Particles(a=jnp.asarray(a_pad), w=jnp.asarray(w_pad))
+def init_state(integrator: pt.TimeIntegrator, problem, particles):
+    """The integrator's initial state (compiled per integrator structure, like ``run_chunk``)."""
+    return integrator.init(problem, particles)
 
 
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
@@ -273,11 +124,10 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
-    if config.solver.kind == "analytic":  # not a time integrator: iterations on the host
-        from meanfield.analytic_run import simulate_analytic
-
-        return simulate_analytic(config, progress=progress, out=out, resume=resume,
-                                 overwrite=overwrite, initial=initial)
+    solver = config.solver.build()
+    if solver.clock != "time":  # iterations on the host (the analytic solver)
+        return DRIVERS[solver.clock](config, progress=progress, out=out, resume=resume,
+                                     overwrite=overwrite, initial=initial)
     if out is not None and os.path.exists(out) and not (resume or overwrite):
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
                               "or overwrite=True (CLI --overwrite) to replace it")
@@ -286,17 +136,15 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
                          "record custom initial particles; rerun with overwrite=True instead")
     problem, particles, x_eval, dtype = prepare(config)
     if initial is not None:
-        particles = _custom_initial(config, initial, particles)
-    key = _integrator_key(config.solver)
-    params = _solver_params(config.solver, dtype)
+        particles = custom_initial(config, initial, particles)
+    integrator = solver.with_dtype(dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
-    spec = make_spec(config, np.asarray(problem.x), pt.default_flow_params(dtype)["band_eps"],
-                     dtype)
-    limits = {"max_steps": jnp.asarray(config.max_steps, jnp.int32),
-              "loss_tol": jnp.asarray(-jnp.inf if config.loss_tol is None else config.loss_tol,
-                                      dtype)}
-    state = _init_state(key, problem, particles, params)
+    spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
+    stop = pt.StopRule(max_steps=jnp.asarray(config.max_steps, jnp.int32),
+                       loss_tol=jnp.asarray(-jnp.inf if config.loss_tol is None
+                                            else config.loss_tol, dtype))
+    state = init_state(integrator, problem, particles)
     recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
     store, first_chunk = None, 0
     if out is not None and resume and os.path.exists(out):
@@ -310,19 +158,17 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         store = RunStore.create(out, config.to_json(), overwrite=overwrite)
     if first_chunk == 0:
         recorder.snapshot(state)
-    bar = _progress_bar(progress, len(times))
+    bar = progress_bar(progress, len(times))
     if bar is not None:
         bar.update(recorder.count)
     last_commit, committed_state, committed_chunks = time.time(), state, 0
     try:
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
-            targets = times[start:end]
-            real = np.arange(CHUNK_SAVES) < len(targets)
-            padded = np.concatenate([targets, np.repeat(targets[-1:], CHUNK_SAVES - len(targets))])
-            state, done, records = _run_chunk(key, problem, x_eval, state, params,
-                                              jnp.asarray(padded, dtype), jnp.asarray(real), limits,
-                                              particles, spec)
+            targets, real = padded_targets(times, start, end)
+            state, done, records = run_chunk(integrator, stop, problem, x_eval, state,
+                                             jnp.asarray(targets, dtype), jnp.asarray(real),
+                                             particles, spec)
             done = bool(done)
             kept = recorder.add(records)
             if done or snapshot_after:
@@ -377,18 +223,6 @@ def _result(recorder, store, started: float, stop_reason: str, finished: bool = 
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
                  finished=finished, extra=xr.Dataset({"phase": phase.drop_vars("t", errors="ignore")}))
     return open_run(store.path)
-
-
-def _progress_bar(progress: bool | None, total: int):
-    import sys
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="save", desc="meanfield")
 
 
 class _Recorder:
@@ -467,3 +301,6 @@ class _Recorder:
         return build_dataset(self.config, columns, self.snapshots,
                              wall_time=time.time() - started,
                              stop_reason=stop_reason).assign_attrs(self.attrs)
+
+
+DRIVERS = {"iteration": simulate_analytic}  # solver.clock -> driver (``clock="time"``: above)

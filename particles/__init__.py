@@ -8,13 +8,15 @@ memory-bounded chunks, losses, and integrators in gradient-flow time.
 from meanfield.particles.init import init_particles
 from meanfield.particles.integrators import (
     STATUS_NAMES,
+    AdaptiveFlow,
+    Euler,
     FixedStepState,
     FlowState,
-    Integrator,
-    adaptive_flow,
-    default_flow_params,
-    euler,
-    optax_solver,
+    IController,
+    OptaxSolver,
+    StopRule,
+    TimeIntegrator,
+    default_band_eps,
 )
 from meanfield.particles.kernels import (
     Particles,
@@ -38,9 +40,10 @@ from meanfield.particles.model import (
 )
 
 __all__ = [
-    "STATUS_NAMES", "FixedStepState", "FlowState", "InitialLaw", "Integrator", "ModelSpec",
-    "Parametrisation", "Particles", "Problem", "TrainingData", "adaptive_flow", "chunk_layout",
-    "default_flow_params", "euler", "init_particles", "is_classification", "loss_derivative",
-    "loss_value", "make_problem", "network_output", "neuron_output", "neuron_velocity",
-    "optax_solver", "regime_of", "residuals", "risk", "velocity",
+    "STATUS_NAMES", "AdaptiveFlow", "Euler", "FixedStepState", "FlowState", "IController",
+    "InitialLaw", "ModelSpec", "OptaxSolver", "Parametrisation", "Particles", "Problem",
+    "StopRule", "TimeIntegrator", "TrainingData", "chunk_layout", "default_band_eps",
+    "init_particles", "is_classification", "loss_derivative", "loss_value", "make_problem",
+    "network_output", "neuron_output", "neuron_velocity", "regime_of", "residuals", "risk",
+    "velocity",
 ]

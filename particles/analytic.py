@@ -60,7 +60,7 @@ import math
 import time
 import warnings
 from functools import partial
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -489,6 +489,26 @@ def analytic_step(state: AnalyticState, config: AnalyticConfig):
                   ridge_first_layer=info_w["ridge"], ridge_output=info_a["ridge"],
                   first_layer_form=info_w["form"], time=time.perf_counter() - start)
     return AnalyticState(**fields), record
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AnalyticSolver(AnalyticConfig):
+    """The analytic solver as a solver object: the iteration-clock sibling of
+    ``meanfield.particles.integrators.TimeIntegrator``.
+
+    ``clock = "iteration"``: ``meanfield.simulate`` drives it on the host, one iteration per
+    record (``meanfield.analytic_run``), instead of the compiled loop in gradient-flow time.
+    ``init(particles, data)`` / ``step(state)`` are ``analytic_init`` / ``analytic_step`` with
+    these settings.
+    """
+
+    clock: ClassVar[str] = "iteration"
+
+    def init(self, particles: Particles, data) -> AnalyticState:
+        return analytic_init(particles, data, config=self)
+
+    def step(self, state: AnalyticState):
+        return analytic_step(state, self)
 
 
 def fit_analytic(x_aug, y, weights, a0, w0, config: AnalyticConfig, *, c0: float = 0.0):

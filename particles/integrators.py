@@ -1,51 +1,58 @@
-"""Integrators in gradient-flow time t, as ``(init, step)`` pairs over frozen pytree states.
+"""Integrators in gradient-flow time t: frozen pytree objects that carry their own parameters.
 
-* ``euler``: explicit Euler with step dt (= plain GD on the unnormalised parameters).
-* ``optax_solver``: any ``optax.GradientTransformation`` fed with the mean-field gradient
-  m * grad R = -velocity; t advances by ``dt`` per step.
-* ``adaptive_flow``: the gradient flow itself. Each step moves every particle *exactly* in a
-  frozen residual field (``meanfield.particles.flow``: hyperbolic rotation plus one ReLU face event with
-  the Filippov sliding rule), first with R(t) (order 1), then with the trapezoidal field
-  (R(t) + R_pred(t+h))/2 (order 2: second-order Magnus for the linear-in-R velocity). The
-  difference of the two residual vectors is the error estimate, relative to |R|: the smooth
-  part every particle feels controls the step, the faces are handled per particle, with a
-  CFL-like bound (at most one new face per particle per step) and a cap on the per-step
-  growth factor exp(|G| h). Exact for constant R, so plateaus take large steps.
+Every integrator offers ``init(problem, particles) -> state`` and
+``step(problem, state, t_target) -> state`` (the ``TimeIntegrator`` protocol, diffrax-style).
+Its numeric fields are traced leaves and its class plus static fields are the compiled
+structure, so runs that differ only in numbers (dt, rtol, width, seed) share one program.
 
-Every ``step(problem, state, params, t_target)`` never passes ``t_target``; runs of any width
-share the same time axis. All numeric parameters are traced (no recompilation).
+* ``Euler``: explicit Euler with step dt (= plain GD on the unnormalised parameters).
+* ``Heun``: explicit trapezoidal rule (Heun's method), second order, step dt.
+* ``OptaxSolver``: any optax optimiser (named factory + keyword arguments) fed with the
+  mean-field gradient m * grad R = -velocity; t advances by ``dt`` per step.
+* ``AdaptiveFlow``: the gradient flow itself. Each step moves every particle *exactly* in a
+  frozen residual field (``meanfield.particles.flow``: hyperbolic rotation plus one ReLU face
+  event with the Filippov sliding rule), first with R(t) (order 1), then with the trapezoidal
+  field (R(t) + R_pred(t+h))/2 (order 2: second-order Magnus for the linear-in-R velocity). The
+  difference of the two residual vectors is the error estimate, relative to |R|
+  (``AdaptiveFlow.propose``); the step size is chosen by a separate controller object
+  (``IController``: the smooth part every particle feels controls the step, the faces are
+  handled per particle, with a CFL-like bound of at most one new face per particle per step
+  and a cap on the per-step growth factor exp(|G| h)). Exact for constant R, so plateaus take
+  large steps.
+
+Time contract: ``AdaptiveFlow.step`` never passes ``t_target`` (runs of any width share the
+same time axis); fixed-step integrators ignore it and advance t = n dt, so the caller's loop
+ends on the first step with t >= t_target (``exact_targets = False``).
+
+``StopRule`` is the on-device stop test of a run (status, step budget, loss tolerance).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+import difflib
+import inspect
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from meanfield.particles._pytree import pytree_dataclass
-from meanfield.particles.flow import move_particles
+from meanfield.particles.flow import Motion, move_particles
 from meanfield.particles.kernels import (
     Particles,
     Problem,
     euler_pass,
     network_output,
     residuals,
+    risk,
     velocity,
 )
 
 OK, DIVERGED, STEP_UNDERFLOW = 0, 1, 2
 STATUS_NAMES = {OK: "ok", DIVERGED: "diverged", STEP_UNDERFLOW: "step_underflow"}
-
-
-class Integrator(NamedTuple):
-    """``init(problem, particles, params) -> state``; ``step(problem, state, params, t_target)``."""
-
-    name: str
-    init: Callable
-    step: Callable
+DEFAULT_RTOL = 1e-3  # relative tolerance of AdaptiveFlow (and of the config's Solver)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,7 +75,7 @@ class FixedStepState(RunState):
 
 @pytree_dataclass
 class FlowState(RunState):
-    h_face: jax.Array  # CFL-like bound: half the time to any massive particle's second face
+    h_face: jax.Array  # CFL-like bound: a fraction of the time to any massive particle's second face
     g_max: jax.Array  # max |G| over particles (growth rate bound)
     mass_floor: jax.Array
 
@@ -91,66 +98,200 @@ def kernel_scale(problem: Problem, particles: Particles):
     return (mean_a2 + jnp.where(problem.trainable, mean_w2, 0.0)) * xmax
 
 
-# ----------------------------------------------------------------------------- fixed step
-
-def euler() -> Integrator:
-    """Explicit Euler / plain GD; ``params = {"dt": step in gradient-flow time}``."""
-
-    def init(problem, particles, params):
-        f = network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
-        dtype = problem.x.dtype
-        return FixedStepState(particles=particles, f=f, h=jnp.asarray(params["dt"], dtype),
-                              **_counters(dtype))
-
-    def step(problem, state, params, t_target):
-        del t_target  # fixed steps: the caller stops at the first t >= t_target
-        dt = jnp.asarray(params["dt"], state.t.dtype)
-        new, f = euler_pass(problem, state.particles, residuals(problem, state.f), dt)
-        ok = _finite(f, new.a, new.w)
-        n = state.n_steps + 1
-        return FixedStepState(
-            particles=jax.tree.map(lambda u, v: jnp.where(ok, u, v), new, state.particles),
-            f=jnp.where(ok, f, state.f), t=jnp.where(ok, n * dt, state.t),
-            n_steps=jnp.where(ok, n, state.n_steps), n_rejected=state.n_rejected,
-            status=jnp.where(ok, state.status, DIVERGED), h=dt, opt_state=None)
-
-    return Integrator("euler", init, step)
+def default_band_eps(dtype) -> float:
+    """Relative half-width of a ReLU face band, 64 machine epsilons of ``dtype``."""
+    return 64 * float(jnp.finfo(dtype).eps)
 
 
-def optax_solver(optimizer: optax.GradientTransformation) -> Integrator:
-    """Any optax optimiser on the particles; ``params = {"dt": time per step}``.
+class TimeIntegrator:
+    """Base of the integrators in gradient-flow time (subclasses are ``pytree_dataclass``es).
 
-    The gradient passed to optax is m * grad R = -velocity, so ``optax.sgd(dt)`` is Euler.
-    Frozen marks keep a. Optimiser hyperparameters are baked into ``optimizer`` (use
-    ``optax.inject_hyperparams`` to trace them).
+    ``clock = "time"`` tells ``meanfield.simulate`` to drive it with the compiled chunk loop.
     """
 
-    def init(problem, particles, params):
-        f = network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
-        dtype = problem.x.dtype
-        return FixedStepState(particles=particles, f=f, h=jnp.asarray(params["dt"], dtype),
-                              opt_state=optimizer.init(particles), **_counters(dtype))
+    clock: ClassVar[str] = "time"
+    exact_targets: ClassVar[bool] = False  # True: step never passes t_target (lands on it)
 
-    def step(problem, state, params, t_target):
+    def with_dtype(self, dtype):
+        """Copy whose numeric leaves are arrays of ``dtype`` (what ``simulate`` traces)."""
+        return jax.tree.map(lambda v: jnp.asarray(v, dtype), self)
+
+    def init(self, problem: Problem, particles: Particles):
+        raise NotImplementedError
+
+    def step(self, problem: Problem, state, t_target):
+        raise NotImplementedError
+
+
+@pytree_dataclass
+class StopRule:
+    """On-device stop test of a run: abnormal status, step budget, or loss tolerance reached.
+
+    Attributes:
+        max_steps: step budget (int32 leaf).
+        loss_tol: stop once the training loss is <= loss_tol (-inf: never).
+    """
+
+    max_steps: Any
+    loss_tol: Any
+
+    def stopped(self, problem: Problem, state: RunState):
+        return ((state.status != OK) | (state.n_steps >= self.max_steps)
+                | (risk(problem, state.f) <= self.loss_tol))
+
+
+# ----------------------------------------------------------------------------- fixed step
+
+def _fixed_step(state: FixedStepState, new: Particles, f, dt, opt_state=None) -> FixedStepState:
+    """Accept a fixed step if everything stays finite, else keep ``state`` and flag DIVERGED."""
+    ok = _finite(f, new.a, new.w)
+    n = state.n_steps + 1
+    keep = lambda u, v: jax.tree.map(lambda p, q: jnp.where(ok, p, q), u, v)
+    return FixedStepState(
+        particles=keep(new, state.particles), f=jnp.where(ok, f, state.f),
+        t=jnp.where(ok, n * dt, state.t), n_steps=jnp.where(ok, n, state.n_steps),
+        n_rejected=state.n_rejected, status=jnp.where(ok, state.status, DIVERGED), h=dt,
+        opt_state=keep(opt_state, state.opt_state))
+
+
+def _fixed_init(problem: Problem, particles: Particles, dt, opt_state=None) -> FixedStepState:
+    f = network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
+    dtype = problem.x.dtype
+    return FixedStepState(particles=particles, f=f, h=jnp.asarray(dt, dtype), opt_state=opt_state,
+                          **_counters(dtype))
+
+
+class FixedStep(TimeIntegrator):
+    """Base of the fixed-step integrators without optimiser state: a subclass declares the
+    field ``dt`` and ``advance``; t advances by dt per step."""
+
+    def advance(self, problem: Problem, particles: Particles, f, dt):
+        """(particles after one step of size dt, f at the distinct inputs there (n_u,))."""
+        raise NotImplementedError
+
+    def init(self, problem, particles):
+        return _fixed_init(problem, particles, self.dt)
+
+    def step(self, problem, state, t_target):
+        del t_target  # fixed steps: the caller stops at the first t >= t_target
+        dt = jnp.asarray(self.dt, state.t.dtype)
+        new, f = self.advance(problem, state.particles, state.f, dt)
+        return _fixed_step(state, new, f, dt)
+
+
+@pytree_dataclass
+class Euler(FixedStep):
+    """Explicit Euler / plain GD with step ``dt`` in gradient-flow time (traced)."""
+
+    dt: Any
+
+    def advance(self, problem, particles, f, dt):
+        return euler_pass(problem, particles, residuals(problem, f), dt)
+
+
+@pytree_dataclass
+class Heun(FixedStep):
+    """Heun's method (explicit trapezoidal rule), second order, step ``dt`` (traced):
+    predictor p = x + dt v(x), then x + dt (v(x) + v(p)) / 2."""
+
+    dt: Any
+
+    def advance(self, problem, particles, f, dt):
+        r0 = residuals(problem, f)
+        predicted, f_predicted = euler_pass(problem, particles, r0, dt)
+        v0 = velocity(problem, particles, r0)
+        v1 = velocity(problem, predicted, residuals(problem, f_predicted))
+        new = jax.tree.map(lambda x, u, v: x + 0.5 * dt * (u + v), particles, v0, v1)
+        return new, network_output(new, problem.x, problem.inv_width, problem.n_chunks)
+
+
+def _optax_factory(name: str):
+    factory = getattr(optax, name, None) if isinstance(name, str) else None
+    if not callable(factory):
+        raise ValueError(f"optimizer={name!r} is not an optax optimiser name (e.g. 'adam', "
+                         "'sgd', 'rmsprop')")
+    return factory
+
+
+def check_optax_arguments(optimizer, optimizer_kwargs: dict, *, prefix: str = "") -> None:
+    """Raise ValueError unless ``optax.<optimizer>(**optimizer_kwargs)`` matches the factory's
+    signature: unknown keywords are named (``prefix`` + ``optimizer_kwargs``) with the closest
+    valid name, missing required arguments listed. No optimiser is built."""
+    try:
+        factory = _optax_factory(optimizer)
+    except ValueError as error:
+        raise ValueError(f"{prefix}{error}") from None
+    if not isinstance(optimizer_kwargs, dict) or not all(isinstance(k, str)
+                                                         for k in optimizer_kwargs):
+        raise ValueError(f"{prefix}optimizer_kwargs must be a dict of keyword arguments of "
+                         f"optax.{optimizer}, got {optimizer_kwargs!r}")
+    parameters = inspect.signature(factory).parameters
+    names = [n for n, p in parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    for key in optimizer_kwargs:
+        if key not in names and not takes_any:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{prefix}optimizer_kwargs key {key!r} is not an argument of "
+                             f"optax.{optimizer}: {hint}allowed: {names}")
+    missing = [n for n, p in parameters.items() if p.default is p.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in optimizer_kwargs]
+    if missing:
+        raise ValueError(f"{prefix}optimizer_kwargs must give {missing} for optax.{optimizer}")
+
+
+def _frozen(value):
+    """A hashable copy of a keyword-argument value (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    hash(value)
+    return value
+
+
+@pytree_dataclass(static=("optimizer", "optimizer_kwargs"))
+class OptaxSolver(TimeIntegrator):
+    """An optax optimiser on the particles, ``dt`` of gradient-flow time per step.
+
+    The gradient passed to optax is m * grad R = -velocity, so ``optimizer="sgd"`` with
+    ``learning_rate = dt`` is Euler. Frozen marks keep a. The optimiser's name and keyword
+    arguments are static (part of the compiled program); ``dt`` is traced.
+
+    Attributes:
+        dt: gradient-flow time per step.
+        optimizer: name of an optax factory, e.g. ``"adam"``.
+        optimizer_kwargs: its keyword arguments as a dict (stored as sorted, hashable pairs).
+    """
+
+    dt: Any
+    optimizer: str = "sgd"
+    optimizer_kwargs: Any = ()
+
+    def __post_init__(self):
+        kwargs = self.optimizer_kwargs
+        if isinstance(kwargs, dict):
+            object.__setattr__(self, "optimizer_kwargs", _frozen(kwargs))
+
+    @property
+    def transformation(self) -> optax.GradientTransformation:
+        return _optax_factory(self.optimizer)(**dict(self.optimizer_kwargs))
+
+    def init(self, problem, particles):
+        return _fixed_init(problem, particles, self.dt, self.transformation.init(particles))
+
+    def step(self, problem, state, t_target):
         del t_target
-        dt = jnp.asarray(params["dt"], state.t.dtype)
+        dt = jnp.asarray(self.dt, state.t.dtype)
         vel = velocity(problem, state.particles, residuals(problem, state.f))
         grads = jax.tree.map(jnp.negative, vel)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.particles)
+        updates, opt_state = self.transformation.update(grads, state.opt_state, state.particles)
         new = optax.apply_updates(state.particles, updates)
         if not problem.trainable:
             new = Particles(a=state.particles.a, w=new.w)
         f = network_output(new, problem.x, problem.inv_width, problem.n_chunks)
-        ok = _finite(f, new.a, new.w)
-        n = state.n_steps + 1
-        keep = lambda u, v: jax.tree.map(lambda p, q: jnp.where(ok, p, q), u, v)
-        return FixedStepState(
-            particles=keep(new, state.particles), f=jnp.where(ok, f, state.f),
-            t=jnp.where(ok, n * dt, state.t), n_steps=jnp.where(ok, n, state.n_steps),
-            n_rejected=state.n_rejected, status=jnp.where(ok, state.status, DIVERGED), h=dt,
-            opt_state=keep(opt_state, state.opt_state))
-
-    return Integrator("optax", init, step)
+        return _fixed_step(state, new, f, dt, opt_state)
 
 
 # ----------------------------------------------------------------------------- adaptive flow
@@ -186,83 +327,145 @@ def _move(problem: Problem, particles: Particles, residual, h, band_eps, mass_fl
                           outputs=outputs)
 
 
-def default_flow_params(dtype=jnp.float32) -> dict:
-    """Numeric parameters of ``adaptive_flow`` (all traced)."""
-    eps = float(jnp.finfo(dtype).eps)
-    return {"rtol": 1e-3, "band_eps": 64 * eps, "mass_rel": 1e-4, "face_safety": 0.5,
-            "max_growth": 3.0, "h_min_rel": 1e-14}
+@pytree_dataclass
+class IController:
+    """Integral step-size controller of ``AdaptiveFlow`` with its step bounds.
 
-
-def adaptive_flow() -> Integrator:
-    """Adaptive exact-in-frozen-field integrator of the particle gradient flow.
-
-    ``params``: rtol (relative tolerance on the residual field), band_eps (face band),
-    mass_rel (particles lighter than mass_rel * mean |a||w| do not bound the step),
-    face_safety (fraction of the time to the second face a step may take), max_growth
-    (max |G| h per step), h_min_rel (step underflow threshold relative to t + 1/kernel scale).
+    Next step h * clip(safety * err^(-1/2), factor_min, factor_max) (err: error over tolerance
+    of an order-2 proposal with an order-1 embedded estimate; err = 0 gives factor_max),
+    factor_nonfinite after a non-finite proposal. Bounds: ``face_safety`` times the time to
+    any massive particle's second face, ``max_growth / max |G|`` (trainable outputs only),
+    and the time left to the target. All fields are traced.
     """
 
-    def _aux_bounds(motion, params, width, dtype):
-        h_face = params["face_safety"] * motion.tau2_min
-        mass_floor = params["mass_rel"] * motion.amplitude_sum / width
+    safety: Any = 0.9
+    factor_min: Any = 0.2
+    factor_max: Any = 5.0
+    factor_nonfinite: Any = 0.25
+    face_safety: Any = 0.5
+    max_growth: Any = 3.0
+
+    def face_bound(self, tau2_min):
+        """Step bound from the smallest second-face time (m_pad,) -> scalar."""
+        return self.face_safety * tau2_min
+
+    def clip(self, h_proposed, h_face, g_max, trainable, remaining):
+        """(step to try, whether a bound shortened ``h_proposed``)."""
+        h_growth = self.max_growth / jnp.where(g_max > 0, g_max, 1.0)
+        h_growth = jnp.where((g_max > 0) & trainable, h_growth, jnp.inf)
+        h = jnp.minimum(jnp.minimum(h_proposed, h_face), h_growth)
+        h = jnp.minimum(h, remaining).astype(h_proposed.dtype)
+        return h, h < h_proposed
+
+    def adapt(self, h, err, finite, accepted, clipped, h_proposed):
+        """Next proposed step after trying ``h`` with scaled error ``err`` (accept iff <= 1).
+
+        An accepted step that a bound had shortened does not shrink the proposal below the
+        previous one (``h_proposed``)."""
+        factor = jnp.where(err > 0, self.safety * jax.lax.rsqrt(jnp.where(err > 0, err, 1.0)),
+                           self.factor_max)
+        factor = jnp.where(finite, jnp.clip(factor, self.factor_min, self.factor_max),
+                           self.factor_nonfinite)
+        h_next = h * factor
+        return jnp.where(accepted & clipped, jnp.maximum(h_next, h_proposed), h_next)
+
+
+class Proposal(NamedTuple):
+    """One trial step of ``AdaptiveFlow``: the order-2 result and its error estimate."""
+
+    particles: Particles
+    f: jax.Array  # order-2 f at the distinct inputs (n_u,)
+    err: jax.Array  # max |R2 - R1| / (rtol max(|R0|, |R2|)): accept iff <= 1
+    finite: jax.Array
+    motion: Motion  # order-2 motion summary (tau2_min, g_max, amplitude_sum)
+
+
+@pytree_dataclass
+class AdaptiveFlow(TimeIntegrator):
+    """Adaptive exact-in-frozen-field integrator of the particle gradient flow.
+
+    Attributes:
+        rtol: relative tolerance on the residual field.
+        band_eps: relative face band (None: ``default_band_eps`` of the run's dtype).
+        mass_rel: particles lighter than mass_rel * mean |a||w| do not bound the step.
+        h_min_rel: step underflow threshold relative to t + 1/kernel scale.
+        controller: step-size controller (``IController`` or any object with its methods).
+    """
+
+    exact_targets: ClassVar[bool] = True
+
+    rtol: Any = DEFAULT_RTOL
+    band_eps: Any = None
+    mass_rel: Any = 1e-4
+    h_min_rel: Any = 1e-14
+    controller: Any = dataclasses.field(default_factory=IController)
+
+    def with_dtype(self, dtype):
+        resolved = dataclasses.replace(self, band_eps=self._band(dtype))
+        return TimeIntegrator.with_dtype(resolved, dtype)
+
+    def _band(self, dtype):
+        return default_band_eps(dtype) if self.band_eps is None else self.band_eps
+
+    def _bounds(self, motion: Motion, width, dtype):
+        h_face = self.controller.face_bound(motion.tau2_min)
+        mass_floor = self.mass_rel * motion.amplitude_sum / width
         return h_face.astype(dtype), motion.g_max.astype(dtype), mass_floor.astype(dtype)
 
-    def init(problem, particles, params):
+    def init(self, problem, particles):
         dtype = problem.x.dtype
         f = network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
         r0 = residuals(problem, f)
         width = 1.0 / problem.inv_width
         amp = jnp.abs(particles.a) * jnp.linalg.norm(particles.w, axis=1)
-        floor0 = params["mass_rel"] * jnp.sum(amp) / width
-        motion = _move(problem, particles, r0, jnp.asarray(0.0, dtype), params["band_eps"],
+        floor0 = self.mass_rel * jnp.sum(amp) / width
+        motion = _move(problem, particles, r0, jnp.asarray(0.0, dtype), self._band(dtype),
                        floor0, "step")
-        h_face, g_max, mass_floor = _aux_bounds(motion, params, width, dtype)
+        h_face, g_max, mass_floor = self._bounds(motion, width, dtype)
         rate = kernel_scale(problem, particles) * jnp.max(jnp.abs(problem.weights))
         rate = rate * problem.x.shape[0] + jnp.finfo(dtype).tiny
         h0 = jnp.asarray(1e-3, dtype) / rate
         return FlowState(particles=particles, f=f, h=h0.astype(dtype), h_face=h_face,
                          g_max=g_max, mass_floor=mass_floor, **_counters(dtype))
 
-    def step(problem, state, params, t_target):
+    def propose(self, problem: Problem, state: FlowState, h) -> Proposal:
+        """Second-order Magnus step of size h and its error estimate (no accept/reject)."""
         dtype = state.t.dtype
-        width = 1.0 / problem.inv_width
-        h_growth = params["max_growth"] / jnp.where(state.g_max > 0, state.g_max, 1.0)
-        h_growth = jnp.where((state.g_max > 0) & problem.trainable, h_growth, jnp.inf)
-        h = jnp.minimum(jnp.minimum(state.h, state.h_face), h_growth)
-        h = jnp.minimum(h, t_target - state.t).astype(dtype)
-        clipped = h < state.h
-
+        band_eps = self._band(dtype)
         r0 = residuals(problem, state.f)
-        f1 = _move(problem, state.particles, r0, h, params["band_eps"], state.mass_floor,
+        f1 = _move(problem, state.particles, r0, h, band_eps, state.mass_floor,
                    "total").total * problem.inv_width
         r1 = residuals(problem, f1)
-        motion = _move(problem, state.particles, 0.5 * (r0 + r1), h, params["band_eps"],
+        motion = _move(problem, state.particles, 0.5 * (r0 + r1), h, band_eps,
                        state.mass_floor, "step")
         new, f2 = Particles(a=motion.a, w=motion.w), motion.total * problem.inv_width
         r2 = residuals(problem, f2)
-
         scale = jnp.maximum(jnp.max(jnp.abs(r0)), jnp.max(jnp.abs(r2)))
-        err = jnp.max(jnp.abs(r2 - r1)) / (params["rtol"] * scale + jnp.finfo(dtype).tiny)
-        finite = _finite(f1, f2, new.a, new.w)
-        accept = finite & (err <= 1.0)
-        factor = jnp.where(err > 0, 0.9 * jax.lax.rsqrt(jnp.where(err > 0, err, 1.0)), 5.0)
-        factor = jnp.where(finite, jnp.clip(factor, 0.2, 5.0), 0.25)
-        h_next = h * factor
-        h_next = jnp.where(accept & clipped, jnp.maximum(h_next, state.h), h_next)
+        err = jnp.max(jnp.abs(r2 - r1)) / (self.rtol * scale + jnp.finfo(dtype).tiny)
+        return Proposal(particles=new, f=f2, err=err, finite=_finite(f1, f2, new.a, new.w),
+                        motion=motion)
 
-        h_face, g_max, mass_floor = _aux_bounds(motion, params, width, dtype)
+    def step(self, problem, state, t_target):
+        dtype = state.t.dtype
+        width = 1.0 / problem.inv_width
+        h, clipped = self.controller.clip(state.h, state.h_face, state.g_max, problem.trainable,
+                                          t_target - state.t)
+        trial = self.propose(problem, state, h)
+        accept = trial.finite & (trial.err <= 1.0)
+        h_next = self.controller.adapt(h, trial.err, trial.finite, accept, clipped, state.h)
+        h_face, g_max, mass_floor = self._bounds(trial.motion, width, dtype)
         t_scale = state.t + 1.0 / (kernel_scale(problem, state.particles) + 1.0)
-        underflow = ~accept & (h_next < params["h_min_rel"] * t_scale)
+        # written as "not >=" so that a NaN scale (non-finite particles) counts as underflow
+        underflow = ~accept & ~(h_next >= self.h_min_rel * t_scale)
         pick = lambda u, v: jax.tree.map(lambda p, q: jnp.where(accept, p, q), u, v)
         return FlowState(
-            particles=pick(new, state.particles), f=jnp.where(accept, f2, state.f),
+            particles=pick(trial.particles, state.particles),
+            f=jnp.where(accept, trial.f, state.f),
             t=jnp.where(accept, state.t + h, state.t),
             n_steps=state.n_steps + accept.astype(jnp.int32),
             n_rejected=state.n_rejected + (~accept).astype(jnp.int32),
-            status=jnp.where(underflow, jnp.where(finite, STEP_UNDERFLOW, DIVERGED),
+            status=jnp.where(underflow, jnp.where(trial.finite, STEP_UNDERFLOW, DIVERGED),
                              state.status),
             h=h_next.astype(dtype), h_face=jnp.where(accept, h_face, state.h_face),
             g_max=jnp.where(accept, g_max, state.g_max),
             mass_floor=jnp.where(accept, mass_floor, state.mass_floor))
-
-    return Integrator("adaptive_flow", init, step)

@@ -231,6 +231,22 @@ def _as_float_array(name: str, value, ndim: int) -> np.ndarray:
     return arr
 
 
+def value_key(value):
+    """A hashable key equal for equal values: arrays by dtype, shape and content, dicts by
+    their sorted items, dataclasses by type and fields (for ``__eq__`` / ``__hash__`` of
+    configs that hold arrays or dicts)."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, value_key(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(value_key(v) for v in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__qualname__,
+                tuple((f.name, value_key(getattr(value, f.name))) for f in dataclasses.fields(value)))
+    return value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class TrainingData:
     """Training inputs, labels, sample weights and an evaluation grid.
@@ -250,6 +266,14 @@ class TrainingData:
     weights: np.ndarray | None = None
     x_eval: np.ndarray | None = None
     name: str = "data"
+
+    def __eq__(self, other):
+        if not isinstance(other, TrainingData):
+            return NotImplemented
+        return value_key(self) == value_key(other)
+
+    def __hash__(self):
+        return hash(value_key(self))
 
     def __post_init__(self):
         x = _as_float_array("data.x", self.x, 2)

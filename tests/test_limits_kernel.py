@@ -148,7 +148,7 @@ def test_kernel_limit_dataset_schema():
     assert np.all(np.diff(ds.loss.values) <= 1e-15)
     assert ds.loss.values[-1] <= cfg.loss_tol and ds.attrs["stop_reason"] == "loss_tol"
     # same save times as the finite run's schedule
-    from meanfield.runner import particle_time_scale, prepare, save_schedule
+    from meanfield.setup import particle_time_scale, prepare, save_schedule
 
     problem, particles, _, _ = prepare(cfg)
     times = save_schedule(cfg, particle_time_scale(problem, particles))[0]

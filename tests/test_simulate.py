@@ -83,7 +83,7 @@ def test_divergence_stops_with_clear_error_and_keeps_records():
 
 
 def test_ctrl_c_keeps_everything_recorded(monkeypatch):
-    real = sim._run_chunk
+    real = sim.run_chunk
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -93,7 +93,7 @@ def test_ctrl_c_keeps_everything_recorded(monkeypatch):
         return real(*args, **kwargs)
 
     full = mf.simulate(small_luo(n_saves=100), progress=False)
-    monkeypatch.setattr(sim, "_run_chunk", interrupted)
+    monkeypatch.setattr(sim, "run_chunk", interrupted)
     with pytest.raises(mf.RunInterrupted) as info:
         mf.simulate(small_luo(n_saves=100), progress=False)
     ds = info.value.dataset

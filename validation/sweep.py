@@ -319,14 +319,18 @@ def _config_fields() -> set[str]:
 
 def compile_key(config) -> tuple:
     """What decides the runner's compiled program: padded width first (the cost order), then
-    precision, solver, data shapes and the recording layout. Points with equal keys share one
-    compiled program."""
+    precision, the solver's structure (its class and static fields, ``jax.tree.structure`` of
+    the solver object: numbers such as dt and rtol are traced), data shapes and the recording
+    layout. Points with equal keys share one compiled program."""
+    import jax
+
     import meanfield.particles as pt
 
     n_chunks, chunk = pt.chunk_layout(config.model.width, config.chunk_size)
     observe = config.observe
-    return (n_chunks * chunk, n_chunks, config.precision, config.solver.kind,
-            str(config.solver.optimizer), config.data.x.shape, config.data.x_eval.shape,
+    return (n_chunks * chunk, n_chunks, config.precision,
+            jax.tree.structure(config.solver.build()), config.data.x.shape,
+            config.data.x_eval.shape,
             config.model.bias, config.model.output, config.model.loss,
             observe.n_angle_bins, observe.n_cosine_bins, len(observe.references))
 
@@ -408,7 +412,8 @@ def summarise(ds: xr.Dataset, summary: Summary) -> dict[str, np.ndarray]:
 def run_point(config, summary: Summary) -> dict[str, np.ndarray]:
     """Run one config and summarise it; a divergence or step-budget stop is recorded (with its
     stop reason and message), not raised."""
-    from meanfield.runner import RunError, simulate
+    from meanfield.errors import RunError
+    from meanfield.runner import simulate
 
     started = time.perf_counter()
     error = ""

@@ -245,29 +245,30 @@ def small_scale_condensation(config, *, level: float = 0.95, angle_tol: float = 
         dict with ``t_level`` (time of the level crossing, refined by bisection on the exact
         motion), ``fraction`` (``amplitude_near_extremal`` there), ``steps``.
     """
-    from meanfield.runner import prepare  # lazy: limits are imported by meanfield/__init__
+    from meanfield.setup import prepare  # lazy: limits are imported by meanfield/__init__
     import meanfield.particles as pt
-    from meanfield.particles.integrators import default_flow_params, motion_pass
+    from meanfield.particles.integrators import motion_pass
 
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must lie in (0, 1)")
     problem, particles, _, dtype = prepare(config)
-    params = default_flow_params(dtype)
+    flow = pt.AdaptiveFlow()  # the run's default mass floor and face safety (Python floats)
+    band_eps = pt.default_band_eps(dtype)
     f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
     r0 = pt.residuals(problem, f0)
     target = level * float(pt.risk(problem, f0))
     amp = np.abs(np.asarray(particles.a)) * np.linalg.norm(np.asarray(particles.w), axis=1)
-    floor = jnp.asarray(params["mass_rel"] * amp.sum() / config.model.width, dtype)
+    floor = jnp.asarray(flow.mass_rel * amp.sum() / config.model.width, dtype)
 
     @jax.jit
     def move(p, h):
-        new, f, diag = motion_pass(problem, p, r0, h, params["band_eps"], floor)
+        new, f, diag = motion_pass(problem, p, r0, h, band_eps, floor)
         return new, pt.risk(problem, f), jnp.min(diag["tau2"]), jnp.max(diag["g"])
 
     _, _, tau2, g = move(particles, jnp.asarray(0.0, dtype))
     t, p = 0.0, particles
     for step in range(max_steps):
-        h = min(params["face_safety"] * float(tau2), 0.5 / max(float(g), 1e-30))
+        h = min(flow.controller.face_safety * float(tau2), 0.5 / max(float(g), 1e-30))
         new, loss, tau2_new, g_new = move(p, jnp.asarray(h, dtype))
         if float(loss) <= target:
             lo, hi = 0.0, h

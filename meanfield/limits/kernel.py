@@ -400,7 +400,7 @@ def _times(config, t):
         if np.any(t < 0) or np.any(np.diff(t) <= 0):
             raise ValueError("t must be strictly increasing times >= 0")
         return t if t[0] == 0 else np.concatenate([[0.0], t])
-    from meanfield.runner import particle_time_scale, prepare, save_schedule
+    from meanfield.setup import particle_time_scale, prepare, save_schedule
 
     problem, particles, _, _ = prepare(config)
     return save_schedule(config, particle_time_scale(problem, particles))[0]

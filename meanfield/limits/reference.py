@@ -194,14 +194,14 @@ def _level_config(config, n: int, times: np.ndarray, stop_at_loss_tol: bool):
 
 
 def _default_times(config, n: int) -> np.ndarray:
-    from meanfield.runner import _custom_initial, particle_time_scale, prepare, save_schedule
+    from meanfield.setup import custom_initial, particle_time_scale, prepare, save_schedule
 
     if config.save.t is not None:
         times, _ = save_schedule(config, math.nan)
         return times
     level = config.replace(model=_with_width(config.model, n))
     problem, drawn, _, _ = prepare(level)
-    particles = _custom_initial(level, quadrature_particles(config, n), drawn)
+    particles = custom_initial(level, quadrature_particles(config, n), drawn)
     times, _ = save_schedule(config, particle_time_scale(problem, particles))
     return times
 

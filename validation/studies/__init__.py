@@ -47,11 +47,11 @@ STUDIES = {
                     "/ 1 + gamma' (gamma' >= 0); S_w heat map; wall time"),
 }
 
-DEFAULT_OUT = os.path.join("validation", "reports")
+DEFAULT_OUT = "validation-reports"  # relative to the working directory
 
 
 def run_study(name: str, out_dir: str | None = None, quick: bool = False):
-    """Run study ``name``, write ``out_dir/report.md`` (default validation/reports/NAME).
+    """Run study ``name``, write ``out_dir/report.md`` (default ./validation-reports/NAME).
 
     Returns (report, path of report.md).
     """

@@ -5,7 +5,7 @@ than SGD/Adam on most (4 of 5) regression data sets, faster, with almost no tuni
 
 Every method trains the same mean-field network ``f(x) = (1/m) sum_k a_k relu(w_k . x~)`` (bias
 folded in, squared loss R = mean (f - y)^2 / 2) from the same initial particles (the engine's,
-``meanfield.runner.prepare``, same seed); the analytic model adds an output bias c starting at 0
+``meanfield.setup.prepare``, same seed); the analytic model adds an output bias c starting at 0
 (so its initial network is identical). Methods:
 
 * ``analytic``: ``meanfield.particles.analytic.fit_analytic`` (numpy/float64 on the host), best iterate;
@@ -177,7 +177,7 @@ def single_thread_blas():
 
 def run_analytic(config, y_test, iterations: int) -> dict:
     from meanfield.particles.analytic import AnalyticConfig, fit_analytic, network
-    from meanfield.runner import prepare
+    from meanfield.setup import prepare
 
     problem, particles, x_eval, _ = prepare(config)
     m = config.model.width
@@ -243,7 +243,7 @@ def time_to_reach(curve: dict, target: float) -> float:
 
 def study_dataset(name: str, quick: bool, seed: int = 0) -> dict | None:
     import meanfield as mf
-    from meanfield.runner import prepare
+    from meanfield.setup import prepare
     from meanfield.particles.integrators import kernel_scale
 
     width = M_QUICK if quick else M_FULL
@@ -497,7 +497,7 @@ def run(out_dir: str, quick: bool = False):
         + generalisation_table(results)))
     edge = grid_edge_note(results)
     report.notes += [interpolation_note(results)] + ([edge] if edge else []) + [
-        "Same network for every method: the engine's initial particles (meanfield.runner."
+        "Same network for every method: the engine's initial particles (meanfield.setup."
         "prepare, same seed) in the mean-field normalisation f = (1/m) sum a relu(w.x~); the "
         "analytic model adds an output bias c starting at 0 (checked: identical initial loss).",
         "Wall time excludes compilation: each engine run follows a warm-up run of the same "

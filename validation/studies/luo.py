@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from meanfield.particles.integrators import DEFAULT_RTOL
 from meanfield.validation import phase_diagram as pdg
 from meanfield.validation.rates import fit_slope
 from meanfield.validation.report import Check, Report, markdown_table
@@ -56,7 +57,7 @@ FAMILIES = {
 
 
 def family_config(*, family: str, gamma: float, width: int = 1000, seed: int = 0,
-                  n_saves: int = N_SAVES, mse_tol: float = 1e-6, rtol: float = 1e-3,
+                  n_saves: int = N_SAVES, mse_tol: float = 1e-6, rtol: float = DEFAULT_RTOL,
                   precision: str = "float32"):
     """luo_1d with Luo's general parametrisation (alpha, beta1, beta2) of family ``family`` at
     exponent ``gamma`` (gamma' = 0), mapped exactly onto the mean-field normalisation

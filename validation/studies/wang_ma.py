@@ -159,12 +159,12 @@ def _at(t_grid, values, t) -> float:
 def plateau_and_escape(ds) -> dict:
     """Plateau level (loss at the peak of f(x_-), the end of Phase II) and escape time (f(x_-)
     crosses 0, the end of Phase III) of a run or a reduced-model Dataset."""
-    from meanfield.phases import _crossing  # the same interpolation as the phase labels
+    from meanfield.phases import crossing_time  # the same interpolation as the phase labels
 
     t, fm = ds.t.values, f_minus(ds)
     k = int(np.nanargmax(np.where(t >= T_AFTER_PHASE_I / 100, fm, -np.inf)))
     # the first downward zero of f(x_-) after its peak (NaN past the reduced model's event)
-    t_esc = _crossing(t[k:], np.nan_to_num(fm[k:], nan=np.inf), 0.0, rising=False)
+    t_esc = crossing_time(t[k:], np.nan_to_num(fm[k:], nan=np.inf), 0.0, rising=False)
     return dict(t_peak=float(t[k]), plateau=float(ds.loss.values[k]),
                 t_escape=math.nan if t_esc is None else float(t_esc))
 

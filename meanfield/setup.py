@@ -1,0 +1,143 @@
+"""Setup of a run, shared by ``simulate``, the analytic fit, the limits and the benchmarks.
+
+From a ``SimulationConfig`` to device arrays (``prepare``: problem, initial particles, evaluation
+inputs; ``custom_initial`` / ``pad_particles`` for explicit particles), the particle time scale
+that sets the default save schedule (``particle_time_scale``, ``save_schedule``), the split of
+the save times into compiled chunks (``chunk_plan``) and the progress bar.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import meanfield.particles as pt
+from meanfield.config import SimulationConfig
+from meanfield.particles.integrators import kernel_scale
+
+CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
+
+
+def enable_precision(precision: str):
+    """The JAX dtype of ``precision`` (``float32`` / ``float64``), enabling x64 when needed."""
+    if precision == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+    return jnp.float64 if precision == "float64" else jnp.float32
+
+
+def prepare(config: SimulationConfig):
+    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype)."""
+    dtype = enable_precision(config.precision)
+    spec, data = config.model, config.data
+    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size)
+    x_unique, inverse = data.unique_inputs(spec.bias)
+    problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
+                              weights=data.weights, width=spec.width, loss=spec.loss,
+                              trainable=spec.trainable_output, n_chunks=n_chunks, dtype=dtype)
+    particles = pt.init_particles(jax.random.key(config.seed), spec, data.input_dim,
+                                  m_pad=n_chunks * chunk, dtype=dtype)
+    x_eval = jnp.asarray(data.augmented(data.x_eval, spec.bias), dtype)
+    return problem, particles, x_eval, dtype
+
+
+def pad_particles(a, w, like: pt.Particles) -> pt.Particles:
+    """(a (m,), w (m, D)) zero-padded to the chunk layout of ``like`` (m_pad >= m), in its dtype."""
+    m = np.shape(a)[0]
+    a_pad = np.zeros(like.a.shape, like.a.dtype)
+    w_pad = np.zeros(like.w.shape, like.w.dtype)
+    a_pad[:m], w_pad[:m] = a, w
+    return pt.Particles(a=jnp.asarray(a_pad), w=jnp.asarray(w_pad))
+
+
+def custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> pt.Particles:
+    """``initial`` (width,) / (width, D) validated and zero-padded like ``padded`` (the drawn
+    particles of ``prepare``, laid out by ``pt.chunk_layout``)."""
+    if not isinstance(initial, pt.Particles):
+        raise ValueError(f"initial must be a particles.Particles, got {type(initial).__name__}")
+    m = config.model.width
+    fan_in = config.model.fan_in(config.data.input_dim)
+    a, w = np.asarray(initial.a), np.asarray(initial.w)
+    if a.shape != (m,) or w.shape != (m, fan_in):
+        raise ValueError(f"initial particles must have a: ({m},) and w: ({m}, {fan_in}) "
+                         f"(model.width, input dim + bias); got a: {a.shape}, w: {w.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(w))):
+        raise ValueError("initial particles contain NaN or inf")
+    return pad_particles(a, w, padded)
+
+
+@jax.jit
+def time_scales(problem: pt.Problem, particles: pt.Particles):
+    """(rotation, kernel) time scales of the initial particles: the time for a typical w to
+    turn by its own size, and 1 / (kernel scale * sum |R|)."""
+    f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
+    r_sum = jnp.sum(jnp.abs(pt.residuals(problem, f0))) + 1e-30
+    rms_a = jnp.sqrt(jnp.sum(particles.a ** 2) * problem.inv_width) + 1e-30
+    rms_w = jnp.sqrt(jnp.sum(particles.w ** 2) * problem.inv_width) + 1e-30
+    x_max = jnp.sqrt(jnp.max(jnp.sum(problem.x ** 2, axis=1)))
+    rotation = rms_w / (rms_a * x_max * r_sum)
+    kernel = 1.0 / (kernel_scale(problem, particles) * r_sum + 1e-30)
+    return rotation, kernel
+
+
+def particle_time_scale(problem: pt.Problem, particles: pt.Particles) -> float:
+    """Time for a typical particle to move by its own size, min over rotation and kernel scales."""
+    return float(min(jax.device_get(time_scales(problem, particles))))
+
+
+def save_schedule(config: SimulationConfig, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Save times (starting with 0) and a boolean mask of snapshot times (``config.save``)."""
+    save = config.save
+    if save.t is not None:
+        times = np.array([v for v in save.t if v <= config.t_max], dtype=float)
+    else:
+        t_min = save.t_min if save.t_min is not None else min(1e-3 * time_scale,
+                                                             config.t_max / 10)
+        times = np.geomspace(t_min, config.t_max, save.n)
+    if isinstance(save.snapshots, tuple):
+        times = np.union1d(times, [v for v in save.snapshots if 0 < v <= config.t_max])
+    times = np.concatenate([[0.0], times[times > 0]])
+    snap = np.zeros(times.shape, bool)
+    snap[0] = snap[-1] = True
+    if isinstance(save.snapshots, tuple):
+        snap |= np.isin(times, save.snapshots)
+    elif save.snapshots > 0:
+        grid = np.geomspace(times[1], times[-1], save.snapshots) if len(times) > 1 else []
+        for v in grid:
+            snap[1 + np.argmin(np.abs(np.log(times[1:]) - np.log(v)))] = True
+    return times, snap
+
+
+def chunk_plan(times: np.ndarray, snap: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Index ranges [start, end) of the save times run per compiled chunk, and whether a
+    snapshot follows the chunk. Every snapshot time ends a chunk; the plan depends only on the
+    schedule, so a resumed run replays exactly the chunks of an uninterrupted one."""
+    plan, start = [], 0
+    for end in list(np.flatnonzero(snap) + 1) + [len(times)]:
+        for s in range(start, end, CHUNK_SAVES):
+            e = min(s + CHUNK_SAVES, end)
+            plan.append((s, e, e == end and bool(snap[end - 1])))
+        start = max(start, end)
+    return plan
+
+
+def padded_targets(times: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Save targets ``times[start:end]`` repeated up to ``CHUNK_SAVES`` (one compiled shape)
+    and the mask of the real ones."""
+    targets = times[start:end]
+    real = np.arange(CHUNK_SAVES) < len(targets)
+    return np.concatenate([targets, np.repeat(targets[-1:], CHUNK_SAVES - len(targets))]), real
+
+
+def progress_bar(progress: bool | None, total: int, *, unit: str = "save",
+                 desc: str = "meanfield", initial: int = 0):
+    """A tqdm bar over ``total`` items, or None (``progress=None``: when stderr is a terminal)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, initial=initial)

@@ -1,0 +1,217 @@
+"""The solver objects: a contract every integrator of ``SOLVER_KINDS`` must pass (a new row is
+tested automatically), the step-size controller alone, and the solver table's validation."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield as mf
+import meanfield.particles as pt
+from meanfield.config import SOLVER_KINDS
+from meanfield.particles.integrators import DIVERGED, OK, IController
+from meanfield.setup import prepare
+
+# a value for every Solver parameter a kind may require (only the ones a kind takes are used)
+EXAMPLE_PARAMETERS = {"dt": 2e-3, "optimizer": "sgd", "optimizer_kwargs": {"learning_rate": 2e-3}}
+TIME_KINDS = [k for k, row in SOLVER_KINDS.items() if row.solver.clock == "time"]
+
+
+def solver_of(kind: str, **changes) -> mf.Solver:
+    taken = {p: EXAMPLE_PARAMETERS[p] for p in SOLVER_KINDS[kind].parameters
+             if p in EXAMPLE_PARAMETERS}
+    return mf.Solver(kind=kind, **(taken | changes))
+
+
+def small_config(kind: str, **changes) -> mf.SimulationConfig:
+    config = mf.presets.luo_1d(gamma=1.0, width=40, t_max=0.05, n_saves=5, precision="float64")
+    return config.replace(solver=solver_of(kind), **changes)
+
+
+def started(kind: str, **changes):
+    config = small_config(kind, **changes)
+    problem, particles, _, dtype = prepare(config)
+    integrator = config.solver.build().with_dtype(dtype)
+    return problem, integrator, jax.jit(integrator.init)(problem, particles)
+
+
+def advance(problem, integrator, state, target, max_steps=100_000):
+    """Step until t >= target (the runner's inner loop), at most ``max_steps`` steps."""
+    def cond(s):
+        return (s.t < target) & (s.status == OK) & (s.n_steps + s.n_rejected < max_steps)
+
+    return jax.jit(lambda s: jax.lax.while_loop(
+        cond, lambda s: integrator.step(problem, s, target), s))(state)
+
+
+def test_every_time_kind_is_covered():
+    assert {"adaptive", "euler", "optax"} <= set(TIME_KINDS)
+
+
+@pytest.mark.parametrize("kind", TIME_KINDS)
+def test_never_steps_past_its_target(kind):
+    """Exact-target integrators land on the target; fixed-step ones stop on the first step
+    that reaches it (less than one step past it)."""
+    problem, integrator, state = started(kind)
+    for target in (0.0071, 0.02, 0.0333):
+        state = advance(problem, integrator, state, jnp.asarray(target))
+        t = float(state.t)
+        assert int(state.status) == OK and t >= target - 1e-15
+        if integrator.exact_targets:
+            assert t == target
+        else:
+            assert t < target + float(integrator.dt) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("kind", TIME_KINDS)
+def test_respects_the_step_budget(kind):
+    config = small_config(kind, max_steps=3)
+    with pytest.raises(mf.StepBudgetError, match="max_steps=3") as info:
+        mf.simulate(config, progress=False)
+    assert int(info.value.dataset.n_steps.values[-1]) == 3
+
+
+@pytest.mark.parametrize("kind", TIME_KINDS)
+def test_reports_divergence(kind):
+    """A NaN injected into the particles is never accepted: status DIVERGED, the last finite
+    state kept, time not advanced."""
+    problem, integrator, state = started(kind)
+    state = advance(problem, integrator, state, jnp.asarray(0.01))
+    t_before, w_before = float(state.t), np.asarray(state.particles.w)
+    poisoned = state.particles.w.at[3, 0].set(jnp.nan)
+    state = dataclasses.replace(state, particles=pt.Particles(a=state.particles.a, w=poisoned))
+    state = advance(problem, integrator, state, jnp.asarray(0.05), max_steps=10_000)
+    assert int(state.status) == DIVERGED
+    assert float(state.t) == t_before
+    np.testing.assert_array_equal(np.delete(np.asarray(state.particles.w), 3, axis=0),
+                                  np.delete(w_before, 3, axis=0))
+
+
+@pytest.mark.parametrize("kind", TIME_KINDS)
+def test_equal_results_under_chunking(kind):
+    """The chunk size changes only the order of float64 sums."""
+    whole = mf.simulate(small_config(kind), progress=False)
+    chunked = mf.simulate(small_config(kind, chunk_size=8), progress=False)
+    np.testing.assert_array_equal(whole.t.values, chunked.t.values)
+    np.testing.assert_allclose(chunked.f_eval.values, whole.f_eval.values, rtol=1e-10,
+                               atol=1e-13)
+    np.testing.assert_array_equal(whole.n_steps.values, chunked.n_steps.values)
+
+
+# ----------------------------------------------------------------------------- controller
+
+def adapt(controller, err, *, finite=True, accepted=None, clipped=False, h=1.0, h_proposed=1.0):
+    accepted = (err <= 1) if accepted is None else accepted
+    return float(controller.adapt(jnp.asarray(h), jnp.asarray(err), jnp.asarray(finite),
+                                  jnp.asarray(accepted), jnp.asarray(clipped),
+                                  jnp.asarray(h_proposed)))
+
+
+def test_i_controller_alone():
+    """factor 0.9 err^-1/2 clipped to [0.2, 5]; 5 at err = 0; 0.25 after a non-finite trial;
+    an accepted step shortened by a bound keeps the previous proposal."""
+    c = IController()
+    assert adapt(c, 0.25) == pytest.approx(1.8)
+    assert adapt(c, 4.0) == pytest.approx(0.45)
+    assert adapt(c, 1e-6) == 5.0 and adapt(c, 0.0) == 5.0
+    assert adapt(c, 100.0) == pytest.approx(0.2)
+    assert adapt(c, 0.5, finite=False, accepted=False) == 0.25
+    assert adapt(c, 4.0, accepted=True, clipped=True, h=0.1, h_proposed=1.0) == 1.0
+    assert adapt(c, 0.25, accepted=True, clipped=True, h=0.1, h_proposed=0.05) == (
+        pytest.approx(0.18))
+    tuned = IController(safety=0.5, factor_min=0.1, factor_max=2.0, factor_nonfinite=0.5)
+    assert adapt(tuned, 0.25) == pytest.approx(1.0) and adapt(tuned, 1e-6) == 2.0
+    assert adapt(tuned, 1e4) == pytest.approx(0.1) and adapt(tuned, 2.0, finite=False) == 0.5
+
+
+def test_i_controller_bounds():
+    c = IController()
+    h, clipped = c.clip(jnp.asarray(1.0), jnp.asarray(0.3), jnp.asarray(2.0), True,
+                        jnp.asarray(10.0))
+    assert float(h) == pytest.approx(0.3) and bool(clipped)  # face bound
+    h, _ = c.clip(jnp.asarray(1.0), jnp.asarray(5.0), jnp.asarray(10.0), True, jnp.asarray(10.0))
+    assert float(h) == pytest.approx(0.3)  # growth bound max_growth / |G| = 3 / 10
+    h, clipped = c.clip(jnp.asarray(1.0), jnp.asarray(5.0), jnp.asarray(10.0), False,
+                        jnp.asarray(10.0))
+    assert float(h) == 1.0 and not bool(clipped)  # frozen output: no growth bound
+    h, _ = c.clip(jnp.asarray(1.0), jnp.asarray(5.0), jnp.asarray(0.0), True, jnp.asarray(0.2))
+    assert float(h) == pytest.approx(0.2)  # never past the target
+    assert float(c.face_bound(jnp.asarray(0.8))) == pytest.approx(0.4)
+
+
+def test_a_controller_is_swapped_in_without_recompiling_for_new_numbers():
+    """The controller is a pytree inside the integrator: its numbers are traced."""
+    problem, flow, state = started("adaptive")
+    target = jnp.asarray(0.05)
+    run = jax.jit(lambda f, s: jax.lax.while_loop(
+        lambda s: s.t < target, lambda s: f.step(problem, s, target), s))
+    default = run(flow, state)
+    cautious = flow.__class__(rtol=flow.rtol, band_eps=flow.band_eps,
+                              controller=IController(safety=0.5, factor_max=1.5))
+    cautious = cautious.with_dtype(jnp.float64)
+    other = run(cautious, state)
+    assert run._cache_size() == 1
+    assert float(other.t) == float(default.t) == 0.05
+    assert int(other.n_steps) > int(default.n_steps)
+
+
+# ----------------------------------------------------------------------------- table
+
+def test_solver_table_builds_and_validates():
+    assert mf.Solver().build() == pt.AdaptiveFlow(rtol=mf.Solver().rtol)
+    assert isinstance(mf.Solver(kind="euler", dt=0.1).build(), pt.Euler)
+    optax_solver = mf.Solver(kind="optax", dt=0.1, optimizer="adam",
+                             optimizer_kwargs={"learning_rate": 1e-3, "b1": 0.8}).build()
+    assert optax_solver.optimizer_kwargs == (("b1", 0.8), ("learning_rate", 1e-3))
+    with pytest.raises(ValueError, match=r"solver.optimizer_kwargs key 'learning_rat'.*"
+                                         r"did you mean 'learning_rate'"):
+        mf.Solver(kind="optax", dt=0.1, optimizer="adam", optimizer_kwargs={"learning_rat": 1})
+    with pytest.raises(ValueError, match=r"solver.optimizer_kwargs must give \['learning_rate'\]"):
+        mf.Solver(kind="optax", dt=0.1, optimizer="adam")
+    with pytest.raises(ValueError, match="takes no optimizer_kwargs.*only used with "
+                                         "solver.kind='optax'"):
+        mf.Solver(kind="euler", dt=0.1, optimizer_kwargs={"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="solver.kind='adaptive' takes no dt"):
+        mf.Solver(dt=0.1)
+    with pytest.raises(ValueError, match="solver.kind='nope' is not allowed; choose one of"):
+        mf.Solver(kind="nope")
+
+
+def test_configs_compare_and_hash_by_value():
+    a, b = mf.presets.wang_ma(), mf.presets.wang_ma()
+    assert a == b and hash(a) == hash(b) and a is not b
+    assert a != a.replace(seed=1) and a.data != mf.presets.wang_ma(p=3).data
+    assert hash(a.solver) == hash(mf.Solver())
+    s1 = mf.Solver(kind="optax", dt=0.1, optimizer="adam", optimizer_kwargs={"learning_rate": 1e-3})
+    s2 = mf.Solver(kind="optax", dt=0.1, optimizer="adam", optimizer_kwargs={"learning_rate": 1e-3})
+    assert s1 == s2 and hash(s1) == hash(s2) and len({s1, s2, mf.Solver()}) == 2
+    x = np.linspace(-1, 1, 5)[:, None]
+    d1, d2 = mf.TrainingData(x=x, y=x[:, 0]), mf.TrainingData(x=x.copy(), y=x[:, 0].copy())
+    assert d1 == d2 and hash(d1) == hash(d2)
+    assert d1 != mf.TrainingData(x=x, y=x[:, 0] + 1e-12)
+    assert {a: 1}[b] == 1
+
+
+# ----------------------------------------------------------------------------- Heun
+
+def _final_f(kind: str, **solver):
+    config = mf.presets.luo_1d(gamma=1.0, width=40, t_max=0.4, n_saves=2, precision="float64")
+    config = config.replace(solver=mf.Solver(kind=kind, **solver), save=mf.SaveAt(t=(0.4,)))
+    return mf.simulate(config, progress=False).f_eval.values[-1]
+
+
+def test_heun_is_second_order_and_converges_to_the_flow():
+    """Step-halving differences shrink 4x per halving (Euler: 2x), and Heun approaches the
+    exact-in-frozen-field adaptive flow at a tight tolerance (an independent integrator)."""
+    f = {dt: _final_f("heun", dt=dt) for dt in (0.04, 0.02, 0.01)}
+    ratio = np.max(np.abs(f[0.04] - f[0.02])) / np.max(np.abs(f[0.02] - f[0.01]))
+    assert 3.5 < ratio < 4.5, ratio
+    e = {dt: _final_f("euler", dt=dt) for dt in (0.04, 0.02, 0.01)}
+    euler_ratio = np.max(np.abs(e[0.04] - e[0.02])) / np.max(np.abs(e[0.02] - e[0.01]))
+    assert 1.7 < euler_ratio < 2.3, euler_ratio
+    flow = _final_f("adaptive", rtol=1e-9)
+    heun_error = np.max(np.abs(f[0.01] - flow))
+    assert heun_error < np.max(np.abs(e[0.01] - flow)) / 10
+    assert heun_error < 1.5 * np.max(np.abs(f[0.02] - f[0.01])) / 3  # Richardson estimate

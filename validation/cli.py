@@ -1,0 +1,55 @@
+"""The ``meanfield validate`` command, provided to ``meanfield.cli`` as a plugin.
+
+``meanfield.cli`` discovers the entry point group ``meanfield.commands`` (pyproject.toml:
+``validate = "meanfield.validation.cli:register"``), so the core package never imports
+``meanfield.validation``. ``register`` adds the subcommand; each study's module loads only
+when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meanfield.validation.studies import DEFAULT_OUT, STUDIES, run_study
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``validate`` to the ``meanfield`` subcommands (``argparse`` subparsers action)."""
+    parser = subparsers.add_parser(
+        "validate", help="run a validation study and write its report.md",
+        description="Run a validation study (see --list) and write DIR/report.md with its "
+                    "figures.")
+    parser.add_argument("study", nargs="?", help="study name (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the studies")
+    parser.add_argument("--quick", action="store_true", help="small, fast version (smoke test)")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"report directory (default: ./{DEFAULT_OUT}/STUDY, or "
+                             f"./{DEFAULT_OUT}/STUDY-quick with --quick)")
+    parser.set_defaults(func=cmd_validate, usage=parser.format_usage)
+    return parser
+
+
+def _study_lines(studies) -> list[str]:
+    pad = max(map(len, studies))
+    return [f"  {name:{pad}s}  {description}" for name, (_, description) in studies.items()]
+
+
+def cmd_validate(args) -> int:
+    if args.list:
+        print("\n".join(_study_lines(STUDIES)))
+        return 0
+    if not args.study:
+        print(f"{args.usage().rstrip()}\nmeanfield validate: name a study to run, e.g. "
+              f"`meanfield validate {next(iter(STUDIES))} --quick`; the studies are:\n"
+              + "\n".join(_study_lines(STUDIES)), file=sys.stderr)
+        return 2
+    try:
+        report, path = run_study(args.study, args.out, quick=args.quick)
+    except ValueError as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
+    failed = [c for c in report.checks if c.required and not c.passed]
+    print(f"report     {path}  ({'PASS' if report.passed else 'FAIL'}: "
+          f"{len(failed)} failing checks)")
+    return 0 if report.passed else 1
