@@ -273,3 +273,21 @@ def missing(ds: xr.Dataset, needed, purpose: str) -> str | None:
         return None
     return (f"{purpose} needs {', '.join(absent)}, which this {kind_of(ds)} dataset does not "
             f"hold (it has: {', '.join(sorted(map(str, ds.data_vars))) or 'nothing'})")
+
+
+def require(ds: xr.Dataset, needed, purpose: str) -> None:
+    """Refuse, with a sentence naming what is absent, a Dataset ``purpose`` cannot use.
+
+    Raises:
+        ValueError: ``ds`` is a sweep summary (many runs), or lacks a variable of ``needed``
+            (a snapshot variable with no snapshot counts as absent).
+    """
+    if kind_of(ds) == "sweep-summary":
+        raise ValueError(f"{purpose} draws one dataset; this is a sweep summary (kind "
+                         "'sweep-summary'): simulate the config of one sweep point and use that")
+    why = missing(ds, needed, purpose)
+    if why is None and any(n.startswith("snapshot_") for n in needed) \
+            and ds.sizes.get("t_snapshot", 0) == 0:
+        why = f"{purpose} needs particle snapshots; this {kind_of(ds)} dataset has none"
+    if why:
+        raise ValueError(why)
