@@ -15,28 +15,37 @@ from meanfield.io import export_netcdf, open_run, save_run
 from meanfield.limits import kernel, mean_field, reference, wang_ma
 from meanfield.limits.compare import compare
 from meanfield.plot import luo_scatter, neuron_rays, save_all, training_curves
-from meanfield.validation.sweep import Summary, Sweep, run_sweep
+from meanfield.validation.sweep import Summary, Sweep, open_sweep, run_sweep
 
 T = 1.0
 
 
-def luo(gamma=1.0, width=40, **changes):
+def luo(gamma=1.0, width=32, **changes):
     config = mf.presets.luo_1d(gamma=gamma, width=width, t_max=T, n_saves=12,
                                precision="float64").replace(loss_tol=None)
     return config.replace(**changes) if changes else config
 
 
-def balanced(width=40):
+def balanced(width=32):
     return luo(model=mf.ModelSpec(width=width, init=mf.InitialLaw(kind="balanced", scale=1.0,
                                                                   signs="random")))
 
 
-def wm(width=20):
+def wm(width=32):
     return mf.presets.wang_ma(width=width, t_max=5.0).replace(**{"save.n": 12})
 
 
 @pytest.fixture(scope="module")
-def kinds():
+def sweep_store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("sweep") / "sweep.zarr")
+    run_sweep(Sweep(axes={"width": (32,), "seed": (0, 1)},
+                    fixed={"n_saves": 8, "t_max": T, "precision": "float64"},
+                    summary=Summary(particles=4, density_times=2)), path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def kinds(sweep_store):
     """{name: (run-like Dataset to compare, its limit or None)} for every kind."""
     sim = lambda c: mf.simulate(c, progress=False)
     out = {
@@ -46,10 +55,7 @@ def kinds():
         "limit:mean_field": mean_field.mean_field_limit(balanced(), n_cells=64),
         "limit:kernel": kernel.kernel_limit(luo(gamma=0.5)),
         "limit:mean_field_reference": reference.mean_field_reference(luo(), levels=(16, 32)),
-        "sweep-summary": run_sweep(Sweep(axes={"width": (20,), "seed": (0, 1)},
-                                         fixed={"n_saves": 8, "t_max": T},
-                                         summary=Summary(particles=4, density_times=2)),
-                                   progress=False),
+        "sweep-summary": open_sweep(sweep_store).load(),
     }
     return out
 
@@ -197,8 +203,8 @@ def test_compare_refuses_incompatible_configs_naming_the_field(kinds, runs):
             other_data.replace(**{"model.parametrisation.gamma": 0.5})))
     with pytest.raises(ValueError, match="differ in model.init"):
         compare(runs["limit:mean_field_reference"], kinds["limit:mean_field"])
-    with pytest.raises(ValueError, match=r"model.parametrisation regime \(run critical, limit "
-                                         r"linear\)"):
+    with pytest.raises(ValueError, match=r"model.parametrisation regime \(run 'critical', limit "
+                                         r"'linear'\)"):
         compare(runs["limit:mean_field_reference"], kinds["limit:kernel"])
     with pytest.raises(ValueError, match="the run's t is iteration and the limit's is "
                                          "gradient-flow time"):
@@ -237,7 +243,7 @@ def test_cli_compare_lists_what_it_cannot_compute(kinds, runs, tmp_path, capsys)
 
 # ----------------------------------------------------------------------------- open_run, export
 
-def test_open_run_and_export_every_kind(kinds, tmp_path):
+def test_open_run_and_export_every_kind(kinds, sweep_store, tmp_path):
     for kind, ds in kinds.items():
         if kind == "sweep-summary":
             continue
@@ -248,8 +254,16 @@ def test_open_run_and_export_every_kind(kinds, tmp_path):
         xr.testing.assert_allclose(back.loss, ds.loss)
         nc = export_netcdf(path, str(tmp_path / f"{kind.replace(':', '_')}.nc"))
         assert xr.open_dataset(nc).attrs["kind"] == kind
-    path = str(tmp_path / "sweep.zarr")
-    run_sweep(Sweep(axes={"width": (20,)}, fixed={"n_saves": 8, "t_max": T}), path,
-              progress=False)
     with pytest.raises(ValueError, match="is a sweep store .* open_sweep"):
-        open_run(path)
+        open_run(sweep_store)
+
+
+def test_compare_says_where_the_limit_is_undefined(kinds, runs):
+    limit = kinds["limit:wang_ma"].copy(deep=True)
+    limit["loss"][-3:] = np.nan  # as the reduced model past a Phase IV event
+    limit.attrs.update(event="negatives_on_x_plus", event_time=float(limit.t[-4]))
+    with pytest.warns(UserWarning, match=r"NaN where the limit is undefined \(its "
+                                         r"negatives_on_x_plus event at t=.*\): loss_gap at 3 times"):
+        d = compare(runs["limit:wang_ma"], limit)
+    assert d.attrs["nan_where_limit_undefined"].endswith("loss_gap at 3 times")
+    assert np.isnan(d.loss_gap.values[-3:]).all() and np.isfinite(d.loss_gap.values[:-3]).all()

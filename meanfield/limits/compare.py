@@ -113,13 +113,16 @@ def _short(value) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
-def _limit_range(limit: xr.Dataset) -> tuple[float, float]:
-    """Times where the limit holds a finite loss (a reduced model is NaN past its event)."""
-    t = limit.t.values
-    ok = np.isfinite(limit.loss.values) if "loss" in limit else np.ones(t.shape, bool)
-    if not ok.any():
-        raise ValueError("the limit holds no finite loss at any time")
-    return float(t[ok].min()), float(t[ok].max())
+def _nan_note(out: dict, limit: xr.Dataset) -> str:
+    """Which distances are NaN where the limit itself is NaN (e.g. the reduced model past its
+    Phase IV event, ``attrs["event_time"]``), or "" if none is."""
+    notes = [f"{name} at {int(np.isnan(v.values).any(axis=tuple(range(1, v.ndim))).sum())} "
+             "times" for name, v in out.items() if np.isnan(v.values).any()]
+    if not notes:
+        return ""
+    where = (f" (its {limit.attrs['event']} event at t={limit.attrs['event_time']:.6g})"
+             if "event_time" in limit.attrs and np.isfinite(limit.attrs["event_time"]) else "")
+    return "NaN where the limit is undefined" + where + ": " + ", ".join(notes)
 
 
 def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
@@ -131,11 +134,13 @@ def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
             output layer, initial law and parametrisation regime (``config_differences``) and
             the same time axis (an analytic fit counts iterations).
         mmd_bandwidth: kernel bandwidth of ``density_mmd`` (radians).
-        clip: run times outside the limit's time range (where its loss is finite) are
-            dropped with a warning; False: such times are an error.
+        clip: run times outside the limit's time range are dropped with a warning; False:
+            such times are an error.
     Returns:
         Dataset over the kept run times with every distance both datasets support; the
-        attribute ``not_computed`` lists each distance left out and why ("" if none).
+        attribute ``not_computed`` lists each distance left out and why ("" if none), and
+        ``nan_where_limit_undefined`` the distances that are NaN because the limit is (a
+        reduced model past its event; also warned about).
     Raises:
         ValueError: a sweep summary, incompatible configs (naming the differing fields),
             different time axes, or no overlapping times.
@@ -153,7 +158,7 @@ def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
     if "config" not in run.attrs or "config" not in limit.attrs:
         warnings.warn("the run or the limit records no config: only their stored data arrays "
                       "were checked for compatibility", stacklevel=2)
-    lo, hi = _limit_range(limit)
+    lo, hi = float(limit.t.min()), float(limit.t.max())
     t_all = run.t.values
     keep = (t_all >= lo - 1e-12 * max(abs(lo), 1.0)) & (t_all <= hi * (1 + 1e-9))
     if not keep.any():
@@ -216,10 +221,14 @@ def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
     if not out:
         raise ValueError("run and limit share no comparable variables (f_eval, f_train, loss, "
                          "density): " + "; ".join(f"{k}: {v}" for k, v in absent.items()))
+    nan_note = _nan_note(out, limit)
+    if nan_note:
+        warnings.warn(nan_note, stacklevel=2)
     coords = {"t": t}
     if "density_tv" in out:
         coords["sign"] = run.sign.values
     return xr.Dataset(out, coords=coords, attrs={
         "run_config": run.attrs.get("config", ""), "limit": limit.attrs.get("limit", "unknown"),
         "run_kind": kind_of(run), "limit_kind": kind_of(limit),
-        "not_computed": "; ".join(f"{k}: {v}" for k, v in absent.items())})
+        "not_computed": "; ".join(f"{k}: {v}" for k, v in absent.items()),
+        "nan_where_limit_undefined": nan_note})
