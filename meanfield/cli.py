@@ -7,6 +7,7 @@ import argparse
 import ast
 import os
 import sys
+import warnings
 
 EPILOG = """examples:
   meanfield run wang_ma                       # Wang & Ma four phases, m = 100
@@ -161,44 +162,47 @@ def cmd_plot(args) -> int:
     from meanfield.plot import save_all
 
     try:
-        paths = save_all(open_run(args.run).load(), args.out or _default_plot_dir(args.run))
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always")
+            paths = save_all(open_run(args.run).load(), args.out or _default_plot_dir(args.run))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     for path in paths:
         print(path)
+    for note in notes:
+        print(f"meanfield: {note.message}", file=sys.stderr)
     return 0
 
 
 def cmd_limit(args) -> int:
     from meanfield.io import open_run, save_run
-    from meanfield.limits.api import infinite_width, resolve_kind, same_limit, store_name
+    from meanfield.limits.api import infinite_width, is_limit_of, resolve_kind, store_name
     from meanfield.runner import RunError
-    from meanfield.schema import kind_of
 
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
                               sets=args.set or ())
         kind = resolve_kind(config, args.kind)
+        options = _parse_sets(list(args.option or ()))
     except (ValueError, TypeError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", store_name(config, kind))
     if os.path.exists(out) and not args.overwrite:
         try:
-            stored = open_run(out)
-            same = kind_of(stored) == f"limit:{kind}" and same_limit(
-                stored.attrs.get("limit_of", "{}"), config.to_json(), kind)
+            same = is_limit_of(open_run(out), config, kind, options)
         except Exception:  # unreadable store: never overwrite silently
             same = False
         if not same:
             print(f"meanfield: {out} exists and holds something else (not the {kind} limit of "
-                  "this config); choose another --out or pass --overwrite", file=sys.stderr)
+                  "this config and --option's); choose another --out or pass --overwrite",
+                  file=sys.stderr)
             return 2
         print(f"limit      {kind}  already computed\nsaved      {out}  (--overwrite recomputes it)")
         return 0
     try:
-        limit = infinite_width(config, kind=kind)
+        limit = infinite_width(config, kind=kind, **options)
     except (ValueError, TypeError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
@@ -302,6 +306,10 @@ def make_parser() -> argparse.ArgumentParser:
     limit.add_argument("--out", help="zarr directory (default runs/PRESET-limit-KIND.zarr; "
                                      "runs/PRESET-mM-sS-limit-KIND.zarr for the kinds that "
                                      "depend on width and seed: mean_field, kernel)")
+    limit.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="option of the limit solver, e.g. n_cells=512 (mean_field), "
+                            "samples=64 (kernel), 'levels=(256, 1024)' (mean_field_reference); "
+                            "repeatable")
     limit.add_argument("--overwrite", action="store_true")
     limit.set_defaults(func=cmd_limit)
     comp = sub.add_parser("compare", help="distances between a run and a limit over t")

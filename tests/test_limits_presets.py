@@ -13,6 +13,7 @@ from meanfield.limits.api import KINDS, applicable_limits, store_name
 CASES = {("wang_ma", "wang_ma"): False, ("wang_ma", "mean_field_reference"): True,
          ("luo_1d", "mean_field_reference"): True}
 QUICK_T_MAX = {"wang_ma": 0.01, "luo_1d": 0.5}
+QUICK_OPTIONS = {"mean_field_reference": ["--option", "levels=(64, 128)"]}
 
 
 def test_cases_are_every_applicable_limit_of_every_preset():
@@ -51,11 +52,14 @@ def test_expensive_limit_at_the_preset_defaults(tmp_path, capsys, preset, kind):
 @pytest.mark.parametrize("preset,kind", [c for c, slow in CASES.items() if slow])
 def test_quick_limit_of_every_preset(tmp_path, capsys, preset, kind):
     t_max = QUICK_T_MAX[preset]
-    code, out = _limit(tmp_path, preset, kind, "--t-max", str(t_max))
+    code, out = _limit(tmp_path, preset, kind, "--t-max", str(t_max), *QUICK_OPTIONS[kind])
     assert code == 0, capsys.readouterr().err
     ds = open_run(out)
     assert ds.attrs["kind"] == f"limit:{kind}"
     assert float(ds.t[-1]) == pytest.approx(t_max, rel=1e-6)
+    assert ds.attrs["levels"] == [64, 128]
+    assert main(["limit", preset, "--kind", kind, "--out", out, "--t-max", str(t_max)]) == 2
+    assert "holds something else" in capsys.readouterr().err  # other levels: not the same
 
 
 def test_limit_refuses_up_front_with_the_reason(capsys):

@@ -107,15 +107,14 @@ def test_kind_is_inferred_for_stores_written_before_the_attribute(kinds):
 # ----------------------------------------------------------------------------- plot
 
 def test_save_all_on_every_kind(kinds, tmp_path):
-    expected = {"run": {"training_curves", "density", "rays", "luo_scatter"},
-                "analytic": {"training_curves", "density", "rays", "luo_scatter"},
-                "limit:wang_ma": {"training_curves"},
+    # runs and analytic fits: tests/test_plot.py and tests/test_analytic_dataset.py
+    expected = {"limit:wang_ma": {"training_curves"},
                 "limit:mean_field": {"training_curves", "density"},
                 "limit:kernel": {"training_curves"},
                 "limit:mean_field_reference": {"training_curves", "density", "rays", "luo_scatter"}}
     for kind, figures in expected.items():
         with pytest.warns(UserWarning) if len(figures) < 4 else _no_warning():
-            paths = save_all(kinds[kind], tmp_path / kind.replace(":", "_"))
+            paths = save_all(kinds[kind], tmp_path / kind.replace(":", "_"), dpi=20)
         assert {os.path.basename(p)[:-4] for p in paths} == figures, kind
     with pytest.raises(ValueError, match="save_all draws one dataset; this is a sweep summary"):
         save_all(kinds["sweep-summary"], tmp_path / "sweep")
@@ -133,12 +132,12 @@ class _no_warning:
         return self._catch.__exit__(*exc)
 
 
-def test_figures_say_what_a_dataset_lacks(kinds):
+def test_figures_say_what_a_dataset_lacks(kinds, runs):
     with pytest.raises(ValueError, match=r"neuron_rays needs snapshot_a, snapshot_w, which this "
                                          r"limit:kernel dataset does not hold"):
         neuron_rays(kinds["limit:kernel"])
     with pytest.raises(ValueError, match="luo_scatter draws 1-D inputs with a bias"):
-        luo_scatter(mf.simulate(wm(), progress=False))
+        luo_scatter(runs["limit:wang_ma"])
     bare = wang_ma.reduced_model(4, np.pi / 15, 0.25, 0.2, np.linspace(0, 10, 5))
     with pytest.raises(ValueError, match="training_curves needs x_train"):
         training_curves(bare)
@@ -156,7 +155,9 @@ def test_cli_plot_refuses_with_a_message(kinds, tmp_path, capsys):
     path = str(tmp_path / "kernel.zarr")
     save_run(kinds["limit:kernel"], path)
     assert main(["plot", path]) == 0
-    assert capsys.readouterr().out.strip().endswith("training_curves.png")
+    printed = capsys.readouterr()
+    assert printed.out.strip().endswith("training_curves.png")
+    assert "meanfield: rays.png skipped: the dataset has no particle snapshots" in printed.err
 
 
 # ----------------------------------------------------------------------------- compare
@@ -254,7 +255,7 @@ def test_open_run_and_export_every_kind(kinds, sweep_store, tmp_path):
         xr.testing.assert_allclose(back.loss, ds.loss)
         nc = export_netcdf(path, str(tmp_path / f"{kind.replace(':', '_')}.nc"))
         assert xr.open_dataset(nc).attrs["kind"] == kind
-    with pytest.raises(ValueError, match="is a sweep store .* open_sweep"):
+    with pytest.raises(ValueError, match="is a sweep store .*open_sweep"):
         open_run(sweep_store)
 
 

@@ -98,17 +98,25 @@ def store_name(config, kind: str) -> str:
     return f"{config.name}{tag}-limit-{kind}.zarr"
 
 
-def same_limit(config_json: str, other_json: str, kind: str) -> bool:
-    """True when the limit of kind ``kind`` of the config ``other_json`` is that of
-    ``config_json`` (both JSON): equal configs, up to width and seed unless ``kind`` depends
-    on them (``DEPENDS_ON_WIDTH_AND_SEED``)."""
+def _options_json(options: dict) -> str:
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def is_limit_of(ds: xr.Dataset, config, kind: str, options: dict | None = None) -> bool:
+    """True when ``ds`` (written by ``infinite_width``) is the ``kind`` limit of ``config`` with
+    these solver ``options``: equal configs, up to width and seed unless ``kind`` depends on
+    them (``DEPENDS_ON_WIDTH_AND_SEED``)."""
+    from meanfield.schema import kind_of
+
     def neutral(text):
         d = json.loads(text)
         if kind not in DEPENDS_ON_WIDTH_AND_SEED:
             d["seed"], d["model"]["width"] = None, None
         return d
 
-    return neutral(config_json) == neutral(other_json)
+    return (kind_of(ds) == f"limit:{kind}" and "limit_of" in ds.attrs
+            and ds.attrs.get("limit_options", "{}") == _options_json(options or {})
+            and neutral(ds.attrs["limit_of"]) == neutral(config.to_json()))
 
 
 def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
@@ -122,7 +130,7 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
     Returns:
         The limit's Dataset (``meanfield.schema`` kind ``limit:<kind>``); ``attrs["limit_of"]``
         is the JSON of ``config`` (a limit's own ``config`` attr may differ, e.g. the
-        reference's finest quadrature width).
+        reference's finest quadrature width), ``attrs["limit_options"]`` that of ``options``.
     Raises:
         ValueError: naming the applicable limits and why the others do not apply.
     """
@@ -135,4 +143,5 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         from meanfield.limits.reference import mean_field_reference as solve
     else:
         from meanfield.limits.kernel import kernel_limit as solve
-    return solve(config, **options).assign_attrs(limit_of=config.to_json())
+    return solve(config, **options).assign_attrs(limit_of=config.to_json(),
+                                                 limit_options=_options_json(options))
