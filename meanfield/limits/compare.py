@@ -60,8 +60,7 @@ def circular_mmd(p: np.ndarray, q: np.ndarray, angles: np.ndarray, bandwidth: fl
 
 
 def _refuse_kind(ds: xr.Dataset, role: str) -> None:
-    kind = kind_of(ds)
-    if kind == "sweep-summary":
+    if kind_of(ds) == "sweep-summary":
         raise ValueError(f"the {role} is a sweep summary (kind 'sweep-summary'), not one "
                          "dataset: compare one run (e.g. simulate the sweep's config at a point)")
 
@@ -146,8 +145,11 @@ def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
             different time axes, or no overlapping times.
     """
     check_positive("mmd_bandwidth", mmd_bandwidth)
-    _refuse_kind(run, "run")
-    _refuse_kind(limit, "limit")
+    for ds, role in ((run, "run"), (limit, "limit")):
+        _refuse_kind(ds, role)
+        if "t" not in ds.coords:
+            raise ValueError("run and limit share no comparable variables (f_eval, f_train, "
+                             f"loss, density): the {role} has no time axis t")
     if _time_axis(run) != _time_axis(limit):
         raise ValueError(f"the run's t is {_time_axis(run)} and the limit's is "
                          f"{_time_axis(limit)}: they cannot be put on one time axis")
