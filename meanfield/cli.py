@@ -167,7 +167,7 @@ def cmd_plot(args) -> int:
             paths = save_all(open_run(args.run).load(), args.out or _default_plot_dir(args.run))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, FileNotFoundError) else 2
     for path in paths:
         print(path)
     for note in notes:
