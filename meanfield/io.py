@@ -12,7 +12,7 @@ import os
 import numpy as np
 import xarray as xr
 
-from meanfield.schema import TIME_UNITS, VARIABLES, build, kind_of, versions  # noqa: F401 (re-exported)
+from meanfield.schema import TIME_UNITS, build, kind_of, versions  # noqa: F401 (re-exports)
 
 OBSERVABLES = ("density", "density_count", "mass", "effective_directions", "peak_mass",
                "alive_fraction", "active_count", "pattern_count", "cosine_density",
