@@ -11,6 +11,7 @@ import argparse
 import ast
 import os
 import sys
+import warnings
 from importlib import metadata
 
 COMMANDS_GROUP = "meanfield.commands"  # entry points: name = "module:register"
@@ -169,29 +170,55 @@ def cmd_plot(args) -> int:
     from meanfield.plot import save_all
 
     try:
-        ds = open_run(args.run)
-    except FileNotFoundError as exc:
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always")
+            paths = save_all(open_run(args.run).load(), args.out or _default_plot_dir(args.run))
+    except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
-        return 1
-    for path in save_all(ds.load(), args.out or _default_plot_dir(args.run)):
+        return 1 if isinstance(exc, FileNotFoundError) else 2
+    for path in paths:
         print(path)
+    for note in notes:
+        print(f"meanfield: {note.message}", file=sys.stderr)
     return 0
 
 
 def cmd_limit(args) -> int:
-    from meanfield.io import save_run
-    from meanfield.limits.api import infinite_width
+    from meanfield.io import open_run, save_run
+    from meanfield.limits.api import infinite_width, is_limit_of, resolve_kind, store_name
+    from meanfield.runner import RunError
 
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
                               sets=args.set or ())
-        limit = infinite_width(config, kind=args.kind)
+        kind = resolve_kind(config, args.kind)
+        options = _parse_sets(list(args.option or ()))
     except (ValueError, TypeError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
-    out = args.out or _default_out(config).replace(".zarr", f"-limit-{limit.attrs['limit']}.zarr")
+    out = args.out or os.path.join("runs", store_name(config, kind))
+    if os.path.exists(out) and not args.overwrite:
+        try:
+            same = is_limit_of(open_run(out), config, kind, options)
+        except Exception:  # unreadable store: never overwrite silently
+            same = False
+        if not same:
+            print(f"meanfield: {out} exists and holds something else (not the {kind} limit of "
+                  "this config and --option's); choose another --out or pass --overwrite",
+                  file=sys.stderr)
+            return 2
+        print(f"limit      {kind}  already computed\nsaved      {out}  (--overwrite recomputes it)")
+        return 0
+    try:
+        limit = infinite_width(config, kind=kind, **options)
+    except (ValueError, TypeError) as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 1
     save_run(limit, out, overwrite=args.overwrite)
-    print(f"limit      {limit.attrs['limit']}  ({len(limit.t)} times, final loss "
+    print(f"limit      {kind}  ({len(limit.t)} times, final loss "
           f"{float(limit.loss[-1]):.6g})\nsaved      {out}")
     return 0
 
@@ -208,7 +235,9 @@ def cmd_compare(args) -> int:
     for name in result.data_vars:
         value = result[name].isel(t=-1)
         shown = value.sel(sign="all") if "sign" in value.dims else value
-        print(f"{name:16s} at t={float(result.t[-1]):.4g}: {float(shown):.6g}")
+        print(f"{name:18s} at t={float(result.t[-1]):.4g}: {float(shown):.6g}")
+    for item in filter(None, result.attrs["not_computed"].split("; ")):
+        print(f"not computed  {item}")
     if args.out:
         result.to_netcdf(args.out)
         print(f"saved      {args.out}")
@@ -257,10 +286,19 @@ def make_parser() -> argparse.ArgumentParser:
     plot.add_argument("run", help="run store (zarr directory)")
     plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
     plot.set_defaults(func=cmd_plot)
+    from meanfield.schema import LIMIT_KINDS
+
     limit = sub.add_parser("limit", help="compute the infinite-width limit of a preset config")
     _add_config_arguments(limit)
-    limit.add_argument("--kind", default="auto", help="auto, wang_ma, mean_field or kernel")
-    limit.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS-limit-KIND.zarr)")
+    limit.add_argument("--kind", default="auto",
+                       help=f"auto (the first that applies) or one of {', '.join(LIMIT_KINDS)}")
+    limit.add_argument("--out", help="zarr directory (default runs/PRESET-limit-KIND.zarr; "
+                                     "runs/PRESET-mM-sS-limit-KIND.zarr for the kinds that "
+                                     "depend on width and seed: mean_field, kernel)")
+    limit.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="option of the limit solver, e.g. n_cells=512 (mean_field), "
+                            "samples=64 (kernel), 'levels=(256, 1024)' (mean_field_reference); "
+                            "repeatable")
     limit.add_argument("--overwrite", action="store_true")
     limit.set_defaults(func=cmd_limit)
     comp = sub.add_parser("compare", help="distances between a run and a limit over t")

@@ -1,74 +1,22 @@
-"""The run Dataset schema and its zarr store.
+"""Run Datasets and their zarr stores: building (with ``meanfield.schema``), opening, exporting.
 
-Schema (finite runs; infinite-width limits use the same names):
-
-=================  =============================  ==========================================
-variable           dims                           meaning
-=================  =============================  ==========================================
-loss               t                              training loss R = sum_i weight_i l(f_i, y_i)
-accuracy           t                              weighted fraction with y_i f(x_i) > 0
-f_train            t, sample                      f at the training inputs
-f_eval             t, eval_point                  f on the evaluation grid
-n_steps            t                              accepted integrator steps so far
-n_rejected         t                              rejected (adaptive) steps so far
-step_size          t                              step proposed for the next step
-x_train, y_train   sample[, input_dim]            the training data
-x_eval             eval_point, input_dim          the evaluation grid
-snapshot_a         t_snapshot, neuron             output weights (marks) at snapshot times
-snapshot_w         t_snapshot, neuron, component  input weights (bias last) at snapshot times
-=================  =============================  ==========================================
-
-Attributes: ``config`` (JSON of the full SimulationConfig), versions of meanfield, jax and
-jaxlib, the backend and devices, precision, seed, width, stop_reason, wall time.
+The variables, dims, units and attributes of every Dataset kind (runs, analytic fits, limits,
+sweep summaries) are the tables of ``meanfield.schema``, described in docs/schema.md.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
-from importlib import metadata
 
 import numpy as np
 import xarray as xr
 
-TIME_UNITS = "gradient-flow time (mean-field normalisation, docs/theory/model.md)"
+from meanfield.schema import TIME_UNITS, build, kind_of, versions  # noqa: F401 (re-exports)
 
-
-def versions() -> dict[str, str]:
-    """Library, jax and backend versions recorded in every dataset."""
-    import jax
-
-    out = {"python_version": platform.python_version()}
-    for package in ("meanfield", "jax", "jaxlib", "optax", "numpy", "xarray", "zarr"):
-        try:
-            out[f"{package}_version"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[f"{package}_version"] = "unknown"
-    out["backend"] = jax.default_backend()
-    out["devices"] = ", ".join(str(d) for d in jax.devices())
-    return out
-
-
-OBSERVABLES = {  # name: (dims after t, units, long_name); see meanfield.recording
-    "density": (("sign", "angle"), "1", "amplitude-weighted directional density (per sign, sums to 1)"),
-    "density_count": (("sign", "angle"), "1", "directional density of neuron counts (per sign, sums to 1)"),
-    "mass": (("sign",), "1", "total amplitude (1/m) sum |a||w| (|w| for frozen marks) per sign"),
-    "effective_directions": (("sign",), "1", "exp(entropy) of the amplitude-weighted density"),
-    "peak_mass": (("sign",), "1", "amplitude fraction within peak_delta of the top peaks"),
-    "alive_fraction": (("sign",), "1", "fraction of all neurons, of this sign, active on some input"),
-    "active_count": (("sign", "input"), "1", "neurons of this sign active on each distinct input"),
-    "pattern_count": (("sign", "pattern"), "1", "neurons per activation pattern (bit j: input j)"),
-    "cosine_density": (("sign", "reference", "cosine"), "1",
-                       "amplitude-weighted density of cos(w, reference) (per sign, sums to 1)"),
-    "cosine_stats": (("sign", "reference", "stat"), "1",
-                     "min/mean/max cosine of alive neurons with each reference"),
-    "rd_w": ((), "1", "relative displacement |w(t) - w(0)| / |w(0)| (arXiv 2007.07497)"),
-    "rd_a": ((), "1", "relative displacement |a(t) - a(0)| / |a(0)|"),
-    "rd": ((), "1", "relative displacement of theta = (a, w)"),
-    "dead_displacement_max": ((), "1", "max |w(t) - w(0)| over never-active neurons (0 for the flow)"),
-}
+OBSERVABLES = ("density", "density_count", "mass", "effective_directions", "peak_mass",
+               "alive_fraction", "active_count", "pattern_count", "cosine_density",
+               "cosine_stats", "rd_w", "rd_a", "rd", "dead_displacement_max")  # meanfield.recording
 
 
 def _angle_basis(config) -> np.ndarray:
@@ -80,94 +28,76 @@ def _angle_basis(config) -> np.ndarray:
 def observable_coords(config) -> dict:
     """Coordinates of the observables' dimensions (sign, angle, cosine, reference, ...)."""
     from meanfield.recording import SIGNS, STATS
+    from meanfield.schema import variable
 
     observe = config.observe
     n_a, n_c = observe.n_angle_bins, observe.n_cosine_bins
     n_unique = config.data.unique_inputs(config.model.bias)[0].shape[0]
     coords = {
-        "sign": xr.Variable(("sign",), list(SIGNS), {"long_name": "sign of the output weight"}),
-        "angle": xr.Variable(("angle",), -np.pi + (np.arange(n_a) + 0.5) * 2 * np.pi / n_a,
-                             {"units": "rad", "long_name": "neuron angle in the observation plane"}),
-        "cosine": xr.Variable(("cosine",), -1 + (np.arange(n_c) + 0.5) * 2 / n_c,
-                              {"units": "1", "long_name": "cosine with the reference"}),
-        "reference": xr.Variable(("reference",), np.array([n for n, _ in observe.references], str),
-                                 {"long_name": "reference direction"}),
-        "stat": xr.Variable(("stat",), list(STATS)),
+        "sign": variable("sign", list(SIGNS)),
+        "angle": variable("angle", -np.pi + (np.arange(n_a) + 0.5) * 2 * np.pi / n_a),
+        "cosine": variable("cosine", -1 + (np.arange(n_c) + 0.5) * 2 / n_c),
+        "reference": variable("reference", np.array([n for n, _ in observe.references], str)),
+        "stat": variable("stat", list(STATS)),
     }
     if n_unique <= 10:
-        coords["pattern"] = xr.Variable(("pattern",), np.arange(2 ** n_unique))
+        coords["pattern"] = variable("pattern", np.arange(2 ** n_unique))
     return coords
+
+
+def data_variables(config) -> dict:
+    """The training data, evaluation grid, distinct inputs and angle plane of ``config``."""
+    data, bias = config.data, config.model.bias
+    return {"x_train": data.x, "y_train": data.y, "x_eval": data.x_eval,
+            "x_unique": data.unique_inputs(bias)[0], "angle_basis": _angle_basis(config)}
 
 
 def build_dataset(config, columns: dict, snapshots: list, *, wall_time: float,
                   stop_reason: str) -> xr.Dataset:
-    """Assemble the run Dataset from host records (see module docstring for the schema)."""
+    """The run (or analytic fit) Dataset from host records (``meanfield.schema``).
+
+    Args:
+        config: the SimulationConfig (``solver.kind="analytic"`` gives kind ``analytic``).
+        columns: {name: (T, ...) array} records with the schema's names, ``t`` included
+            (names outside the schema, e.g. an analytic fit's own records, are ignored).
+        snapshots: [(t, a (m,), w (m, D))] particle snapshots.
+        wall_time, stop_reason: recorded as attributes.
+    """
     data, spec = config.data, config.model
     n_t = len(columns.get("t", []))
     t = np.asarray(columns.get("t", np.zeros(0)), dtype=float)
     components = [f"w{i + 1}" for i in range(data.input_dim)] + (["b"] if spec.bias else [])
 
-    def series(name, dims, units, long_name, empty_shape=()):
-        value = np.asarray(columns.get(name, np.zeros((n_t,) + empty_shape)))
-        return xr.Variable(dims, value.reshape((n_t,) + value.shape[1:]),
-                           {"units": units, "long_name": long_name})
+    def series(name):
+        shape = {"f_train": (data.n,), "f_eval": (data.x_eval.shape[0],)}.get(name, ())
+        value = np.asarray(columns.get(name, np.zeros((n_t,) + shape)))
+        return value.reshape((n_t,) + value.shape[1:])
 
-    variables = {
-        "loss": series("loss", ("t",), "1", f"training loss ({spec.loss})"),
-        "f_train": series("f_train", ("t", "sample"), "1", "network output at training inputs",
-                          (data.n,)),
-        "f_eval": series("f_eval", ("t", "eval_point"), "1", "network output on the evaluation grid",
-                         (data.x_eval.shape[0],)),
-        "n_steps": series("n_steps", ("t",), "1", "accepted integrator steps"),
-        "n_rejected": series("n_rejected", ("t",), "1", "rejected integrator steps"),
-        "step_size": series("step_size", ("t",), TIME_UNITS, "proposed step size"),
-        "x_train": xr.Variable(("sample", "input_dim"), data.x, {"units": "1", "long_name": "training inputs"}),
-        "y_train": xr.Variable(("sample",), data.y, {"units": "1", "long_name": "training labels"}),
-        "x_eval": xr.Variable(("eval_point", "input_dim"), data.x_eval,
-                              {"units": "1", "long_name": "evaluation inputs"}),
-        "x_unique": xr.Variable(("input", "component"), data.unique_inputs(spec.bias)[0],
-                                {"units": "1", "long_name": "distinct augmented training inputs"}),
-        "angle_basis": xr.Variable(("plane_axis", "component"), _angle_basis(config),
-                                   {"units": "1", "long_name": "orthonormal basis of the plane "
-                                    "of the neuron angles (angle = atan2(w.b1, w.b0))"}),
-    }
+    names = ["loss", "f_train", "f_eval", "n_steps", "n_rejected", "step_size"]
     if spec.loss in ("exponential", "logistic"):
-        variables["accuracy"] = series("accuracy", ("t",), "1", "training accuracy (weighted)")
-    for name, (dims, units, long_name) in OBSERVABLES.items():
-        if name in columns:
-            variables[name] = series(name, ("t",) + dims, units, long_name)
+        names.append("accuracy")
+    names += [name for name in OBSERVABLES if name in columns]
+    values = {name: series(name) for name in names}
+    values.update(data_variables(config))
     if snapshots:
         t_snap = np.array([s[0] for s in snapshots])
-        variables["snapshot_a"] = xr.Variable(
-            ("t_snapshot", "neuron"), np.stack([s[1] for s in snapshots]),
-            {"units": "1", "long_name": "output weight a_k (frozen mark if output='frozen')"})
-        variables["snapshot_w"] = xr.Variable(
-            ("t_snapshot", "neuron", "component"), np.stack([s[2] for s in snapshots]),
-            {"units": "1", "long_name": "input weights w_k (bias last)"})
+        values["snapshot_a"] = np.stack([s[1] for s in snapshots])
+        values["snapshot_w"] = np.stack([s[2] for s in snapshots])
     else:
         t_snap = np.zeros(0)
-    coords = {
-        "t": xr.Variable(("t",), t, {"units": TIME_UNITS, "long_name": "time"}),
-        "t_snapshot": xr.Variable(("t_snapshot",), t_snap, {"units": TIME_UNITS,
-                                                            "long_name": "snapshot time"}),
-        "component": xr.Variable(("component",), components, {"long_name": "weight component"}),
-        **observable_coords(config),
-    }
-    attrs = {
-        "title": f"meanfield run: {config.name}",
-        "config": config.to_json(),
-        "preset": config.name,
-        "precision": config.precision,
-        "seed": config.seed,
-        "width": spec.width,
-        "solver": config.solver.kind,
-        "stop_reason": stop_reason,
-        "wall_time_s": float(wall_time),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "Conventions": "CF-1.10",
-        **versions(),
-    }
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    coords = {"t": t, "t_snapshot": t_snap, "component": components,
+              **observable_coords(config)}
+    kind = "analytic" if config.solver.kind == "analytic" else "run"
+    return build(kind, config, values, coords=coords,
+                 long_names={"loss": f"training loss ({spec.loss})"}, created=True, attrs={
+                     "title": f"meanfield run: {config.name}",
+                     "precision": config.precision,
+                     "seed": config.seed,
+                     "width": spec.width,
+                     "solver": config.solver.kind,
+                     "stop_reason": stop_reason,
+                     "wall_time_s": float(wall_time),
+                 })
 
 
 def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> None:
@@ -179,25 +109,38 @@ def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False
 
 
 def open_run(path: str | os.PathLike) -> xr.Dataset:
-    """Open a run store lazily (also a partially written one: only committed chunks)."""
+    """Open a store of any kind lazily (a run, an analytic fit or a limit; a partially written
+    run shows only its committed chunks). A sweep store is refused (``open_sweep`` reads it)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no run store at {path}")
     from meanfield.store import read_progress
 
     progress = read_progress(path)
-    if progress is None:
-        return xr.open_zarr(path)
     consolidated = os.path.exists(os.path.join(path, ".zmetadata"))
-    ds = xr.open_zarr(path, consolidated=consolidated)
+    ds = xr.open_zarr(path, consolidated=consolidated if progress is not None else None)
+    _refuse_sweep(ds, path)
+    if progress is None:
+        return ds
     return ds.isel(t=slice(0, progress["records"]),
                    t_snapshot=slice(0, progress["snapshots"]))
 
 
+def _refuse_sweep(ds: xr.Dataset, path: str) -> None:
+    if kind_of(ds) == "sweep-summary":
+        raise ValueError(f"{path} is a sweep store (kind 'sweep-summary'), not one run: open it "
+                         "with meanfield.validation.sweep.open_sweep")
+
+
 def export_netcdf(run: str | os.PathLike | xr.Dataset, path: str | os.PathLike) -> str:
-    """Write a run (a store path or a Dataset) to a netCDF file; returns the path."""
+    """Write a Dataset of any kind (or a store path) to a netCDF file; returns the path.
+
+    Attributes netCDF cannot hold (booleans, None) are written as strings.
+    """
     ds = open_run(run) if isinstance(run, (str, os.PathLike)) else run
-    ds.load().to_netcdf(os.fspath(path))
+    ds = ds.load().copy()
+    ds.attrs = {k: (str(v) if isinstance(v, bool) or v is None else v) for k, v in ds.attrs.items()}
+    ds.to_netcdf(os.fspath(path))
     return os.fspath(path)
 
 
@@ -205,4 +148,7 @@ def run_config(ds: xr.Dataset):
     """The SimulationConfig recorded in a run Dataset."""
     from meanfield.config import SimulationConfig
 
+    if "config" not in ds.attrs:
+        raise ValueError(f"this {kind_of(ds)} dataset records no config (attrs['config']); "
+                         "it was built without one (e.g. a reduced model called directly)")
     return SimulationConfig.from_dict(json.loads(ds.attrs["config"]))

@@ -29,9 +29,12 @@ import contextvars
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 import xarray as xr
+
+from meanfield.schema import require
 
 TIME_LABEL = "gradient-flow time $t$"
 
@@ -167,6 +170,7 @@ def snapshot_density(ds: xr.Dataset, *, weighted: bool = True,
     Angles in (-pi, pi] (-pi is mapped to pi); neurons with no projection on the plane are
     skipped. ``bins``: default the run's recorded ``angle`` coordinate size, else 90.
     """
+    require(ds, ("snapshot_a", "snapshot_w"), "snapshot_density")
     if bins is None:
         bins = ds.sizes["angle"] if _records_density(ds) else 90
     edges = angle_bin_edges(bins)
@@ -315,6 +319,7 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     Returns:
         Figure with 2 or 3 stacked axes sharing the log time axis (t = 0 is not shown).
     """
+    require(ds, ("loss", "f_train", "x_train"), "training_curves")
     t = np.asarray(ds.t.values, dtype=float)
     keep = t > 0
     t = t[keep]
@@ -423,6 +428,8 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
     Returns:
         Figure with 2 image axes (sign +, sign -) and a colour bar.
     """
+    require(ds, ("density",) if "density" in ds else ("snapshot_a", "snapshot_w"),
+            "density_heatmap (a recorded density or particle snapshots)")
     from matplotlib.colors import LogNorm
 
     da, times, tdim, from_snapshots = _density_source(ds, weighted)
@@ -545,8 +552,7 @@ def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
     Returns:
         Figure with one polar axis per chosen time.
     """
-    if not _has_snapshots(ds):
-        raise ValueError("the run has no particle snapshots")
+    require(ds, ("snapshot_a", "snapshot_w"), "neuron_rays")
     ref_angles = _reference_angles(ds, references)
     idx = _snapshot_indices(ds, times, "first_mid_last")
     fig = _figure(figsize=(3.9 * len(idx), 4.5), layout="constrained")
@@ -598,8 +604,10 @@ def luo_scatter(ds: xr.Dataset, times=None):
     For 1-D inputs with bias the angle is atan2(b, w); otherwise the plane angle. One panel per
     chosen snapshot time (default: initial and final).
     """
-    if not _has_snapshots(ds):
-        raise ValueError("the run has no particle snapshots")
+    require(ds, ("snapshot_a", "snapshot_w", "x_train"), "luo_scatter")
+    if not is_1d_with_bias(ds):
+        raise ValueError("luo_scatter draws 1-D inputs with a bias (the (w, b) plane); this "
+                         "dataset has other inputs: use neuron_rays")
     idx = _snapshot_indices(ds, times, "first_last")
     t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
     fig = _figure(figsize=(4.6 * len(idx), 3.8), layout="constrained")
@@ -627,6 +635,11 @@ def luo_scatter(ds: xr.Dataset, times=None):
     return fig
 
 
+SKIP_NOTES = {"density.png": "the dataset has neither a density nor particle snapshots",
+              "rays.png": "the dataset has no particle snapshots",
+              "luo_scatter.png": "needs particle snapshots of 1-D inputs with a bias"}
+
+
 def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> list[str]:
     """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths.
 
@@ -634,6 +647,7 @@ def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> l
     rays.png with snapshots; luo_scatter.png with snapshots of 1-D inputs with bias. Figures are
     drawn off-screen (Agg, no pyplot).
     """
+    require(ds, ("loss", "f_train", "x_train"), "save_all")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     jobs = [("training_curves.png", training_curves)]
@@ -643,6 +657,9 @@ def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> l
         jobs.append(("rays.png", neuron_rays))
         if is_1d_with_bias(ds):
             jobs.append(("luo_scatter.png", luo_scatter))
+    for name, needs in SKIP_NOTES.items():
+        if name not in dict(jobs):
+            warnings.warn(f"{name} skipped: {needs}", stacklevel=2)
     paths = []
     with _offscreen():
         for name, fn in jobs:

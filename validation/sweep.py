@@ -637,8 +637,9 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
         store = SweepStore.open(path, spec)
     else:
         variables, coords = _layout(sweep, configs)
-        attrs = {"sweep": spec, "name": sweep.name, "base_config": next(iter(configs.values()))
-                 .to_json(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        attrs = {"kind": "sweep-summary", "sweep": spec, "name": sweep.name,
+                 "base_config": next(iter(configs.values())).to_json(),
+                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                  "compile_groups": json.dumps([[int(compile_key(configs[g[0]])[0]), len(g)]
                                                for g in order]), **versions()}
         store = SweepStore.create(path, sweep, variables, coords, attrs)

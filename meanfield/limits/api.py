@@ -20,9 +20,17 @@ The regime decides the limit (docs/theory/limits.md):
 
 from __future__ import annotations
 
+import json
+
 import xarray as xr
 
-KINDS = ("wang_ma", "mean_field", "kernel", "mean_field_reference")
+from meanfield.schema import LIMIT_KINDS as KINDS
+
+# What each limit's Dataset depends on besides the data, loss, initial law and times: the
+# kernel limit's kernel is taken at the config's width; the mean-field PDE and the kernel limit
+# take their default save times from the time scale of the config's drawn initial particles
+# (width and seed). The reduced Wang & Ma model and the quadrature reference depend on neither.
+DEPENDS_ON_WIDTH_AND_SEED = ("mean_field", "kernel")
 
 
 def applicable_limits(config) -> dict[str, str]:
@@ -62,14 +70,10 @@ def applicable_limits(config) -> dict[str, str]:
     return out
 
 
-def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
-    """The infinite-width limit Dataset of ``config`` (same variable names as a run).
+def resolve_kind(config, kind: str = "auto") -> str:
+    """The limit kind ``infinite_width`` computes for ``config``: ``kind`` itself when it
+    applies, for ``auto`` the first applicable of ``KINDS``.
 
-    Args:
-        config: a SimulationConfig.
-        kind: ``auto`` (the first applicable of wang_ma, mean_field, kernel) or one of them.
-        options: passed to the limit solver (e.g. ``n_cells`` for the PDE, ``samples`` /
-            ``seed`` for the kernel limit's Monte Carlo).
     Raises:
         ValueError: naming the applicable limits and why the others do not apply.
     """
@@ -83,18 +87,61 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         raise ValueError(f"kind={kind!r} is not allowed; choose one of {('auto', *KINDS)}")
     elif reasons[kind] != "applies":
         raise ValueError(f"the {kind} limit does not apply: {reasons[kind]}")
+    return kind
+
+
+def store_name(config, kind: str) -> str:
+    """File name of a limit store, from what the limit depends on: ``PRESET-limit-KIND.zarr``,
+    with ``-mWIDTH-sSEED`` for the kinds in ``DEPENDS_ON_WIDTH_AND_SEED``."""
+    kind = resolve_kind(config, kind)
+    tag = f"-m{config.model.width}-s{config.seed}" if kind in DEPENDS_ON_WIDTH_AND_SEED else ""
+    return f"{config.name}{tag}-limit-{kind}.zarr"
+
+
+def _options_json(options: dict) -> str:
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def is_limit_of(ds: xr.Dataset, config, kind: str, options: dict | None = None) -> bool:
+    """True when ``ds`` (written by ``infinite_width``) is the ``kind`` limit of ``config`` with
+    these solver ``options``: equal configs, up to width and seed unless ``kind`` depends on
+    them (``DEPENDS_ON_WIDTH_AND_SEED``)."""
+    from meanfield.schema import kind_of
+
+    def neutral(text):
+        d = json.loads(text)
+        if kind not in DEPENDS_ON_WIDTH_AND_SEED:
+            d["seed"], d["model"]["width"] = None, None
+        return d
+
+    return (kind_of(ds) == f"limit:{kind}" and "limit_of" in ds.attrs
+            and ds.attrs.get("limit_options", "{}") == _options_json(options or {})
+            and neutral(ds.attrs["limit_of"]) == neutral(config.to_json()))
+
+
+def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
+    """The infinite-width limit Dataset of ``config`` (same variable names as a run).
+
+    Args:
+        config: a SimulationConfig.
+        kind: ``auto`` (the first applicable of ``KINDS``) or one of ``KINDS``.
+        options: passed to the limit solver (e.g. ``n_cells`` for the PDE, ``samples`` /
+            ``seed`` for the kernel limit's Monte Carlo).
+    Returns:
+        The limit's Dataset (``meanfield.schema`` kind ``limit:<kind>``); ``attrs["limit_of"]``
+        is the JSON of ``config`` (a limit's own ``config`` attr may differ, e.g. the
+        reference's finest quadrature width), ``attrs["limit_options"]`` that of ``options``.
+    Raises:
+        ValueError: naming the applicable limits and why the others do not apply.
+    """
+    kind = resolve_kind(config, kind)
     if kind == "wang_ma":
-        from meanfield.limits.wang_ma import wang_ma_limit
-
-        return wang_ma_limit(config, **options)
-    if kind == "mean_field":
-        from meanfield.limits.mean_field import mean_field_limit
-
-        return mean_field_limit(config, **options)
-    if kind == "mean_field_reference":
-        from meanfield.limits.reference import mean_field_reference
-
-        return mean_field_reference(config, **options)
-    from meanfield.limits.kernel import kernel_limit
-
-    return kernel_limit(config, **options)
+        from meanfield.limits.wang_ma import wang_ma_limit as solve
+    elif kind == "mean_field":
+        from meanfield.limits.mean_field import mean_field_limit as solve
+    elif kind == "mean_field_reference":
+        from meanfield.limits.reference import mean_field_reference as solve
+    else:
+        from meanfield.limits.kernel import kernel_limit as solve
+    return solve(config, **options).assign_attrs(limit_of=config.to_json(),
+                                                 limit_options=_options_json(options))

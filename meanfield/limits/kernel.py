@@ -76,11 +76,11 @@ import numpy as np
 import xarray as xr
 
 from meanfield.particles.losses import loss_derivative, loss_value
+from meanfield.schema import build
 
 PARTS = ("both", "k1", "k0")
 # Largest margin exponent -y f of the margin-loss ODE (exp(300) ~ 1e130 keeps products finite).
 MAX_MARGIN_EXPONENT = 300.0
-LIMIT_TIME_UNITS = "gradient-flow time (mean-field normalisation, docs/theory/model.md)"
 
 __all__ = ["k0", "k1", "ntk", "angle", "gram", "kernel_moments", "kernel_part_of", "kernel_rate",
            "squared_loss_flow", "kernel_ode_flow", "gp_samples", "monte_carlo_flow",
@@ -441,8 +441,6 @@ def kernel_limit(config, *, t=None, part: str | None = None, samples: int = 256,
         ``mc_standard_error_loss_expected`` (the variances' relative standard error is about
         sqrt(2 / (samples - 1))).
     """
-    from meanfield.io import versions
-
     spec, data = config.model, config.data
     part = kernel_part_of(config) if part is None else part
     if part not in PARTS:
@@ -503,29 +501,17 @@ def kernel_limit(config, *, t=None, part: str | None = None, samples: int = 256,
     stop = "t_max" if config.loss_tol is None or loss[-1] > config.loss_tol else "loss_tol"
     mean_of = "mean over the Gaussian-process initial function of the " if variances is not \
         None else ""
-    variables = {
-        "loss": (("t",), loss, {"units": "1", "long_name": f"training loss ({spec.loss})" + (
-            " of the mean function" if variances is not None else "")}),
-        "f_train": (("t", "sample"), f_train, {
-            "units": "1", "long_name": mean_of + "kernel-limit output at training inputs"}),
-        "f_eval": (("t", "eval_point"), f_eval, {
-            "units": "1", "long_name": mean_of + "kernel-limit output on the evaluation grid"}),
-        "x_train": (("sample", "input_dim"), data.x, {"units": "1", "long_name": "training inputs"}),
-        "y_train": (("sample",), data.y, {"units": "1", "long_name": "training labels"}),
-        "x_eval": (("eval_point", "input_dim"), data.x_eval,
-                   {"units": "1", "long_name": "evaluation inputs"}),
-    }
+    variables = {"loss": loss, "f_train": f_train, "f_eval": f_eval, "x_train": data.x,
+                 "y_train": data.y, "x_eval": data.x_eval}
+    long_names = {"loss": f"training loss ({spec.loss})" + (
+                      " of the mean function" if variances is not None else ""),
+                  "f_train": mean_of + "kernel-limit output at training inputs",
+                  "f_eval": mean_of + "kernel-limit output on the evaluation grid"}
     if spec.loss in ("exponential", "logistic"):
-        variables["accuracy"] = (("t",), np.sum(weights * (y * f_train > 0), axis=1),
-                                 {"units": "1", "long_name": "training accuracy (weighted)"})
+        variables["accuracy"] = np.sum(weights * (y * f_train > 0), axis=1)
     if variances is not None:
-        variables["f_train_var"] = (("t", "sample"), variances[0], {
-            "units": "1", "long_name": "variance of f over the Gaussian-process initial function"})
-        variables["f_eval_var"] = (("t", "eval_point"), variances[1], {
-            "units": "1", "long_name": "variance of f over the Gaussian-process initial function"})
-        variables["loss_expected"] = (("t",), loss_expected, {
-            "units": "1", "long_name": "expected training loss over the Gaussian-process "
-                                       "initial function"})
+        variables.update(f_train_var=variances[0], f_eval_var=variances[1],
+                         loss_expected=loss_expected)
     s_a, s_w = kernel_moments(config)
     try:
         regime = spec.parametrisation.regime(spec.width, spec.fan_in(data.input_dim))
@@ -542,12 +528,8 @@ def kernel_limit(config, *, t=None, part: str | None = None, samples: int = 256,
         "kernel_rate": float(np.linalg.eigvalsh(
             np.sqrt(weights)[:, None] * kxx * np.sqrt(weights)[None])[-1]),
         "regime": regime,
-        "config": config.to_json(),
-        "preset": config.name,
         "width": spec.width,
         "stop_reason": stop,
-        "Conventions": "CF-1.10",
-        **versions(),
     }
-    coords = {"t": ("t", times, {"units": LIMIT_TIME_UNITS, "long_name": "time"})}
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    return build("limit:kernel", config, variables, coords={"t": times},
+                 long_names=long_names, attrs=attrs)

@@ -51,7 +51,7 @@ import numpy as np
 import xarray as xr
 
 from meanfield.config import SimulationConfig
-from meanfield.io import TIME_UNITS
+from meanfield.schema import build
 
 SIGNS = ("+", "-", "all")
 
@@ -309,40 +309,31 @@ def _dataset(config, rows, n_cells, cfl, wall, stop_reason) -> xr.Dataset:
     total = binned.sum(-1, keepdims=True)
     density = np.where(total > 0, binned / np.where(total > 0, total, 1), 0.0)
     n_a = observe.n_angle_bins
-    coords = {
-        "t": xr.Variable(("t",), np.asarray(rows["t"]), {"units": TIME_UNITS, "long_name": "time"}),
-        "sign": xr.Variable(("sign",), list(SIGNS), {"long_name": "sign of the output weight"}),
-        "angle": xr.Variable(("angle",), -np.pi + (np.arange(n_a) + 0.5) * 2 * np.pi / n_a,
-                             {"units": "rad", "long_name": "neuron angle atan2(b, w)"}),
-    }
+    coords = {"t": np.asarray(rows["t"]), "sign": list(SIGNS),
+              "angle": -np.pi + (np.arange(n_a) + 0.5) * 2 * np.pi / n_a}
     variables = {
-        "loss": (("t",), np.asarray(rows["loss"]), {"units": "1",
-                                                  "long_name": f"training loss ({config.model.loss})"}),
-        "f_train": (("t", "sample"), np.stack(rows["f_train"]),
-                    {"units": "1", "long_name": "network output at training inputs"}),
-        "f_eval": (("t", "eval_point"), np.stack(rows["f_eval"]),
-                   {"units": "1", "long_name": "network output on the evaluation grid"}),
-        "density": (("t", "sign", "angle"), density,
-                    {"units": "1", "long_name": "amplitude-weighted directional density "
-                                                "(per sign, sums to 1)"}),
-        "mass": (("t", "sign"), mass, {"units": "1", "long_name": "total mass int mu_s "
-                                                                  "(= (1/m) sum |a||w|)"}),
-        "n_steps": (("t",), np.asarray(rows["n_steps"]), {"units": "1", "long_name": "PDE steps"}),
-        "step_size": (("t",), np.asarray(rows["step_size"]),
-                      {"units": TIME_UNITS, "long_name": "proposed step size"}),
-        "x_train": (("sample", "input_dim"), data.x, {"units": "1"}),
-        "y_train": (("sample",), data.y, {"units": "1"}),
-        "x_eval": (("eval_point", "input_dim"), data.x_eval, {"units": "1"}),
+        "loss": np.asarray(rows["loss"]),
+        "f_train": np.stack(rows["f_train"]),
+        "f_eval": np.stack(rows["f_eval"]),
+        "density": density,
+        "mass": mass,
+        "n_steps": np.asarray(rows["n_steps"]),
+        "step_size": np.asarray(rows["step_size"]),
+        "x_train": data.x,
+        "y_train": data.y,
+        "x_eval": data.x_eval,
     }
+    long_names = {"loss": f"training loss ({config.model.loss})",
+                  "mass": "total mass int mu_s (= (1/m) sum |a||w|)",
+                  "n_steps": "PDE steps", "angle": "neuron angle atan2(b, w)"}
     attrs = {
         "title": f"mean-field limit (balanced, 1-D with bias): {config.name}",
         "limit": "mean_field",
-        "config": config.to_json(),
-        "preset": config.name,
         "n_cells": int(n_cells),
         "cfl": float(cfl),
         "scheme": "finite-volume upwind transport + exact exponential reaction, Lie splitting",
         "stop_reason": stop_reason,
         "wall_time_s": float(wall),
     }
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    return build("limit:mean_field", config, variables, coords=coords, long_names=long_names,
+                 attrs=attrs)

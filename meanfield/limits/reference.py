@@ -60,6 +60,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
+from meanfield.schema import build
 
 DEFAULT_LEVELS = (2 ** 12, 2 ** 14, 2 ** 16)
 SOBOL_SEED = 20240527  # fixed scrambling: the reference is deterministic
@@ -206,6 +207,23 @@ def _default_times(config, n: int) -> np.ndarray:
     return times
 
 
+def _run_level(config, n: int, times: np.ndarray, stop_at_loss_tol: bool, seed: int):
+    """The quadrature run of width ``n`` on ``times``; a failure says how far it got."""
+    from meanfield.runner import RunError, simulate
+
+    level = _level_config(config, n, times, stop_at_loss_tol)
+    try:
+        return simulate(level, initial=quadrature_particles(config, n, seed=seed), progress=False)
+    except RunError as exc:
+        done = exc.dataset
+        reached = (f"; it reached t={float(done.t[-1]):.6g} with loss {float(done.loss[-1]):.3g}"
+                   if done is not None and done.sizes.get("t", 0) else "")
+        raise type(exc)(f"mean_field_reference: the quadrature run of width {n} failed: {exc}"
+                        f"{reached}. Ask for times up to where it got (t=..., CLI --t-max) or "
+                        "set config.loss_tol so the reference stops where a run of the config "
+                        "stops", done) from exc
+
+
 def refinement_rate(levels, errors) -> float:
     """Least-squares p in err ~ C m^-p over the coarser levels (nan with < 2 usable points)."""
     m, e = np.asarray(levels, float), np.asarray(errors, float)
@@ -216,7 +234,7 @@ def refinement_rate(levels, errors) -> float:
 
 
 def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = SOBOL_SEED,
-                         stop_at_loss_tol: bool = False) -> xr.Dataset:
+                         stop_at_loss_tol: bool | None = None) -> xr.Dataset:
     """Particle-quadrature mean-field reference of ``config`` (see the module docstring).
 
     Args:
@@ -227,8 +245,13 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
         t: save times (t = 0 is added); default ``config.save.t``, else the config's log-spaced
             schedule with the time scale of the finest quadrature (all levels share the times).
         seed: Sobol scrambling seed.
-        stop_at_loss_tol: honour ``config.loss_tol`` (levels may then stop at different times;
-            the refinement uses the common times). Default: run every level to the last time.
+        stop_at_loss_tol: honour ``config.loss_tol``: the finest level stops at the first save
+            with loss <= loss_tol (as a finite run of the config does) and the coarser levels
+            run to the same time. Default (None): True for the config's own schedule
+            (``t=None``) with a ``loss_tol``, else every level runs to the last time. Running
+            on past the loss tolerance drives the residual to the precision's rounding level,
+            where the adaptive step can underflow (the luo_1d preset: loss 1e-12 at t = 700
+            in float32).
     Returns:
         The finest level's run Dataset (``meanfield.simulate`` schema) plus ``f_eval_level``
         (level, t, eval_point), ``refinement_error`` (coarse_level, t) and
@@ -254,12 +277,11 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
         times = np.concatenate([[0.0], times[times > 0]])
     if times[-1] <= 0:
         raise ValueError("t must contain a positive time")
-    runs = []
-    for n in levels:
-        level = _level_config(config, n, times, stop_at_loss_tol)
-        runs.append(simulate(level, initial=quadrature_particles(config, n, seed=seed),
-                             progress=False))
-    finest = runs[-1]
+    if stop_at_loss_tol is None:
+        stop_at_loss_tol = t is None and config.loss_tol is not None
+    finest = _run_level(config, levels[-1], times, stop_at_loss_tol, seed)
+    times = times[times <= float(finest.t[-1]) * (1 + 1e-6)]  # t is recorded in the precision
+    runs = [_run_level(config, n, times, False, seed) for n in levels[:-1]] + [finest]
     common = finest.t.values
     for run in runs[:-1]:
         common = np.intersect1d(common, run.t.values)
@@ -272,26 +294,17 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
         estimated = float(sup[-1] * (levels[-2] / levels[-1]) ** rate)
     else:
         estimated = float(sup[-1])
-    out = finest.assign(
-        f_eval_level=xr.DataArray(
-            np.full((len(levels), finest.sizes["t"], finest.sizes["eval_point"]), np.nan),
-            dims=("level", "t", "eval_point")),
-    )
     where = np.isin(finest.t.values, common)
-    fl = out.f_eval_level.values
+    fl = np.full((len(levels), finest.sizes["t"], finest.sizes["eval_point"]), np.nan)
     fl[:, where] = f_levels
-    out["f_eval_level"] = xr.DataArray(fl, dims=("level", "t", "eval_point"), attrs={
-        "units": "1", "long_name": "network output on the evaluation grid at each quadrature level"})
     e_full = np.full((len(levels) - 1, finest.sizes["t"]), np.nan)
     e_full[:, where] = err_t
-    out["refinement_error"] = xr.DataArray(e_full, dims=("coarse_level", "t"), attrs={
-        "units": "1", "long_name": "sup over the evaluation grid of |f_level - f_finest|"})
-    out["refinement_sup_error"] = xr.DataArray(sup, dims=("coarse_level",), attrs={
-        "units": "1", "long_name": "sup over the evaluation grid and saved times of "
-                                   "|f_level - f_finest|"})
-    out = out.assign_coords(level=("level", np.asarray(levels)),
-                            coarse_level=("coarse_level", np.asarray(levels[:-1])))
-    out.attrs.update({
+    data = {name: finest[name].variable for name in finest.data_vars}
+    data.update(f_eval_level=fl, refinement_error=e_full, refinement_sup_error=sup)
+    coords = {name: finest[name].variable for name in finest.coords}
+    coords.update(level=np.asarray(levels), coarse_level=np.asarray(levels[:-1]))
+    attrs = {k: v for k, v in finest.attrs.items() if k not in ("kind", "schema_version")}
+    attrs.update({
         "title": f"mean-field reference (Sobol quadrature particles): {config.name}",
         "limit": "mean_field_reference",
         "levels": list(levels),
@@ -303,4 +316,4 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
         "note": "approximation of the m = infinity flow by quadrature-initialised particles; "
                 "its error is measured by refinement, not exact",
     })
-    return out
+    return build("limit:mean_field_reference", None, data, coords=coords, attrs=attrs)

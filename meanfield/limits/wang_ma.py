@@ -39,6 +39,8 @@ import numpy as np
 import xarray as xr
 from scipy.integrate import solve_ivp
 
+from meanfield.schema import build
+
 __all__ = [
     "alignment_time", "closed_forms", "loss_law", "measured_rhos", "plateau_loss", "reduced_model",
     "rho_minus", "rho_plus", "t_escape", "v0_norm", "wang_ma_limit",
@@ -145,17 +147,20 @@ def _solve(p, delta, rho_p, rho_m, t_end, rtol=1e-10, atol=1e-12):
 
 
 def reduced_model(p: int, delta: float, rho_plus: float, rho_minus: float, t,
-                  *, rtol: float = 1e-10) -> xr.Dataset:
+                  *, rtol: float = 1e-10, config=None) -> xr.Dataset:
     """The reduced ODE on the time grid ``t`` as a run-like Dataset.
 
     Args:
         p: number of copies of x_+. delta: angle between x_+ and x_- (radians).
         rho_plus, rho_minus: alive fractions (of ALL neurons) of positives / negatives.
         t: (T,) nondecreasing times >= 0.
+        rtol: relative tolerance of the ODE solver.
+        config: the SimulationConfig whose data are (p, delta) (``wang_ma_limit``): recorded in
+            the attrs with its training data; None for the bare model.
     Returns:
         Dataset on ``t`` with ``loss`` (t), ``f_train`` (t, sample) in the preset's layout (p copies
         of x_+ then x_-), ``accuracy`` (t), ``f_plus``, ``f_minus``, ``f_minus_positive_part``
-        (P), ``y_train`` (sample). Times after the first Phase IV pattern change are NaN; attrs
+        (P), ``y_train`` (sample) (``meanfield.schema`` kind ``limit:wang_ma``). Times after the first Phase IV pattern change are NaN; attrs
         hold ``limit = "wang_ma_reduced"``, the closed forms, ``event`` / ``event_time`` (None /
         NaN if none before max t) and ``t_zero_crossing`` (f_- crosses 0, NaN if not reached).
     """
@@ -189,13 +194,12 @@ def reduced_model(p: int, delta: float, rho_plus: float, rho_minus: float, t,
                   "event_time": event_time if event_time is not None else math.nan,
                   "t_zero_crossing": t_zero, "rtol": rtol, "loss_kind": "exponential",
                   "reference": "arXiv 2305.12467"})
-    labels = np.r_[np.ones(p), -1.0]
-    return xr.Dataset(
-        {"loss": ("t", loss, {"long_name": "training loss (reduced model)"}),
-         "f_train": (("t", "sample"), f_train), "accuracy": ("t", accuracy),
-         "f_plus": ("t", f_plus), "f_minus": ("t", f_minus),
-         "f_minus_positive_part": ("t", y[1]), "y_train": ("sample", labels)},
-        coords={"t": t, "sample": np.arange(p + 1)}, attrs=attrs)
+    data = {"loss": loss, "f_train": f_train, "accuracy": accuracy, "f_plus": f_plus,
+            "f_minus": f_minus, "f_minus_positive_part": y[1], "y_train": np.r_[np.ones(p), -1.0]}
+    if config is not None:
+        data.update(x_train=config.data.x, y_train=config.data.y)
+    return build("limit:wang_ma", config, data, coords={"t": t, "sample": np.arange(p + 1)},
+                 long_names={"loss": "training loss (reduced model)"}, attrs=attrs)
 
 
 def data_geometry(config) -> tuple[int, float]:
@@ -224,7 +228,7 @@ def wang_ma_limit(config, t=None, *, rho_plus: float | None = None,
     p, delta = data_geometry(config)
     rp = globals()["rho_plus"]() if rho_plus is None else rho_plus
     rm = globals()["rho_minus"](p, delta) if rho_minus is None else rho_minus
-    ds = reduced_model(p, delta, rp, rm, _save_grid(config) if t is None else t)
+    ds = reduced_model(p, delta, rp, rm, _save_grid(config) if t is None else t, config=config)
     kappa = config.model.init.scale
     if kappa is not None:
         ds.attrs["alignment_time"] = alignment_time(p, delta, float(kappa))
