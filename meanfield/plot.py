@@ -42,6 +42,7 @@ def _time_label(ds: xr.Dataset) -> str:
 SIGN_COLOURS = {"+": "#c0392b", "-": "#2166ac"}
 SIGN_NAMES = {"+": "$a_k > 0$", "-": "$a_k < 0$"}
 DPI = 120
+LABEL_SIZE = 8  # points: reference labels
 REFERENCE_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
                      "#a6761d", "#666666"]
 
@@ -304,6 +305,46 @@ def _reference_angles(ds: xr.Dataset, references) -> dict[str, float]:
     return out
 
 
+def _input_names(ds: xr.Dataset, indices) -> dict[int, str]:
+    """{training input index: reference name} for inputs along a named reference direction
+    (the wang_ma references x_+ and x_-), so every figure names the inputs alike."""
+    refs = default_references(ds)
+    x = _x_train(ds)
+    out = {}
+    for i in indices:
+        xi = x[i] / (np.linalg.norm(x[i]) or 1.0)
+        for name, v in refs.items():
+            if v.size == xi.size and float(xi @ v) / (np.linalg.norm(v) or 1.0) > 1 - 1e-9:
+                out[int(i)] = name
+                break
+    return out
+
+
+def theory_plateau(ds: xr.Dataset) -> float | None:
+    """Wang & Ma's plateau loss 2 sqrt(p) / (1 + p) (arXiv 2305.12467) for a noise-free
+    wang_ma run, None for any other run (``meanfield.limits.wang_ma.plateau_loss``)."""
+    if ds.attrs.get("preset") != "wang_ma" or "config" not in ds.attrs:
+        return None
+    from meanfield.io import run_config
+    from meanfield.limits.wang_ma import data_geometry, plateau_loss
+
+    try:
+        p, _ = data_geometry(run_config(ds))
+    except ValueError:  # noisy data: no closed form
+        return None
+    return float(plateau_loss(p))
+
+
+def _thin_log_ticks(axis) -> None:
+    """No minor ticks on a log axis spanning more than 4 decades: there they crowd the axis,
+    and building a few hundred tick artists dominated the drawing time."""
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and math.log10(hi / lo) > 4:
+        from matplotlib.ticker import NullLocator
+
+        axis.set_minor_locator(NullLocator())
+
+
 # ----------------------------------------------------------------------------- figures
 
 def training_curves(ds: xr.Dataset, *, phases: bool = True):
@@ -330,6 +371,10 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     if ds.sizes["t"] and np.all(np.isfinite(loss)) and loss.size:
         ax_loss.axhline(float(ds.loss.values[0]), color="0.6", lw=0.8, ls="--",
                         label="loss at $t=0$")
+        plateau = theory_plateau(ds)
+        if plateau is not None:
+            ax_loss.axhline(plateau, color="tab:purple", lw=1.0, ls=(0, (5, 3)),
+                            label=r"plateau $2\sqrt{p}/(1+p)$ = " + f"{plateau:.3f} (theory)")
         ax_loss.legend(loc="lower left", fontsize=8, frameon=False)
 
     if has_acc:
@@ -345,10 +390,11 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     squared = _config(ds).get("model", {}).get("loss") == "squared"
     import matplotlib as mpl
 
+    names = _input_names(ds, first)
     colours = mpl.colormaps["tab10" if len(first) <= 10 else "viridis"]
     for j, (i, group) in enumerate(zip(first, members)):
         c = colours(j % 10) if len(first) <= 10 else colours(j / max(len(first) - 1, 1))
-        where = f"$x={x[i, 0]:.3g}$" if x.shape[1] == 1 else f"$x_{{{i}}}$"
+        where = names.get(i) or (f"$x={x[i, 0]:.3g}$" if x.shape[1] == 1 else f"$x_{{{i}}}$")
         copies = f", $\\times${len(group)}" if len(group) > 1 else ""
         lw = max(3.0 - 0.6 * j, 1.2) if len(first) <= 4 else 1.4  # coinciding curves stay visible
         ax_f.semilogx(t, f[:, i], color=c, lw=lw, label=f"{where} ($y={y[i]:+.3g}${copies})")
@@ -365,6 +411,7 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     ax_f.set_xlim(lo, hi)
     for ax in axes:
         ax.grid(True, which="major", lw=0.3, alpha=0.5)
+    _thin_log_ticks(ax_f.xaxis)  # shared: once for all panels
     if phases:
         bands = _phase_bands(ds, lo, hi)
         if bands:
@@ -450,6 +497,8 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
     refs = _reference_angles(ds, references)
     bands = _phase_bands(ds, t_edges[0], t_edges[-1])
     mesh = None
+    # labels one text line apart: 360 degrees span about 3/4 of the figure height
+    label_gap = 360 * 1.3 * LABEL_SIZE / (0.75 * 72 * fig.get_figheight())
     for ax, s in zip(axes, ["+", "-"]):
         if s not in signs:
             ax.set_visible(False)
@@ -459,15 +508,17 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
                              shading="flat", rasterized=True)
         ax.set_xscale("log")
         ax.set_xlim(t_edges[0], t_edges[-1])
+        _thin_log_ticks(ax.xaxis)
         ax.set_facecolor("white")
         _angle_label_axis(ax)
         ax.set_xlabel(_time_label(ds))
         ax.set_title(f"{SIGN_NAMES[s]} neurons", fontsize=10, pad=14 if bands else 6)
-        label_y = _spread([math.degrees(th) for th in refs.values()], gap=9.0, lo=-180, hi=180)
+        label_y = _spread([math.degrees(th) for th in refs.values()], gap=label_gap, lo=-180,
+                          hi=180)
         for (name, th), c, ly in zip(refs.items(), REFERENCE_COLOURS, label_y):
             ax.axhline(math.degrees(th), color=c, lw=0.8, ls=(0, (4, 2)), alpha=0.9)
             ax.annotate(name, (1.0, ly), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=8, color=c,
+                        textcoords="offset points", va="center", fontsize=LABEL_SIZE, color=c,
                         annotation_clip=False)
         for lo, _, _ in bands[1:]:
             ax.axvline(lo, color="tab:green", lw=1.0, ls="-", alpha=0.8)
@@ -479,8 +530,11 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
                 ax.axvline(tv, color="0.6", lw=0.4, ls=":", alpha=0.6)
     axes[1].set_ylabel("")
     what = "amplitude" if weighted else "neuron"
-    if normalise:
-        label = f"fraction of the sign's {what} mass per radian"
+    if normalise and weighted:
+        label = ("share of the sign's amplitude per radian\n"
+                 "(never-moving dead neurons fade as alive ones grow)")
+    elif normalise:
+        label = "fraction of the sign's neurons per radian\n(every neuron counts once, dead or alive)"
     elif from_snapshots:
         label = f"{what} density (per radian, $1/m$ normalised)"
     else:
@@ -489,7 +543,8 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
         fig.colorbar(mesh, ax=list(axes), label=label, shrink=0.95, pad=0.045 if refs else 0.02)
     source = (f"from {len(times)} particle snapshots (dotted: snapshot times)" if from_snapshots
               else "recorded at every save time")
-    fig.suptitle(f"{_run_title(ds)}: directional density, {what}-weighted, {source}", fontsize=10)
+    shown = "amplitude-weighted" if weighted else "neuron counts"
+    fig.suptitle(f"{_run_title(ds)}: directional density, {shown}, {source}", fontsize=10)
     return fig
 
 
@@ -532,14 +587,61 @@ def _time_title(t: float) -> str:
     return "$t = 0$" if t == 0 else f"$t = {t:.4g}$"
 
 
-def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
-    """Polar plots of all neurons as rays from the origin at chosen snapshot times.
+def _nearest_in_log_time(t: np.ndarray, value: float) -> int:
+    """Index of the snapshot time nearest ``value`` on a log axis (t = 0 only for value 0)."""
+    if value <= 0 or not np.any(t > 0):
+        return int(np.argmin(np.abs(t - value)))
+    distance = np.where(t > 0, np.abs(np.log(np.where(t > 0, t, 1.0)) - math.log(value)), np.inf)
+    return int(np.argmin(distance))
 
-    Angle = angle in the data plane (module docstring), length = amplitude normalised by the
-    panel's largest, colour = sign of a. Reference directions are dashed labelled rays.
+
+def _ray_panels(ds: xr.Dataset, times) -> list[tuple[int, str]]:
+    """(snapshot index, caption) per panel: the user's times, else the first snapshot, the
+    snapshot nearest each phase boundary and the last one (first / middle / last without
+    phases)."""
+    t = np.asarray(ds.t_snapshot.values, dtype=float)
+    if times is not None:
+        return [(_nearest_in_log_time(t, float(v)), f"nearest snapshot to $t = {float(v):.4g}$")
+                for v in np.atleast_1d(times)]
+    info = phase_info(ds)
+    if info is None or not info[1]:
+        return [(i, "") for i in _snapshot_indices(ds, None, "first_mid_last")]
+    names, bounds = info
+    panels = [(0, "initial")]
+    for name, start in zip(names[1:], bounds):
+        panels.append((_nearest_in_log_time(t, start), f"start of {name} ($t = {start:.3g}$)"))
+    panels.append((t.size - 1, "final"))
+    out = {}
+    for i, caption in panels:  # one panel per snapshot: merge the captions
+        out[i] = f"{out[i]}; {caption}" if i in out and caption not in out[i] else caption
+    return sorted(out.items())
+
+
+def _alive(ds: xr.Dataset, w: np.ndarray) -> np.ndarray:
+    """(m,) bool: active (w . x > 0) on at least one distinct training input."""
+    from meanfield.observables import alive_mask
+
+    if "x_unique" in ds:
+        x = np.asarray(ds.x_unique.values, dtype=float)
+    else:
+        x = _x_train(ds)[distinct_inputs(ds)[0]]
+        x = np.c_[x, np.ones(len(x))] if _has_bias(ds) and x.shape[1] < w.shape[1] else x
+    return np.asarray(alive_mask(w, x))
+
+
+def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
+    """Polar plots of all neurons as rays at the phase boundaries (or at chosen times).
+
+    Angle = angle in the data plane (module docstring), length = amplitude on one logarithmic
+    radial scale shared by all panels (so growth and the never-moving dead neurons stay
+    visible side by side). Alive neurons (active on some training input) are coloured by the
+    sign of a; dead ones (inactive on every input) are grey with hollow tips. Reference
+    directions are dashed labelled rays.
 
     Args:
-        times: snapshot times (nearest snapshot used); default first, middle and last snapshot.
+        times: times to show (the nearest snapshot in log t is drawn); default: the first
+            snapshot, the snapshot nearest each phase boundary of the run's ``phase`` variable,
+            and the last one (first, middle and last snapshot for a run without phases).
         references: {name: vector (component space or input space) or angle in radians};
             default: x_+, x_-, mu, x_+perp, x_-perp for a wang_ma run, none otherwise; {} for none.
     Returns:
@@ -548,47 +650,63 @@ def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
     if not _has_snapshots(ds):
         raise ValueError("the run has no particle snapshots")
     ref_angles = _reference_angles(ds, references)
-    idx = _snapshot_indices(ds, times, "first_mid_last")
-    fig = _figure(figsize=(3.9 * len(idx), 4.5), layout="constrained")
+    panels = _ray_panels(ds, times)
     t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
-    for j, i in enumerate(idx):
-        ax = fig.add_subplot(1, len(idx), j + 1, projection="polar")
+    drawn = []
+    for i, _ in panels:
         a, w = _snapshot(ds, i)
-        theta = neuron_angles(ds, w)
-        amp = neuron_amplitudes(ds, a, w)
-        scale = amp.max() if amp.size and amp.max() > 0 else 1.0
-        r = amp / scale
+        drawn.append((a, neuron_angles(ds, w), neuron_amplitudes(ds, a, w), _alive(ds, w)))
+    amps = np.concatenate([d[2] for d in drawn])
+    positive = amps[np.isfinite(amps) & (amps > 0)]
+    r_max = float(positive.max()) * 1.15 if positive.size else 1.0
+    # the origin a decade below the smallest amplitude: the smallest rays stay visible
+    r_min = float(positive.min()) / 10 if positive.size else 0.1
+    r_min = max(r_min, r_max * 1e-8)
+    fig = _figure(figsize=(3.2 * len(panels) + 1.6, 4.3), layout="constrained")
+    n_alive = []
+    for j, ((i, caption), (a, theta, amp, alive)) in enumerate(zip(panels, drawn)):
+        ax = fig.add_subplot(1, len(panels), j + 1, projection="polar")
+        ax.set_rscale("log")
+        ax.set_rlim(r_min, r_max)
+        r = np.clip(amp, r_min, r_max)
         alpha = float(np.clip(20 / math.sqrt(max(a.size, 1)), 0.25, 0.8))
-        for s, mask in (("+", a >= 0), ("-", a < 0)):
+        groups = [("dead", ~alive, "0.55", 0.6, alpha * 0.7),
+                  ("+", alive & (a >= 0), SIGN_COLOURS["+"], 1.0, alpha),
+                  ("-", alive & (a < 0), SIGN_COLOURS["-"], 1.0, alpha)]
+        for s, mask, colour, lw, al in groups:
             if not mask.any():
                 continue
             th = np.repeat(theta[mask], 3)
-            rr = np.zeros(th.size)
+            rr = np.full(th.size, r_min)
             rr[1::3] = r[mask]
             rr[2::3] = np.nan
-            ax.plot(th, rr, color=SIGN_COLOURS[s], lw=0.9, alpha=alpha, solid_capstyle="round",
-                    zorder=2)
-            if j == 0:
-                ax.plot([], [], color=SIGN_COLOURS[s], lw=1.5, label=SIGN_NAMES[s])
+            ax.plot(th, rr, color=colour, lw=lw, alpha=al, solid_capstyle="round", zorder=2)
+            if s == "dead":
+                ax.plot(theta[mask], r[mask], ls="none", marker="o", ms=3.5, mfc="none",
+                        mec="0.45", mew=0.7, zorder=2.5)
         for (name, th), c in zip(ref_angles.items(), REFERENCE_COLOURS):
-            ax.plot([th, th], [0, 1.0], color=c, lw=1.1, ls=(0, (4, 2)), zorder=1,
-                    label=name if j == len(idx) - 1 else None)
-        ax.set_ylim(0, 1.0)
-        ax.set_yticks([0.5, 1.0])
-        ax.set_yticklabels(["0.5", "1"], fontsize=7)
+            ax.plot([th, th], [r_min, r_max], color=c, lw=1.1, ls=(0, (4, 2)), zorder=1,
+                    label=name)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{_time_title(t_snap[i])}\nmax amplitude {scale:.3g}", fontsize=9,
-                     pad=14)
-        if j == 0:
-            ax.legend(loc="upper left", bbox_to_anchor=(-0.15, 1.12), fontsize=8, frameon=False)
-        if j == len(idx) - 1 and ref_angles:
-            ax.legend(loc="center left", bbox_to_anchor=(1.08, 0.5), fontsize=8, frameon=False,
-                      title="reference directions", title_fontsize=8)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.set_rlabel_position(100)
+        n_alive.append(int(alive.sum()))
+        ax.set_title(f"{_time_title(t_snap[i])}" + (f"\n{caption}" if caption else "")
+                     + f"\nalive {n_alive[-1]} of {a.size}", fontsize=8.5, pad=10)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=SIGN_COLOURS["+"], lw=1.5, label=SIGN_NAMES["+"] + " alive"),
+               Line2D([], [], color=SIGN_COLOURS["-"], lw=1.5, label=SIGN_NAMES["-"] + " alive"),
+               Line2D([], [], color="0.55", lw=1.0, marker="o", mfc="none", mec="0.45", ms=4,
+                      label="dead (inactive on\nevery training input)")]
+    handles += [Line2D([], [], color=c, lw=1.1, ls=(0, (4, 2)), label=name)
+                for name, c in zip(ref_angles, REFERENCE_COLOURS)]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     amp_name = "$\\|w_k\\|$" if _frozen_output(ds) else "$|a_k|\\,\\|\\tilde w_k\\|$"
     plane = ("angle of $\\tilde w=(w,b)$" if is_1d_with_bias(ds)
              else "angle in the plane of the training inputs")
-    fig.suptitle(f"{_run_title(ds)}: neurons as rays ({plane}; length {amp_name} / panel max)",
-                 fontsize=10)
+    fig.suptitle(f"{_run_title(ds)}: neurons as rays ({plane}; length {amp_name}, log scale "
+                 "shared by all panels)", fontsize=10)
     return fig
 
 
@@ -630,15 +748,18 @@ def luo_scatter(ds: xr.Dataset, times=None):
 def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> list[str]:
     """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths.
 
-    training_curves.png always; density.png when the run has a density variable or snapshots;
-    rays.png with snapshots; luo_scatter.png with snapshots of 1-D inputs with bias. Figures are
+    training_curves.png always; density.png (neuron counts) when the run has a density variable
+    or snapshots; rays.png (at the phase boundaries) with snapshots; luo_scatter.png with snapshots of 1-D inputs with bias. Figures are
     drawn off-screen (Agg, no pyplot).
     """
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     jobs = [("training_curves.png", training_curves)]
     if "density" in ds or _has_snapshots(ds):
-        jobs.append(("density.png", density_heatmap))
+        # neuron counts: with amplitude weights the never-moving dead neurons fade as the
+        # alive ones grow, which reads as neurons disappearing
+        counts = "density_count" in ds or _has_snapshots(ds)
+        jobs.append(("density.png", lambda d: density_heatmap(d, weighted=not counts)))
     if _has_snapshots(ds):
         jobs.append(("rays.png", neuron_rays))
         if is_1d_with_bias(ds):

@@ -39,7 +39,7 @@ def _check_against_recording(ds, summary):
                 density = at.density.sel(sign=s).values
                 assert float(peaks.peak_angle[0]) == float(ds.angle[np.argmax(density)])
                 assert float(peaks.peak_share.sum()) == pytest.approx(
-                    float(at.peak_mass.sel(sign=s)), rel=1e-9)
+                    float(at.peak_mass.sel(sign=s)), rel=10 * np.finfo(at.peak_mass.dtype).eps)
 
 
 def test_wang_ma_positives_condense_on_mu_negatives_on_x_plus_perp(wang_ma_run):
@@ -55,8 +55,8 @@ def test_wang_ma_positives_condense_on_mu_negatives_on_x_plus_perp(wang_ma_run):
     end_three = summary.isel(phase=2).sel(end="end")
     assert float(end_three.effective_directions.sel(sign="-")) < 1.5
     assert str(end_three.nearest_reference.sel(sign="-", peak=0).values) == "x_plus_perp"
-    # x_+perp lies at Delta + 90 degrees in the plane of (x_+, x_-)
-    assert abs(float(end_three.peak_angle.sel(sign="-", peak=0)) - (math.pi / 15 + math.pi / 2)) \
+    # x_+perp lies at 90 degrees in the plane of (x_+ = angle 0, x_-)
+    assert abs(float(end_three.peak_angle.sel(sign="-", peak=0)) - math.pi / 2) \
         < float(ds.angle[1] - ds.angle[0])
     _check_against_recording(ds, summary)
     assert float(summary.boundary[0, 0]) == 0 and float(summary.boundary[-1, 1]) == float(ds.t[-1])
