@@ -60,6 +60,15 @@ def _offscreen():
         _OFFSCREEN.reset(token)
 
 
+def _margins(width: float, height: float, *, left: float, right: float, top: float,
+             bottom: float) -> dict:
+    """subplots_adjust arguments for margins given in inches. Fixed margins instead of a
+    layout engine: constrained layout measured every tick label of every axis before each
+    draw, most of the time a figure took."""
+    return {"left": left / width, "right": 1 - right / width, "top": 1 - top / height,
+            "bottom": bottom / height}
+
+
 def _figure(**kwargs):
     """A pyplot figure, or an off-screen Agg figure inside ``_offscreen()``."""
     if _OFFSCREEN.get():
@@ -335,11 +344,11 @@ def theory_plateau(ds: xr.Dataset) -> float | None:
     return float(plateau_loss(p))
 
 
-def _thin_log_ticks(axis) -> None:
-    """No minor ticks on a log axis spanning more than 4 decades: there they crowd the axis,
-    and building a few hundred tick artists dominated the drawing time."""
+def _thin_log_ticks(axis, decades: float = 4) -> None:
+    """No minor ticks on a log axis spanning more than ``decades`` decades: there they crowd
+    the axis, and building a few hundred tick artists dominated the drawing time."""
     lo, hi = sorted(axis.get_view_interval())
-    if lo > 0 and math.log10(hi / lo) > 4:
+    if lo > 0 and math.log10(hi / lo) > decades:
         from matplotlib.ticker import NullLocator
 
         axis.set_minor_locator(NullLocator())
@@ -361,7 +370,10 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     t = t[keep]
     has_acc = "accuracy" in ds
     n_panels = 3 if has_acc else 2
-    fig = _figure(figsize=(6.6, 2.3 * n_panels + 0.9), layout="constrained")
+    height = 2.3 * n_panels + 0.9
+    fig = _figure(figsize=(6.6, height))
+    fig.subplots_adjust(**_margins(6.6, height, left=0.95, right=0.15, top=0.55, bottom=0.5),
+                        hspace=0.08)
     axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
     ax_loss, ax_f = axes[0], axes[-1]
 
@@ -490,7 +502,9 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
     vmin = max(float(positive.min()) if positive.size else 1e-3, vmax * 1e-4)
     norm = LogNorm(vmin=vmin, vmax=vmax)
 
-    fig = _figure(figsize=(11, 4.4), layout="constrained")
+    fig = _figure(figsize=(11, 4.4))
+    fig.subplots_adjust(**_margins(11, 4.4, left=0.75, right=1.75, top=0.6, bottom=0.5),
+                        wspace=0.16)
     axes = fig.subplots(1, 2, sharey=True)
     t_edges = _log_edges(times)
     signs = [str(s) for s in da.sign.values]
@@ -540,7 +554,9 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
     else:
         label = da.attrs.get("long_name", name_of(weighted))
     if mesh is not None:
-        fig.colorbar(mesh, ax=list(axes), label=label, shrink=0.95, pad=0.045 if refs else 0.02)
+        right = axes[1].get_position()
+        cax = fig.add_axes((right.x1 + 0.55 / 11, right.y0, 0.15 / 11, right.height))
+        fig.colorbar(mesh, cax=cax, label=label)
     source = (f"from {len(times)} particle snapshots (dotted: snapshot times)" if from_snapshots
               else "recorded at every save time")
     shown = "amplitude-weighted" if weighted else "neuron counts"
@@ -662,12 +678,16 @@ def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
     # the origin a decade below the smallest amplitude: the smallest rays stay visible
     r_min = float(positive.min()) / 10 if positive.size else 0.1
     r_min = max(r_min, r_max * 1e-8)
-    fig = _figure(figsize=(3.2 * len(panels) + 1.6, 4.3), layout="constrained")
+    width = 3.2 * len(panels) + 1.8
+    fig = _figure(figsize=(width, 4.3))
+    fig.subplots_adjust(**_margins(width, 4.3, left=0.3, right=1.9, top=1.0, bottom=0.3),
+                        wspace=0.35)
     n_alive = []
     for j, ((i, caption), (a, theta, amp, alive)) in enumerate(zip(panels, drawn)):
         ax = fig.add_subplot(1, len(panels), j + 1, projection="polar")
         ax.set_rscale("log")
         ax.set_rlim(r_min, r_max)
+        _thin_log_ticks(ax.yaxis, decades=0)
         r = np.clip(amp, r_min, r_max)
         alpha = float(np.clip(20 / math.sqrt(max(a.size, 1)), 0.25, 0.8))
         groups = [("dead", ~alive, "0.55", 0.6, alpha * 0.7),
@@ -701,7 +721,7 @@ def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
                       label="dead (inactive on\nevery training input)")]
     handles += [Line2D([], [], color=c, lw=1.1, ls=(0, (4, 2)), label=name)
                 for name, c in zip(ref_angles, REFERENCE_COLOURS)]
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     amp_name = "$\\|w_k\\|$" if _frozen_output(ds) else "$|a_k|\\,\\|\\tilde w_k\\|$"
     plane = ("angle of $\\tilde w=(w,b)$" if is_1d_with_bias(ds)
              else "angle in the plane of the training inputs")
@@ -720,7 +740,9 @@ def luo_scatter(ds: xr.Dataset, times=None):
         raise ValueError("the run has no particle snapshots")
     idx = _snapshot_indices(ds, times, "first_last")
     t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
-    fig = _figure(figsize=(4.6 * len(idx), 3.8), layout="constrained")
+    fig = _figure(figsize=(4.6 * len(idx), 3.8))
+    fig.subplots_adjust(**_margins(4.6 * len(idx), 3.8, left=0.75, right=0.2, top=0.55,
+                                   bottom=0.55), wspace=0.25)
     axes = np.atleast_1d(fig.subplots(1, len(idx), squeeze=False)[0])
     size = float(np.clip(3000 / max(ds.sizes["neuron"], 1), 1.5, 12))
     for ax, i in zip(axes, idx):
