@@ -27,14 +27,8 @@
 # reduced sizes).
 
 # %%
-import os
-import sys
-from pathlib import Path
+from nbsetup import QUICK, Outputs  # notebooks/nbsetup.py: sizes, output files, headless
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")  # run as a script: draw off-screen and write the files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -44,21 +38,7 @@ from meanfield.condensation import format_table, phase_summary
 from meanfield.limits import wang_ma as wm
 from meanfield.presets import wang_ma_directions
 
-QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebook_outputs")) / "01_quickstart"
-OUT.mkdir(parents=True, exist_ok=True)
-
-
-def save(fig, name):
-    """Write ``fig`` to OUT/name.png; in Jupyter also show it."""
-    fig.savefig(OUT / f"{name}.png", dpi=100)
-    print("wrote", OUT / f"{name}.png")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
-
+OUT = Outputs("01_quickstart")
 
 # %% [markdown]
 # ## One run
@@ -68,7 +48,7 @@ def save(fig, name):
 
 # %%
 config = mf.presets.wang_ma(width=100, seed=0, n_saves=150 if QUICK else 400)  # kappa 0.1, d 20
-store = OUT / "wang_ma-m100-s0.zarr"
+store = OUT.dir / "wang_ma-m100-s0.zarr"
 ds = mf.simulate(config, out=store, overwrite=True, progress=False)
 print(f"stopped at t = {float(ds.t[-1]):g} ({ds.attrs['stop_reason']}), "
       f"{int(ds.n_steps[-1])} steps, final loss {float(ds.loss[-1]):.4g}, "
@@ -84,8 +64,8 @@ print(f"stopped at t = {float(ds.t[-1]):g} ({ds.attrs['stop_reason']}), "
 # %%
 summary = phase_summary(ds)
 print(format_table(summary))
-save(plot.density_heatmap(ds, weighted=False), "density")
-save(plot.training_curves(ds), "training_curves")
+OUT.save(plot.density_heatmap(ds, weighted=False), "density")
+OUT.save(plot.training_curves(ds), "training_curves")
 
 # %% [markdown]
 # ## Its infinite-width limit
@@ -112,7 +92,7 @@ ax.axvline(t_esc, color="k", lw=0.8, ls="--", label=f"theory $t_{{esc}}$ = {t_es
 ax.set_xlabel("gradient-flow time t")
 ax.set_ylabel("training loss")
 ax.legend(fontsize=8)
-save(fig, "run_against_limit")
+OUT.save(fig, "run_against_limit")
 
 # %% [markdown]
 # ## Where the outputs are
@@ -122,7 +102,7 @@ save(fig, "run_against_limit")
 
 # %%
 reopened = mf.open_run(store)
-paths = plot.save_all(reopened.load(), OUT / "plots")
+paths = plot.save_all(reopened.load(), OUT.dir / "plots")
 print("store:", store)
 print("figures:", *paths, sep="\n  ")
 

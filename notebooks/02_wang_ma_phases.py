@@ -30,15 +30,8 @@
 # (default `notebook_outputs/`).
 
 # %%
-import math
-import os
-import sys
-from pathlib import Path
+from nbsetup import QUICK, Outputs  # notebooks/nbsetup.py: sizes, output files, headless
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")  # run as a script: draw off-screen and write the files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -48,21 +41,7 @@ from meanfield.condensation import format_table, phase_summary
 from meanfield.limits import wang_ma as wm
 from meanfield.phases import boundaries
 
-QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebook_outputs")) / "02_wang_ma_phases"
-OUT.mkdir(parents=True, exist_ok=True)
-
-
-def save(fig, name):
-    """Write ``fig`` to OUT/name.png; in Jupyter also show it."""
-    fig.savefig(OUT / f"{name}.png", dpi=100)
-    print("wrote", OUT / f"{name}.png")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
-
+OUT = Outputs("02_wang_ma_phases")
 
 # %% [markdown]
 # ## One run, many snapshots
@@ -89,9 +68,9 @@ print(format_table(phase_summary(ds)))
 # snapshots nearest each phase boundary, on one logarithmic length scale.
 
 # %%
-save(plot.density_heatmap(ds, weighted=False), "density")
-save(plot.neuron_rays(ds), "rays_at_phase_boundaries")
-save(plot.training_curves(ds), "training_curves")
+OUT.save(plot.density_heatmap(ds, weighted=False), "density")
+OUT.save(plot.neuron_rays(ds), "rays_at_phase_boundaries")
+OUT.save(plot.training_curves(ds), "training_curves")
 
 # %% [markdown]
 # ## An animation of the particles
@@ -127,8 +106,8 @@ def frame(j):
 
 
 animation = FuncAnimation(fig, frame, frames=len(t_snap), blit=False)
-animation.save(OUT / "particles.gif", writer=PillowWriter(fps=3), dpi=70)
-print("wrote", OUT / "particles.gif")
+animation.save(OUT.dir / "particles.gif", writer=PillowWriter(fps=3), dpi=70)
+print("wrote", OUT.dir / "particles.gif")
 plt.close(fig)
 
 # %% [markdown]
@@ -187,7 +166,7 @@ ax.set_xscale("log")
 ax.set_xlabel("width m")
 ax.set_ylabel("escape time")
 ax.legend(fontsize=7)
-save(fig, "escape_time_against_width")
+OUT.save(fig, "escape_time_against_width")
 
 # %% [markdown]
 # Reading the table: the measured escape follows the formula evaluated with the run's own alive

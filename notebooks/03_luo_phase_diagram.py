@@ -28,14 +28,8 @@
 # (default `notebook_outputs/`).
 
 # %%
-import os
-import sys
-from pathlib import Path
+from nbsetup import QUICK, Outputs  # notebooks/nbsetup.py: sizes, output files, headless
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")  # run as a script: draw off-screen and write the files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -44,21 +38,7 @@ from meanfield import plot
 from meanfield.condensation import phase_summary
 from meanfield.validation.rates import fit_slope
 
-QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebook_outputs")) / "03_luo_phase_diagram"
-OUT.mkdir(parents=True, exist_ok=True)
-
-
-def save(fig, name):
-    """Write ``fig`` to OUT/name.png; in Jupyter also show it."""
-    fig.savefig(OUT / f"{name}.png", dpi=100)
-    print("wrote", OUT / f"{name}.png")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
-
+OUT = Outputs("03_luo_phase_diagram")
 
 # %% [markdown]
 # ## Three regimes at one width
@@ -95,12 +75,12 @@ for ax, name in zip(axes, REGIMES):
 axes[0].set_ylabel("amplitude / its maximum")
 fig.suptitle(f"Luo 1-D, m = {SHOWN}: neurons at the start and the end (scatter)")
 fig.tight_layout()
-save(fig, "three_regimes_scatter")
+OUT.save(fig, "three_regimes_scatter")
 
 # %%
 for name in REGIMES:
-    save(plot.density_heatmap(runs[name, SHOWN], weighted=True), f"density_{name}")
-    save(plot.luo_scatter(runs[name, SHOWN]), f"luo_scatter_{name}")
+    OUT.save(plot.density_heatmap(runs[name, SHOWN], weighted=True), f"density_{name}")
+    OUT.save(plot.luo_scatter(runs[name, SHOWN]), f"luo_scatter_{name}")
 
 # %% [markdown]
 # ## Relative displacement against the width
@@ -120,4 +100,4 @@ for name in REGIMES:
 ax.set_xlabel("width m")
 ax.set_ylabel("relative displacement of w at the end")
 ax.legend(fontsize=8)
-save(fig, "rd_against_width")
+OUT.save(fig, "rd_against_width")

@@ -31,14 +31,8 @@
 # `meanfield.validation.rates.fit_slope`. Set `MEANFIELD_NOTEBOOK_QUICK=1` for reduced sizes.
 
 # %%
-import os
-import sys
-from pathlib import Path
+from nbsetup import QUICK, Outputs  # notebooks/nbsetup.py: sizes, output files, headless
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")  # run as a script: draw off-screen and write the files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -47,22 +41,9 @@ from meanfield.limits import kernel, mean_field
 from meanfield.validation.rates import compare_distance, fit_slope
 from meanfield.validation.studies.limits import MF_TIME, kernel_config, mean_field_config
 
-QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebook_outputs")) / "04_finite_width_limits"
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = Outputs("04_finite_width_limits")
 WIDTHS = (250, 1000) if QUICK else (500, 2000, 8000)
 SEEDS = range(2 if QUICK else 3)
-
-
-def save(fig, name):
-    """Write ``fig`` to OUT/name.png; in Jupyter also show it."""
-    fig.savefig(OUT / f"{name}.png", dpi=100)
-    print("wrote", OUT / f"{name}.png")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
 
 
 def report(name, errors):
@@ -72,7 +53,6 @@ def report(name, errors):
           f"{np.array2string(np.exp(np.log(errors).mean(1)), precision=4)}, "
           f"slope {fit.slope:+.3f} (CI [{fit.ci_low:+.2f}, {fit.ci_high:+.2f}]; theory -0.5)")
     return fit
-
 
 # %% [markdown]
 # ## Kernel limit (linear regime)
@@ -140,4 +120,4 @@ ax.loglog(ref, 0.3 * (ref / ref[0]) ** -0.5, "k--", lw=0.8, label="$m^{-1/2}$")
 ax.set_xlabel("width m")
 ax.set_ylabel("distance to the limit")
 ax.legend(fontsize=7)
-save(fig, "distance_to_limits")
+OUT.save(fig, "distance_to_limits")

@@ -32,15 +32,8 @@
 # Set `MEANFIELD_NOTEBOOK_QUICK=1` for reduced sizes.
 
 # %%
-import math
-import os
-import sys
-from pathlib import Path
+from nbsetup import QUICK, Outputs  # notebooks/nbsetup.py: sizes, output files, headless
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")  # run as a script: draw off-screen and write the files
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -50,22 +43,8 @@ from meanfield.condensation import format_table, phase_summary
 from meanfield.limits import boursier
 from meanfield.validation.studies.boursier import X, Y, config, down_crossing
 
-QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebook_outputs")) / "05_orthogonal_and_analytic"
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = Outputs("05_orthogonal_and_analytic")
 WIDTH = 100 if QUICK else 400
-
-
-def save(fig, name):
-    """Write ``fig`` to OUT/name.png; in Jupyter also show it."""
-    fig.savefig(OUT / f"{name}.png", dpi=100)
-    print("wrote", OUT / f"{name}.png")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
-
 
 # %% [markdown]
 # ## Plateaus and escapes against the predictions
@@ -97,12 +76,12 @@ ax.set_ylim(1e-6, 1)
 ax.set_xlabel("gradient-flow time t")
 ax.set_ylabel("training loss")
 ax.legend(fontsize=8)
-save(fig, "boursier_plateaus")
+OUT.save(fig, "boursier_plateaus")
 
 ds = runs[lambdas[-1]]
 print(format_table(phase_summary(ds)))
-save(plot.training_curves(ds), "boursier_training_curves")
-save(plot.neuron_rays(ds), "boursier_rays")
+OUT.save(plot.training_curves(ds), "boursier_training_curves")
+OUT.save(plot.neuron_rays(ds), "boursier_rays")
 
 # %% [markdown]
 # The neurons end along beta_+ and beta_-: the network is the minimum variation-norm
@@ -143,4 +122,4 @@ ax_f.set_xlabel("x")
 ax_f.set_ylabel("f(x)")
 ax_f.legend(fontsize=8)
 fig.tight_layout()
-save(fig, "analytic_against_flow")
+OUT.save(fig, "analytic_against_flow")

@@ -28,15 +28,10 @@
 # value). Set `MEANFIELD_NOTEBOOK_QUICK=1` for reduced sizes.
 
 # %%
+from nbsetup import QUICK, Outputs  # notebooks/nbsetup.py: sizes, output files, headless
+
 import json
-import os
-import sys
-from pathlib import Path
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")  # run as a script: draw off-screen and write the files
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.datasets import load_digits
@@ -46,25 +41,11 @@ import meanfield as mf
 from meanfield import plot
 from meanfield.condensation import format_table, phase_summary
 
-QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
-OUT = Path(os.environ.get("MEANFIELD_NOTEBOOK_OUT", "notebook_outputs")) / "06_digits_condensation"
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = Outputs("06_digits_condensation")
 N_SAMPLES = 100 if QUICK else 300
 WIDTHS = (50, 200) if QUICK else (50, 200, 800)
 SCALES = (1e-3, 1.0) if QUICK else (1e-4, 1e-2, 1.0)
 T_MAX = 300.0 if QUICK else 3000.0
-
-
-def save(fig, name):
-    """Write ``fig`` to OUT/name.png; in Jupyter also show it."""
-    fig.savefig(OUT / f"{name}.png", dpi=100)
-    print("wrote", OUT / f"{name}.png")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
-
 
 # %%
 digits = load_digits()
@@ -83,7 +64,6 @@ def digits_config(width, scale, seed=0):
     return mf.SimulationConfig(model=model, data=data, t_max=T_MAX, seed=seed,
                                precision="float64", save=mf.SaveAt(n=120, snapshots=4),
                                name="digits")
-
 
 # %%
 runs = {(m, s): mf.simulate(digits_config(m, s), progress=False) for m in WIDTHS for s in SCALES}
@@ -125,10 +105,10 @@ np.atleast_1d(axes)[0].set_ylabel("effective number of directions")
 np.atleast_1d(axes)[0].legend(fontsize=8)
 fig.suptitle("digits (even/odd, PCA 3): condensation; dotted: onset")
 fig.tight_layout()
-save(fig, "effective_directions")
+OUT.save(fig, "effective_directions")
 
 # %%
 small = runs[WIDTHS[-1], SCALES[0]]
 print(format_table(phase_summary(small)))
-save(plot.density_heatmap(small), "density_small_scale")
-save(plot.neuron_rays(small), "rays_small_scale")
+OUT.save(plot.density_heatmap(small), "density_small_scale")
+OUT.save(plot.neuron_rays(small), "rays_small_scale")

@@ -29,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_notebook_is_listed():
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == sorted(EXPECTED)
+    assert sorted(p.stem for p in NOTEBOOKS.glob("0*.py")) == sorted(EXPECTED)
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(EXPECTED)
 
 
