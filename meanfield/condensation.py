@@ -220,8 +220,17 @@ def with_phase_summary(ds: xr.Dataset) -> xr.Dataset:
                                                                   join="exact")
 
 
+def _reference_note(name: str, distance: float) -> str:
+    """' (mu)' for a peak on a reference, ' (mu 18deg off)' near one, '' far from all."""
+    if not name or not np.isfinite(distance) or distance > math.radians(45):
+        return ""
+    off = math.degrees(distance)
+    return f" ({name})" if off < 5 else f" ({name} {off:.0f}deg off)"
+
+
 def format_table(summary: xr.Dataset) -> str:
-    """Plain-text table of a ``phase_summary``: one row per phase and sign."""
+    """Plain-text table of a ``phase_summary``: one row per phase and sign; the peaks of at
+    least 10% of the mass at the phase end, each with its reference when within 45 degrees."""
     has_peaks = "peak_angle" in summary
     header = (f"{'phase':26s} {'t start':>9s} {'t end':>9s} {'loss start':>11s} {'loss end':>10s}"
               f" {'sign':>4s} {'alive':>11s} {'eff. dirs':>13s} {'peak mass':>11s}  peaks at end")
@@ -239,9 +248,10 @@ def format_table(summary: xr.Dataset) -> str:
             if has_peaks:
                 last = row.sel(sign=s, end="end")
                 peaks = ", ".join(
-                    f"{math.degrees(a):+.0f}deg {share:.2f}" + (f" ({ref})" if ref else "")
-                    for a, share, ref in zip(last.peak_angle.values, last.peak_share.values,
-                                             last.nearest_reference.values)
+                    f"{math.degrees(a):+.0f}deg {share:.2f}" + _reference_note(ref, off)
+                    for a, share, ref, off in zip(
+                        last.peak_angle.values, last.peak_share.values,
+                        last.nearest_reference.values, last.reference_distance.values)
                     if np.isfinite(a) and share >= 0.1) or "-"
             lead = (f"{str(name)[:26]:26s} {b[0]:9.4g} {b[1]:9.4g} {loss[0]:11.4g} {loss[1]:10.4g}"
                     if j == 0 else " " * 69)
