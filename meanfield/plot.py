@@ -43,6 +43,7 @@ SIGN_COLOURS = {"+": "#c0392b", "-": "#2166ac"}
 SIGN_NAMES = {"+": "$a_k > 0$", "-": "$a_k < 0$"}
 DPI = 120
 LABEL_SIZE = 8  # points: reference labels
+SNAPSHOT_FACTOR = 3.0  # rays: a phase boundary is drawn at a snapshot within this time factor
 REFERENCE_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
                      "#a6761d", "#666666"]
 
@@ -614,7 +615,8 @@ def _nearest_in_log_time(t: np.ndarray, value: float) -> int:
 def _ray_panels(ds: xr.Dataset, times) -> list[tuple[int, str]]:
     """(snapshot index, caption) per panel: the user's times, else the first snapshot, the
     snapshot nearest each phase boundary and the last one (first / middle / last without
-    phases)."""
+    phases). A boundary without a snapshot within a factor SNAPSHOT_FACTOR in time gets no
+    panel of its own: the store's snapshots do not resolve it."""
     t = np.asarray(ds.t_snapshot.values, dtype=float)
     if times is not None:
         return [(_nearest_in_log_time(t, float(v)), f"nearest snapshot to $t = {float(v):.4g}$")
@@ -625,8 +627,11 @@ def _ray_panels(ds: xr.Dataset, times) -> list[tuple[int, str]]:
     names, bounds = info
     panels = [(0, "initial")]
     for name, start in zip(names[1:], bounds):
-        panels.append((_nearest_in_log_time(t, start), f"start of {name} ($t = {start:.3g}$)"))
-    panels.append((t.size - 1, "final"))
+        i = _nearest_in_log_time(t, start)
+        if t[i] > 0 and abs(math.log(t[i] / start)) < math.log(SNAPSHOT_FACTOR):
+            panels.append((i, f"start of {name} ($t = {start:.3g}$)"))
+    last_phase = names[min(int(np.searchsorted(bounds, t[-1], side="left")), len(names) - 1)]
+    panels.append((t.size - 1, f"final (in {last_phase})"))
     out = {}
     for i, caption in panels:  # one panel per snapshot: merge the captions
         out[i] = f"{out[i]}; {caption}" if i in out and caption not in out[i] else caption
@@ -665,7 +670,8 @@ def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
     """
     if not _has_snapshots(ds):
         raise ValueError("the run has no particle snapshots")
-    ref_angles = _reference_angles(ds, references)
+    ref_angles = {name: th for name, th in _reference_angles(ds, references).items()
+                  if np.isfinite(th)}  # a reference orthogonal to the plane has no angle
     panels = _ray_panels(ds, times)
     t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
     drawn = []
@@ -725,8 +731,8 @@ def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
     amp_name = "$\\|w_k\\|$" if _frozen_output(ds) else "$|a_k|\\,\\|\\tilde w_k\\|$"
     plane = ("angle of $\\tilde w=(w,b)$" if is_1d_with_bias(ds)
              else "angle in the plane of the training inputs")
-    fig.suptitle(f"{_run_title(ds)}: neurons as rays ({plane}; length {amp_name}, log scale "
-                 "shared by all panels)", fontsize=10)
+    fig.suptitle(f"{_run_title(ds)}: neurons as rays\n({plane}; length {amp_name}, log scale "
+                 "shared by all panels)", fontsize=9.5)
     return fig
 
 
