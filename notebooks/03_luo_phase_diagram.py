@@ -63,17 +63,15 @@ for name in REGIMES:
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=False)
 for ax, name in zip(axes, REGIMES):
     ds = runs[name, SHOWN]
-    for j, colour, label in ((0, "0.6", "t = 0"), (-1, "C3", f"t = {float(ds.t_snapshot[-1]):.3g}")):
-        a, w = ds.snapshot_a.values[j], ds.snapshot_w.values[j]
-        amp = plot.neuron_amplitudes(ds, a, w)
-        ax.scatter(np.rad2deg(plot.neuron_angles(ds, w)), amp / amp.max(), s=4, color=colour,
-                   alpha=0.6, lw=0, label=label)
-    ax.set_title(f"{name}: gamma = {REGIMES[name]}")
+    a, w = ds.snapshot_a.values[-1], ds.snapshot_w.values[-1]
+    amp = plot.neuron_amplitudes(ds, a, w)
+    ax.scatter(np.rad2deg(plot.neuron_angles(ds, w)), amp / amp.max(), s=10, color="C3",
+               alpha=0.6, lw=0)
+    ax.set_title(f"{name}: gamma = {REGIMES[name]}, t = {float(ds.t_snapshot[-1]):.3g}")
     ax.set_xlabel("orientation atan2(b, w) (deg)")
     ax.set_xlim(-180, 180)
-    ax.legend(fontsize=8, markerscale=3)
 axes[0].set_ylabel("amplitude / its maximum")
-fig.suptitle(f"Luo 1-D, m = {SHOWN}: neurons at the start and the end (scatter)")
+fig.suptitle(f"Luo 1-D, m = {SHOWN}: the neurons at the end of training, side by side")
 fig.tight_layout()
 OUT.save(fig, "three_regimes_scatter")
 
