@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
+from meanfield import cli
 from meanfield.condensation import (format_table, peak_bins, phase_summary, phase_variables,
                                     with_phase_summary)
 from meanfield.observables import peak_mass
@@ -62,6 +63,7 @@ def test_wang_ma_positives_condense_on_mu_negatives_on_x_plus_perp(wang_ma_run):
     assert float(summary.boundary[0, 0]) == 0 and float(summary.boundary[-1, 1]) == float(ds.t[-1])
     table = format_table(summary)
     assert "(mu)" in table and "(x_plus_perp)" in table and len(table.splitlines()) == 1 + 2 * 4
+    assert table in "\n".join(line[2:] for line in cli._summary(ds, None).splitlines())
 
 
 def test_luo_run_summary_and_old_stores(luo_run, tmp_path):
