@@ -3,12 +3,16 @@
 Every function takes the Dataset of one run and returns a ``matplotlib.figure.Figure``:
 
 * ``training_curves(ds)``: loss (log-log), accuracy and f at each distinct training input
-  against gradient-flow time t, with phase bands when the run carries a ``phase`` variable.
+  against gradient-flow time t, with phase bands when the run carries a ``phase`` variable;
+  inputs along a named reference are called by it (x_+, x_-), and a wang_ma run shows the
+  theory plateau 2 sqrt(p)/(1+p).
 * ``density_heatmap(ds)``: the directional density of the neurons over (log t, angle), one panel
   per sign of the output weight. Uses the ``density`` / ``density_count`` variables when present;
-  otherwise computes it from the particle snapshots (``snapshot_density``).
+  otherwise computes it from the particle snapshots (``snapshot_density``). ``save_all`` draws
+  neuron counts: with amplitude weights the never-moving dead neurons fade as alive ones grow.
 * ``neuron_rays(ds)``: polar plots of every neuron as a ray (angle in the data plane, length =
-  amplitude), with reference directions (Wang & Ma: x_+, x_-, mu, x_+perp, x_-perp).
+  amplitude on one log scale for all panels) at the phase boundaries or chosen times; dead
+  neurons grey with hollow tips; reference directions (Wang & Ma: x_+, x_-, mu, x_+perp, x_-perp).
 * ``luo_scatter(ds)``: Luo et al.'s condensation plot (angle of w~ = (w, b), amplitude |a| ||w~||).
 * ``save_all(ds, out_dir)``: the applicable PNGs.
 
