@@ -92,6 +92,12 @@ def _summary(ds, out: str | None) -> str:
 
         starts = boundaries(ds.phase)
         lines.append("phases     " + "; ".join(f"{name} from t={t0:.4g}" for name, t0 in starts.items()))
+    if ds.sizes.get("t", 0):
+        from meanfield.condensation import format_table, phase_summary
+
+        lines.append("per phase  (alive fraction, effective directions, peak mass: phase start->end;"
+                     " peaks at the phase end: angle, mass share, nearest reference)")
+        lines.extend("  " + row for row in format_table(phase_summary(ds)).splitlines())
     lines.append(f"wall time  {ds.attrs['wall_time_s']:.2f} s  (jax {ds.attrs['jax_version']}, "
                  f"{ds.attrs['backend']})")
     if out:

@@ -3,12 +3,16 @@
 Every function takes the Dataset of one run and returns a ``matplotlib.figure.Figure``:
 
 * ``training_curves(ds)``: loss (log-log), accuracy and f at each distinct training input
-  against gradient-flow time t, with phase bands when the run carries a ``phase`` variable.
+  against gradient-flow time t, with phase bands when the run carries a ``phase`` variable;
+  inputs along a named reference are called by it (x_+, x_-), and a wang_ma run shows the
+  theory plateau 2 sqrt(p)/(1+p).
 * ``density_heatmap(ds)``: the directional density of the neurons over (log t, angle), one panel
   per sign of the output weight. Uses the ``density`` / ``density_count`` variables when present;
-  otherwise computes it from the particle snapshots (``snapshot_density``).
+  otherwise computes it from the particle snapshots (``snapshot_density``). ``save_all`` draws
+  neuron counts: with amplitude weights the never-moving dead neurons fade as alive ones grow.
 * ``neuron_rays(ds)``: polar plots of every neuron as a ray (angle in the data plane, length =
-  amplitude), with reference directions (Wang & Ma: x_+, x_-, mu, x_+perp, x_-perp).
+  amplitude on one log scale for all panels) at the phase boundaries or chosen times; dead
+  neurons grey with hollow tips; reference directions (Wang & Ma: x_+, x_-, mu, x_+perp, x_-perp).
 * ``luo_scatter(ds)``: Luo et al.'s condensation plot (angle of w~ = (w, b), amplitude |a| ||w~||).
 * ``save_all(ds, out_dir)``: the applicable PNGs.
 
@@ -45,6 +49,8 @@ def _time_label(ds: xr.Dataset) -> str:
 SIGN_COLOURS = {"+": "#c0392b", "-": "#2166ac"}
 SIGN_NAMES = {"+": "$a_k > 0$", "-": "$a_k < 0$"}
 DPI = 120
+LABEL_SIZE = 8  # points: reference labels
+SNAPSHOT_FACTOR = 3.0  # rays: a phase boundary is drawn at a snapshot within this time factor
 REFERENCE_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
                      "#a6761d", "#666666"]
 
@@ -60,6 +66,15 @@ def _offscreen():
         yield
     finally:
         _OFFSCREEN.reset(token)
+
+
+def _margins(width: float, height: float, *, left: float, right: float, top: float,
+             bottom: float) -> dict:
+    """subplots_adjust arguments for margins given in inches. Fixed margins instead of a
+    layout engine: constrained layout measured every tick label of every axis before each
+    draw, most of the time a figure took."""
+    return {"left": left / width, "right": 1 - right / width, "top": 1 - top / height,
+            "bottom": bottom / height}
 
 
 def _figure(**kwargs):
@@ -308,6 +323,46 @@ def _reference_angles(ds: xr.Dataset, references) -> dict[str, float]:
     return out
 
 
+def _input_names(ds: xr.Dataset, indices) -> dict[int, str]:
+    """{training input index: reference name} for inputs along a named reference direction
+    (the wang_ma references x_+ and x_-), so every figure names the inputs alike."""
+    refs = default_references(ds)
+    x = _x_train(ds)
+    out = {}
+    for i in indices:
+        xi = x[i] / (np.linalg.norm(x[i]) or 1.0)
+        for name, v in refs.items():
+            if v.size == xi.size and float(xi @ v) / (np.linalg.norm(v) or 1.0) > 1 - 1e-9:
+                out[int(i)] = name
+                break
+    return out
+
+
+def theory_plateau(ds: xr.Dataset) -> float | None:
+    """Wang & Ma's plateau loss 2 sqrt(p) / (1 + p) (arXiv 2305.12467) for a noise-free
+    wang_ma run, None for any other run (``meanfield.limits.wang_ma.plateau_loss``)."""
+    if ds.attrs.get("preset") != "wang_ma" or "config" not in ds.attrs:
+        return None
+    from meanfield.io import run_config
+    from meanfield.limits.wang_ma import data_geometry, plateau_loss
+
+    try:
+        p, _ = data_geometry(run_config(ds))
+    except ValueError:  # noisy data: no closed form
+        return None
+    return float(plateau_loss(p))
+
+
+def _thin_log_ticks(axis, decades: float = 4) -> None:
+    """No minor ticks on a log axis spanning more than ``decades`` decades: there they crowd
+    the axis, and building a few hundred tick artists dominated the drawing time."""
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and math.log10(hi / lo) > decades:
+        from matplotlib.ticker import NullLocator
+
+        axis.set_minor_locator(NullLocator())
+
+
 # ----------------------------------------------------------------------------- figures
 
 def training_curves(ds: xr.Dataset, *, phases: bool = True):
@@ -325,7 +380,10 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     t = t[keep]
     has_acc = "accuracy" in ds
     n_panels = 3 if has_acc else 2
-    fig = _figure(figsize=(6.6, 2.3 * n_panels + 0.9), layout="constrained")
+    height = 2.3 * n_panels + 0.9
+    fig = _figure(figsize=(6.6, height))
+    fig.subplots_adjust(**_margins(6.6, height, left=0.95, right=0.15, top=0.55, bottom=0.5),
+                        hspace=0.08)
     axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
     ax_loss, ax_f = axes[0], axes[-1]
 
@@ -335,6 +393,10 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     if ds.sizes["t"] and np.all(np.isfinite(loss)) and loss.size:
         ax_loss.axhline(float(ds.loss.values[0]), color="0.6", lw=0.8, ls="--",
                         label="loss at $t=0$")
+        plateau = theory_plateau(ds)
+        if plateau is not None:
+            ax_loss.axhline(plateau, color="tab:purple", lw=1.0, ls=(0, (5, 3)),
+                            label=r"plateau $2\sqrt{p}/(1+p)$ = " + f"{plateau:.3f} (theory)")
         ax_loss.legend(loc="lower left", fontsize=8, frameon=False)
 
     if has_acc:
@@ -350,10 +412,11 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     squared = _config(ds).get("model", {}).get("loss") == "squared"
     import matplotlib as mpl
 
+    names = _input_names(ds, first)
     colours = mpl.colormaps["tab10" if len(first) <= 10 else "viridis"]
     for j, (i, group) in enumerate(zip(first, members)):
         c = colours(j % 10) if len(first) <= 10 else colours(j / max(len(first) - 1, 1))
-        where = f"$x={x[i, 0]:.3g}$" if x.shape[1] == 1 else f"$x_{{{i}}}$"
+        where = names.get(i) or (f"$x={x[i, 0]:.3g}$" if x.shape[1] == 1 else f"$x_{{{i}}}$")
         copies = f", $\\times${len(group)}" if len(group) > 1 else ""
         lw = max(3.0 - 0.6 * j, 1.2) if len(first) <= 4 else 1.4  # coinciding curves stay visible
         ax_f.semilogx(t, f[:, i], color=c, lw=lw, label=f"{where} ($y={y[i]:+.3g}${copies})")
@@ -370,6 +433,7 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     ax_f.set_xlim(lo, hi)
     for ax in axes:
         ax.grid(True, which="major", lw=0.3, alpha=0.5)
+    _thin_log_ticks(ax_f.xaxis)  # shared: once for all panels
     if phases:
         bands = _phase_bands(ds, lo, hi)
         if bands:
@@ -450,13 +514,17 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
     vmin = max(float(positive.min()) if positive.size else 1e-3, vmax * 1e-4)
     norm = LogNorm(vmin=vmin, vmax=vmax)
 
-    fig = _figure(figsize=(11, 4.4), layout="constrained")
+    fig = _figure(figsize=(11, 4.4))
+    fig.subplots_adjust(**_margins(11, 4.4, left=0.75, right=1.75, top=0.6, bottom=0.5),
+                        wspace=0.16)
     axes = fig.subplots(1, 2, sharey=True)
     t_edges = _log_edges(times)
     signs = [str(s) for s in da.sign.values]
     refs = _reference_angles(ds, references)
     bands = _phase_bands(ds, t_edges[0], t_edges[-1])
     mesh = None
+    # labels one text line apart: 360 degrees span about 3/4 of the figure height
+    label_gap = 360 * 1.3 * LABEL_SIZE / (0.75 * 72 * fig.get_figheight())
     for ax, s in zip(axes, ["+", "-"]):
         if s not in signs:
             ax.set_visible(False)
@@ -466,15 +534,17 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
                              shading="flat", rasterized=True)
         ax.set_xscale("log")
         ax.set_xlim(t_edges[0], t_edges[-1])
+        _thin_log_ticks(ax.xaxis)
         ax.set_facecolor("white")
         _angle_label_axis(ax)
         ax.set_xlabel(_time_label(ds))
         ax.set_title(f"{SIGN_NAMES[s]} neurons", fontsize=10, pad=14 if bands else 6)
-        label_y = _spread([math.degrees(th) for th in refs.values()], gap=9.0, lo=-180, hi=180)
+        label_y = _spread([math.degrees(th) for th in refs.values()], gap=label_gap, lo=-180,
+                          hi=180)
         for (name, th), c, ly in zip(refs.items(), REFERENCE_COLOURS, label_y):
             ax.axhline(math.degrees(th), color=c, lw=0.8, ls=(0, (4, 2)), alpha=0.9)
             ax.annotate(name, (1.0, ly), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=8, color=c,
+                        textcoords="offset points", va="center", fontsize=LABEL_SIZE, color=c,
                         annotation_clip=False)
         for lo, _, _ in bands[1:]:
             ax.axvline(lo, color="tab:green", lw=1.0, ls="-", alpha=0.8)
@@ -486,17 +556,23 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
                 ax.axvline(tv, color="0.6", lw=0.4, ls=":", alpha=0.6)
     axes[1].set_ylabel("")
     what = "amplitude" if weighted else "neuron"
-    if normalise:
-        label = f"fraction of the sign's {what} mass per radian"
+    if normalise and weighted:
+        label = ("share of the sign's amplitude per radian\n"
+                 "(never-moving dead neurons fade as alive ones grow)")
+    elif normalise:
+        label = "fraction of the sign's neurons per radian\n(every neuron counts once, dead or alive)"
     elif from_snapshots:
         label = f"{what} density (per radian, $1/m$ normalised)"
     else:
         label = da.attrs.get("long_name", name_of(weighted))
     if mesh is not None:
-        fig.colorbar(mesh, ax=list(axes), label=label, shrink=0.95, pad=0.045 if refs else 0.02)
+        right = axes[1].get_position()
+        cax = fig.add_axes((right.x1 + 0.55 / 11, right.y0, 0.15 / 11, right.height))
+        fig.colorbar(mesh, cax=cax, label=label)
     source = (f"from {len(times)} particle snapshots (dotted: snapshot times)" if from_snapshots
               else "recorded at every save time")
-    fig.suptitle(f"{_run_title(ds)}: directional density, {what}-weighted, {source}", fontsize=10)
+    shown = "amplitude-weighted" if weighted else "neuron counts"
+    fig.suptitle(f"{_run_title(ds)}: directional density, {shown}, {source}", fontsize=10)
     return fig
 
 
@@ -539,62 +615,134 @@ def _time_title(t: float) -> str:
     return "$t = 0$" if t == 0 else f"$t = {t:.4g}$"
 
 
-def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
-    """Polar plots of all neurons as rays from the origin at chosen snapshot times.
+def _nearest_in_log_time(t: np.ndarray, value: float) -> int:
+    """Index of the snapshot time nearest ``value`` on a log axis (t = 0 only for value 0)."""
+    if value <= 0 or not np.any(t > 0):
+        return int(np.argmin(np.abs(t - value)))
+    distance = np.where(t > 0, np.abs(np.log(np.where(t > 0, t, 1.0)) - math.log(value)), np.inf)
+    return int(np.argmin(distance))
 
-    Angle = angle in the data plane (module docstring), length = amplitude normalised by the
-    panel's largest, colour = sign of a. Reference directions are dashed labelled rays.
+
+def _ray_panels(ds: xr.Dataset, times) -> list[tuple[int, str]]:
+    """(snapshot index, caption) per panel: the user's times, else the first snapshot, the
+    snapshot nearest each phase boundary and the last one (first / middle / last without
+    phases). A boundary without a snapshot within a factor SNAPSHOT_FACTOR in time gets no
+    panel of its own: the store's snapshots do not resolve it."""
+    t = np.asarray(ds.t_snapshot.values, dtype=float)
+    if times is not None:
+        return [(_nearest_in_log_time(t, float(v)), f"nearest snapshot to $t = {float(v):.4g}$")
+                for v in np.atleast_1d(times)]
+    info = phase_info(ds)
+    if info is None or not info[1]:
+        return [(i, "") for i in _snapshot_indices(ds, None, "first_mid_last")]
+    names, bounds = info
+    panels = [(0, "initial")]
+    for name, start in zip(names[1:], bounds):
+        i = _nearest_in_log_time(t, start)
+        if t[i] > 0 and abs(math.log(t[i] / start)) < math.log(SNAPSHOT_FACTOR):
+            panels.append((i, f"start of {name} ($t = {start:.3g}$)"))
+    last_phase = names[min(int(np.searchsorted(bounds, t[-1], side="left")), len(names) - 1)]
+    panels.append((t.size - 1, f"final (in {last_phase})"))
+    out = {}
+    for i, caption in panels:  # one panel per snapshot: merge the captions
+        out[i] = f"{out[i]}; {caption}" if i in out and caption not in out[i] else caption
+    return sorted(out.items())
+
+
+def _alive(ds: xr.Dataset, w: np.ndarray) -> np.ndarray:
+    """(m,) bool: active (w . x > 0) on at least one distinct training input."""
+    from meanfield.observables import alive_mask
+
+    if "x_unique" in ds:
+        x = np.asarray(ds.x_unique.values, dtype=float)
+    else:
+        x = _x_train(ds)[distinct_inputs(ds)[0]]
+        x = np.c_[x, np.ones(len(x))] if _has_bias(ds) and x.shape[1] < w.shape[1] else x
+    return np.asarray(alive_mask(w, x))
+
+
+def neuron_rays(ds: xr.Dataset, times=None, *, references=None):
+    """Polar plots of all neurons as rays at the phase boundaries (or at chosen times).
+
+    Angle = angle in the data plane (module docstring), length = amplitude on one logarithmic
+    radial scale shared by all panels (so growth and the never-moving dead neurons stay
+    visible side by side). Alive neurons (active on some training input) are coloured by the
+    sign of a; dead ones (inactive on every input) are grey with hollow tips. Reference
+    directions are dashed labelled rays.
 
     Args:
-        times: snapshot times (nearest snapshot used); default first, middle and last snapshot.
+        times: times to show (the nearest snapshot in log t is drawn); default: the first
+            snapshot, the snapshot nearest each phase boundary of the run's ``phase`` variable,
+            and the last one (first, middle and last snapshot for a run without phases).
         references: {name: vector (component space or input space) or angle in radians};
             default: x_+, x_-, mu, x_+perp, x_-perp for a wang_ma run, none otherwise; {} for none.
     Returns:
         Figure with one polar axis per chosen time.
     """
     require(ds, ("snapshot_a", "snapshot_w"), "neuron_rays")
-    ref_angles = _reference_angles(ds, references)
-    idx = _snapshot_indices(ds, times, "first_mid_last")
-    fig = _figure(figsize=(3.9 * len(idx), 4.5), layout="constrained")
+    ref_angles = {name: th for name, th in _reference_angles(ds, references).items()
+                  if np.isfinite(th)}  # a reference orthogonal to the plane has no angle
+    panels = _ray_panels(ds, times)
     t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
-    for j, i in enumerate(idx):
-        ax = fig.add_subplot(1, len(idx), j + 1, projection="polar")
+    drawn = []
+    for i, _ in panels:
         a, w = _snapshot(ds, i)
-        theta = neuron_angles(ds, w)
-        amp = neuron_amplitudes(ds, a, w)
-        scale = amp.max() if amp.size and amp.max() > 0 else 1.0
-        r = amp / scale
+        drawn.append((a, neuron_angles(ds, w), neuron_amplitudes(ds, a, w), _alive(ds, w)))
+    amps = np.concatenate([d[2] for d in drawn])
+    positive = amps[np.isfinite(amps) & (amps > 0)]
+    r_max = float(positive.max()) * 1.15 if positive.size else 1.0
+    # the origin a decade below the smallest amplitude: the smallest rays stay visible
+    r_min = float(positive.min()) / 10 if positive.size else 0.1
+    r_min = max(r_min, r_max * 1e-8)
+    width = 3.2 * len(panels) + 1.8
+    fig = _figure(figsize=(width, 4.3))
+    fig.subplots_adjust(**_margins(width, 4.3, left=0.3, right=1.9, top=1.0, bottom=0.3),
+                        wspace=0.35)
+    n_alive = []
+    for j, ((i, caption), (a, theta, amp, alive)) in enumerate(zip(panels, drawn)):
+        ax = fig.add_subplot(1, len(panels), j + 1, projection="polar")
+        ax.set_rscale("log")
+        ax.set_rlim(r_min, r_max)
+        _thin_log_ticks(ax.yaxis, decades=0)
+        r = np.clip(amp, r_min, r_max)
         alpha = float(np.clip(20 / math.sqrt(max(a.size, 1)), 0.25, 0.8))
-        for s, mask in (("+", a >= 0), ("-", a < 0)):
+        groups = [("dead", ~alive, "0.55", 0.6, alpha * 0.7),
+                  ("+", alive & (a >= 0), SIGN_COLOURS["+"], 1.0, alpha),
+                  ("-", alive & (a < 0), SIGN_COLOURS["-"], 1.0, alpha)]
+        for s, mask, colour, lw, al in groups:
             if not mask.any():
                 continue
             th = np.repeat(theta[mask], 3)
-            rr = np.zeros(th.size)
+            rr = np.full(th.size, r_min)
             rr[1::3] = r[mask]
             rr[2::3] = np.nan
-            ax.plot(th, rr, color=SIGN_COLOURS[s], lw=0.9, alpha=alpha, solid_capstyle="round",
-                    zorder=2)
-            if j == 0:
-                ax.plot([], [], color=SIGN_COLOURS[s], lw=1.5, label=SIGN_NAMES[s])
+            ax.plot(th, rr, color=colour, lw=lw, alpha=al, solid_capstyle="round", zorder=2)
+            if s == "dead":
+                ax.plot(theta[mask], r[mask], ls="none", marker="o", ms=3.5, mfc="none",
+                        mec="0.45", mew=0.7, zorder=2.5)
         for (name, th), c in zip(ref_angles.items(), REFERENCE_COLOURS):
-            ax.plot([th, th], [0, 1.0], color=c, lw=1.1, ls=(0, (4, 2)), zorder=1,
-                    label=name if j == len(idx) - 1 else None)
-        ax.set_ylim(0, 1.0)
-        ax.set_yticks([0.5, 1.0])
-        ax.set_yticklabels(["0.5", "1"], fontsize=7)
+            ax.plot([th, th], [r_min, r_max], color=c, lw=1.1, ls=(0, (4, 2)), zorder=1,
+                    label=name)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{_time_title(t_snap[i])}\nmax amplitude {scale:.3g}", fontsize=9,
-                     pad=14)
-        if j == 0:
-            ax.legend(loc="upper left", bbox_to_anchor=(-0.15, 1.12), fontsize=8, frameon=False)
-        if j == len(idx) - 1 and ref_angles:
-            ax.legend(loc="center left", bbox_to_anchor=(1.08, 0.5), fontsize=8, frameon=False,
-                      title="reference directions", title_fontsize=8)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.set_rlabel_position(100)
+        n_alive.append(int(alive.sum()))
+        ax.set_title(f"{_time_title(t_snap[i])}" + (f"\n{caption}" if caption else "")
+                     + f"\nalive {n_alive[-1]} of {a.size}", fontsize=8.5, pad=10)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=SIGN_COLOURS["+"], lw=1.5, label=SIGN_NAMES["+"] + " alive"),
+               Line2D([], [], color=SIGN_COLOURS["-"], lw=1.5, label=SIGN_NAMES["-"] + " alive"),
+               Line2D([], [], color="0.55", lw=1.0, marker="o", mfc="none", mec="0.45", ms=4,
+                      label="dead (inactive on\nevery training input)")]
+    handles += [Line2D([], [], color=c, lw=1.1, ls=(0, (4, 2)), label=name)
+                for name, c in zip(ref_angles, REFERENCE_COLOURS)]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     amp_name = "$\\|w_k\\|$" if _frozen_output(ds) else "$|a_k|\\,\\|\\tilde w_k\\|$"
     plane = ("angle of $\\tilde w=(w,b)$" if is_1d_with_bias(ds)
              else "angle in the plane of the training inputs")
-    fig.suptitle(f"{_run_title(ds)}: neurons as rays ({plane}; length {amp_name} / panel max)",
-                 fontsize=10)
+    fig.suptitle(f"{_run_title(ds)}: neurons as rays\n({plane}; length {amp_name}, log scale "
+                 "shared by all panels)", fontsize=9.5)
     return fig
 
 
@@ -610,7 +758,9 @@ def luo_scatter(ds: xr.Dataset, times=None):
                          "dataset has other inputs: use neuron_rays")
     idx = _snapshot_indices(ds, times, "first_last")
     t_snap = np.asarray(ds.t_snapshot.values, dtype=float)
-    fig = _figure(figsize=(4.6 * len(idx), 3.8), layout="constrained")
+    fig = _figure(figsize=(4.6 * len(idx), 3.8))
+    fig.subplots_adjust(**_margins(4.6 * len(idx), 3.8, left=0.75, right=0.2, top=0.55,
+                                   bottom=0.55), wspace=0.25)
     axes = np.atleast_1d(fig.subplots(1, len(idx), squeeze=False)[0])
     size = float(np.clip(3000 / max(ds.sizes["neuron"], 1), 1.5, 12))
     for ax, i in zip(axes, idx):
@@ -643,8 +793,8 @@ SKIP_NOTES = {"density.png": "the dataset has neither a density nor particle sna
 def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> list[str]:
     """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths.
 
-    training_curves.png always; density.png when the run has a density variable or snapshots;
-    rays.png with snapshots; luo_scatter.png with snapshots of 1-D inputs with bias. Figures are
+    training_curves.png always; density.png (neuron counts) when the run has a density variable
+    or snapshots; rays.png (at the phase boundaries) with snapshots; luo_scatter.png with snapshots of 1-D inputs with bias. Figures are
     drawn off-screen (Agg, no pyplot).
     """
     require(ds, ("loss", "f_train", "x_train"), "save_all")
@@ -652,7 +802,10 @@ def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> l
     os.makedirs(out_dir, exist_ok=True)
     jobs = [("training_curves.png", training_curves)]
     if "density" in ds or _has_snapshots(ds):
-        jobs.append(("density.png", density_heatmap))
+        # neuron counts: with amplitude weights the never-moving dead neurons fade as the
+        # alive ones grow, which reads as neurons disappearing
+        counts = "density_count" in ds or _has_snapshots(ds)
+        jobs.append(("density.png", lambda d: density_heatmap(d, weighted=not counts)))
     if _has_snapshots(ds):
         jobs.append(("rays.png", neuron_rays))
         if is_1d_with_bias(ds):

@@ -208,3 +208,57 @@ def test_cli_plot(luo, tmp_path, capsys):
     args = cli.make_parser().parse_args(["plot", str(store), "--out", "figs"])
     assert args.func is cli.cmd_plot and args.out == "figs"
     assert cli.main(["plot", str(tmp_path / "missing.zarr")]) == 1
+
+
+def test_rays_at_phase_boundaries_dead_grey_one_log_scale(wm):
+    t = wm.t_snapshot.values
+    assert t.size >= 5
+    ds = with_phases(wm, bounds=(t[2] * 1.1, t[3] / 1.1))
+    fig = plot.neuron_rays(ds)
+    titles = [ax.get_title() for ax in fig.axes]
+    # the first and last snapshots and the snapshot nearest (in log t) each boundary
+    assert len(fig.axes) == 4
+    assert "start of II" in titles[1] and f"{t[2]:.4g}" in titles[1]
+    assert "start of III" in titles[2] and f"{t[3]:.4g}" in titles[2]
+    assert "final (in III)" in titles[3]
+    # a boundary no snapshot resolves (no snapshot within a factor 3) gets no panel
+    far = with_phases(wm, bounds=(math.sqrt(t[-2] * t[-1]),)) if t[-1] > 9 * t[-2] else None
+    if far is not None:
+        assert len(plot.neuron_rays(far).axes) == 2
+    # one radial scale for every panel, logarithmic, in amplitude units (not normalised)
+    limits = {tuple(ax.get_ylim()) for ax in fig.axes}
+    assert len(limits) == 1 and all(ax.get_yscale() == "log" for ax in fig.axes)
+    a, w = wm.snapshot_a.values[-1], wm.snapshot_w.values[-1]
+    amp = np.linalg.norm(w, axis=1)  # frozen marks: ||w||
+    lo, hi = limits.pop()
+    assert lo < amp.min() and hi >= amp.max()
+    # dead neurons (inactive on both inputs) are grey; alive counted in the title
+    alive = np.any(w @ wm.x_unique.values.T > 0, axis=1)
+    assert f"alive {alive.sum()} of {a.size}" in titles[-1]
+    grey = [line for line in fig.axes[-1].lines if line.get_color() == "0.55"]
+    assert grey and np.isfinite(grey[0].get_ydata()).sum() == 2 * (~alive).sum()
+    # user-named times pick the nearest snapshot in log time
+    assert len(plot.neuron_rays(ds, times=[1.0]).axes) == 1
+
+
+def test_density_png_counts_neurons_and_labels_do_not_overlap(wm, tmp_path):
+    fig = plot.density_heatmap(wm, weighted=False)
+    assert "neuron counts" in fig._suptitle.get_text()
+    assert "counts once" in fig.axes[-1].get_ylabel()  # the colour bar says what is shown
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if t.get_text() in {"$x_+$", "$x_-$", r"$\mu$"}]
+    assert len(labels) == 3
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(b.overlaps(c) for i, b in enumerate(boxes) for c in boxes[i + 1:])
+    plot.save_all(wm, tmp_path)
+    assert (tmp_path / "density.png").exists()
+
+
+def test_training_curves_name_inputs_and_draw_the_plateau(wm, luo):
+    fig = plot.training_curves(wm)
+    names = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert names[0].startswith("$x_+$") and names[1].startswith("$x_-$")
+    plateau = [line for line in fig.axes[0].lines if "plateau" in str(line.get_label())]
+    assert len(plateau) == 1 and plateau[0].get_ydata()[0] == pytest.approx(0.8)  # p = 4
+    assert plot.theory_plateau(luo) is None
