@@ -227,8 +227,10 @@ def cmd_validate(args) -> int:
             print(f"{name:{pad}s}  {description}")
         return 0 if args.list else 2
     try:
-        report, path = validation.run_study(args.study, args.out, quick=args.quick)
-    except ValueError as exc:
+        executor = validation.executor_from_options(args.scheduler, args.workers)
+        report, path = validation.run_study(args.study, args.out, quick=args.quick,
+                                            executor=executor)
+    except (ValueError, ImportError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     failed = [c for c in report.checks if c.required and not c.passed]
@@ -288,6 +290,10 @@ def make_parser() -> argparse.ArgumentParser:
     val.add_argument("--list", action="store_true", help="list the studies")
     val.add_argument("--quick", action="store_true", help="small, fast version (smoke test)")
     val.add_argument("--out", help="report directory (default validation/reports/STUDY)")
+    val.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run the study's sweep points on the Dask cluster of this scheduler")
+    val.add_argument("--workers", type=int, metavar="N",
+                     help="run the study's sweep points on a local Dask cluster of N workers")
     val.set_defaults(func=cmd_validate)
     return parser
 
