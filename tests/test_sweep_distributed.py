@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import jax
 import numpy as np
@@ -21,8 +22,8 @@ from meanfield.validation import executors as ex
 from meanfield.validation import run_study
 from meanfield.validation.executors import (DaskCluster, LocalProcesses, Serial, check_executor,
                                             executor_from_options)
-from meanfield.validation.sweep import (Summary, Sweep, run_point, run_point_in_worker,
-                                        run_sweep)
+from meanfield.validation.sweep import (Summary, Sweep, build_configs, run_order, run_point,
+                                        run_point_in_worker, run_sweep)
 
 # float64 and float32 points in one sweep: a worker runs both, in either order
 TINY = Sweep(axes={"precision": ("float64", "float32"), "seed": (0, 1, 2, 3),
@@ -64,7 +65,7 @@ def cluster(tmp_path_factory):
     env = {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=env) as local, Client(local) as client:
+                      dashboard_address=":0", env=env) as local, Client(local) as client:
         plugin = Transitions()
         local.scheduler.add_plugin(plugin)
         yield local, client, plugin
@@ -148,15 +149,20 @@ def test_dask_worker_killed_mid_sweep(serial, cluster, tmp_path):
     assert "pid" in record, "the kill should land mid-sweep"
     assert len(record["done"]) < TINY.size
     assert_same_store(got, serial)
-    log = plugin.log[start:]
-    completed = {}
-    for key, _, finish in log:
-        completed[key] = completed.get(key, 0) + (finish == "memory")
-    assert len(completed) == TINY.size and set(completed.values()) == {1}  # none recomputed
-    started = {}
-    for key, _, finish in log:
-        started[key] = started.get(key, 0) + (finish == "processing")
-    assert max(started.values()) == 2, "the killed worker's point is rescheduled once"
+    # scheduler's view: task k is the k-th point of the run order (key NAME-k-TOKEN)
+    order = [index for group in run_order(TINY, build_configs(TINY)) for index in group]
+    flat = {}
+    started, completed = Counter(), Counter()
+    for key, _, finish in plugin.log[start:]:
+        flat[key] = int(np.ravel_multi_index(order[int(key.split("-")[-2])], TINY.shape))
+        started[key] += finish == "processing"
+        completed[key] += finish == "memory"
+    assert len(flat) == TINY.size
+    assert max(started.values()) == 2, "the killed worker's point is rescheduled"
+    # a point finished before the kill never runs again; only the killed worker's point (its
+    # run, or its result not yet received) is computed twice
+    assert all(completed[key] == 1 for key in flat if flat[key] in record["done"])
+    assert sum(completed.values()) <= TINY.size + 1
     # the points finished before the kill keep their values (they are never rerun)
     wall = got.wall_time.values.reshape(-1)
     for flat in record["done"]:
@@ -232,3 +238,41 @@ def test_executor_from_options():
     assert executor_from_options(workers=3) == DaskCluster(workers=3)
     assert executor_from_options("tcp://h:8786") == DaskCluster(address="tcp://h:8786")
     assert check_executor(None) == Serial()
+
+
+# ----------------------------------------------------------------------------- acceptance
+
+@pytest.mark.slow
+def test_luo_slopes_quick_on_two_dask_workers_with_one_killed(cluster, tmp_path):
+    """The luo-slopes quick study on two Dask workers, one SIGKILLed after the first finished
+    point, writes the sweep stores of the serial study (every variable but wall times)."""
+    from meanfield.validation.sweep import open_sweep
+
+    local, client, plugin = cluster
+    client.wait_for_workers(2)
+    pids = client.run(os.getpid)
+
+    def busy():
+        return next((pids[w] for w, keys in client.processing().items() if keys and w in pids),
+                    None)
+
+    started = time.perf_counter()
+    run_study("luo-slopes", str(tmp_path / "serial"), quick=True)
+    serial_s = time.perf_counter() - started
+    start = len(plugin.log)
+    record = kill_after_first_result(str(tmp_path / "dask" / "sweeps" / "luo-slopes-paper.zarr"),
+                                     busy)
+    started = time.perf_counter()
+    run_study("luo-slopes", str(tmp_path / "dask"), quick=True,
+              executor=DaskCluster(address=local.scheduler_address))
+    dask_s = time.perf_counter() - started
+    record["thread"].join()
+    assert "pid" in record, "the kill should land mid-sweep"
+    for name in ("luo-slopes-paper", "luo-slopes-families"):
+        got, want = (open_sweep(tmp_path / d / "sweeps" / f"{name}.zarr").load()
+                     for d in ("dask", "serial"))
+        assert_same_store(got, want)
+    completed = Counter(key for key, _, finish in plugin.log[start:] if finish == "memory")
+    assert sum(completed.values()) <= len(completed) + 1  # only the killed worker's point reruns
+    print(f"luo-slopes quick: serial {serial_s:.0f} s, two Dask workers with one killed "
+          f"{dask_s:.0f} s; killed pid {record['pid']} after {len(record['done'])} points")

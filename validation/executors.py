@@ -174,7 +174,7 @@ class DaskCluster:
         cluster = None
         if self.address is None:
             cluster = LocalCluster(n_workers=self.workers or os.cpu_count(),
-                                   threads_per_worker=1, processes=True, dashboard_address=None)
+                                   threads_per_worker=1, processes=True, dashboard_address=":0")
             client = Client(cluster, timeout=self.timeout)
         else:
             client = Client(self.address, timeout=self.timeout)
