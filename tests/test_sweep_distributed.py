@@ -279,3 +279,12 @@ def test_luo_slopes_quick_on_two_dask_workers_with_one_killed(cluster, tmp_path)
     assert sum(completed.values()) <= len(completed) + 1  # only the killed worker's point reruns
     print(f"luo-slopes quick: serial {serial_s:.0f} s, two Dask workers with one killed "
           f"{dask_s:.0f} s; killed pid {record['pid']} after {len(record['done'])} points")
+
+
+def test_validate_command_line_options_fail_before_any_run(capsys):
+    from meanfield.cli import main
+
+    assert main(["validate", "barbu", "--workers", "2"]) == 2
+    assert "study 'barbu' runs no sweep" in capsys.readouterr().err
+    assert main(["validate", "luo-slopes", "--workers", "2", "--scheduler", "tcp://h:1"]) == 2
+    assert "--workers is not allowed with --scheduler" in capsys.readouterr().err
