@@ -24,6 +24,10 @@ scheduler, dashboard and deployment tools (``dask-jobqueue`` for SLURM/PBS,
 ``distributed`` alone brings worker-loss handling (tasks of a dead worker are rescheduled,
 ``distributed.scheduler.allowed-failures`` bounds it) without a separate runtime.
 
+A study that runs several sweeps enters the executor once (``with executor: ...``): a
+``DaskCluster`` then connects (starts its local cluster) once for all of them, and its workers
+keep their compiled programs from one sweep to the next.
+
 Every executor yields ``(position, result)`` pairs in completion order. Points run one per
 task, submitted in the sweep's run order (groups of equal compiled shape, cheapest first;
 Dask priorities keep that order): a worker process keeps the programs it compiled, so it
@@ -57,6 +61,12 @@ class Serial:
 
     in_process = True
 
+    def __enter__(self) -> "Serial":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
     def describe(self) -> str:
         return "serial"
 
@@ -84,6 +94,12 @@ class LocalProcesses:
     def __post_init__(self):
         object.__setattr__(self, "workers", check_int("workers", self.workers, minimum=1))
         object.__setattr__(self, "restarts", check_int("restarts", self.restarts, minimum=0))
+
+    def __enter__(self) -> "LocalProcesses":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
     def describe(self) -> str:
         return f"local processes ({self.workers} workers)"
@@ -142,6 +158,9 @@ class DaskCluster:
     workers: int | None = None
     timeout: float = 30.0
     in_process = False
+    # the client (and local cluster) of an open ``with`` block
+    _session: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                       compare=False)
 
     def __post_init__(self):
         if self.address is not None and (not isinstance(self.address, str) or not self.address):
@@ -164,20 +183,39 @@ class DaskCluster:
             return f"dask cluster at {self.address}"
         return f"dask local cluster ({self.workers or os.cpu_count()} workers)"
 
+    def __enter__(self) -> "DaskCluster":
+        """Connect (start the local cluster) once for every sweep run inside the block, so its
+        workers keep their compiled programs from one sweep to the next."""
+        if not self._session:
+            self._session.update(self._connect())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        session = dict(self._session)
+        self._session.clear()
+        if session:
+            _close(**session)
+
+    def _connect(self) -> dict:
+        from distributed import Client, LocalCluster
+
+        if self.address is not None:
+            return {"client": Client(self.address, timeout=self.timeout), "cluster": None}
+        cluster = LocalCluster(n_workers=self.workers or os.cpu_count(), threads_per_worker=1,
+                               processes=True, dashboard_address=":0")
+        return {"client": Client(cluster, timeout=self.timeout), "cluster": cluster}
+
     def map_unordered(self, fn: Callable, calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
         """``(k, fn(*calls[k]))`` pairs in completion order; one task per call, submitted with
-        decreasing priority so the workers take them in order."""
+        decreasing priority so the workers take them in order. Outside a ``with`` block the
+        connection (local cluster) is opened and closed here."""
         if not calls:
             return
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import as_completed
 
-        cluster = None
-        if self.address is None:
-            cluster = LocalCluster(n_workers=self.workers or os.cpu_count(),
-                                   threads_per_worker=1, processes=True, dashboard_address=":0")
-            client = Client(cluster, timeout=self.timeout)
-        else:
-            client = Client(self.address, timeout=self.timeout)
+        own = not self._session
+        session = self._connect() if own else self._session
+        client = session["client"]
         try:
             token = uuid.uuid4().hex[:12]  # keys unique on a long-lived cluster
             futures = [client.submit(fn, *call, key=f"{getattr(fn, '__name__', 'point')}-{k}-"
@@ -195,9 +233,19 @@ class DaskCluster:
             finally:
                 client.cancel(list(results.futures))
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            if own:
+                _close(**session)
+
+
+def _close(client, cluster) -> None:
+    """Close a client and its local cluster; every result is in by then, so a slow shutdown
+    (workers killed after the nanny's timeout) is logged, not raised."""
+    try:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    except (TimeoutError, OSError) as exc:
+        LOG.warning("closing the Dask cluster: %s: %s", type(exc).__name__, exc)
 
 
 Executor = Serial | LocalProcesses | DaskCluster

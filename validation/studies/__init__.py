@@ -88,7 +88,11 @@ def run_study(name: str, out_dir: str | None = None, quick: bool = False, execut
                          f"{sorted(n for n in STUDIES if takes_executor(n))}")
     out_dir = out_dir or os.path.join(DEFAULT_OUT, name + ("-quick" if quick else ""))
     os.makedirs(out_dir, exist_ok=True)
-    report = STUDIES[name][0](out_dir, quick, executor)
+    if executor is None:
+        report = STUDIES[name][0](out_dir, quick)
+    else:
+        with executor:  # one cluster for all the study's sweeps
+            report = STUDIES[name][0](out_dir, quick, executor)
     if not report.command:
         report.command = (f"meanfield validate {name}{' --quick' if quick else ''} "
                           f"--out {out_dir}")
