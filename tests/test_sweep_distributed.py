@@ -118,17 +118,17 @@ def read_wall(path):
 def test_two_dask_workers_write_the_serial_store(serial, cluster, tmp_path):
     local, client, plugin = cluster
     path = str(tmp_path / "dask.zarr")
-    got = run_sweep(TINY, path, progress=False,
-                    executor=DaskCluster(address=local.scheduler_address))
-    assert_same_store(got, serial)
-    assert got.attrs["points_run_last_session"] == TINY.size
-    assert got.attrs["executor"] == f"dask cluster at {local.scheduler_address}"
-    assert len(set(client.run(os.getpid).values())) == 2  # two worker processes did the work
-    # resumed, nothing is left to run: no task is submitted
-    before = len(plugin.log)
-    again = run_sweep(TINY, path, progress=False,
-                      executor=DaskCluster(address=local.scheduler_address))
-    assert again.attrs["points_run_last_session"] == 0 and len(plugin.log) == before
+    executor = DaskCluster(address=local.scheduler_address)
+    with executor:  # one connection for both sweeps
+        got = run_sweep(TINY, path, progress=False, executor=executor)
+        assert_same_store(got, serial)
+        assert got.attrs["points_run_last_session"] == TINY.size
+        assert got.attrs["executor"] == f"dask cluster at {local.scheduler_address}"
+        assert len(set(client.run(os.getpid).values())) == 2  # two worker processes
+        # resumed, nothing is left to run: no task is submitted
+        before = len(plugin.log)
+        again = run_sweep(TINY, path, progress=False, executor=executor)
+        assert again.attrs["points_run_last_session"] == 0 and len(plugin.log) == before
 
 
 def test_dask_worker_killed_mid_sweep(serial, cluster, tmp_path):
