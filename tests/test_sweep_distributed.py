@@ -30,7 +30,7 @@ TINY = Sweep(axes={"precision": ("float64", "float32"), "seed": (0, 1, 2, 3),
                    "gamma": (0.5, 1.75)},
              fixed={"width": 40, "n_saves": 40}, summary=Summary(density_times=3, particles=4),
              name="tiny")
-KILL_TIMEOUT_S = 600.0
+KILL_TIMEOUT_S = 3600.0  # a bound only: the watcher stops when the sweep is complete
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def cluster(tmp_path_factory):
     env = {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", env=env) as local, Client(local) as client:
+                      dashboard_address=":0", env=env) as local, \
+            Client(local, set_as_default=False) as client:
         plugin = Transitions()
         local.scheduler.add_plugin(plugin)
         yield local, client, plugin

@@ -199,11 +199,15 @@ class DaskCluster:
     def _connect(self) -> dict:
         from distributed import Client, LocalCluster
 
+        # set_as_default=False: xarray / dask computations of the caller (loading the store
+        # it wrote, on its own file system) stay on its local scheduler
         if self.address is not None:
-            return {"client": Client(self.address, timeout=self.timeout), "cluster": None}
+            return {"client": Client(self.address, timeout=self.timeout, set_as_default=False),
+                    "cluster": None}
         cluster = LocalCluster(n_workers=self.workers or os.cpu_count(), threads_per_worker=1,
                                processes=True, dashboard_address=":0")
-        return {"client": Client(cluster, timeout=self.timeout), "cluster": cluster}
+        return {"client": Client(cluster, timeout=self.timeout, set_as_default=False),
+                "cluster": cluster}
 
     def map_unordered(self, fn: Callable, calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
         """``(k, fn(*calls[k]))`` pairs in completion order; one task per call, submitted with
