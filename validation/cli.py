@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from meanfield.validation.executors import executor_from_options
 from meanfield.validation.studies import DEFAULT_OUT, STUDIES, run_study
 
 
@@ -26,6 +27,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR",
                         help=f"report directory (default: ./{DEFAULT_OUT}/STUDY, or "
                              f"./{DEFAULT_OUT}/STUDY-quick with --quick)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the study's sweep points on the Dask cluster of this scheduler")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run the study's sweep points on a local Dask cluster of N workers")
     parser.set_defaults(func=cmd_validate, usage=parser.format_usage)
     return parser
 
@@ -45,8 +50,9 @@ def cmd_validate(args) -> int:
               + "\n".join(_study_lines(STUDIES)), file=sys.stderr)
         return 2
     try:
-        report, path = run_study(args.study, args.out, quick=args.quick)
-    except ValueError as exc:
+        executor = executor_from_options(args.scheduler, args.workers)
+        report, path = run_study(args.study, args.out, quick=args.quick, executor=executor)
+    except (ValueError, ImportError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     failed = [c for c in report.checks if c.required and not c.passed]

@@ -51,6 +51,16 @@ changes the floating-point reduction order (one seed took 417 instead of 418 ste
 sweep's numbers would no longer be those of ``meanfield.simulate``. Points therefore run one
 at a time, each exactly as ``simulate(config)``.
 
+**Executors.** ``run_sweep(..., executor=...)`` runs the points in this process (``Serial()``,
+the default), in a local process pool (``LocalProcesses(workers=N)``) or on a Dask cluster
+(``DaskCluster(address=None, workers=N)``); see ``meanfield.validation.executors``. Workers
+return each point's summary and only the calling process writes the store, at the point's grid
+index, so the store does not depend on the executor or on the completion order (every variable
+but ``wall_time``). A worker process sets JAX's process-wide ``jax_enable_x64`` to the caller's
+value before each point (``run_point_in_worker``; float64 points switch it on, as in the
+caller), so whatever it ran before, a point gives the caller's numbers: float32 runs use
+explicit dtypes and do not depend on the flag.
+
 **Store.** With ``out``, every finished point is written at its grid index (one zarr chunk per
 point, so a point's write never touches another's data; zarr writes each chunk file
 atomically), then the set of finished points is committed by atomically replacing
@@ -70,6 +80,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -80,6 +91,7 @@ import zarr
 
 from meanfield.store import (PROGRESS, read_progress,  # the same atomic progress record
                              write_json_atomic)
+from meanfield.validation.executors import check_executor
 from meanfield.particles._validate import check_positive, normalise_int
 
 FORMAT_VERSION = 1
@@ -429,6 +441,22 @@ def run_point(config, summary: Summary) -> dict[str, np.ndarray]:
     return values
 
 
+# one point at a time per process: jax_enable_x64 is process-wide (a Dask worker may run tasks
+# in several threads)
+_WORKER_POINT = threading.Lock()
+
+
+def run_point_in_worker(config, summary: Summary, x64: bool) -> dict[str, np.ndarray]:
+    """``run_point`` in a worker process, with the caller's ``jax_enable_x64`` (``x64``) set
+    first, so the point does not depend on what the worker ran before."""
+    import jax
+
+    with _WORKER_POINT:
+        if jax.config.jax_enable_x64 != x64:
+            jax.config.update("jax_enable_x64", x64)
+        return run_point(config, summary)
+
+
 # ----------------------------------------------------------------------------- store layout
 
 def _layout(sweep: Sweep, configs: dict) -> tuple[dict, dict]:
@@ -602,7 +630,8 @@ def build_configs(sweep: Sweep) -> dict:
 
 
 def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: bool = True,
-              overwrite: bool = False, progress: bool | None = True) -> xr.Dataset:
+              overwrite: bool = False, progress: bool | None = True,
+              executor=None) -> xr.Dataset:
     """Run every point of ``sweep`` (see the module docstring) and return the summaries.
 
     Args:
@@ -613,16 +642,20 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
         overwrite: replace an existing ``out`` (otherwise an existing store of another sweep,
             or any existing ``out`` with ``resume=False``, is an error).
         progress: one tqdm bar over the whole sweep (None: when stderr is a terminal).
+        executor: where the points run (``meanfield.validation.executors``): None or
+            ``Serial()`` in this process, ``LocalProcesses(workers=N)``, or
+            ``DaskCluster(address=None, workers=N)``. The store is the same with each.
     Returns:
         ``xarray.Dataset`` with the axes as dims (lazy when read from ``out``).
     Raises:
-        ValueError: a point's config is invalid (before any run).
+        ValueError: a point's config or the executor is invalid (before any run).
         FileExistsError / meanfield.store.StoreError: ``out`` exists and may not be reused.
     """
     from meanfield.io import versions
 
     if not isinstance(sweep, Sweep):
         raise ValueError(f"sweep must be a meanfield.validation.sweep.Sweep, got {type(sweep).__name__}")
+    executor = check_executor(executor)
     started = time.time()
     configs = build_configs(sweep)
     order = run_order(sweep, configs)
@@ -643,23 +676,32 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
                  "compile_groups": json.dumps([[int(compile_key(configs[g[0]])[0]), len(g)]
                                                for g in order]), **versions()}
         store = SweepStore.create(path, sweep, variables, coords, attrs)
+    pending = [index for group in order for index in group
+               if not store.is_done(int(np.ravel_multi_index(index, sweep.shape)))]
+    if executor.in_process:
+        fn, calls = run_point, [(configs[index], sweep.summary) for index in pending]
+    else:
+        import jax
+
+        x64 = bool(jax.config.jax_enable_x64)
+        fn = run_point_in_worker
+        calls = [(configs[index], sweep.summary, x64) for index in pending]
     bar = _progress_bar(progress, sweep.size, store.n_done, sweep.name)
+    results = executor.map_unordered(fn, calls)
     try:
-        for group in order:
-            for index in group:
-                flat = int(np.ravel_multi_index(index, sweep.shape))
-                if store.is_done(flat):
-                    continue
-                if bar is not None:
-                    bar.set_postfix(sweep.coords(index), refresh=False)
-                store.write(index, run_point(configs[index], sweep.summary))
-                store.commit(flat)
-                if bar is not None:
-                    bar.update(1)
+        for position, values in results:
+            index = pending[position]
+            store.write(index, values)
+            store.commit(int(np.ravel_multi_index(index, sweep.shape)))
+            if bar is not None:
+                bar.set_postfix(sweep.coords(index), refresh=False)
+                bar.update(1)
     finally:
+        results.close()  # stops the workers of an interrupted sweep
         if bar is not None:
             bar.close()
-    store.finish({"wall_time_s_last_session": time.time() - started})
+    store.finish({"wall_time_s_last_session": time.time() - started,
+                  "points_run_last_session": len(pending), "executor": executor.describe()})
     return store.dataset()
 
 

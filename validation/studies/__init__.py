@@ -1,22 +1,31 @@
 """Registry of validation studies: ``STUDIES = {name: (function, one-line description)}``.
 
 A study function takes ``(out_dir: str, quick: bool)`` and returns a ``validation.Report``
-(it may write figures into ``out_dir``); ``run_study`` writes the report.
+(it may write figures into ``out_dir``); ``run_study`` writes the report. Studies built on
+``meanfield.validation.sweep.run_sweep`` also take ``executor`` (where their sweep points run:
+``meanfield.validation.executors``; command line ``--workers N`` / ``--scheduler ADDRESS``).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+
+from meanfield.validation.executors import Serial, check_executor
 
 
 def _lazy(module: str, name: str):
     """The study function ``module.name``, imported only when called."""
 
-    def run(out_dir: str, quick: bool = False):
-        return getattr(importlib.import_module(module), name)(out_dir, quick)
+    def run(out_dir: str, quick: bool = False, executor=None):
+        study = getattr(importlib.import_module(module), name)
+        if executor is None:
+            return study(out_dir, quick)
+        return study(out_dir, quick, executor=executor)
 
     run.__name__ = name
+    run.target = (module, name)
     return run
 
 
@@ -50,16 +59,40 @@ STUDIES = {
 DEFAULT_OUT = "validation-reports"  # relative to the working directory
 
 
-def run_study(name: str, out_dir: str | None = None, quick: bool = False):
+def takes_executor(name: str) -> bool:
+    """Whether study ``name`` runs sweeps on an executor (its function takes ``executor``)."""
+    module, function = STUDIES[name][0].target
+    study = getattr(importlib.import_module(module), function)
+    return "executor" in inspect.signature(study).parameters
+
+
+def run_study(name: str, out_dir: str | None = None, quick: bool = False, executor=None):
     """Run study ``name``, write ``out_dir/report.md`` (default ./validation-reports/NAME).
 
+    Args:
+        name: a key of ``STUDIES``.
+        out_dir: report directory.
+        quick: the small, fast version.
+        executor: where the study's sweep points run (``meanfield.validation.executors``;
+            None: in this process); only for the studies built on sweeps (``takes_executor``).
     Returns (report, path of report.md).
     """
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; choose one of {sorted(STUDIES)}")
+    executor = check_executor(executor)
+    if isinstance(executor, Serial):
+        executor = None
+    elif not takes_executor(name):
+        raise ValueError(f"study {name!r} runs no sweep, so --workers / --scheduler (executor) "
+                         "do not apply; the studies that take them: "
+                         f"{sorted(n for n in STUDIES if takes_executor(n))}")
     out_dir = out_dir or os.path.join(DEFAULT_OUT, name + ("-quick" if quick else ""))
     os.makedirs(out_dir, exist_ok=True)
-    report = STUDIES[name][0](out_dir, quick)
+    if executor is None:
+        report = STUDIES[name][0](out_dir, quick)
+    else:
+        with executor:  # one cluster for all the study's sweeps
+            report = STUDIES[name][0](out_dir, quick, executor)
     if not report.command:
         report.command = (f"meanfield validate {name}{' --quick' if quick else ''} "
                           f"--out {out_dir}")

@@ -13,7 +13,9 @@ the MSE falls below 1e-6).
   line gamma = 1 (gamma' <= 0), gamma = 1 + gamma' (gamma' >= 0), tolerance 0.06.
 
 Runs stream into resumable sweep stores under ``OUT/sweeps/`` (a killed study continues where
-it stopped when rerun with the same ``--out``); the summaries are exported to ``OUT/*.nc``.
+it stopped when rerun with the same ``--out``), in this process or on the workers of an executor
+(``meanfield validate ... --workers N`` / ``--scheduler ADDRESS``: same stores); the summaries
+are exported to ``OUT/*.nc``.
 Quick versions (m = 256, 1024, few cells) are smoke tests: at such widths the asymptotic
 slopes are not reached, so the paper's numbers are reported as findings and the required
 checks are the ones that hold at any width (convergence, the regime signs deep inside each
@@ -75,13 +77,15 @@ def family_config(*, family: str, gamma: float, width: int = 1000, seed: int = 0
 
 # ----------------------------------------------------------------------------- helpers
 
-def _run(sweep: Sweep, out_dir: str):
-    """Run (or resume) a sweep in OUT/sweeps/NAME.zarr; export NAME.nc; (Dataset, seconds)."""
+def _run(sweep: Sweep, out_dir: str, executor=None):
+    """Run (or resume) a sweep in OUT/sweeps/NAME.zarr on ``executor``
+    (``meanfield.validation.executors``; None: in this process); export NAME.nc;
+    (Dataset, seconds)."""
     from meanfield.io import export_netcdf
 
     started = time.perf_counter()
     ds = run_sweep(sweep, os.path.join(out_dir, "sweeps", f"{sweep.name}.zarr"),
-                   progress=None).load()
+                   progress=None, executor=executor).load()
     export_netcdf(ds, os.path.join(out_dir, f"{sweep.name}.nc"))
     return ds, time.perf_counter() - started
 
@@ -95,11 +99,23 @@ def _converged_check(label: str, *datasets) -> Check:
                  bool(np.all(reasons == pdg.CONVERGED)))
 
 
+def _resumed(ds) -> bool:
+    """The sweep's last session ran only some of its points (the others were in the store)."""
+    return ds.attrs.get("points_run_last_session", ds.wall_time.size) < ds.wall_time.size
+
+
+def _elapsed(ds, session_s: float) -> float:
+    """Wall time of the sweep: this session's, or for a resumed sweep at least the summed run
+    times (its other runs took place in earlier sessions)."""
+    return max(session_s, float(ds.wall_time.sum())) if _resumed(ds) else session_s
+
+
 def _timing(ds, session_s: float) -> str:
     runs = float(ds.wall_time.sum())
     text = (f"{runs:.0f} s summed over the {ds.wall_time.size} runs (compilation included, once "
-            f"per width); this invocation {session_s:.0f} s")
-    if session_s < 0.5 * runs:
+            f"per width and worker); this invocation {session_s:.0f} s"
+            f" ({ds.attrs.get('executor', 'serial')})")
+    if _resumed(ds):
         text += " (resumed from the stores under sweeps/: finished runs are not recomputed)"
     return text
 
@@ -162,8 +178,9 @@ def _save(fig, out_dir: str, name: str) -> str:
 
 # ----------------------------------------------------------------------------- luo-slopes
 
-def run_slopes(out_dir: str, quick: bool = False) -> Report:
-    """The ``luo-slopes`` study (module docstring)."""
+def run_slopes(out_dir: str, quick: bool = False, executor=None) -> Report:
+    """The ``luo-slopes`` study (module docstring); its sweeps run on ``executor``
+    (``meanfield.validation.executors``; None: in this process)."""
     widths = QUICK_WIDTHS if quick else WIDTHS
     seeds = (0,) if quick else (0, 1, 2)
     family_gammas = (0.5, 1.0, 1.75) if quick else (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -176,8 +193,8 @@ def run_slopes(out_dir: str, quick: bool = False) -> Report:
                            "gamma": family_gammas},
                      fixed={"n_saves": N_SAVES}, summary=Summary(density_times=0),
                      name="luo-slopes-families")
-    ds, t_paper = _run(paper, out_dir)
-    fam, t_fam = _run(families, out_dir)
+    ds, t_paper = _run(paper, out_dir, executor)
+    fam, t_fam = _run(families, out_dir, executor)
     report.checks.append(_converged_check("paper slopes", ds))
     report.checks.append(_converged_check("families", fam))
 
@@ -280,15 +297,16 @@ def diagram_grid(quick: bool) -> tuple[tuple, tuple, tuple]:
     return gammas, gamma_primes, WIDTHS
 
 
-def run_diagram(out_dir: str, quick: bool = False) -> Report:
-    """The ``luo-diagram`` study (module docstring)."""
+def run_diagram(out_dir: str, quick: bool = False, executor=None) -> Report:
+    """The ``luo-diagram`` study (module docstring); its sweeps run on ``executor``
+    (``meanfield.validation.executors``; None: in this process)."""
     gammas, gamma_primes, widths = diagram_grid(quick)
     report = Report(title="Luo et al. (arXiv 2007.07497) Fig. 4: the phase diagram"
                           + (" (quick)" if quick else ""))
     sweep = pdg.diagram_sweep(gammas=gammas, gamma_primes=gamma_primes, widths=widths,
                               particles=KEPT_NEURONS, n_saves=N_SAVES,
                               name="luo-diagram" + ("-quick" if quick else ""))
-    ds, session = _run(sweep, out_dir)
+    ds, session = _run(sweep, out_dir, executor)
     report.checks.append(_converged_check("diagram", ds))
     slopes = pdg.slope_map(ds)
     boundary = pdg.measured_boundary(slopes)
@@ -322,15 +340,15 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
                      f"{float(b.deviation):+.3f}"])
     missed, bracket = pdg.refinement_cells(slopes, boundary, BOUNDARY_TOL,
                                            max_rows=REFINED_ROWS[quick])
-    extra = []  # (label, timing text, seconds this session, seconds summed over runs)
+    extra = []  # (label, timing text, seconds this session, elapsed seconds)
     if missed:
         extra.append(("Larger widths", *_refine_boundary(report, ds, missed, bracket, widths,
-                                                         quick, out_dir)))
+                                                         quick, out_dir, executor)))
         extra.append(("Controls", *_control_boundary(report, ds, missed, bracket, widths,
-                                                     quick, out_dir)))
+                                                     quick, out_dir, executor)))
     runs = float(ds.wall_time.sum())
-    elapsed = max(session, runs)  # a resumed study: its runs took place in earlier sessions
-    total = elapsed + sum(max(t_session, t_runs) for _, _, t_session, t_runs in extra)
+    elapsed = _elapsed(ds, session)
+    total = elapsed + sum(t_elapsed for _, _, _, t_elapsed in extra)
     target = QUICK_TIME_TARGET_S if quick else TIME_TARGET_S
     report.checks.append(Check(
         f"wall time of the {'quick' if quick else 'full'} study on {os.cpu_count()} cores "
@@ -384,20 +402,20 @@ def run_diagram(out_dir: str, quick: bool = False) -> Report:
 
 
 def _refine_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
-                     out_dir: str) -> tuple[str, float, float]:
+                     out_dir: str, executor=None) -> tuple[str, float, float]:
     """Rows whose boundary misses the theory: rerun the two cells bracketing the crossing at
     WIDTH_FACTORS x the largest width and measure the crossing again over the widest
     len(widths) widths. The theory is a statement about m -> infinity, so a finite-width shift
     must shrink as m grows; a miss that does not is a disagreement. Adds checks (findings: the
     verdict at the study's widths stays the one above), a table and a figure; returns the
-    timing text, the seconds of this session and the seconds summed over the runs."""
+    timing text, the seconds of this session and the elapsed seconds (``_elapsed``)."""
     import xarray as xr
 
     wide_widths = tuple(f * widths[-1] for f in WIDTH_FACTORS)
     sweep = pdg.diagram_sweep(gammas=gammas, gamma_primes=rows, widths=wide_widths,
                               n_saves=N_SAVES, name="luo-diagram-wide" + ("-quick" if quick
                                                                           else ""))
-    wide, session = _run(sweep, out_dir)
+    wide, session = _run(sweep, out_dir, executor)
     report.checks.append(_converged_check("larger widths", wide))
     keep = ["rd_w_end", "stop_reason"]
     joined = xr.concat([ds[keep].sel(gamma=list(gammas), gamma_prime=list(rows),
@@ -434,17 +452,17 @@ def _refine_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
                           for gp in rows for g in gammas])))
     report.figures.append(_save(_figure_refinement(joined, rows, gammas, widths[-1]), out_dir,
                                 "luo_diagram_larger_widths"))
-    return _timing(wide, session), session, float(wide.wall_time.sum())
+    return _timing(wide, session), session, _elapsed(wide, session)
 
 
 def _control_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
-                      out_dir: str) -> tuple[str, float, float]:
+                      out_dir: str, executor=None) -> tuple[str, float, float]:
     """Rows whose boundary misses the theory, at the study's widths: the two cells bracketing
     the crossing rerun with a tenth of the integrator tolerance (same seed: the integration
     error of the crossing) and with further seeds (its seed noise). A miss that survives both
     is a property of the finite-width flow, not of the numerics or of one draw. Adds checks
     (findings) and a table; returns the timing text, the seconds of this session and the
-    seconds summed over the runs."""
+    elapsed seconds (``_elapsed``)."""
     import xarray as xr
 
     import meanfield as mf
@@ -453,9 +471,9 @@ def _control_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
     rtol = mf.presets.luo_1d().solver.rtol
     cells = {"gammas": gammas, "gamma_primes": rows, "widths": widths, "n_saves": N_SAVES}
     tight, t_tight = _run(pdg.diagram_sweep(**cells, rtol=rtol / 10,
-                                            name="luo-diagram-rtol" + suffix), out_dir)
+                                            name="luo-diagram-rtol" + suffix), out_dir, executor)
     more, t_more = _run(pdg.diagram_sweep(**cells, seeds=CONTROL_SEEDS[quick],
-                                          name="luo-diagram-seeds" + suffix), out_dir)
+                                          name="luo-diagram-seeds" + suffix), out_dir, executor)
     report.checks.append(_converged_check("controls", tight, more))
     keep = ["rd_w_end", "stop_reason"]
     base = ds[keep].sel(gamma=list(gammas), gamma_prime=list(rows))
@@ -494,10 +512,9 @@ def _control_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
         "Seed-mean: S_w fitted to the mean of log RD over the seeds.\n\n"
         + markdown_table(["gamma'", f"rtol {rtol:g}", f"rtol {rtol / 10:g}"]
                          + [f"seed {k}" for k in seeds] + ["seed-mean"], table)))
-    summed = float(tight.wall_time.sum() + more.wall_time.sum())
     text = (f"rtol {rtol / 10:g}: {_timing(tight, t_tight)}; more seeds: "
             f"{_timing(more, t_more)}")
-    return text, t_tight + t_more, summed
+    return text, t_tight + t_more, _elapsed(tight, t_tight) + _elapsed(more, t_more)
 
 
 def _figure_refinement(joined, rows, gammas, largest: int):

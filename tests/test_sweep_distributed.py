@@ -1,0 +1,291 @@
+"""Sweeps on executors (meanfield.validation.executors): a two-worker localhost Dask cluster and a
+local process pool write the store of the serial sweep (every variable but wall times), also
+when a worker is SIGKILLed mid-sweep (its point is rescheduled, no finished point is
+recomputed); a float32 point does not depend on JAX's process-wide x64 flag; bad input."""
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import jax
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from meanfield.store import read_progress
+from meanfield.validation import executors as ex
+from meanfield.validation import run_study
+from meanfield.validation.executors import (DaskCluster, LocalProcesses, Serial, check_executor,
+                                            executor_from_options)
+from meanfield.validation.sweep import (Summary, Sweep, build_configs, run_order, run_point,
+                                        run_point_in_worker, run_sweep)
+
+# float64 and float32 points in one sweep: a worker runs both, in either order
+TINY = Sweep(axes={"precision": ("float64", "float32"), "seed": (0, 1, 2, 3),
+                   "gamma": (0.5, 1.75)},
+             fixed={"width": 40, "n_saves": 40}, summary=Summary(density_times=3, particles=4),
+             name="tiny")
+KILL_TIMEOUT_S = 3600.0  # a bound only: the watcher stops when the sweep is complete
+
+
+@pytest.fixture(scope="module")
+def serial():
+    return run_sweep(TINY, progress=False)
+
+
+class Transitions(SchedulerPlugin):
+    """Every task state transition the scheduler makes, as (key, start, finish)."""
+
+    name = "test-transitions"
+
+    def __init__(self):
+        self.log = []
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        self.log.append((key, start, finish))
+
+    def count(self, finish: str) -> dict:
+        out = {}
+        for key, _, f in self.log:
+            if f == finish:
+                out[key] = out.get(key, 0) + 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two one-thread worker processes on localhost (scheduler in this process). The workers
+    share a JAX compilation cache, so the worker restarted after a kill loads its programs."""
+    cache = str(tmp_path_factory.mktemp("jax-cache"))
+    env = {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", env=env) as local, \
+            Client(local, set_as_default=False) as client:
+        plugin = Transitions()
+        local.scheduler.add_plugin(plugin)
+        yield local, client, plugin
+
+
+def assert_same_store(got, want):
+    assert set(got.data_vars) == set(want.data_vars)
+    for name in want.data_vars:
+        if name != "wall_time":
+            np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
+    for name in want.coords:
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
+    assert got.attrs["compile_groups"] == want.attrs["compile_groups"]
+    assert bool(got.done.all())
+
+
+def kill_after_first_result(path: str, pick) -> dict:
+    """Start a thread that, once the store at ``path`` has a finished point (and unfinished
+    ones), SIGKILLs the worker process whose pid ``pick()`` names (polled until it names one).
+    Returns the dict the thread fills: the pid, the points finished then and their wall times."""
+    record = {}
+
+    def watch():
+        deadline = time.time() + KILL_TIMEOUT_S
+        while time.time() < deadline:
+            done = (read_progress(path) or {}).get("done", [])
+            if len(done) >= TINY.size:
+                return
+            pid = pick() if done else None
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                record.update(pid=pid, done=set(done), wall=read_wall(path))
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    record["thread"] = thread
+    return record
+
+
+def read_wall(path):
+    import zarr
+
+    return zarr.open_group(path, mode="r")["wall_time"][...].reshape(-1)
+
+
+# ----------------------------------------------------------------------------- Dask
+
+def test_two_dask_workers_write_the_serial_store(serial, cluster, tmp_path):
+    local, client, plugin = cluster
+    path = str(tmp_path / "dask.zarr")
+    executor = DaskCluster(address=local.scheduler_address)
+    with executor:  # one connection for both sweeps
+        got = run_sweep(TINY, path, progress=False, executor=executor)
+        assert_same_store(got, serial)
+        assert got.attrs["points_run_last_session"] == TINY.size
+        assert got.attrs["executor"] == f"dask cluster at {local.scheduler_address}"
+        assert len(set(client.run(os.getpid).values())) == 2  # two worker processes
+        # resumed, nothing is left to run: no task is submitted
+        before = len(plugin.log)
+        again = run_sweep(TINY, path, progress=False, executor=executor)
+        assert again.attrs["points_run_last_session"] == 0 and len(plugin.log) == before
+
+
+def test_dask_worker_killed_mid_sweep(serial, cluster, tmp_path):
+    local, client, plugin = cluster
+    client.wait_for_workers(2)
+    path = str(tmp_path / "killed.zarr")
+    pids = client.run(os.getpid)
+
+    def busy():  # the pid of a worker running a point now
+        return next((pids[w] for w, keys in client.processing().items() if keys and w in pids),
+                    None)
+
+    start = len(plugin.log)
+    record = kill_after_first_result(path, busy)
+    got = run_sweep(TINY, path, progress=False,
+                    executor=DaskCluster(address=local.scheduler_address))
+    record["thread"].join()
+    assert "pid" in record, "the kill should land mid-sweep"
+    assert len(record["done"]) < TINY.size
+    assert_same_store(got, serial)
+    # scheduler's view: task k is the k-th point of the run order (key NAME-k-TOKEN)
+    order = [index for group in run_order(TINY, build_configs(TINY)) for index in group]
+    flat = {}
+    started, completed = Counter(), Counter()
+    log = plugin.log[start:]
+    ours = {key for key, _, finish in log if finish == "processing"}  # this sweep's tasks
+    for key, _, finish in log:
+        if key in ours:
+            flat[key] = int(np.ravel_multi_index(order[int(key.split("-")[-2])], TINY.shape))
+            started[key] += finish == "processing"
+            completed[key] += finish == "memory"
+    assert len(flat) == TINY.size
+    assert max(started.values()) == 2, "the killed worker's point is rescheduled"
+    # a point finished before the kill never runs again; only the killed worker's point (its
+    # run, or its result not yet received) is computed twice
+    assert all(completed[key] == 1 for key in flat if flat[key] in record["done"])
+    assert sum(completed.values()) <= TINY.size + 1
+    # the points finished before the kill keep their values (they are never rerun)
+    wall = got.wall_time.values.reshape(-1)
+    for flat in record["done"]:
+        assert wall[flat] == record["wall"][flat]
+
+
+# ----------------------------------------------------------------------------- process pool
+
+def test_local_processes_with_a_worker_killed_mid_sweep(serial, tmp_path, caplog):
+    path = str(tmp_path / "pool.zarr")
+
+    def pool_worker():  # a worker process of the pool (a child of this process, not Dask's)
+        return next((p.pid for p in multiprocessing.active_children()
+                     if p.name.startswith("SpawnProcess")), None)
+
+    record = kill_after_first_result(path, pool_worker)
+    with caplog.at_level(logging.WARNING, logger=ex.__name__):
+        got = run_sweep(TINY, path, progress=False, executor=LocalProcesses(workers=2))
+    record["thread"].join()
+    assert "pid" in record and len(record["done"]) < TINY.size
+    assert "restarting the pool" in caplog.text
+    assert_same_store(got, serial)
+    wall = got.wall_time.values.reshape(-1)
+    for flat in record["done"]:
+        assert wall[flat] == record["wall"][flat]
+
+
+# ----------------------------------------------------------------------------- precision
+
+def test_a_float32_point_does_not_depend_on_the_process_x64_flag(serial):
+    f32, f64 = (TINY.config(precision=p, seed=1, gamma=1.75) for p in ("float32", "float64"))
+    on = run_point(f32, TINY.summary)
+    try:
+        off = run_point_in_worker(f32, TINY.summary, False)
+        assert not jax.config.jax_enable_x64
+        run_point_in_worker(f64, TINY.summary, False)
+        assert jax.config.jax_enable_x64  # a float64 point switches it on, as in the caller
+        after = run_point_in_worker(f32, TINY.summary, False)
+    finally:
+        jax.config.update("jax_enable_x64", True)  # the test session's setting (conftest)
+    want = serial.sel(precision="float32", seed=1, gamma=1.75)
+    for values in (on, off, after):
+        for name, value in values.items():
+            if name != "wall_time":
+                np.testing.assert_array_equal(value, want[name].values, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: LocalProcesses(workers=0), "workers=0 is not allowed"),
+    (lambda: LocalProcesses(workers=2.5), "workers=2.5 is not allowed"),
+    (lambda: LocalProcesses(restarts=-1), "restarts=-1 is not allowed"),
+    (lambda: DaskCluster(workers=0), "workers=0 is not allowed"),
+    (lambda: DaskCluster(address="tcp://127.0.0.1:8786", workers=2), "own workers"),
+    (lambda: DaskCluster(address=""), "address='' is not allowed"),
+    (lambda: DaskCluster(timeout=0), "timeout=0 is not allowed"),
+    (lambda: check_executor("dask"), "executor='dask' is not allowed"),
+    (lambda: executor_from_options("tcp://127.0.0.1:8786", 2), "--workers is not allowed"),
+    (lambda: executor_from_options(None, 0), "--workers=0 is not allowed"),
+    (lambda: run_sweep(TINY, executor=4), "executor=4 is not allowed"),
+    (lambda: run_study("barbu", executor=DaskCluster(workers=2)), "study 'barbu' runs no sweep"),
+])
+def test_bad_executors_raise_before_any_run(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_executor_from_options():
+    assert executor_from_options() == Serial()
+    assert executor_from_options(workers=3) == DaskCluster(workers=3)
+    assert executor_from_options("tcp://h:8786") == DaskCluster(address="tcp://h:8786")
+    assert check_executor(None) == Serial()
+
+
+# ----------------------------------------------------------------------------- acceptance
+
+@pytest.mark.slow
+def test_luo_slopes_quick_on_two_dask_workers_with_one_killed(cluster, tmp_path):
+    """The luo-slopes quick study on two Dask workers, one SIGKILLed after the first finished
+    point, writes the sweep stores of the serial study (every variable but wall times)."""
+    from meanfield.validation.sweep import open_sweep
+
+    local, client, plugin = cluster
+    client.wait_for_workers(2)
+    pids = client.run(os.getpid)
+
+    def busy():
+        return next((pids[w] for w, keys in client.processing().items() if keys and w in pids),
+                    None)
+
+    started = time.perf_counter()
+    run_study("luo-slopes", str(tmp_path / "serial"), quick=True)
+    serial_s = time.perf_counter() - started
+    start = len(plugin.log)
+    record = kill_after_first_result(str(tmp_path / "dask" / "sweeps" / "luo-slopes-paper.zarr"),
+                                     busy)
+    started = time.perf_counter()
+    run_study("luo-slopes", str(tmp_path / "dask"), quick=True,
+              executor=DaskCluster(address=local.scheduler_address))
+    dask_s = time.perf_counter() - started
+    record["thread"].join()
+    assert "pid" in record, "the kill should land mid-sweep"
+    for name in ("luo-slopes-paper", "luo-slopes-families"):
+        got, want = (open_sweep(tmp_path / d / "sweeps" / f"{name}.zarr").load()
+                     for d in ("dask", "serial"))
+        assert_same_store(got, want)
+    log = plugin.log[start:]
+    ours = {key for key, _, finish in log if finish == "processing"}
+    completed = Counter(key for key, _, finish in log if finish == "memory" and key in ours)
+    assert sum(completed.values()) <= len(completed) + 1  # only the killed worker's point reruns
+    print(f"luo-slopes quick: serial {serial_s:.0f} s, two Dask workers with one killed "
+          f"{dask_s:.0f} s; killed pid {record['pid']} after {len(record['done'])} points")
+
+
+def test_validate_command_line_options_fail_before_any_run(capsys):
+    from meanfield.cli import main
+
+    assert main(["validate", "barbu", "--workers", "2"]) == 2
+    assert "study 'barbu' runs no sweep" in capsys.readouterr().err
+    assert main(["validate", "luo-slopes", "--workers", "2", "--scheduler", "tcp://h:1"]) == 2
+    assert "--workers is not allowed with --scheduler" in capsys.readouterr().err
