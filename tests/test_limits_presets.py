@@ -73,10 +73,10 @@ def test_limit_refuses_up_front_with_the_reason(capsys):
 def test_store_names_follow_what_the_limit_depends_on(tmp_path, capsys, monkeypatch):
     wm, wm_wide = presets.get("wang_ma"), presets.get("wang_ma", width=1000, seed=3)
     assert store_name(wm, "auto") == store_name(wm_wide, "wang_ma") == "wang_ma-limit-wang_ma.zarr"
-    assert store_name(presets.get("luo_1d", width=7), "auto") == \
+    assert store_name(presets.get("luo_1d", width=8), "auto") == \
         "luo_1d-limit-mean_field_reference.zarr"
-    linear = presets.get("luo_1d", gamma=0.5, width=7, seed=2)
-    assert store_name(linear, "kernel") == "luo_1d-m7-s2-limit-kernel.zarr"  # K_m is at width m
+    linear = presets.get("luo_1d", gamma=0.5, width=8, seed=2)
+    assert store_name(linear, "kernel") == "luo_1d-m8-s2-limit-kernel.zarr"  # K_m is at width m
     # the same limit at another width is found, not recomputed; another config is refused
     monkeypatch.chdir(tmp_path)
     assert main(["limit", "wang_ma"]) == 0

@@ -45,11 +45,12 @@ APPROXIMATION with a measured error, not an exact limit: the reported
 |f_level - f_finest|) bounds the coarse levels' error, the fitted rate p (err ~ m^-p) and
 ``estimated_error`` = e_prev (m_prev / m_finest)^p extrapolate it to the finest level.
 
-Registration notes (for the integrating engineer): ``applicable_limits`` could report
-``"mean_field_reference": "applies"`` whenever ``check_config`` below passes, and
-``infinite_width(kind="mean_field_reference")`` would call ``mean_field_reference(config,
-**options)``; ``meanfield.limits.compare.compare(run, reference)`` works unchanged on it (same
-``f_eval`` / ``loss`` variables on ``t``).
+With the config's own schedule and a ``loss_tol`` (the luo_1d preset), the finest level stops
+where a run of the config stops and the coarser levels run to the same time: past the loss
+tolerance the residual falls to the precision's rounding level and the adaptive step
+underflows (see ``mean_field_reference``'s ``stop_at_loss_tol``). The Dataset is of kind
+``limit:mean_field_reference`` (``meanfield.schema``; ``infinite_width(config,
+kind="mean_field_reference")``).
 """
 
 from __future__ import annotations
