@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
+from meanfield.compilation import enable_compilation_cache
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
 from meanfield.particles._validate import check_positive
@@ -273,6 +274,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
+    enable_compilation_cache()
     if config.solver.kind == "analytic":  # not a time integrator: iterations on the host
         from meanfield.analytic_run import simulate_analytic
 
