@@ -44,7 +44,10 @@ def test_second_process_reads_the_cache(tmp_path):
     written = entries(tmp_path)
     assert first["misses"] > 0 and first["hits"] == 0 and len(written) > 0
     second = run_fresh(str(tmp_path))
-    assert second["hits"] == len(written) and second["misses"] == 0
+    assert any(path.name.startswith("jit__run_chunk-") for path in written)
+    # every program the first process wrote is read (programs that compile faster than
+    # compilation.MIN_COMPILE_SECONDS are not written and compile again)
+    assert second["hits"] == len(written)
     assert second["loss"] == first["loss"]
 
 
