@@ -2,6 +2,7 @@
 
 Prints JSON with, for each case, the wall times of N fresh processes and their median:
 
+* ``python_startup``: ``python -c pass`` (the interpreter and its site packages, for reference);
 * ``import``: ``python -c "import meanfield"``;
 * ``wang_ma_cold``: ``meanfield run wang_ma`` (simulation, store, phases and the figures) with an
   empty compilation cache (a new cache directory per repetition);
@@ -88,6 +89,8 @@ def main(argv=None) -> dict:
         base_env = {**os.environ, "MPLBACKEND": "Agg"}
         warm_env = {**base_env, CACHE_ENV: os.path.join(tmp, "warm-cache")}
         cases = results["cases"]
+        cases["python_startup"] = case("python_startup", repeat, lambda i: (
+            [sys.executable, "-c", "pass"], base_env, tmp))
         cases["import"] = case("import", repeat, lambda i: (
             [sys.executable, "-c", "import meanfield"], base_env, tmp))
         cases["wang_ma_cold"] = case("wang_ma_cold", repeat, lambda i: (
