@@ -2,21 +2,48 @@
 
 >>> import meanfield as mf
 >>> ds = mf.simulate(mf.presets.wang_ma(width=100, seed=0))   # doctest: +SKIP
+
+The public names load their modules on first use (PEP 562), so ``import meanfield`` does not
+import jax, xarray, zarr, scipy or matplotlib.
 """
 
-from meanfield import presets
-from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
-from meanfield.io import export_netcdf, open_run, run_config, save_run
-from meanfield.limits.api import applicable_limits, infinite_width
-from meanfield.limits.compare import compare
-from meanfield.errors import DivergenceError, RunError, RunInterrupted, StepBudgetError
-from meanfield.runner import simulate
-from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DivergenceError", "InitialLaw", "applicable_limits", "compare", "infinite_width", "ModelSpec", "Observe", "Parametrisation", "RunError",
-    "RunInterrupted", "SaveAt", "SimulationConfig", "Solver", "StepBudgetError",
-    "TrainingData", "export_netcdf", "open_run", "presets", "run_config", "save_run", "simulate",
-]
+# public name -> module that defines it
+_LAZY = {
+    "presets": "meanfield.presets",
+    "Observe": "meanfield.config", "SaveAt": "meanfield.config",
+    "SimulationConfig": "meanfield.config", "Solver": "meanfield.config",
+    "export_netcdf": "meanfield.io", "open_run": "meanfield.io", "run_config": "meanfield.io",
+    "save_run": "meanfield.io",
+    "applicable_limits": "meanfield.limits.api", "infinite_width": "meanfield.limits.api",
+    "compare": "meanfield.limits.compare",
+    "DivergenceError": "meanfield.errors", "RunError": "meanfield.errors",
+    "RunInterrupted": "meanfield.errors", "StepBudgetError": "meanfield.errors",
+    "simulate": "meanfield.runner",
+    "set_compilation_cache": "meanfield.compilation",
+    "InitialLaw": "meanfield.particles.model", "ModelSpec": "meanfield.particles.model",
+    "Parametrisation": "meanfield.particles.model", "TrainingData": "meanfield.particles.model",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meanfield' has no attribute {name!r}")
+    if module == f"{__name__}.{name}":
+        value = importlib.import_module(module)
+    else:
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -23,6 +23,7 @@ import xarray as xr
 
 import meanfield.particles as pt
 from meanfield.analytic_run import simulate_analytic
+from meanfield.compilation import enable_compilation_cache
 from meanfield.config import SimulationConfig
 from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
 from meanfield.particles._validate import check_positive
@@ -124,6 +125,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
+    enable_compilation_cache()
     solver = config.solver.build()
     if solver.clock != "time":  # iterations on the host (the analytic solver)
         return DRIVERS[solver.clock](config, progress=progress, out=out, resume=resume,

@@ -1,26 +1,26 @@
 """Smoke test of benchmarks/bench_engine.py: the quick run completes and prints its JSON schema.
 
-Timings are never asserted here (they depend on the machine and its load).
+Timings are never asserted here (they depend on the machine and its load). The default run
+measures the smallest quick width only (every method in its own subprocess, the ratios and
+targets built from them); the whole ``--quick`` command is the ``slow`` test.
 """
 
+import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
 METHODS = {"engine_euler", "engine_adaptive", "naive"}
 RECORD_KEYS = {"method", "m", "status", "seconds_per_step", "pairs_per_second", "peak_rss_mib"}
 
 
-def test_bench_engine_quick_prints_json(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, check=True)
-    report = json.loads(proc.stdout)
-    assert json.loads(out.read_text()) == report
+def check_report(report: dict, quick: bool) -> None:
     assert set(report) == {"meta", "results", "ratios", "targets"}
-    assert report["meta"]["quick"] is True
+    assert report["meta"]["quick"] is quick
     widths = report["meta"]["widths"]
     assert {(r["method"], r["m"]) for r in report["results"]} == {
         (method, m) for method in METHODS for m in widths}
@@ -30,3 +30,26 @@ def test_bench_engine_quick_prints_json(tmp_path):
     assert set(report["ratios"]["engine_over_naive"]) == {"engine_euler", "engine_adaptive"}
     for target in report["targets"].values():
         assert {"value", "threshold", "holds"} <= set(target)
+
+
+def test_bench_engine_smallest_quick_width_prints_json(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "QUICK_WIDTHS", bench.QUICK_WIDTHS[:1])
+    out = tmp_path / "bench.json"
+    bench.main(["--quick", "--out", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == report
+    assert report["meta"]["widths"] == [bench.QUICK_WIDTHS[0]]
+    check_report(report, quick=True)
+
+
+@pytest.mark.slow
+def test_bench_engine_quick_prints_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    report = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == report
+    check_report(report, quick=True)
