@@ -192,7 +192,7 @@ def cmd_plot(args) -> int:
 def cmd_limit(args) -> int:
     from meanfield.io import open_run, save_run
     from meanfield.limits.api import infinite_width, is_limit_of, resolve_kind, store_name
-    from meanfield.runner import RunError
+    from meanfield.errors import RunError
 
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,

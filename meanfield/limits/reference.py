@@ -210,7 +210,8 @@ def _default_times(config, n: int) -> np.ndarray:
 
 def _run_level(config, n: int, times: np.ndarray, stop_at_loss_tol: bool, seed: int):
     """The quadrature run of width ``n`` on ``times``; a failure says how far it got."""
-    from meanfield.runner import RunError, simulate
+    from meanfield.errors import RunError
+    from meanfield.runner import simulate
 
     level = _level_config(config, n, times, stop_at_loss_tol)
     try:
