@@ -133,7 +133,8 @@ def _foreign_entries(path: str, *, root: bool = True) -> list[str]:
     return foreign
 
 
-def _stored_attrs(path: str) -> dict:
+def stored_attrs(path: str) -> dict:
+    """The group attributes of the store at ``path`` ({} if it has none)."""
     try:
         with open(os.path.join(path, ".zattrs")) as fh:
             return json.load(fh)
@@ -161,7 +162,7 @@ def store_status(path: str) -> str:
     if progress is None:
         if not names - set(_OWN_FILES):
             return "empty"
-        attrs = _stored_attrs(path)
+        attrs = stored_attrs(path)
         if ".zgroup" in names and ".zmetadata" not in names and "config" in attrs:
             return "first_save"
         # a store written in one piece before commit records existed
@@ -171,17 +172,24 @@ def store_status(path: str) -> str:
     return "finished" if progress.get("finished") else "unfinished"
 
 
-def check_replaceable(path: str) -> None:
-    """Raise ``StoreError`` unless ``path`` may be replaced by a new store: it must be a store
-    this library wrote holding nothing else, and never ``.``, ``~``, ``/`` or a parent of the
-    working directory."""
-    path = os.fspath(path)
+def check_store_path(path: str) -> None:
+    """Raise ``StoreError`` if ``path`` is ``.``, ``~``, ``/`` or a parent of the working
+    directory: a store is never written there."""
     real = os.path.realpath(path)
     cwd = os.path.realpath(os.getcwd())
     protected = {os.path.realpath(os.sep), os.path.realpath(os.path.expanduser("~"))}
     if real in protected or os.path.commonpath([real, cwd]) == real:
-        raise StoreError(f"refusing to overwrite {path}: it is the working directory, a parent "
-                         "of it, the home directory or the root; nothing was deleted")
+        raise StoreError(f"refusing to write a store at {path}: it is the working directory, "
+                         "a parent of it, the home directory or the root; nothing was changed "
+                         "(choose a new folder, e.g. runs/NAME.zarr)")
+
+
+def check_replaceable(path: str) -> None:
+    """Raise ``StoreError`` unless ``path`` may be replaced by a new store: it must be a store
+    this library wrote holding nothing else (``store_status``), and not a protected path
+    (``check_store_path``)."""
+    path = os.fspath(path)
+    check_store_path(path)
     status = store_status(path)
     if status == "foreign":
         foreign = _foreign_entries(path) if os.path.isdir(path) else []
@@ -313,7 +321,7 @@ def _describe(path: str, rel: str) -> str:
     try:
         with open(os.path.join(path, folder, ".zarray")) as fh:
             meta = json.load(fh)
-        dims = _stored_attrs(os.path.join(path, folder)).get("_ARRAY_DIMENSIONS", [])
+        dims = stored_attrs(os.path.join(path, folder)).get("_ARRAY_DIMENSIONS", [])
         index = [int(i) for i in re.split(r"[./]", key)]
         chunks, shape = meta["chunks"], meta["shape"]
         if dims and index:
@@ -336,7 +344,7 @@ def _in_flight(path: str, rel: str, progress: dict) -> bool:
     try:
         with open(os.path.join(path, folder, ".zarray")) as fh:
             chunk = json.load(fh)["chunks"][0]
-        dim = _stored_attrs(os.path.join(path, folder))["_ARRAY_DIMENSIONS"][0]
+        dim = stored_attrs(os.path.join(path, folder))["_ARRAY_DIMENSIONS"][0]
     except (OSError, ValueError, KeyError, IndexError):
         return False
     count = {"t": progress.get("records"), "t_snapshot": progress.get("snapshots")}.get(dim)
@@ -383,6 +391,7 @@ def save_dataset(ds: xr.Dataset, path: str, *, overwrite: bool = False) -> None:
     """Write a Dataset in one piece as a checksummed store: into a new directory beside
     ``path`` first, then moved (or, with ``overwrite``, exchanged) into place."""
     path = os.fspath(path)
+    check_store_path(path)
     exists = os.path.lexists(path)
     if exists and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to "
@@ -434,6 +443,7 @@ class RunStore:
         store or ``overwrite`` is set and it is a store this library wrote (then the new run
         is written beside it and replaces it at ``finish``)."""
         path = os.fspath(path)
+        check_store_path(path)
         status = store_status(path)
         if status not in ("absent", "empty") and not overwrite:
             hint = {"first_save": "it holds a run stopped during its first save: resume it "
@@ -466,13 +476,14 @@ class RunStore:
         stopped before or during its first save restarts from nothing; records written after
         the last commit are dropped."""
         path = os.fspath(path)
+        check_store_path(path)
         status = store_status(path)
         if status == "foreign":
             raise StoreError(f"{path} is not a readable meanfield run store (it holds files a "
                              "run store never writes, or no run); nothing was overwritten")
         lock = WriterLock(path)
         try:
-            stored_config = _stored_attrs(path).get("config")
+            stored_config = stored_attrs(path).get("config")
             if status in ("empty", "first_save"):
                 if stored_config not in (None, config_json):
                     raise StoreError(f"{path} holds a run of another config; nothing was "
