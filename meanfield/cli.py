@@ -72,6 +72,9 @@ def _default_out(config) -> str:
 
 def _check_out(out: str) -> None:
     """Refuse, before any compute, an output path that cannot be written."""
+    from meanfield.store import check_store_path
+
+    check_store_path(out)
     name = os.path.basename(os.path.normpath(out))
     parent = os.path.dirname(os.path.abspath(out))
     while not os.path.isdir(parent):  # missing folders are created: the first existing one
@@ -145,6 +148,10 @@ def cmd_run(args) -> int:
     _check_out(out)
     kind = _existing_store(out, config)
     resume = args.resume or kind == "empty"  # a store created but never written
+    if args.overwrite and kind not in ("absent", "empty"):
+        from meanfield.store import check_replaceable
+
+        check_replaceable(out)
     if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
             print(_summary(open_run(out), out) + "\n(already complete; --overwrite recomputes it)")
@@ -396,6 +403,8 @@ def main(argv=None) -> int:
     try:
         args = make_parser().parse_args(argv)
         return args.func(args)
+    except SystemExit as exc:  # argparse: usage printed (status 2) or --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
         if debug:
             raise

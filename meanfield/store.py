@@ -78,6 +78,12 @@ def _quiet():
         yield
 
 
+def _group(path: str, mode: str) -> zarr.Group:
+    """The store's root group, read from its own metadata files: the consolidated metadata
+    describe the last commit, not what an interrupted write left."""
+    return zarr.open_group(path, mode=mode, zarr_format=2, use_consolidated=False)
+
+
 def _dims_with(ds: xr.Dataset, dim: str) -> xr.Dataset:
     names = [v for v in ds.data_vars if dim in ds[v].dims]
     return ds[names]
@@ -405,7 +411,7 @@ def save_dataset(ds: xr.Dataset, path: str, *, overwrite: bool = False) -> None:
         if os.path.lexists(new):
             remove_store(new)
         ds.to_zarr(new, mode="w-", zarr_format=2, consolidated=True)
-        zarr.open_group(new, mode="r+", zarr_format=2).require_group("_progress")
+        _group(new, "r+").require_group("_progress")
         write_json_atomic(os.path.join(new, PROGRESS), {
             "format": FORMAT_VERSION, "finished": True, "one_piece": True,
             "files": file_manifest(new)})
@@ -515,7 +521,7 @@ class RunStore:
         """Back to the last commit: drop records/snapshots written after it, leftovers of
         interrupted writes and the derived phases (recomputed at the end)."""
         with _quiet():
-            group = zarr.open_group(self.path, mode="r+", zarr_format=2)
+            group = _group(self.path, "r+")
             for dim, count in (("t", self.progress["records"]),
                                ("t_snapshot", self.progress["snapshots"])):
                 for name in group.array_keys():
@@ -559,7 +565,7 @@ class RunStore:
 
     def _write_state(self, slot: int, state) -> None:
         with _quiet():
-            group = zarr.open_group(self.path, mode="r+", zarr_format=2)
+            group = _group(self.path, "r+")
             name = f"_state_{slot}"
             if name in group:
                 del group[name]
@@ -572,7 +578,7 @@ class RunStore:
         slot = self.progress["state_slot"]
         if slot is None:
             return None
-        group = zarr.open_group(self.path, mode="r", zarr_format=2)[f"_state_{slot}"]
+        group = _group(self.path, "r")[f"_state_{slot}"]
         leaves, treedef = jax.tree.flatten(template)
         loaded = [np.asarray(group[f"leaf_{i}"][...]) for i in range(len(leaves))]
         for old, new in zip(leaves, loaded):
@@ -588,7 +594,7 @@ class RunStore:
         self.progress["files"] = file_manifest(self.path, self.progress.get("files"), skip=skip)
         if not os.path.exists(os.path.join(self.path, "_progress", ".zgroup")):
             with _quiet():
-                zarr.open_group(self.path, mode="r+", zarr_format=2).require_group("_progress")
+                _group(self.path, "r+").require_group("_progress")
         consolidate(self.path)
         write_json_atomic(os.path.join(self.path, PROGRESS), self.progress)
 
@@ -597,7 +603,7 @@ class RunStore:
         if present), commit, move an overwrite into place and release the store;
         ``finished=False`` (an interrupted run) leaves the store resumable."""
         with _quiet():
-            group = zarr.open_group(self.path, mode="r+", zarr_format=2)
+            group = _group(self.path, "r+")
             kept = dict(group.attrs)
             if extra is not None:
                 for name in extra.data_vars:
