@@ -168,11 +168,10 @@ def store_status(path: str) -> str:
     if progress is None:
         if not names - set(_OWN_FILES):
             return "empty"
-        attrs = stored_attrs(path)
-        if ".zgroup" in names and ".zmetadata" not in names and "config" in attrs:
+        if LOCK in names and ".zmetadata" not in names:  # a writer of this library made it
             return "first_save"
         # a store written in one piece before commit records existed
-        return "finished" if {"config", "sweep"} & set(attrs) else "foreign"
+        return "finished" if {"config", "sweep"} & set(stored_attrs(path)) else "foreign"
     if not isinstance(progress, dict) or "format" not in progress:
         return "foreign"
     return "finished" if progress.get("finished") else "unfinished"

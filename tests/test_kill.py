@@ -110,3 +110,28 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path, env, timing,
 def test_twenty_sigkills_then_resume_is_bitwise(tmp_path, env, timing, reference):
     seen = check_kills(20, tmp_path, env, timing, reference, seed=1)
     print("kills by (moment, store state):", seen, "timing:", timing)
+
+
+CLI = ("from meanfield.cli import console_main; console_main()")
+CLI_ARGS = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--set",
+            "precision='float64'", "--no-progress", "--no-plots", "--checkpoint-seconds", "0"]
+
+
+@pytest.mark.parametrize("moment", ["compilation", "between saves"])
+def test_ctrl_c_at_any_moment_is_a_clean_exit_130(moment, tmp_path, env, timing, reference):
+    out = str(tmp_path / "run.zarr")
+    proc = subprocess.Popen([sys.executable, "-c", CLI, *CLI_ARGS, "--out", out], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if moment == "compilation":
+        time.sleep(0.5 * timing[0])
+    else:
+        while proc.poll() is None and not (read_progress(out) or {}).get("chunks_done"):
+            time.sleep(0.001)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    resumed = mf.simulate(config(), progress=False, out=out, resume=True, checkpoint_seconds=0)
+    xr.testing.assert_identical(resumed.load().drop_attrs(), reference)

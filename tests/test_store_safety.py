@@ -190,16 +190,52 @@ def test_full_disk_stops_cleanly_and_resumes_bitwise(tmp_path, monkeypatch, refe
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
 
 
-def test_read_only_target_is_a_message(finished, capsys):
-    os.chmod(finished, 0o555)
-    try:
-        if os.access(finished, os.W_OK):
-            pytest.skip("running as a user that ignores permissions")
-        code = cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set",
-                         "n_saves=20", "--out", finished, "--overwrite", "--no-progress"])
-        assert code in (1, 2) and "Traceback" not in capsys.readouterr().err
-    finally:
-        os.chmod(finished, 0o755)
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small tmpfs mounted at tmp_path/fs (root only), unmounted afterwards."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def remount(mount, options):
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
+
+
+def test_full_tmpfs_stops_cleanly_and_resumes_once_space_is_freed(tmpfs, reference, capsys):
+    out = str(tmpfs / "run.zarr")
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            out, "--no-progress", "--no-plots", "--checkpoint-seconds", "0"]
+    remount(tmpfs, "size=320k")  # room for the first saves, not for all
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "--resume" in err and "Traceback" not in err
+    status = store.store_status(out)
+    assert status in ("empty", "first_save", "unfinished"), status
+    remount(tmpfs, "size=16m")  # space freed
+    assert cli.main(argv + ["--resume"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+def test_read_only_target_is_a_message(tmpfs, reference, capsys):
+    remount(tmpfs, "size=16m")
+    out = str(tmpfs / "run.zarr")
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            out, "--no-progress", "--no-plots"]
+    assert cli.main(argv) == 0
+    remount(tmpfs, "ro")
+    for extra in (["--overwrite"], ["--resume"]):
+        assert cli.main(argv + extra) in (0, 1)
+        assert "Traceback" not in capsys.readouterr().err
+    assert cli.main(argv + ["--overwrite"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert cli.main(["run", "luo_1d", "--out", str(tmpfs / "new.zarr"), "--no-progress"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
 
 
 def test_save_run_is_checksummed_and_never_replaces_a_foreign_directory(tmp_path, reference):
@@ -207,8 +243,8 @@ def test_save_run_is_checksummed_and_never_replaces_a_foreign_directory(tmp_path
     mf.save_run(reference, out)
     assert read_progress(str(out))["one_piece"]
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
-    os.remove(out / "loss" / "3")
-    with pytest.raises(StoreCorrupt, match="'loss' records"):
+    os.remove(out / "loss" / "0")  # written in one piece: one chunk
+    with pytest.raises(StoreCorrupt, match=r"'loss' records t\[0:21\]"):
         mf.open_run(out)
     mf.save_run(reference, out, overwrite=True)  # ours: replaced
     other = tmp_path / "other"
