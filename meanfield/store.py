@@ -130,7 +130,8 @@ def _foreign_entries(path: str, *, root: bool = True) -> list[str]:
             continue
         if os.path.isdir(full) and not os.path.islink(full):
             inner = os.listdir(full)
-            if is_array and _CHUNK_KEY.match(name) or ".zarray" in inner or ".zgroup" in inner:
+            # a zarr node, or one whose metadata a full disk or a kill cut short
+            if is_array and _CHUNK_KEY.match(name) or not inner or set(_METADATA) & set(inner):
                 foreign += [os.path.join(name, f) for f in _foreign_entries(full, root=False)]
                 continue
         elif is_array and _CHUNK_KEY.match(name):

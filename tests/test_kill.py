@@ -45,15 +45,12 @@ def env(tmp_path_factory):
 def timing(env, tmp_path_factory):
     """Seconds until the store appears and until the run ends, uninterrupted (cache warm)."""
     out = str(tmp_path_factory.mktemp("calibrate") / "run.zarr")
-    subprocess.run([sys.executable, "-c", SCRIPT, out], env=env, check=True, timeout=600)
-    for _ in range(2):
-        os.system(f"rm -rf {out}")
-        start = time.time()
-        proc = subprocess.Popen([sys.executable, "-c", SCRIPT, out], env=env)
-        while store_status(out) == "absent" and proc.poll() is None:
-            time.sleep(0.005)
-        appear = time.time() - start
-        proc.wait(timeout=600)
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, out], env=env)
+    while store_status(out) == "absent" and proc.poll() is None:
+        time.sleep(0.005)
+    appear = time.time() - start  # cold cache: the later kills at "compilation" spread wider
+    assert proc.wait(timeout=600) == 0
     return appear, time.time() - start, read_progress(out)["chunks_done"]
 
 
