@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import json
 import os
 import re
@@ -225,6 +226,11 @@ class WriterLock:
         try:
             self._lock.acquire()
         except Timeout:
+            if holder(path) == f"pid {os.getpid()}":  # a failed earlier call of this process
+                gc.collect()  # frees its writer, whose lock goes with it
+                with contextlib.suppress(Timeout):
+                    self._lock.acquire()
+        if not self._lock.is_locked:
             raise StoreLocked(f"{path} is being written by another process ({holder(path)}); "
                               "wait for it to finish or stop it first") from None
         write_json_atomic(os.path.join(path, WRITER), {"pid": os.getpid()})
@@ -546,6 +552,13 @@ class RunStore:
     def append(self, chunk: xr.Dataset, state, chunks_done: int) -> None:
         """Append one chunk (records on ``t``, snapshots on ``t_snapshot``), checkpoint the
         state, then commit the new counts and checksums."""
+        try:
+            self._append(chunk, state, chunks_done)
+        except OSError:  # full disk, read-only: the last commit stands; let go of the store
+            self.close()
+            raise
+
+    def _append(self, chunk: xr.Dataset, state, chunks_done: int) -> None:
         n_records = chunk.sizes.get("t", 0)
         n_snaps = chunk.sizes.get("t_snapshot", 0)
         with _quiet():

@@ -50,8 +50,8 @@ def check_int(name: str, value, *, minimum: int = 1, maximum: int = INT32_MAX) -
     ``maximum`` defaults to what an int32 of the compiled program holds."""
     if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
             or not minimum <= value <= maximum):
-        raise ValueError(f"{name}={value!r} is not allowed; it must be an integer from "
-                         f"{minimum} to {maximum}")
+        raise ValueError(f"{name}={value!r} is not allowed; it must be an integer >= "
+                         f"{minimum} and <= {maximum}")
     return int(value)
 
 
