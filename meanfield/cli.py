@@ -183,13 +183,18 @@ def cmd_run(args) -> int:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
     print(_summary(ds, out))
+    from meanfield.stops import STOP_REASONS
+
+    failed = STOP_REASONS.get(ds.attrs.get("stop_reason"))
+    if failed:  # a run that could no longer change is no success
+        print(f"meanfield: the run stopped early: {failed}", file=sys.stderr)
     if not args.no_plots:
         from meanfield.plot import save_all
 
         plots = save_all(ds.load(), _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_verify(args) -> int:

@@ -52,3 +52,16 @@ def test_loss_stalled_and_step_collapsed():
     assert not loss_stalled(flat[:5], "float32")  # too few records to tell
     assert step_collapsed(1e-3, 1e6, "float32") and not step_collapsed(1e-3, 1e6, "float64")
     assert not step_collapsed(1.0, 1e6, "float32")
+
+
+def test_cli_exit_status_of_an_honest_stop(monkeypatch, tmp_path, capsys):
+    """A run the runner ends with a stop reason of ``STOP_REASONS`` exits 1 with its message."""
+    from meanfield import cli, runner
+
+    ds = mf.simulate(mf.presets.luo_1d(width=20, t_max=5.0, n_saves=20), progress=False)
+    monkeypatch.setattr(runner, "simulate",
+                        lambda *a, **k: ds.assign_attrs(stop_reason="all_dead"))
+    argv = ["run", "luo_1d", "--width", "20", "--out", str(tmp_path / "r.zarr"), "--no-plots",
+            "--no-progress"]
+    assert cli.main(argv) == 1
+    assert "every neuron is inactive" in capsys.readouterr().err
