@@ -1,5 +1,6 @@
-"""Command line: ``meanfield run PRESET ...``, ``meanfield presets``, ``meanfield plot RUN`` and
-``meanfield validate STUDY``.
+"""Command line: ``meanfield run PRESET ...``, ``meanfield presets``, ``meanfield plot RUN``,
+``meanfield verify RUN`` and ``meanfield validate STUDY``; ``--debug`` (any command) shows the
+traceback of an error instead of its one-line message.
 
 Commands from other packages (``validate``, from ``meanfield.validation``) are plugins: each
 entry point of the group ``meanfield.commands`` is a ``register(subparsers)`` function.
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import errno
 import os
+import signal
 import sys
 import warnings
 from importlib import metadata
@@ -23,6 +27,10 @@ EPILOG = """examples:
 """
 
 
+class UsageError(ValueError):
+    """A command line that cannot be run as typed (exit status 2)."""
+
+
 def _parse_value(text: str):
     try:
         return ast.literal_eval(text)
@@ -34,22 +42,34 @@ def _parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"meanfield: --set takes key=value, got {item!r}")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
         out[key.strip()] = _parse_value(value.strip())
     return out
+
+
+SIMULATE_ARGUMENTS = ("checkpoint_seconds",)  # --set keys passed to simulate(), not the config
 
 
 def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     """Preset config with CLI overrides: preset arguments first, then dotted config fields."""
     from meanfield import presets
+    from meanfield.config import SimulationConfig
+    from meanfield.particles._validate import closest
 
     overrides = _parse_sets(list(sets))
     allowed = presets.arguments(preset)
     kwargs = {k: v for k, v in (("width", width), ("seed", seed), ("t_max", t_max)) if v is not None}
     kwargs.update({k: v for k, v in overrides.items() if k in allowed})
-    config = presets.get(preset, **kwargs)
     fields = {k: v for k, v in overrides.items() if k not in allowed}
+    known = set(allowed) | {f.name for f in dataclasses.fields(SimulationConfig)}
+    for key in fields:
+        if key.partition(".")[0] not in known:
+            raise UsageError(f"--set {key}: unknown preset argument or config field"
+                             f"{closest(key, sorted(known))}; preset arguments: "
+                             f"{', '.join(allowed)}; config fields: "
+                             f"{', '.join(sorted(known - set(allowed)))}")
+    config = presets.get(preset, **kwargs)
     return config.replace(**fields) if fields else config
 
 
@@ -58,22 +78,34 @@ def _default_out(config) -> str:
     return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}{solver}.zarr")
 
 
+def _check_out(out: str) -> None:
+    """Refuse, before any compute, an output path that cannot be written."""
+    from meanfield.store import check_store_path
+
+    check_store_path(out)
+    name = os.path.basename(os.path.normpath(out))
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(parent):  # missing folders are created: the first existing one
+        parent = os.path.dirname(parent)
+    limit = os.pathconf(parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    if len(os.fsencode(name)) + 32 > limit:  # + room for the overwrite sibling's suffix
+        raise ValueError(f"--out name is {len(name)} characters long; the file system allows "
+                         f"{limit - 32} here")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "the folder is not writable", parent)
+
+
 def _existing_store(path: str, config) -> str:
-    """What an existing ``--out`` holds: ``finished`` (this config), ``unfinished`` (this
-    config: resumable) or ``other``; unreadable stores are an error (never overwritten)."""
-    from meanfield.store import read_progress
+    """What an existing ``--out`` holds (see ``meanfield.store.store_status``), with
+    ``other`` for a run of another config."""
+    from meanfield.store import store_status, stored_attrs
 
-    try:
-        from meanfield.io import open_run
-
-        same = open_run(path).attrs.get("config") == config.to_json()
-        progress = read_progress(path)
-    except Exception as exc:  # unreadable store: never overwrite silently
-        raise SystemExit(f"meanfield: {path} exists and is not a readable run store ({exc}); "
-                         "choose another --out or pass --overwrite") from None
-    if not same:
+    status = store_status(path)
+    stored = stored_attrs(path).get("config")
+    if status in ("finished", "unfinished", "first_save") and stored not in (None,
+                                                                            config.to_json()):
         return "other"
-    return "finished" if progress is None or progress["finished"] else "unfinished"
+    return status
 
 
 def _summary(ds, out: str | None) -> str:
@@ -109,34 +141,51 @@ def cmd_run(args) -> int:
     from meanfield.io import open_run
     from meanfield.errors import RunError, RunInterrupted
     from meanfield.runner import simulate
-    from meanfield.store import StoreError
+    from meanfield.store import store_status
 
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: --resume continues the "
+                         "run in --out, --overwrite replaces it")
+    sets = list(args.set or ())
+    run_kwargs = {}
+    for key, value in _parse_sets(sets).items():
+        if key in SIMULATE_ARGUMENTS:
+            run_kwargs[key] = value
+            sets = [item for item in sets if item.partition("=")[0].strip() != key]
+    if args.checkpoint_seconds is not None:
+        run_kwargs["checkpoint_seconds"] = args.checkpoint_seconds
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
-                              sets=args.set or ())
+                              sets=sets)
     except (ValueError, TypeError) as exc:
-        print(f"meanfield: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"invalid configuration: {exc}") from None
     out = args.out or _default_out(config)
-    if os.path.exists(out) and not (args.resume or args.overwrite):
-        kind = _existing_store(out, config)
+    _check_out(out)
+    kind = _existing_store(out, config)
+    resume = args.resume or kind == "empty"  # a store created but never written
+    if args.overwrite and kind not in ("absent", "empty"):
+        from meanfield.store import check_replaceable
+
+        check_replaceable(out)
+    if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
             print(_summary(open_run(out), out) + "\n(already complete; --overwrite recomputes it)")
             return 0
-        hint = ("holds an unfinished run of this config: pass --resume to continue it"
-                if kind == "unfinished" else "holds a run of another config")
-        print(f"meanfield: {out} {hint}, or choose another --out, or pass --overwrite",
-              file=sys.stderr)
-        return 2
+        hint = {"unfinished": "holds an unfinished run of this config: pass --resume to "
+                              "continue it (or --overwrite to start again)",
+                "first_save": "holds a run of this config stopped during its first save: pass "
+                              "--resume to continue it",
+                "other": "holds a run of another config: choose another --out, or pass "
+                         "--overwrite to replace it",
+                "foreign": "is not a meanfield run store (or holds files a store never "
+                           "writes): choose another --out"}[kind]
+        raise UsageError(f"{out} {hint}")
     progress = False if args.no_progress else None
     try:
-        ds = simulate(config, progress=progress, out=out, resume=args.resume,
-                      overwrite=args.overwrite)
-    except StoreError as exc:
-        print(f"meanfield: {exc}", file=sys.stderr)
-        return 2
+        ds = simulate(config, progress=progress, out=out, resume=resume,
+                      overwrite=args.overwrite, **run_kwargs)
     except (RunError, RunInterrupted) as exc:
-        if os.path.exists(out):
+        if store_status(out) not in ("absent", "empty"):
             print(f"meanfield: everything recorded so far is in {out}"
                   + (" (continue with --resume)" if isinstance(exc, RunInterrupted) else ""),
                   file=sys.stderr)
@@ -144,16 +193,37 @@ def cmd_run(args) -> int:
             print("meanfield: stopped before the first chunk finished; nothing was written",
                   file=sys.stderr)
         if isinstance(exc, RunInterrupted):
+            print("meanfield: interrupted", file=sys.stderr)
             return 130
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
     print(_summary(ds, out))
+    from meanfield.stops import STOP_REASONS
+
+    failed = STOP_REASONS.get(ds.attrs.get("stop_reason"))
+    if failed:  # a run that could no longer change is no success
+        print(f"meanfield: the run stopped early: {failed}", file=sys.stderr)
     if not args.no_plots:
         from meanfield.plot import save_all
 
         plots = save_all(ds.load(), _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
+    return 1 if failed else 0
+
+
+def cmd_verify(args) -> int:
+    from meanfield.store import read_progress, store_status, verify_store
+
+    if store_status(args.run) == "absent":
+        raise FileNotFoundError(f"no run store at {args.run}")
+    verify_store(args.run, hashes=not args.sizes_only)
+    progress = read_progress(args.run) or {}
+    files = len(progress.get("files", {}))
+    state = "finished" if progress.get("finished", True) else "unfinished (resumable)"
+    records = f", {progress['records']} records" if "records" in progress else ""
+    print(f"ok         {args.run}: {files} chunk files match their "
+          f"{'sizes' if args.sizes_only else 'sizes and checksums'}{records}, {state}")
     return 0
 
 
@@ -285,7 +355,15 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--checkpoint-seconds", type=float, dest="checkpoint_seconds",
+                     help="commit records and a resumable checkpoint at least this often "
+                          "(default 5; also --set checkpoint_seconds=...)")
     run.set_defaults(func=cmd_run)
+    verify = sub.add_parser("verify", help="check a run store against its checksums")
+    verify.add_argument("run", help="run store (zarr directory)")
+    verify.add_argument("--sizes-only", action="store_true",
+                        help="check the chunk files' sizes only (fast; opening a run does this)")
+    verify.set_defaults(func=cmd_verify)
     presets = sub.add_parser("presets", help="list the presets and their arguments")
     presets.set_defaults(func=cmd_presets)
     plot = sub.add_parser("plot", help="write the figures (PNG) of a run store")
@@ -321,10 +399,84 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_message(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (f"no space left on the device{where}: everything committed before is kept; "
+                "free some space and continue with --resume")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {exc.strerror}; choose a writable --out"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"file name too long{where}: choose a shorter --out"
+    return f"{exc.strerror or exc}{where}"
+
+
+def _error_message(exc: Exception) -> tuple[str, int]:
+    """The message and exit status of an error that ends a command."""
+    from meanfield.store import StoreCorrupt, StoreError, StoreLocked
+
+    if isinstance(exc, (StoreLocked, StoreCorrupt)):
+        return str(exc), 1
+    if isinstance(exc, (UsageError, StoreError, FileExistsError, ValueError, TypeError)):
+        return str(exc), 2
+    if isinstance(exc, FileNotFoundError) and not exc.filename:
+        return str(exc), 1
+    if isinstance(exc, OSError):
+        return _os_message(exc), 1
+    return (f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+            "traceback)"), 1
+
+
 def main(argv=None) -> int:
-    args = make_parser().parse_args(argv)
-    return args.func(args)
+    """Run one command; every failure ends in a one-line message (exit status 2 for a command
+    line that cannot run as typed, 1 for a failed run, 130 for Ctrl-C), ``--debug`` shows the
+    traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = make_parser().parse_args(argv)
+        return args.func(args)
+    except SystemExit as exc:  # argparse: usage printed (status 2) or --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("meanfield: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        message, status = _error_message(exc)
+        print(f"meanfield: {message}", file=sys.stderr)
+        return status
+
+
+def console_main() -> None:
+    """Entry point of the ``meanfield`` command: ``main`` with a Ctrl-C that never crashes.
+
+    A second Ctrl-C while the first is being handled (the store committing) is ignored, and
+    the process leaves with ``os._exit`` so that no XLA thread still compiling can crash the
+    interpreter's shutdown.
+    """
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        status = main()
+    except KeyboardInterrupt:  # --debug: the traceback is printed, the exit stays clean
+        import traceback
+
+        traceback.print_exc()
+        status = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if status == 130:
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

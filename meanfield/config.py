@@ -12,7 +12,8 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from meanfield.particles._validate import check_choice, check_positive, normalise_int
+from meanfield.particles._validate import (SEED_MAX, check_choice, check_positive, closest,
+                                           normalise_int)
 from meanfield.particles.analytic import AnalyticConfig, AnalyticSolver
 from meanfield.particles.integrators import (
     DEFAULT_RTOL,
@@ -31,6 +32,17 @@ from meanfield.particles.model import (
 )
 
 PRECISIONS = ("float32", "float64")
+MAX_SAVES = 10_000_000  # records per run: every one is held on the host while it streams
+MAX_BINS = 100_000  # histogram bins of an observable, recorded at every save
+
+
+def _floats(name: str, value, what: str) -> tuple[float, ...]:
+    """``value`` flattened to a tuple of floats, or a ValueError naming ``name``."""
+    try:
+        out = tuple(float(v) for v in np.ravel(np.asarray(value, dtype=float)))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not allowed; it must be {what}") from None
+    return out
 _ANALYTIC_DEFAULTS = AnalyticConfig()  # Solver(kind="analytic") defaults = the solver's own
 
 
@@ -173,19 +185,24 @@ class SaveAt:
     snapshots: int | tuple[float, ...] = 6
 
     def __post_init__(self):
-        normalise_int(self, "n", "save.n", minimum=1)
+        normalise_int(self, "n", "save.n", minimum=1, maximum=MAX_SAVES)
         check_positive("save.t_min", self.t_min, allow_none=True)
         if self.t is not None:
-            t = tuple(float(v) for v in np.atleast_1d(np.asarray(self.t, dtype=float)))
-            if not t or not all(np.isfinite(t)) or min(t) <= 0 or list(t) != sorted(set(t)):
-                raise ValueError("save.t must be strictly increasing finite times > 0")
+            what = "strictly increasing finite times > 0"
+            t = _floats("save.t", self.t, what)
+            if (not t or len(t) > MAX_SAVES or not all(np.isfinite(t)) or min(t) <= 0
+                    or list(t) != sorted(set(t))):
+                raise ValueError(f"save.t must be {what} (at most {MAX_SAVES})")
             object.__setattr__(self, "t", t)
         if isinstance(self.snapshots, (int, np.integer)) and not isinstance(self.snapshots, bool):
-            normalise_int(self, "snapshots", "save.snapshots", minimum=0)
+            normalise_int(self, "snapshots", "save.snapshots", minimum=0, maximum=MAX_SAVES)
         else:
-            snaps = tuple(float(v) for v in np.atleast_1d(np.asarray(self.snapshots, dtype=float)))
-            if not all(np.isfinite(snaps)) or any(v < 0 for v in snaps):
-                raise ValueError("save.snapshots must be a count >= 0 or finite times >= 0")
+            what = f"a count from 0 to {MAX_SAVES} or finite times >= 0"
+            snaps = _floats("save.snapshots", self.snapshots, what)
+            if (isinstance(self.snapshots, (bool, str)) or len(snaps) > MAX_SAVES
+                    or not all(np.isfinite(snaps)) or any(v < 0 for v in snaps)):
+                raise ValueError(f"save.snapshots={self.snapshots!r} is not allowed; it must be "
+                                 f"{what}")
             object.__setattr__(self, "snapshots", tuple(sorted(set(snaps))))
 
 
@@ -212,20 +229,34 @@ class Observe:
     peaks: int = 4
 
     def __post_init__(self):
-        normalise_int(self, "n_angle_bins", "observe.n_angle_bins", minimum=4)
-        normalise_int(self, "n_cosine_bins", "observe.n_cosine_bins", minimum=2)
+        normalise_int(self, "n_angle_bins", "observe.n_angle_bins", minimum=4, maximum=MAX_BINS)
+        normalise_int(self, "n_cosine_bins", "observe.n_cosine_bins", minimum=2, maximum=MAX_BINS)
         check_positive("observe.peak_delta", self.peak_delta, allow_zero=True)
-        normalise_int(self, "peaks", "observe.peaks", minimum=1)
+        normalise_int(self, "peaks", "observe.peaks", minimum=1, maximum=self.n_angle_bins)
         if self.plane is not None:
-            plane = tuple(tuple(float(v) for v in np.ravel(u)) for u in self.plane)
+            what = "two finite vectors of equal length"
+            try:
+                plane = tuple(_floats("observe.plane", u, what) for u in self.plane)
+            except TypeError:  # not iterable
+                raise ValueError(f"observe.plane={self.plane!r} is not allowed; it must be "
+                                 f"{what}") from None
             if len(plane) != 2 or len(plane[0]) != len(plane[1]) or not np.all(np.isfinite(plane)):
-                raise ValueError("observe.plane must be two finite vectors of equal length")
+                raise ValueError(f"observe.plane must be {what}")
             object.__setattr__(self, "plane", plane)
         refs = []
-        for item in self.references:
+        what = "((name, nonzero finite vector), ...)"
+        try:
+            items = [tuple(item) for item in self.references]
+        except TypeError:
+            raise ValueError(f"observe.references={self.references!r} is not allowed; it must "
+                             f"be {what}") from None
+        for item in items:
+            if len(item) != 2 or not isinstance(item[0], str):
+                raise ValueError(f"observe.references entry {item!r} is not allowed; it must be "
+                                 "(name, nonzero finite vector)")
             name, vector = item
-            vector = tuple(float(v) for v in np.ravel(vector))
-            if not isinstance(name, str) or not np.all(np.isfinite(vector)) or not np.any(vector):
+            vector = _floats(f"observe.references[{name!r}]", vector, "a nonzero finite vector")
+            if not vector or not np.all(np.isfinite(vector)) or not np.any(vector):
                 raise ValueError(f"observe.references entry {name!r} must be (name, nonzero "
                                  "finite vector)")
             refs.append((name, vector))
@@ -277,11 +308,13 @@ class SimulationConfig:
             raise ValueError("save must be a meanfield.SaveAt")
         check_positive("t_max", self.t_max)
         check_positive("loss_tol", self.loss_tol, allow_none=True)
-        normalise_int(self, "seed", "seed", minimum=0)
+        normalise_int(self, "seed", "seed", minimum=0, maximum=SEED_MAX)
         check_choice("precision", self.precision, PRECISIONS)
         if self.chunk_size is not None:
             normalise_int(self, "chunk_size", "chunk_size", minimum=1)
-        normalise_int(self, "max_steps", "max_steps", minimum=1)
+        normalise_int(self, "max_steps", "max_steps", minimum=1)  # an int32 counter
+        if not isinstance(self.name, str):
+            raise ValueError(f"name={self.name!r} is not allowed; it must be a string")
         if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
             raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
         if not isinstance(self.observe, Observe):
@@ -337,9 +370,11 @@ def replace_path(obj, changes: dict, prefix: str = ""):
         head, _, rest = key.partition(".")
         names = {f.name for f in dataclasses.fields(obj)}
         if head not in names:
-            raise ValueError(f"unknown config key {prefix + key!r} for {type(obj).__name__}; "
-                             f"allowed: {sorted(names)}")
+            raise ValueError(f"unknown config key {prefix + key!r} for {type(obj).__name__}"
+                             f"{closest(head, names)}; allowed: {sorted(names)}")
         if rest:
+            if not dataclasses.is_dataclass(getattr(obj, head)):
+                raise ValueError(f"config key {prefix + key!r}: {prefix + head} has no fields")
             nested.setdefault(head, {})[rest] = value
         else:
             direct[head] = value

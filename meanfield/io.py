@@ -101,11 +101,11 @@ def build_dataset(config, columns: dict, snapshots: list, *, wall_time: float,
 
 
 def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """Write a run Dataset to a zarr directory (refuses to overwrite unless told)."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True)
+    """Write a run Dataset to a zarr directory, checksummed and atomically (see
+    ``meanfield.store.save_dataset``); ``overwrite`` replaces only a store this library wrote."""
+    from meanfield.store import save_dataset
+
+    save_dataset(ds, os.fspath(path), overwrite=overwrite)
 
 
 def open_run(path: str | os.PathLike) -> xr.Dataset:
@@ -114,9 +114,9 @@ def open_run(path: str | os.PathLike) -> xr.Dataset:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no run store at {path}")
-    from meanfield.store import read_progress
+    from meanfield.store import verify_store
 
-    progress = read_progress(path)
+    progress = verify_store(path)  # committed chunk files present, sizes as committed
     consolidated = os.path.exists(os.path.join(path, ".zmetadata"))
     ds = xr.open_zarr(path, consolidated=consolidated if progress is not None else None)
     _refuse_sweep(ds, path)

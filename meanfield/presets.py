@@ -6,14 +6,57 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
 import numpy as np
 
-from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
+from meanfield.config import MAX_SAVES, PRECISIONS, Observe, SaveAt, SimulationConfig, Solver
+from meanfield.particles._validate import (SEED_MAX, check_choice, check_finite, check_int,
+                                           check_positive, closest)
 from meanfield.particles.integrators import DEFAULT_RTOL
 from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
+
+# Checks of the preset arguments, run before the config is built so that an error names the
+# argument as the user typed it (kappa, not init.scale; mse_tol, not loss_tol).
+ARGUMENT_CHECKS = {
+    "width": lambda v: check_int("width", v, minimum=1),
+    "seed": lambda v: check_int("seed", v, minimum=0, maximum=SEED_MAX),
+    "t_max": lambda v: check_positive("t_max", v),
+    "rtol": lambda v: check_positive("rtol", v),
+    "precision": lambda v: check_choice("precision", v, PRECISIONS),
+    "n_saves": lambda v: check_int("n_saves", v, minimum=1, maximum=MAX_SAVES),
+    "kappa": lambda v: check_positive("kappa", v),
+    "p": lambda v: check_int("p", v, minimum=1),
+    "d": lambda v: check_int("d", v, minimum=2),
+    "noisy": lambda v: check_choice("noisy", v, (True, False)),
+    "gamma": lambda v: check_finite("gamma", v),
+    "gamma_prime": lambda v: check_finite("gamma_prime", v),
+    "mse_tol": lambda v: check_positive("mse_tol", v),
+}
+
+
+def _checked(preset):
+    """Check a preset's arguments by the names of its signature (``ARGUMENT_CHECKS``); an
+    unknown argument is an error suggesting the closest valid name."""
+    signature = inspect.signature(preset)
+
+    @functools.wraps(preset)
+    def wrapper(**kwargs):
+        names = list(signature.parameters)
+        for key in kwargs:
+            if key not in names:
+                raise ValueError(f"unknown argument {key!r} of preset {preset.__name__!r}"
+                                 f"{closest(key, names)}; arguments: {', '.join(names)}")
+        bound = signature.bind(**kwargs)
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            if name in ARGUMENT_CHECKS:
+                ARGUMENT_CHECKS[name](value)
+        return preset(**kwargs)
+
+    return wrapper
 
 
 def wang_ma_directions(*, d: int = 20, delta: float = math.pi / 15) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +120,7 @@ def wang_ma_data(*, p: int = 4, delta: float = math.pi / 15, d: int = 20,
                         f"{', noisy' if noisy else ''})")
 
 
+@_checked
 def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
             delta: float = math.pi / 15, d: int = 20, t_max: float = 1500.0,
             noisy: bool = False, rtol: float = DEFAULT_RTOL, precision: str = "float64",
@@ -87,6 +131,9 @@ def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
     with u_k uniform on the unit sphere of R^d, exponential loss, no bias. Saves are
     log-spaced from kappa/1000 to t_max. float64 by default: the scales span 1e-4 to 1e3.
     """
+    if kappa / 1000 >= t_max:
+        raise ValueError(f"kappa={kappa} is not allowed with t_max={t_max}: the first save, at "
+                         "kappa/1000, must come before t_max")
     model = ModelSpec(width=width, bias=False, output="frozen", loss="exponential",
                       init=InitialLaw(kind="sphere", scale=kappa, output_scale=1.0))
     return SimulationConfig(
@@ -104,6 +151,7 @@ def luo_1d_data() -> TrainingData:
                         name="luo_1d")
 
 
+@_checked
 def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, seed: int = 0,
            t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = DEFAULT_RTOL,
            precision: str = "float32", n_saves: int = 300) -> SimulationConfig:
@@ -113,6 +161,9 @@ def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, s
     sigma_w = m^((1-gamma+gamma')/2). Stops when the mean squared error falls below
     ``mse_tol`` (the loss is MSE/2) or at t_max.
     """
+    if width % 2:
+        raise ValueError(f"width={width} is not allowed; luo_1d pairs its neurons "
+                         "(antisymmetric initialisation): it must be even")
     model = ModelSpec(width=width, bias=True, output="trainable", loss="squared",
                       parametrisation=Parametrisation(kind="luo", gamma=gamma,
                                                       gamma_prime=gamma_prime),
@@ -127,11 +178,16 @@ PRESETS = {"wang_ma": wang_ma, "luo_1d": luo_1d}
 
 def get(name: str, **kwargs) -> SimulationConfig:
     """The preset ``name`` with keyword overrides (see ``PRESETS``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name](**kwargs)
+    return PRESETS[_known(name)](**kwargs)
 
 
 def arguments(name: str) -> list[str]:
     """Keyword arguments a preset accepts."""
-    return list(inspect.signature(PRESETS[name]).parameters)
+    return list(inspect.signature(PRESETS[_known(name)]).parameters)
+
+
+def _known(name: str) -> str:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}{closest(name, PRESETS)}; choose one of "
+                         f"{sorted(PRESETS)}")
+    return name

@@ -1,23 +1,48 @@
-"""Streaming, resumable zarr store of a run.
+"""Streaming, resumable, checksummed zarr store of a run, with one writer at a time.
 
 A run streams into its store chunk by chunk: records are appended along ``t``, snapshots along
 ``t_snapshot``, and the integrator state is checkpointed into one of two slots
 (``_state_0``/``_state_1``, written alternately). Only then is ``_progress/.zattrs`` replaced
 atomically (write + ``os.replace``); it names the valid record and snapshot counts, the
-completed chunks and the current state slot. A run killed at any moment (SIGKILL included)
-therefore loses at most the chunk in flight: on resume the arrays are truncated to the counts
-in ``_progress/.zattrs`` and the run continues from the checkpoint, giving the same numbers as an
-uninterrupted run (the compiled step is deterministic on CPU).
+completed chunks, the current state slot and the size and CRC-32 of every chunk file of the
+commit (``files``). A run killed at any moment (SIGKILL included) therefore loses at most the
+chunk in flight: on resume the arrays are truncated to the counts in ``_progress/.zattrs`` and
+the run continues from the checkpoint, giving the same numbers as an uninterrupted run (the
+compiled step is deterministic on CPU).
 
-The store is a plain zarr (format 2) group readable by ``xarray.open_zarr``; consolidated
-metadata is written when a run ends (a killed store falls back to reading the arrays).
+Safety rules:
+
+* **One writer.** A writer holds an advisory lock (``filelock``) on ``.meanfield-lock`` inside
+  the store, released by the OS when the process dies, and names itself in
+  ``.meanfield-writer``; a second writer is refused with the holder's pid.
+* **Integrity.** Opening a store checks that every committed chunk file exists with its
+  committed size (``verify_store``; CRC-32 too with ``hashes=True``, CLI ``meanfield verify``):
+  a missing or damaged chunk is a ``StoreCorrupt`` error naming the variable and the records,
+  never a fill value read back as data.
+* **Nothing a user owns is deleted.** Overwriting replaces only a store this library wrote
+  (``check_replaceable``): never ``.``, ``~``, ``/``, a parent of the working directory, a
+  directory that is not a store or a store holding a foreign file. The new store is written
+  beside the old one and exchanged with it at the end, so a crash mid-overwrite leaves the old
+  store intact.
+* **First save.** A store killed before its first commit holds no records and says so: it is
+  resumable (``--resume`` starts it afresh), never reported as unreadable.
+
+The store is a plain zarr (format 2) group readable by ``xarray.open_zarr``; its metadata is
+consolidated at every commit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import gc
 import json
 import os
+import re
 import shutil
+import warnings
+import zlib
 
 import jax
 import numpy as np
@@ -26,10 +51,38 @@ import zarr
 
 PROGRESS = os.path.join("_progress", ".zattrs")  # attrs of a zarr group: xarray ignores it
 FORMAT_VERSION = 1
+LOCK = ".meanfield-lock"
+WRITER = ".meanfield-writer"  # JSON {"pid": ...} of the process holding LOCK
+_OWN_FILES = (LOCK, WRITER)
+_METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata")
+_CHUNK_KEY = re.compile(r"^\d+(\.\d+)*$")
+_OVERWRITE_TAG = ".overwrite-"
 
 
 class StoreError(RuntimeError):
     """A store that is corrupt, unfinished in an unexpected way, or belongs to another config."""
+
+
+class StoreLocked(StoreError):
+    """Another process is writing the store."""
+
+
+class StoreCorrupt(StoreError):
+    """A committed chunk file is missing or differs from its checksum."""
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence zarr's warning about the lock files that sit beside the zarr hierarchy."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at .* is not recognized")
+        yield
+
+
+def _group(path: str, mode: str) -> zarr.Group:
+    """The store's root group, read from its own metadata files: the consolidated metadata
+    describe the last commit, not what an interrupted write left."""
+    return zarr.open_group(path, mode=mode, zarr_format=2, use_consolidated=False)
 
 
 def _dims_with(ds: xr.Dataset, dim: str) -> xr.Dataset:
@@ -49,7 +102,7 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def read_progress(path: str) -> dict | None:
-    """The committed progress of a streamed store (None for a store written in one piece)."""
+    """The committed progress of a store (None for a store without a commit record)."""
     try:
         with open(os.path.join(os.fspath(path), PROGRESS)) as fh:
             return json.load(fh)
@@ -57,67 +110,438 @@ def read_progress(path: str) -> dict | None:
         return None
 
 
-class RunStore:
-    """Append-only writer of one run's zarr store (see module docstring)."""
+def consolidate(path: str) -> None:
+    """Write the consolidated metadata (``.zmetadata``) of the store at ``path``."""
+    with _quiet():
+        zarr.consolidate_metadata(path, zarr_format=2)
 
-    def __init__(self, path: str, config_json: str):
+
+# -- what a directory holds ----------------------------------------------------------------
+
+def _foreign_entries(path: str, *, root: bool = True) -> list[str]:
+    """Entries under ``path`` that a meanfield store never holds (relative paths)."""
+    foreign = []
+    names = os.listdir(path)
+    is_array = ".zarray" in names
+    for name in names:
+        full = os.path.join(path, name)
+        if name in _METADATA or name.endswith(".partial") or name.endswith(".tmp"):
+            continue
+        if root and name in _OWN_FILES:
+            continue
+        if os.path.isdir(full) and not os.path.islink(full):
+            inner = os.listdir(full)
+            # a zarr node, or one whose metadata a full disk or a kill cut short
+            if is_array and _CHUNK_KEY.match(name) or not inner or set(_METADATA) & set(inner):
+                foreign += [os.path.join(name, f) for f in _foreign_entries(full, root=False)]
+                continue
+        elif is_array and _CHUNK_KEY.match(name):
+            continue
+        foreign.append(name)
+    return foreign
+
+
+def stored_attrs(path: str) -> dict:
+    """The group attributes of the store at ``path`` ({} if it has none)."""
+    try:
+        with open(os.path.join(path, ".zattrs")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def store_status(path: str) -> str:
+    """What ``path`` holds: ``absent``; ``empty`` (a store created but never written: only its
+    lock files); ``first_save`` (a run stopped during its first save: resumable from the
+    start); ``unfinished`` (resumable); ``finished``; ``foreign`` (not a meanfield store, or a
+    store holding files it never writes)."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return "absent"
+    if not os.path.isdir(path) or os.path.islink(path):
+        return "foreign"
+    try:
+        if _foreign_entries(path):
+            return "foreign"
+        names = set(os.listdir(path))
+    except OSError:
+        return "foreign"
+    progress = read_progress(path)
+    if progress is None:
+        if not names - set(_OWN_FILES):
+            return "empty"
+        if LOCK in names and ".zmetadata" not in names:  # a writer of this library made it
+            return "first_save"
+        # a store written in one piece before commit records existed
+        return "finished" if {"config", "sweep"} & set(stored_attrs(path)) else "foreign"
+    if not isinstance(progress, dict) or "format" not in progress:
+        return "foreign"
+    return "finished" if progress.get("finished") else "unfinished"
+
+
+def check_store_path(path: str) -> None:
+    """Raise ``StoreError`` if ``path`` is ``.``, ``~``, ``/`` or a parent of the working
+    directory: a store is never written there."""
+    real = os.path.realpath(path)
+    cwd = os.path.realpath(os.getcwd())
+    protected = {os.path.realpath(os.sep), os.path.realpath(os.path.expanduser("~"))}
+    if real in protected or os.path.commonpath([real, cwd]) == real:
+        raise StoreError(f"refusing to write a store at {path}: it is the working directory, "
+                         "a parent of it, the home directory or the root; nothing was changed "
+                         "(choose a new folder, e.g. runs/NAME.zarr)")
+
+
+def check_replaceable(path: str) -> None:
+    """Raise ``StoreError`` unless ``path`` may be replaced by a new store: it must be a store
+    this library wrote holding nothing else (``store_status``), and not a protected path
+    (``check_store_path``)."""
+    path = os.fspath(path)
+    check_store_path(path)
+    status = store_status(path)
+    if status == "foreign":
+        foreign = _foreign_entries(path) if os.path.isdir(path) else []
+        detail = (f"it holds files a meanfield store never writes ({', '.join(foreign[:3])}"
+                  f"{', ...' if len(foreign) > 3 else ''})" if foreign
+                  else "it is not a meanfield store")
+        raise StoreError(f"refusing to overwrite {path}: {detail}; nothing was deleted "
+                         "(choose another output path)")
+
+
+def remove_store(path: str) -> None:
+    """Delete a store this library wrote (``check_replaceable`` first; nothing else goes)."""
+    check_replaceable(path)
+    shutil.rmtree(path)
+
+
+# -- one writer ----------------------------------------------------------------------------
+
+class WriterLock:
+    """Exclusive advisory lock of one store (``filelock``), with the holder's pid beside it."""
+
+    def __init__(self, path: str):
+        from filelock import FileLock, Timeout
+
+        self.path = path
+        self._lock = FileLock(os.path.join(path, LOCK), timeout=0, thread_local=False)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            if holder(path) == f"pid {os.getpid()}":  # a failed earlier call of this process
+                gc.collect()  # frees its writer, whose lock goes with it
+                with contextlib.suppress(Timeout):
+                    self._lock.acquire()
+        if not self._lock.is_locked:
+            raise StoreLocked(f"{path} is being written by another process ({holder(path)}); "
+                              "wait for it to finish or stop it first") from None
+        write_json_atomic(os.path.join(path, WRITER), {"pid": os.getpid()})
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.path, WRITER))
+            self._lock.release(force=True)
+
+
+def holder(path: str) -> str:
+    """Who holds the writer lock of ``path``, as recorded in its writer file."""
+    try:
+        with open(os.path.join(path, WRITER)) as fh:
+            return f"pid {int(json.load(fh)['pid'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown"
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere by two
+    renames."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        if ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), a)
+    aside = a + ".aside"
+    os.rename(a, aside)
+    os.rename(b, a)
+    os.rename(aside, b)
+
+
+def _sibling(target: str) -> str:
+    parent, name = os.path.split(os.path.abspath(target))
+    return os.path.join(parent, f".{name}{_OVERWRITE_TAG}{os.getpid()}")
+
+
+def _clean_stale_siblings(target: str) -> None:
+    """Remove the new stores of overwrites that were killed (their writer is gone)."""
+    parent, name = os.path.split(os.path.abspath(target))
+    prefix = f".{name}{_OVERWRITE_TAG}"
+    for entry in os.listdir(parent):
+        full = os.path.join(parent, entry)
+        if entry.startswith(prefix) and entry[len(prefix):].isdigit():
+            with contextlib.suppress(StoreError, OSError):
+                lock = WriterLock(full)
+                try:
+                    remove_store(full)
+                finally:
+                    lock.release()
+
+
+# -- checksums -----------------------------------------------------------------------------
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def file_manifest(path: str, previous: dict | None = None, *, skip: tuple[str, ...] = ()) -> dict:
+    """``{relative path: [size, crc32, mtime_ns]}`` of every chunk file under ``path``
+    (metadata, lock and progress files excluded; directories in ``skip`` too). Files unchanged
+    since ``previous`` (same size and mtime) keep their checksum without being read."""
+    previous = previous or {}
+    out = {}
+    for folder, dirs, files in os.walk(path):
+        rel_folder = os.path.relpath(folder, path)
+        if rel_folder == ".":
+            dirs[:] = [d for d in dirs if d != "_progress" and d not in skip]
+            continue
+        for name in files:
+            if name in _METADATA or name.endswith((".partial", ".tmp")):
+                continue
+            rel = os.path.join(rel_folder, name)
+            st = os.stat(os.path.join(folder, name))
+            old = previous.get(rel)
+            if old is not None and old[0] == st.st_size and old[2] == st.st_mtime_ns:
+                out[rel] = old
+            else:
+                out[rel] = [st.st_size, _crc32(os.path.join(folder, name)), st.st_mtime_ns]
+    return out
+
+
+def _describe(path: str, rel: str) -> str:
+    """``variable 'loss' records t[30:40]`` for the chunk file ``loss/3``."""
+    folder, key = os.path.split(rel)
+    if folder.startswith("_state_"):
+        return f"the state checkpoint ({rel})"
+    try:
+        with open(os.path.join(path, folder, ".zarray")) as fh:
+            meta = json.load(fh)
+        dims = stored_attrs(os.path.join(path, folder)).get("_ARRAY_DIMENSIONS", [])
+        index = [int(i) for i in re.split(r"[./]", key)]
+        chunks, shape = meta["chunks"], meta["shape"]
+        if dims and index:
+            start = index[0] * chunks[0]
+            stop = min(start + chunks[0], shape[0])
+            what = "records" if dims[0] == "t" else (
+                "snapshots" if dims[0] == "t_snapshot" else "entries")
+            return f"variable {folder!r} {what} {dims[0]}[{start}:{stop}] (chunk file {rel})"
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return f"variable {folder!r} (chunk file {rel})"
+
+
+def _in_flight(path: str, rel: str, progress: dict) -> bool:
+    """Whether ``rel`` is the last committed chunk of an appended array of an unfinished run:
+    the append in flight when the run stopped rewrites it (atomically, adding records)."""
+    if progress.get("finished") or progress.get("one_piece"):
+        return False
+    folder, key = os.path.split(rel)
+    try:
+        with open(os.path.join(path, folder, ".zarray")) as fh:
+            chunk = json.load(fh)["chunks"][0]
+        dim = stored_attrs(os.path.join(path, folder))["_ARRAY_DIMENSIONS"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    count = {"t": progress.get("records"), "t_snapshot": progress.get("snapshots")}.get(dim)
+    return bool(count) and int(re.split(r"[./]", key)[0]) == (count - 1) // chunk
+
+
+def verify_store(path: str, *, hashes: bool = False) -> dict | None:
+    """Check a store against its last commit and return its progress record (None for a store
+    written in one piece).
+
+    Every committed chunk file must exist with its committed size (and CRC-32 with
+    ``hashes=True``). Raises ``StoreCorrupt`` naming the variable and records of the first
+    damaged chunks, and ``StoreError`` for a store with no commit yet (resumable).
+    """
+    path = os.fspath(path)
+    status = store_status(path)
+    if status in ("empty", "first_save"):
+        raise StoreError(f"{path} holds no committed records yet (the run stopped during its "
+                         "first save); continue it with --resume (resume=True)")
+    progress = read_progress(path)
+    if progress is None:
+        return None
+    damaged = []
+    for rel, (size, crc, _) in sorted(progress.get("files", {}).items()):
+        full = os.path.join(path, rel)
+        try:
+            actual = os.path.getsize(full)
+        except OSError:
+            damaged.append(f"{_describe(path, rel)} is missing")
+            continue
+        if (actual != size or hashes and _crc32(full) != crc) and not _in_flight(path, rel,
+                                                                                 progress):
+            damaged.append(f"{_describe(path, rel)} is damaged ("
+                           + (f"{actual} bytes, committed {size}" if actual != size
+                              else "checksum differs") + ")")
+    if damaged:
+        raise StoreCorrupt(f"{path} is damaged: " + "; ".join(damaged[:3])
+                           + (f"; and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+                           + ". Its data cannot be trusted: recompute it (--overwrite)")
+    return None if progress.get("one_piece") else progress
+
+
+def save_dataset(ds: xr.Dataset, path: str, *, overwrite: bool = False) -> None:
+    """Write a Dataset in one piece as a checksummed store: into a new directory beside
+    ``path`` first, then moved (or, with ``overwrite``, exchanged) into place."""
+    path = os.fspath(path)
+    check_store_path(path)
+    exists = os.path.lexists(path)
+    if exists and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to "
+                              "replace it")
+    old = None
+    if exists:
+        check_replaceable(path)
+        old = WriterLock(path)
+    try:
+        new = _sibling(path)
+        if os.path.lexists(new):
+            remove_store(new)
+        ds.to_zarr(new, mode="w-", zarr_format=2, consolidated=True)
+        _group(new, "r+").require_group("_progress")
+        write_json_atomic(os.path.join(new, PROGRESS), {
+            "format": FORMAT_VERSION, "finished": True, "one_piece": True,
+            "files": file_manifest(new)})
+        if old is None:
+            os.rename(new, path)
+        else:
+            _exchange(path, new)
+            shutil.rmtree(new)
+    finally:
+        if old is not None:
+            old.release()
+
+
+# -- the run store -------------------------------------------------------------------------
+
+class RunStore:
+    """Append-only writer of one run's zarr store (see module docstring).
+
+    ``target`` is the store's path; ``path`` is where it is being written (a directory beside
+    ``target`` while an overwrite is in progress, exchanged with ``target`` by ``finish``)."""
+
+    def __init__(self, path: str, config_json: str, *, target: str | None = None,
+                 locks: tuple = ()):
         self.path = os.fspath(path)
+        self.target = os.fspath(target) if target is not None else self.path
         self.config_json = config_json
+        self._locks = list(locks)
         self.progress = {"format": FORMAT_VERSION, "records": 0, "snapshots": 0,
-                         "chunks_done": 0, "state_slot": None, "finished": False}
+                         "chunks_done": 0, "state_slot": None, "finished": False, "files": {}}
 
     # -- creation / resume ------------------------------------------------------------
     @classmethod
     def create(cls, path: str, config_json: str, *, overwrite: bool = False) -> "RunStore":
+        """A new store at ``path``. An existing ``path`` is an error unless it is an empty
+        store or ``overwrite`` is set and it is a store this library wrote (then the new run
+        is written beside it and replaces it at ``finish``)."""
         path = os.fspath(path)
-        if os.path.exists(path):
-            if not overwrite:
-                raise FileExistsError(f"{path} exists; resume it (CLI --resume) or pass "
-                                      "overwrite=True (CLI --overwrite) to replace it")
-            shutil.rmtree(path)
-        return cls(path, config_json)
+        check_store_path(path)
+        status = store_status(path)
+        if status not in ("absent", "empty") and not overwrite:
+            hint = {"first_save": "it holds a run stopped during its first save: resume it "
+                                  "(CLI --resume)",
+                    "unfinished": "resume it (CLI --resume)",
+                    "foreign": "it is not a meanfield run store; choose another path"}.get(
+                status, "resume it (CLI --resume) or pass overwrite=True (CLI --overwrite)")
+            raise FileExistsError(f"{path} exists; {hint}")
+        if status in ("absent", "empty"):
+            os.makedirs(path, exist_ok=True)
+            lock = WriterLock(path)
+            if store_status(path) != "empty":  # another writer got there first and finished
+                lock.release()
+                raise FileExistsError(f"{path} was just written by another process")
+            return cls(path, config_json, locks=(lock,))
+        check_replaceable(path)
+        old = WriterLock(path)
+        try:
+            _clean_stale_siblings(path)
+            new = _sibling(path)
+            os.makedirs(new)
+            return cls(new, config_json, target=path, locks=(old, WriterLock(new)))
+        except BaseException:
+            old.release()
+            raise
 
     @classmethod
     def open(cls, path: str, config_json: str) -> "RunStore":
-        """Open an existing store to resume it; the config must match exactly."""
+        """Open an existing store to resume it; the config must match exactly. A store
+        stopped before or during its first save restarts from nothing; records written after
+        the last commit are dropped."""
         path = os.fspath(path)
-        progress_file = os.path.join(path, PROGRESS)
+        check_store_path(path)
+        status = store_status(path)
+        if status == "foreign":
+            raise StoreError(f"{path} is not a readable meanfield run store (it holds files a "
+                             "run store never writes, or no run); nothing was overwritten")
+        lock = WriterLock(path)
         try:
-            with open(progress_file) as fh:
-                progress = json.load(fh)
-            group = zarr.open_group(path, mode="r", zarr_format=2)
-            stored_config = group.attrs["config"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise StoreError(f"{path} is not a readable meanfield run store ({exc}); "
-                             "nothing was overwritten") from None
-        if progress.get("format") != FORMAT_VERSION:
-            raise StoreError(f"{path} has store format {progress.get('format')}, expected "
-                             f"{FORMAT_VERSION}")
-        if stored_config != config_json:
-            raise StoreError(f"{path} holds a run of another config; nothing was overwritten "
-                             "(choose another output path, or overwrite explicitly)")
-        store = cls(path, config_json)
-        store.progress = progress
-        if not progress["finished"]:
-            store._truncate()
-            metadata = os.path.join(path, ".zmetadata")
-            if os.path.exists(metadata):  # stale once the run continues
-                os.remove(metadata)
-            group = zarr.open_group(path, mode="r+", zarr_format=2)
-            if "phase" in group:  # derived from the records: recomputed at the end
-                del group["phase"]
-        return store
+            stored_config = stored_attrs(path).get("config")
+            if status in ("empty", "first_save"):
+                if stored_config not in (None, config_json):
+                    raise StoreError(f"{path} holds a run of another config; nothing was "
+                                     "overwritten (choose another output path, or overwrite "
+                                     "explicitly)")
+                for name in os.listdir(path):  # only this library's files (status checked)
+                    if name not in _OWN_FILES:
+                        full = os.path.join(path, name)
+                        shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
+                return cls(path, config_json, locks=(lock,))
+            progress = verify_store(path) or read_progress(path)
+            if progress.get("format") != FORMAT_VERSION:
+                raise StoreError(f"{path} has store format {progress.get('format')}, expected "
+                                 f"{FORMAT_VERSION}")
+            if stored_config != config_json:
+                raise StoreError(f"{path} holds a run of another config; nothing was "
+                                 "overwritten (choose another output path, or overwrite "
+                                 "explicitly)")
+            store = cls(path, config_json, locks=(lock,))
+            store.progress = {**store.progress, **progress}
+            if not progress["finished"]:
+                store._repair()
+            return store
+        except BaseException:
+            lock.release()
+            raise
 
-    def _truncate(self):
-        """Drop records/snapshots written after the last completed checkpoint."""
-        group = zarr.open_group(self.path, mode="r+", zarr_format=2)
-        for dim, count in (("t", self.progress["records"]),
-                           ("t_snapshot", self.progress["snapshots"])):
-            for name in group.array_keys():
-                array = group[name]
-                dims = array.attrs.get("_ARRAY_DIMENSIONS", [])
-                if dims and dims[0] == dim and array.shape[0] != count:
-                    array.resize((count,) + array.shape[1:])
+    def _repair(self):
+        """Back to the last commit: drop records/snapshots written after it, leftovers of
+        interrupted writes and the derived phases (recomputed at the end)."""
+        with _quiet():
+            group = _group(self.path, "r+")
+            for dim, count in (("t", self.progress["records"]),
+                               ("t_snapshot", self.progress["snapshots"])):
+                for name in group.array_keys():
+                    array = group[name]
+                    dims = array.attrs.get("_ARRAY_DIMENSIONS", [])
+                    if dims and dims[0] == dim and array.shape[0] != count:
+                        array.resize((count,) + array.shape[1:])
+            if "phase" in group:
+                del group["phase"]
+        for folder, _, files in os.walk(self.path):
+            for name in files:
+                if name.endswith(".partial"):
+                    os.remove(os.path.join(folder, name))
+        self._commit()  # the same counts, with the checksums of the repaired files
 
     # -- writing ------------------------------------------------------------------------
     @property
@@ -127,16 +551,24 @@ class RunStore:
 
     def append(self, chunk: xr.Dataset, state, chunks_done: int) -> None:
         """Append one chunk (records on ``t``, snapshots on ``t_snapshot``), checkpoint the
-        state, then commit the new counts."""
+        state, then commit the new counts and checksums."""
+        try:
+            self._append(chunk, state, chunks_done)
+        except OSError:  # full disk, read-only: the last commit stands; let go of the store
+            self.close()
+            raise
+
+    def _append(self, chunk: xr.Dataset, state, chunks_done: int) -> None:
         n_records = chunk.sizes.get("t", 0)
         n_snaps = chunk.sizes.get("t_snapshot", 0)
-        if not os.path.exists(os.path.join(self.path, ".zgroup")):
-            chunk.to_zarr(self.path, mode="w-", zarr_format=2, consolidated=False)
-        else:
-            for dim, count in (("t", n_records), ("t_snapshot", n_snaps)):
-                if count:
-                    _dims_with(chunk, dim).to_zarr(self.path, append_dim=dim, zarr_format=2,
-                                                   consolidated=False)
+        with _quiet():
+            if not os.path.exists(os.path.join(self.path, ".zgroup")):
+                chunk.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
+            else:
+                for dim, count in (("t", n_records), ("t_snapshot", n_snaps)):
+                    if count:
+                        _dims_with(chunk, dim).to_zarr(self.path, append_dim=dim,
+                                                       zarr_format=2, consolidated=False)
         slot = 0 if self.progress["state_slot"] is None else 1 - self.progress["state_slot"]
         self._write_state(slot, state)
         self.progress.update(records=self.progress["records"] + n_records,
@@ -145,20 +577,21 @@ class RunStore:
         self._commit()
 
     def _write_state(self, slot: int, state) -> None:
-        group = zarr.open_group(self.path, mode="r+", zarr_format=2)
-        name = f"_state_{slot}"
-        if name in group:
-            del group[name]
-        sub = group.create_group(name)
-        for i, leaf in enumerate(jax.tree.leaves(jax.device_get(state))):
-            sub.create_array(f"leaf_{i}", data=np.asarray(leaf))
+        with _quiet():
+            group = _group(self.path, "r+")
+            name = f"_state_{slot}"
+            if name in group:
+                del group[name]
+            sub = group.create_group(name)
+            for i, leaf in enumerate(jax.tree.leaves(jax.device_get(state))):
+                sub.create_array(f"leaf_{i}", data=np.asarray(leaf))
 
     def load_state(self, template):
         """The checkpointed state, with the pytree structure of ``template``."""
         slot = self.progress["state_slot"]
         if slot is None:
             return None
-        group = zarr.open_group(self.path, mode="r", zarr_format=2)[f"_state_{slot}"]
+        group = _group(self.path, "r")[f"_state_{slot}"]
         leaves, treedef = jax.tree.flatten(template)
         loaded = [np.asarray(group[f"leaf_{i}"][...]) for i in range(len(leaves))]
         for old, new in zip(leaves, loaded):
@@ -167,30 +600,60 @@ class RunStore:
         return jax.tree.unflatten(treedef, [jax.numpy.asarray(v) for v in loaded])
 
     def _commit(self) -> None:
-        folder = os.path.join(self.path, os.path.dirname(PROGRESS))
-        if not os.path.exists(folder):
-            zarr.open_group(self.path, mode="r+", zarr_format=2).create_group("_progress")
+        """Checksum what the store holds (the other state slot excepted), consolidate its
+        metadata, then replace the commit record atomically: the commit point."""
+        slot = self.progress["state_slot"]
+        skip = () if slot is None else (f"_state_{1 - slot}",)
+        self.progress["files"] = file_manifest(self.path, self.progress.get("files"), skip=skip)
+        if not os.path.exists(os.path.join(self.path, "_progress", ".zgroup")):
+            with _quiet():
+                _group(self.path, "r+").require_group("_progress")
+        consolidate(self.path)
         write_json_atomic(os.path.join(self.path, PROGRESS), self.progress)
 
     def finish(self, attrs: dict, *, finished: bool = True, extra: xr.Dataset | None = None) -> None:
         """Record final attributes and derived variables (``extra``, e.g. the phases, replaced
-        if present) and consolidate metadata; ``finished=False`` (an interrupted run) leaves
-        the store resumable."""
-        group = zarr.open_group(self.path, mode="r+", zarr_format=2)
-        kept = dict(group.attrs)
-        if extra is not None:
-            for name in extra.data_vars:
-                if name in group:
-                    del group[name]
-            extra.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
-        group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
+        if present), commit, move an overwrite into place and release the store;
+        ``finished=False`` (an interrupted run) leaves the store resumable."""
+        with _quiet():
+            group = _group(self.path, "r+")
+            kept = dict(group.attrs)
+            if extra is not None:
+                for name in extra.data_vars:
+                    if name in group:
+                        del group[name]
+                extra.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
+            group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
         self.progress["finished"] = finished
         self._commit()
-        zarr.consolidate_metadata(self.path, zarr_format=2)
+        if self.path != self.target:
+            _exchange(self.target, self.path)
+            shutil.rmtree(self.path)  # now the replaced store
+            self.path = self.target
+        self.close()
+
+    def close(self) -> None:
+        """Release the writer lock; a store created here and never written is removed."""
+        if self.path == self.target and store_status(self.path) == "empty" and self._locks:
+            with contextlib.suppress(OSError):
+                for name in _OWN_FILES:
+                    os.remove(os.path.join(self.path, name))
+                os.rmdir(self.path)
+        elif self.path != self.target and not self.written:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.path)
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
 
     def last_record(self) -> dict:
         if not self.progress["records"]:
             return {}
-        ds = xr.open_zarr(self.path, consolidated=False)
+        with _quiet():
+            ds = xr.open_zarr(self.path, consolidated=False)
         last = ds.isel(t=self.progress["records"] - 1)
         return {k: float(last[k]) for k in ("t", "loss", "n_steps", "status") if k in last}

@@ -6,40 +6,63 @@ at construction time, before any compute.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Iterable
 
+INT32_MAX = 2**31 - 1  # step counters and particle indices of the compiled program are int32
+SEED_MAX = 2**63 - 1  # jax.random.key converts the seed to a C long
+
+
+def closest(name: str, allowed: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the allowed name closest to a mistyped one, else ``""``."""
+    match = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
 
 def check_choice(name: str, value, allowed: Iterable) -> None:
     allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}")
+    try:
+        ok = bool(value in allowed)
+    except (TypeError, ValueError):  # array-valued: not a choice
+        ok = False
+    if ok and any(isinstance(a, bool) for a in allowed):  # 1 == True, but 1 is no flag
+        ok = isinstance(value, bool) or type(value).__name__ == "bool_"
+    if not ok:
+        hint = closest(value, [a for a in allowed if isinstance(a, str)]) if isinstance(
+            value, str) else ""
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}{hint}")
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number {bound}")
 
 
-def check_int(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as a Python int; any integer type (numpy's included) is accepted, bools not."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; it must be an integer >= {minimum}")
+def check_int(name: str, value, *, minimum: int = 1, maximum: int = INT32_MAX) -> int:
+    """``value`` as a Python int; any integer type (numpy's included) is accepted, bools not.
+    ``maximum`` defaults to what an int32 of the compiled program holds."""
+    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+            or not minimum <= value <= maximum):
+        raise ValueError(f"{name}={value!r} is not allowed; it must be an integer >= "
+                         f"{minimum} and <= {maximum}")
     return int(value)
 
 
-def normalise_int(obj, field: str, name: str, *, minimum: int = 1) -> None:
+def normalise_int(obj, field: str, name: str, *, minimum: int = 1,
+                  maximum: int = INT32_MAX) -> None:
     """``check_int`` on a field of a frozen dataclass, stored back as a Python int (so that a
     numpy integer from an array of widths or seeds hashes, compares and serialises as one)."""
-    object.__setattr__(obj, field, check_int(name, getattr(obj, field), minimum=minimum))
+    object.__setattr__(obj, field, check_int(name, getattr(obj, field), minimum=minimum,
+                                             maximum=maximum))
 
 
 def check_finite(name: str, value) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)):
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number")

@@ -218,7 +218,12 @@ class ModelSpec:
 
 
 def _as_float_array(name: str, value, ndim: int) -> np.ndarray:
-    arr = np.array(value, dtype=np.float64)
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):  # text, None or ragged rows
+        raise ValueError(f"{name} must be a rectangular array of numbers (one row per sample, "
+                         f"all rows of equal length); got {type(value).__name__} "
+                         f"{str(value)[:60]}") from None
     if arr.ndim == ndim - 1 and ndim == 2:
         arr = arr[:, None]
     if arr.ndim != ndim:
@@ -276,6 +281,8 @@ class TrainingData:
         return hash(value_key(self))
 
     def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ValueError(f"data.name={self.name!r} is not allowed; it must be a string")
         x = _as_float_array("data.x", self.x, 2)
         y = _as_float_array("data.y", self.y, 1)
         if y.shape[0] != x.shape[0]:

@@ -30,7 +30,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     out = str(tmp_path / "run.zarr")
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(out=out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # import and compilation on a busy machine
     while time.time() < deadline:
         progress = read_progress(out) if os.path.exists(out) else None
         if progress and progress["chunks_done"] >= 4:

@@ -1,0 +1,67 @@
+"""Detection of runs that can no longer change: underflowing initial scales, dead neurons, a
+frozen loss, a step below the time resolution."""
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield.particles.model import InitialLaw
+from meanfield.stops import (all_neurons_dead, check_initial_scales, init_underflows,
+                             initial_scales, loss_stalled, step_collapsed)
+
+
+def tiny_init(sigma):
+    return mf.presets.luo_1d(width=20).replace(
+        **{"model.init": InitialLaw(kind="gaussian", sigma_a=sigma, sigma_w=sigma, asi=True)})
+
+
+def test_initial_scales_follow_the_parametrisation():
+    config = mf.presets.luo_1d(width=100, gamma=1.5, gamma_prime=0.25)
+    scales = initial_scales(config)
+    # Luo's sigma_a = m^((1 - gamma - gamma')/2), sigma_w = m^((1 - gamma + gamma')/2)
+    np.testing.assert_allclose(scales["a"], 100 ** ((1 - 1.5 - 0.25) / 2))
+    np.testing.assert_allclose(scales["w"], 100 ** ((1 - 1.5 + 0.25) / 2))
+    np.testing.assert_allclose(scales["output"], scales["a"] * scales["w"] * 1.0)  # |(x, 1)| <= 1
+
+
+def test_underflowing_init_is_refused_with_the_fix():
+    assert init_underflows(mf.presets.luo_1d()) is None
+    assert init_underflows(mf.presets.wang_ma()) is None
+    reason = init_underflows(tiny_init(1e-30))  # outputs ~ 1e-60: below float32's 1.2e-38
+    assert "underflow float32" in reason and "precision='float64'" in reason
+    assert init_underflows(tiny_init(1e-30).replace(precision="float64")) is None
+    with pytest.raises(ValueError, match="float64"):
+        check_initial_scales(tiny_init(1e-30))
+    huge = init_underflows(mf.presets.luo_1d(gamma=1e6))  # m^-5e5 is 0 in any precision
+    assert "underflow" in huge and "larger initial scale" in huge
+    assert "overflow" in init_underflows(mf.presets.luo_1d(gamma=-1e6))
+
+
+def test_all_neurons_dead():
+    x = np.array([[0.5, 1.0], [-0.5, 1.0]])  # inputs with bias
+    assert all_neurons_dead(np.array([[0.0, -1.0], [1.0, -2.0]]), x)
+    assert not all_neurons_dead(np.array([[0.0, -1.0], [1.0, -0.2]]), x)
+    assert all_neurons_dead(np.zeros((3, 2)), x)  # padding neurons are inactive
+
+
+def test_loss_stalled_and_step_collapsed():
+    flat = np.full(30, 0.125, np.float32)
+    assert loss_stalled(flat, "float32")
+    assert loss_stalled(flat + np.float32(1e-9), "float32")  # below one ulp of 0.125
+    assert not loss_stalled(np.linspace(1, 0.9, 30), "float32")
+    assert not loss_stalled(flat[:5], "float32")  # too few records to tell
+    assert step_collapsed(1e-3, 1e6, "float32") and not step_collapsed(1e-3, 1e6, "float64")
+    assert not step_collapsed(1.0, 1e6, "float32")
+
+
+def test_cli_exit_status_of_an_honest_stop(monkeypatch, tmp_path, capsys):
+    """A run the runner ends with a stop reason of ``STOP_REASONS`` exits 1 with its message."""
+    from meanfield import cli, runner
+
+    ds = mf.simulate(mf.presets.luo_1d(width=20, t_max=5.0, n_saves=20), progress=False)
+    monkeypatch.setattr(runner, "simulate",
+                        lambda *a, **k: ds.assign_attrs(stop_reason="all_dead"))
+    argv = ["run", "luo_1d", "--width", "20", "--out", str(tmp_path / "r.zarr"), "--no-plots",
+            "--no-progress"]
+    assert cli.main(argv) == 1
+    assert "every neuron is inactive" in capsys.readouterr().err

@@ -1,0 +1,266 @@
+"""Stores that survive misuse: overwrite deletes only this library's stores, one writer at a
+time, a damaged chunk is an error naming the variable and records, a full disk or a run killed
+during its first save leaves a store that resumes to the uninterrupted result."""
+
+import errno
+import gc
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import meanfield as mf
+from meanfield import cli, store
+from meanfield.store import StoreCorrupt, StoreError, StoreLocked, read_progress
+
+
+def small(seed=0):
+    """One compiled shape for the whole module (only the seed varies)."""
+    return mf.presets.luo_1d(width=20, t_max=5.0, n_saves=20, seed=seed)
+
+
+def data(ds):
+    return ds.load().drop_attrs()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return mf.simulate(small(), progress=False)
+
+
+@pytest.fixture
+def finished(tmp_path, reference):
+    out = str(tmp_path / "run.zarr")
+    mf.simulate(small(), progress=False, out=out, checkpoint_seconds=0)
+    return out
+
+
+def test_overwrite_refuses_cwd_parents_and_non_stores(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for out in (".", str(tmp_path), os.path.expanduser("~"), "/"):
+        assert cli.main(["run", "luo_1d", "--width", "20", "--out", out, "--overwrite",
+                         "--no-plots", "--no-progress"]) == 2
+        assert "refusing" in capsys.readouterr().err
+    mydata = work / "mydata"
+    mydata.mkdir()
+    (mydata / "notes.txt").write_text("mine")
+    assert cli.main(["run", "luo_1d", "--out", "mydata", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not a meanfield run store" in err and "--overwrite" not in err
+    assert cli.main(["run", "luo_1d", "--out", "mydata", "--overwrite", "--no-progress"]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (work / "notes.txt").read_text() == "mine" == (mydata / "notes.txt").read_text()
+
+
+def test_overwrite_refuses_a_store_holding_a_foreign_file(finished):
+    with open(os.path.join(finished, "loss", "my_notes.txt"), "w") as fh:
+        fh.write("mine")
+    with pytest.raises(StoreError, match="my_notes.txt"):
+        mf.simulate(small(1), progress=False, out=finished, overwrite=True)
+    assert os.path.exists(os.path.join(finished, "loss", "my_notes.txt"))
+    assert mf.open_run(finished).attrs["seed"] == 0
+
+
+def test_overwrite_is_written_beside_and_swapped_in(finished, monkeypatch, reference):
+    # a crash in the middle of the new run leaves the old store as it was
+    from meanfield.store import RunStore
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(RunStore, "finish", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        mf.simulate(small(1), progress=False, out=finished, overwrite=True, checkpoint_seconds=0)
+    monkeypatch.undo()
+    gc.collect()  # the crashed writer's locks go with it
+    xr.testing.assert_identical(data(mf.open_run(finished)).drop_vars("phase"),
+                                data(reference).drop_vars("phase"))
+    new = mf.simulate(small(1), progress=False, out=finished, overwrite=True)
+    assert mf.open_run(finished).attrs["seed"] == 1 == new.attrs["seed"]
+    parent = os.path.dirname(finished)
+    assert sorted(os.listdir(parent)) == ["run.zarr"]  # the stale new store was cleaned up
+
+
+def test_second_writer_is_refused_with_the_holders_pid(finished):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from meanfield.store import WriterLock; "
+         f"lock = WriterLock({finished!r}); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLocked, match=f"pid {holder.pid}"):
+            mf.simulate(small(1), progress=False, out=finished, overwrite=True)
+        assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set",
+                         "n_saves=20", "--out", finished, "--overwrite", "--no-progress"]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # the OS released the lock of the killed holder: writing works again
+    mf.simulate(small(1), progress=False, out=finished, overwrite=True)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_damaged_chunk_is_an_error_naming_variable_and_records(finished, damage, capsys):
+    chunk = os.path.join(finished, "loss", "7")
+    if damage == "delete":
+        os.remove(chunk)
+    else:
+        with open(chunk, "r+b") as fh:
+            fh.truncate(3)
+    with pytest.raises(StoreCorrupt, match=r"variable 'loss' records t\[7:8\]"):
+        mf.open_run(finished)
+    assert cli.main(["verify", finished]) == 1
+    assert "'loss' records t[7:8]" in capsys.readouterr().err
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            finished, "--no-progress", "--no-plots"]
+    assert cli.main(argv) == 1  # no longer reported as complete
+    assert "damaged" in capsys.readouterr().err
+    assert cli.main(argv + ["--overwrite"]) == 0  # the store is ours: recomputed
+    assert cli.main(["verify", finished]) == 0
+
+
+def test_corrupt_bytes_are_found_by_verify(finished, capsys):
+    assert cli.main(["verify", finished]) == 0
+    assert "checksums" in capsys.readouterr().out
+    chunk = os.path.join(finished, "f_train", "3.0")
+    raw = bytearray(open(chunk, "rb").read())
+    raw[-1] ^= 0xFF
+    open(chunk, "wb").write(bytes(raw))
+    mf.open_run(finished)  # sizes only: opening stays cheap
+    with pytest.raises(StoreCorrupt, match=r"'f_train' records t\[3:4\].*checksum"):
+        store.verify_store(finished, hashes=True)
+
+
+def test_killed_during_first_save_is_resumable(tmp_path, reference, capsys):
+    out = str(tmp_path / "run.zarr")
+    mf.simulate(small(), progress=False, out=out)
+    # what a kill between the first data write and its commit leaves: data, no commit record
+    os.remove(os.path.join(out, store.PROGRESS))
+    os.remove(os.path.join(out, ".zmetadata"))
+    assert store.store_status(out) == "first_save"
+    with pytest.raises(StoreError, match="--resume"):
+        mf.open_run(out)
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            out, "--no-progress", "--no-plots"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" not in err
+    assert cli.main(argv + ["--resume"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+def test_store_created_but_never_written_is_no_obstacle(tmp_path, reference):
+    out = str(tmp_path / "run.zarr")
+    os.makedirs(out)
+    open(os.path.join(out, store.LOCK), "w").close()  # a run killed before its first save
+    assert store.store_status(out) == "empty"
+    assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20",
+                     "--out", out, "--no-progress", "--no-plots"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+def test_full_disk_stops_cleanly_and_resumes_bitwise(tmp_path, monkeypatch, reference, capsys):
+    out = str(tmp_path / "run.zarr")
+    real = store.RunStore._write_state
+    calls = {"n": 0}
+
+    def full_disk(self, slot, state):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", self.path)
+        return real(self, slot, state)
+
+    monkeypatch.setattr(store.RunStore, "_write_state", full_disk)
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            out, "--no-progress", "--no-plots", "--set", "checkpoint_seconds=0"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "--resume" in err and "Traceback" not in err
+    progress = read_progress(out)
+    assert progress["chunks_done"] == 2 and not progress["finished"]
+    monkeypatch.undo()
+    assert cli.main(argv + ["--resume"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small tmpfs mounted at tmp_path/fs (root only), unmounted afterwards."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def remount(mount, options):
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
+
+
+def test_full_tmpfs_stops_cleanly_and_resumes_once_space_is_freed(tmpfs, reference, capsys):
+    out = str(tmpfs / "run.zarr")
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            out, "--no-progress", "--no-plots", "--checkpoint-seconds", "0"]
+    remount(tmpfs, "size=320k")  # room for the first saves, not for all
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "--resume" in err and "Traceback" not in err
+    status = store.store_status(out)
+    assert status in ("empty", "first_save", "unfinished"), status
+    remount(tmpfs, "size=16m")  # space freed
+    assert cli.main(argv + ["--resume"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+def test_read_only_target_is_a_message(tmpfs, reference, capsys):
+    remount(tmpfs, "size=16m")
+    out = str(tmpfs / "run.zarr")
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
+            out, "--no-progress", "--no-plots"]
+    assert cli.main(argv) == 0
+    remount(tmpfs, "ro")
+    for extra in (["--overwrite"], ["--resume"]):
+        assert cli.main(argv + extra) in (0, 1)
+        assert "Traceback" not in capsys.readouterr().err
+    assert cli.main(argv + ["--overwrite"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert cli.main(["run", "luo_1d", "--out", str(tmpfs / "new.zarr"), "--no-progress"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+def test_save_run_is_checksummed_and_never_replaces_a_foreign_directory(tmp_path, reference):
+    out = tmp_path / "saved.zarr"
+    mf.save_run(reference, out)
+    assert read_progress(str(out))["one_piece"]
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+    os.remove(out / "loss" / "0")  # written in one piece: one chunk
+    with pytest.raises(StoreCorrupt, match=r"'loss' records t\[0:21\]"):
+        mf.open_run(out)
+    mf.save_run(reference, out, overwrite=True)  # ours: replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("mine")
+    with pytest.raises(StoreError, match="refusing"):
+        mf.save_run(reference, other, overwrite=True)
+    assert (other / "a.txt").exists()
+
+
+def test_manifest_names_every_committed_chunk(finished):
+    progress = read_progress(finished)
+    files = progress["files"]
+    assert len([f for f in files if f.startswith("loss" + os.sep)]) == progress["records"]
+    for rel, (size, crc, _) in files.items():
+        assert os.path.getsize(os.path.join(finished, rel)) == size
+    assert not any(f.startswith("_progress") for f in files)
+    assert json.loads(json.dumps(progress)) == progress
+    assert np.all(np.isfinite(mf.open_run(finished).loss.values))
