@@ -256,3 +256,18 @@ def test_invalid_point_fails_before_any_run():
     with pytest.raises(ValueError, match="must be a meanfield.validation.sweep.Sweep"):
         run_sweep({"axes": {"seed": (0,)}})
     assert runner.TRACE_COUNT["run_chunk"] == before
+
+
+def test_overwrite_replaces_a_sweep_store_but_never_a_folder_of_the_user(tmp_path):
+    sweep = Sweep(axes={"width": (16,), "seed": (0,)}, fixed={"n_saves": 10, "t_max": 1.0},
+                  name="tiny")
+    out = tmp_path / "tiny.zarr"
+    first = run_sweep(sweep, out=str(out), progress=False)
+    again = run_sweep(sweep, out=str(out), overwrite=True, progress=False)
+    np.testing.assert_array_equal(first.loss_end.values, again.loss_end.values)
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="refusing to overwrite"):
+        run_sweep(sweep, out=str(mine), overwrite=True, progress=False)
+    assert (mine / "notes.txt").read_text() == "keep me"

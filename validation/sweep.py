@@ -79,7 +79,6 @@ import inspect
 import json
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -90,7 +89,7 @@ import xarray as xr
 import zarr
 
 from meanfield.store import (PROGRESS, read_progress,  # the same atomic progress record
-                             write_json_atomic)
+                             remove_store, write_json_atomic)
 from meanfield.validation.executors import check_executor
 from meanfield.particles._validate import check_positive, normalise_int
 
@@ -662,7 +661,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
     path = None if out is None else os.fspath(out)
     spec = sweep.to_json()
     if path is not None and os.path.exists(path) and overwrite:
-        shutil.rmtree(path)
+        remove_store(path)  # only a store this library wrote, holding nothing else
     if path is not None and os.path.exists(path):
         if not resume:
             raise FileExistsError(f"{path} exists; pass resume=True to continue it or "
