@@ -142,8 +142,8 @@ class _Fit:
         self.snapshots.append((float(k), np.asarray(state.a), np.asarray(state.w)))
 
     def dataset(self, state, started: float, stop_reason: str) -> xr.Dataset:
+        from meanfield.condensation import with_phase_summary
         from meanfield.io import build_dataset
-        from meanfield.phases import label_phases
 
         columns = {k: np.asarray(v) for k, v in self.columns.items() if not k.startswith("_")}
         ds = build_dataset(self.config, columns, self.snapshots,
@@ -186,7 +186,7 @@ class _Fit:
             "analytic_output_bias": int(solver.output_bias),
             "analytic_precision": "float64",
         })
-        return ds.assign(phase=label_phases(ds))
+        return with_phase_summary(ds)
 
 
 def simulate_analytic(config, *, progress: bool | None = None, out=None, resume: bool = False,

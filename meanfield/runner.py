@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,13 @@ from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
 from meanfield.particles._validate import check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES
 from meanfield.recording import make_spec, measure
+from meanfield.stops import (
+    STOP_REASONS,
+    all_neurons_dead,
+    check_initial_scales,
+    loss_stalled,
+    step_collapsed,
+)
 from meanfield.setup import (
     chunk_plan,
     custom_initial,
@@ -136,6 +144,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if initial is not None and out is not None and resume:
         raise ValueError("resume=True cannot be combined with initial=...: the store does not "
                          "record custom initial particles; rerun with overwrite=True instead")
+    check_initial_scales(config)
     problem, particles, x_eval, dtype = prepare(config)
     if initial is not None:
         particles = custom_initial(config, initial, particles)
@@ -164,6 +173,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if bar is not None:
         bar.update(recorder.count)
     last_commit, committed_state, committed_chunks = time.time(), state, 0
+    early = None  # a stop reason of meanfield.stops
     try:
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
@@ -173,6 +183,8 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
                                              particles, spec)
             done = bool(done)
             kept = recorder.add(records)
+            early = early_stop(recorder, state, problem, config) if not done else None
+            done = done or early is not None
             if done or snapshot_after:
                 recorder.snapshot(state)
             if store is not None and (done or index + 1 == len(plan) or
@@ -207,23 +219,53 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if steps >= config.max_steps and t_final < config.t_max:
         raise StepBudgetError(f"max_steps={config.max_steps} exhausted at t={t_final:.6g} < "
                               f"t_max={config.t_max}", _result(recorder, store, started, "max_steps"))
+    if early is not None:
+        warnings.warn(f"run stopped at t={t_final:.6g} ({early}): {STOP_REASONS[early]}",
+                      RuntimeWarning, stacklevel=2)
+        return _result(recorder, store, started, early)
     reason = "t_max" if t_final >= config.t_max * (1 - 1e-12) else "loss_tol"
     return _result(recorder, store, started, reason)
+
+
+STALL_RECORDS = 20  # records over which an unchanged loss means a stalled run
+
+
+def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -> str | None:
+    """The reason (a key of ``meanfield.stops.STOP_REASONS``) to end a run that can no longer
+    change, checked on the host between compiled chunks, or None.
+
+    * ``all_dead``: the last record has no alive neuron, confirmed on the particles;
+    * ``loss_stalled``: the last ``STALL_RECORDS`` losses are equal to working precision while
+      time at least doubled (early records of a slow start are not a stall);
+    * ``step_collapsed``: t + h == t in the run's precision.
+    """
+    alive = recorder.recent("alive_fraction", 1)
+    if alive.size and not np.any(alive[-1] > 0):
+        width = config.model.width
+        w = np.asarray(jax.device_get(state.particles.w[:width]))
+        if all_neurons_dead(w, np.asarray(problem.x)):
+            return "all_dead"
+    t, loss = recorder.recent("t", STALL_RECORDS), recorder.recent("loss", STALL_RECORDS)
+    if (t.size == STALL_RECORDS and t[0] > 0 and t[-1] >= 2 * t[0]
+            and loss_stalled(loss, config.precision, window=STALL_RECORDS)):
+        return "loss_stalled"
+    if step_collapsed(float(state.h), float(state.t), config.precision):
+        return "step_collapsed"
+    return None
 
 
 def _result(recorder, store, started: float, stop_reason: str, finished: bool = True):
     """The run's Dataset with its phases: from the store (finalised) when streaming, else from
     memory."""
+    from meanfield.condensation import phase_variables, with_phase_summary
     from meanfield.io import open_run
-    from meanfield.phases import label_phases
 
     if store is None or not store.written:
-        ds = recorder.dataset(started, stop_reason)
-        return ds.assign(phase=label_phases(ds))
+        return with_phase_summary(recorder.dataset(started, stop_reason))
     ds = open_run(store.path)
-    phase = label_phases(ds.assign_attrs(stop_reason=stop_reason))
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
-                 finished=finished, extra=xr.Dataset({"phase": phase.drop_vars("t", errors="ignore")}))
+                 finished=finished,
+                 extra=phase_variables(ds.assign_attrs(stop_reason=stop_reason)))
     return open_run(store.path)
 
 
@@ -268,6 +310,16 @@ class _Recorder:
                           if np.ndim(v) == 1}
         self.count += int(valid.sum())
         return int(valid.sum())
+
+    def recent(self, name: str, count: int) -> np.ndarray:
+        """The last ``count`` records of ``name`` kept in this process (fewer after a resume)."""
+        tail, have = [], 0
+        for chunk in reversed(self.records.get(name, [])):
+            tail.append(np.asarray(chunk))
+            have += len(chunk)
+            if have >= count:
+                break
+        return np.concatenate(tail[::-1])[-count:] if tail else np.zeros((0,))
 
     def last(self, name: str) -> float:
         return self._last.get(name, 0.0)

@@ -622,6 +622,7 @@ class RunStore:
                 for name in extra.data_vars:
                     if name in group:
                         del group[name]
+                consolidate(self.path)  # xarray's append reads the metadata: no deleted array
                 extra.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
             group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
         self.progress["finished"] = finished
