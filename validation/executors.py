@@ -226,7 +226,7 @@ class DaskCluster:
                                      f"{token}", priority=-k, pure=False)
                        for k, call in enumerate(calls)]
             positions = {future.key: k for k, future in enumerate(futures)}
-            results = as_completed(futures, with_results=True)
+            results = as_completed(futures, with_results=True, loop=client.loop)
             del futures  # as_completed drops each future once done: nothing keeps a result
             try:
                 for future, result in results:
