@@ -216,7 +216,7 @@ def run_slopes(out_dir: str, quick: bool = False, executor=None) -> Report:
     # signs deep inside the regimes hold at any width
     report.checks.append(Check(
         "regime signs: S_w(0.5) < 0 (linear), S_w(1.75) > 0 (condensed)",
-        "S_w < 0 linear, > 0 condensed (A2)",
+        "S_w < 0 linear, > 0 condensed (docs/theory/phase-diagram.md)",
         f"{fits[0.5].slope:+.3f}, {fits[1.75].slope:+.3f}", "signs",
         fits[0.5].slope < 0 < fits[1.75].slope))
 
@@ -237,7 +237,8 @@ def run_slopes(out_dir: str, quick: bool = False, executor=None) -> Report:
     exact = np.max(np.abs(fam_slopes["exponent"] - fam_slopes["output"]))
     report.checks.append(Check(
         "'exponent' and 'output' families (same sigma_a, sigma_w) give the same S_w",
-        "exact map onto the mean-field normalisation (A2)", f"max |difference| {exact:.2g}",
+        "exact map onto the mean-field normalisation (docs/theory/model.md)",
+        f"max |difference| {exact:.2g}",
         "1e-3", exact <= 1e-3))
 
     report.sections.append(("S_w at gamma' = 0 (Fig. 3 a-c)", markdown_table(
@@ -316,7 +317,8 @@ def run_diagram(out_dir: str, quick: bool = False, executor=None) -> Report:
                                                                        if g <= 0]).min())}
     report.checks.append(Check(
         f"regime signs: S_w < 0 at gamma = {gammas[0]:g} (every gamma'), S_w > 0 at gamma = "
-        f"{gammas[-1]:g} (gamma' <= 0)", "linear / condensed (A2)",
+        f"{gammas[-1]:g} (gamma' <= 0)",
+        "linear / condensed (docs/theory/phase-diagram.md)",
         f"max {corner['linear']:+.3f}, min {corner['condensed']:+.3f}", "signs",
         corner["linear"] < 0 < corner["condensed"]))
     if 0.0 in gamma_primes:  # the kernel regime's scaling: the size of S_w near the boundary
@@ -324,7 +326,7 @@ def run_diagram(out_dir: str, quick: bool = False, executor=None) -> Report:
         worst = float(np.max(np.abs(s.sel(gamma_prime=0.0, gamma=below).values - (below - 1))))
         report.checks.append(Check(
             "linear-regime scaling at gamma' = 0: S_w = gamma - 1 for every gamma < 1",
-            "kernel regime: RD(theta_w) ~ m^(gamma - 1) (A2, A3)",
+            "kernel regime: RD(theta_w) ~ m^(gamma - 1) (docs/theory/phase-diagram.md)",
             f"largest |S_w - (gamma - 1)| {worst:.3f}", f"<= {SLOPE_TOL}",
             worst <= SLOPE_TOL, required=False))
     rows = []
