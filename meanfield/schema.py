@@ -112,7 +112,31 @@ COORDS: dict[str, Var] = {
     "coarse_level": Var(("coarse_level",), "", "width of the coarser quadrature level"),
 }
 
-_RUN = ("loss", "accuracy", "f_train", "f_eval", "n_steps", "n_rejected", "step_size", "x_train",
+# the per-phase condensation summary (meanfield.condensation.phase_variables)
+PHASE_SUMMARY = {
+    "phase_boundary": Var(("phase_id", "phase_end"), TIME_UNITS, "phase start / end time"),
+    "phase_time": Var(("phase_id", "phase_end"), TIME_UNITS, "save time of the summarised record"),
+    "phase_loss": Var(("phase_id", "phase_end"), "1", "training loss at the phase start / end"),
+    "phase_accuracy": Var(("phase_id", "phase_end"), "1", "training accuracy at the phase start / end"),
+    "phase_effective_directions": Var(("phase_id", "phase_end", "sign"), "1",
+                                    "exp(entropy) of the amplitude-weighted density"),
+    "phase_peak_mass": Var(("phase_id", "phase_end", "sign"), "1",
+                         "amplitude fraction within peak_delta of the top peaks"),
+    "phase_alive_fraction": Var(("phase_id", "phase_end", "sign"), "1",
+                              "fraction of all neurons, of this sign, active on some input"),
+    "phase_peak_angle": Var(("phase_id", "phase_end", "sign", "phase_peak"), "rad",
+                          "angle of the peak bin"),
+    "phase_peak_share": Var(("phase_id", "phase_end", "sign", "phase_peak"), "1",
+                          "density mass in the peak window"),
+    "phase_nearest_reference": Var(("phase_id", "phase_end", "sign", "phase_peak"), "",
+                                 "nearest named reference direction"),
+    "phase_reference_distance": Var(("phase_id", "phase_end", "sign", "phase_peak"), "rad",
+                                  "angle from the peak to that reference"),
+    "phase_names": Var(("phase_id",), "", "phase name"),
+}
+VARIABLES.update(PHASE_SUMMARY)
+
+_RUN = tuple(PHASE_SUMMARY) + ("loss", "accuracy", "f_train", "f_eval", "n_steps", "n_rejected", "step_size", "x_train",
         "y_train", "x_eval", "x_unique", "angle_basis", "density", "density_count", "mass",
         "effective_directions", "peak_mass", "alive_fraction", "active_count", "pattern_count",
         "cosine_density", "cosine_stats", "rd_w", "rd_a", "rd", "dead_displacement_max",
@@ -159,9 +183,12 @@ def versions() -> dict[str, str]:
     import jax
 
     out = {"python_version": platform.python_version()}
-    for package in ("meanfield", "jax", "jaxlib", "optax", "numpy", "xarray", "zarr"):
+    # the library's distribution is meanfield-relu; the key keeps the import name
+    for package, distribution in (("meanfield", "meanfield-relu"), ("jax", "jax"),
+                                  ("jaxlib", "jaxlib"), ("optax", "optax"), ("numpy", "numpy"),
+                                  ("xarray", "xarray"), ("zarr", "zarr")):
         try:
-            out[f"{package}_version"] = metadata.version(package)
+            out[f"{package}_version"] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
             out[f"{package}_version"] = "unknown"
     out["backend"] = jax.default_backend()
