@@ -22,6 +22,7 @@ import xarray as xr
 import meanfield.particles as pt
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
+from meanfield.sharding import device_count, place, resolve_mesh, scope, to_host
 from meanfield.particles._validate import check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES, kernel_scale
 
@@ -188,11 +189,12 @@ def _enable_precision(precision: str):
     return jnp.float64 if precision == "float64" else jnp.float32
 
 
-def prepare(config: SimulationConfig):
-    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype)."""
+def prepare(config: SimulationConfig, devices: int = 1):
+    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype); the particles
+    are padded to whole chunks on each of ``devices`` (traced under their mesh: sharded)."""
     dtype = _enable_precision(config.precision)
     spec, data = config.model, config.data
-    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size)
+    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size, devices)
     x_unique, inverse = data.unique_inputs(spec.bias)
     problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
                               weights=data.weights, width=spec.width, loss=spec.loss,
@@ -239,7 +241,8 @@ def _custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> 
 
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
              resume: bool = False, overwrite: bool = False,
-             checkpoint_seconds: float = 5.0, initial: pt.Particles | None = None) -> xr.Dataset:
+             checkpoint_seconds: float = 5.0, initial: pt.Particles | None = None,
+             devices=None) -> xr.Dataset:
     """Run the particle system of ``config`` and return its Dataset.
 
     Args:
@@ -259,6 +262,10 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             ``meanfield.limits.reference``); they are zero-padded like the drawn ones and the
             Dataset records ``initial="custom"``. Not allowed with ``resume=True`` (the store
             cannot check that the same particles are given).
+        devices: split the particles over devices (``meanfield.sharding``): None (one
+            device), a count N (the first N of ``jax.devices()``), a list of jax devices or
+            a ``jax.sharding.Mesh`` with a ``"particles"`` axis. The Dataset is the same for
+            any number of devices (to the rounding of the sums over particles).
     Returns:
         ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
         with ``out``, the store opened lazily. ``solver.kind="analytic"`` runs Barbu's analytic
@@ -268,6 +275,18 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded.
         meanfield.store.StoreError: ``out`` is unreadable or belongs to another config.
     """
+    mesh = resolve_mesh(devices)
+    if mesh is not None and config.solver.kind == "analytic":
+        raise ValueError("devices: solver.kind='analytic' runs on the host; devices apply "
+                         "to the particle integrators (euler, optax, adaptive)")
+    with scope(mesh):
+        return _simulate(config, progress=progress, out=out, resume=resume, overwrite=overwrite,
+                         checkpoint_seconds=checkpoint_seconds, initial=initial, mesh=mesh)
+
+
+def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrite: bool,
+              checkpoint_seconds: float, initial, mesh) -> xr.Dataset:
+    """``simulate`` under the context of its particle mesh (None: one device)."""
     from meanfield.io import open_run
     from meanfield.store import RunStore
 
@@ -284,9 +303,11 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if initial is not None and out is not None and resume:
         raise ValueError("resume=True cannot be combined with initial=...: the store does not "
                          "record custom initial particles; rerun with overwrite=True instead")
-    problem, particles, x_eval, dtype = prepare(config)
+    problem, particles, x_eval, dtype = prepare(config, device_count(mesh))
     if initial is not None:
         particles = _custom_initial(config, initial, particles)
+    m_pad = particles.a.shape[0]
+    particles = place(particles, mesh, m_pad)
     key = _integrator_key(config.solver)
     params = _solver_params(config.solver, dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
@@ -308,6 +329,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         recorder.resume(store.last_record(), store.progress["records"])
     elif out is not None:
         store = RunStore.create(out, config.to_json(), overwrite=overwrite)
+    state = place(state, mesh, m_pad)
     if first_chunk == 0:
         recorder.snapshot(state)
     bar = _progress_bar(progress, len(times))
@@ -441,7 +463,7 @@ class _Recorder:
         t = float(state.t)
         if self.snapshots and self.snapshots[-1][0] == t:
             return
-        a, w = jax.device_get((state.particles.a[:m], state.particles.w[:m]))
+        a, w = to_host((state.particles.a[:m], state.particles.w[:m]))
         snap = (t, np.asarray(a), np.asarray(w))
         self.snapshots.append(snap)
         self.pending_snapshots.append(snap)
