@@ -114,9 +114,17 @@ def cmd_run(args) -> int:
               file=sys.stderr)
         return 2
     progress = False if args.no_progress else None
+    if args.devices is not None:
+        from meanfield.sharding import resolve_mesh
+
+        try:
+            resolve_mesh(args.devices)
+        except ValueError as exc:
+            print(f"meanfield: --devices: {exc}", file=sys.stderr)
+            return 2
     try:
         ds = simulate(config, progress=progress, out=out, resume=args.resume,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, devices=args.devices)
     except StoreError as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
@@ -261,6 +269,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--devices", type=int, metavar="N",
+                     help="split the particles over the first N devices (default: one; on "
+                          "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     run.set_defaults(func=cmd_run)
     presets = sub.add_parser("presets", help="list the presets and their arguments")
     presets.set_defaults(func=cmd_presets)
