@@ -22,7 +22,8 @@ import xarray as xr
 import meanfield.particles as pt
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
-from meanfield.sharding import device_count, place, resolve_mesh, scope, to_host
+from meanfield.sharding import (agree, device_count, is_writer, place, resolve_mesh, scope, sync,
+                                to_host)
 from meanfield.particles._validate import check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES, kernel_scale
 
@@ -288,10 +289,11 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
               checkpoint_seconds: float, initial, mesh) -> xr.Dataset:
     """``simulate`` under the context of its particle mesh (None: one device)."""
     from meanfield.io import open_run
-    from meanfield.store import RunStore
+    from meanfield.store import RunStore, read_progress
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
+    sync("meanfield: run starts")  # every process sees the store as it was before the run
     if config.solver.kind == "analytic":  # not a time integrator: iterations on the host
         from meanfield.analytic_run import simulate_analytic
 
@@ -321,13 +323,19 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
     store, first_chunk = None, 0
     if out is not None and resume and os.path.exists(out):
-        store = RunStore.open(out, config.to_json())
+        # process 0 opens (and truncates) the store, the others then read where it resumes
+        store = RunStore.open(out, config.to_json()) if is_writer() else None
+        sync("meanfield: store opened")
+        if store is None:
+            store = RunStore(out, config.to_json())
+            store.progress = read_progress(out)
         if store.progress["finished"]:
             return open_run(out)
         state = store.load_state(state) or state
         first_chunk = store.progress["chunks_done"]
         recorder.resume(store.last_record(), store.progress["records"])
-    elif out is not None:
+        store = store if is_writer() else None
+    elif out is not None and is_writer():
         store = RunStore.create(out, config.to_json(), overwrite=overwrite)
     state = place(state, mesh, m_pad)
     if first_chunk == 0:
@@ -349,9 +357,12 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             kept = recorder.add(records)
             if done or snapshot_after:
                 recorder.snapshot(state)
-            if store is not None and (done or index + 1 == len(plan) or
-                                      time.time() - last_commit >= checkpoint_seconds):
-                store.append(recorder.pending_dataset(started), state, index + 1)
+            # process 0's clock decides for all: gathering the state is collective
+            if agree(out is not None and (done or index + 1 == len(plan) or
+                                          time.time() - last_commit >= checkpoint_seconds)):
+                checkpoint = to_host(state)
+                if store is not None:
+                    store.append(recorder.pending_dataset(started), checkpoint, index + 1)
                 recorder.clear_pending()
                 last_commit = time.time()
             elif store is None:

@@ -94,3 +94,27 @@ def to_host(tree):
 
     return jax.tree.unflatten(treedef, [np.asarray(v) for v in
                                         multihost_utils.process_allgather(leaves, tiled=True)])
+
+
+# ----------------------------------------------------------------------------- processes
+
+def is_writer() -> bool:
+    """Whether this process writes the run's store (process 0 of a multi-process run)."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Wait for every process to reach ``name`` (no-op in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def agree(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process (decisions that start collectives must agree)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))
