@@ -22,8 +22,8 @@ import xarray as xr
 import meanfield.particles as pt
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
-from meanfield.sharding import (agree, device_count, is_writer, place, resolve_mesh, scope, sync,
-                                to_host)
+from meanfield.sharding import (agree, check_precision, device_count, is_writer, place,
+                                resolve_mesh, scope, sync, to_host)
 from meanfield.particles._validate import check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES, kernel_scale
 
@@ -277,6 +277,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         meanfield.store.StoreError: ``out`` is unreadable or belongs to another config.
     """
     mesh = resolve_mesh(devices)
+    check_precision(config.precision, mesh)
     if mesh is not None and config.solver.kind == "analytic":
         raise ValueError("devices: solver.kind='analytic' runs on the host; devices apply "
                          "to the particle integrators (euler, optax, adaptive)")

@@ -118,3 +118,23 @@ def agree(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))
+
+
+# ----------------------------------------------------------------------------- backends
+
+# Platforms without native float64 arithmetic (XLA:TPU has none).
+NO_FLOAT64 = ("tpu",)
+
+
+def platform_of(mesh: Mesh | None) -> str:
+    """Platform of the devices a run uses: the mesh's, else JAX's default backend."""
+    return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+
+
+def check_precision(precision: str, mesh: Mesh | None) -> None:
+    """Refuse, before any compute, a precision the run's devices cannot provide."""
+    platform = platform_of(mesh)
+    if precision == "float64" and platform in NO_FLOAT64:
+        raise ValueError(f"precision='float64' cannot run on {platform}: the backend has no "
+                         "float64 arithmetic; use precision='float32' (see the preset's "
+                         "precision notes) or run on CPU/GPU")

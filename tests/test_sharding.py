@@ -160,5 +160,20 @@ def test_one_device_mesh_run_equals_unsharded_and_cli_flag(tmp_path):
         mf.simulate(config.replace(**{"solver.kind": "analytic"}), devices=1)
 
 
+def test_float64_is_refused_up_front_where_the_backend_has_none(monkeypatch):
+    import meanfield as mf
+    import meanfield.sharding as sharding
+
+    calls = []
+    monkeypatch.setattr(sharding, "platform_of", lambda mesh: "tpu")
+    monkeypatch.setattr("meanfield.runner.prepare", lambda *a: calls.append(a))
+    config = config_of("wang_ma_euler")
+    assert config.precision == "float64"
+    with pytest.raises(ValueError, match="float64.*tpu"):
+        mf.simulate(config)
+    assert not calls  # refused before any array was built
+    sharding.check_precision("float32", None)
+
+
 if __name__ == "__main__":
     print(json.dumps(child(sys.argv[1:])))
