@@ -39,6 +39,7 @@ from bench_engine import (
     INPUT_DIM,
     N_SAMPLES,
     SEED,
+    emit,
     make_data,
     peak_rss_mib,
     seconds_per_step,
@@ -263,12 +264,7 @@ def main(argv=None):
         method, width, devices, mode = args.single
         print(json.dumps(measure(method, int(width), int(devices), mode, args)), flush=True)
         return
-    text = json.dumps(run_all(args), indent=2)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(run_all(args), args.out)
 
 
 if __name__ == "__main__":
