@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -89,11 +91,15 @@ def main(argv=None):
     import jax
 
     load_at_start = list(os.getloadavg())
-    seeds, kappas = ((0,), (0.1,)) if args.quick else ((0, 1, 2), (0.1, 0.01))
+    seeds, kappas = ((0,), (0.1,)) if args.quick else ((0, 1), (0.1, 0.01))
     t_max = 200.0 if args.quick else 1500.0
     widths = (100, 400) if args.quick else (250, 1000)
-    rows = [wang_ma_row(seed, kappa, t_max) for kappa in kappas for seed in seeds]
-    rows.append(luo_rows(1.75, 0.0, widths, 0))
+    jobs = [(wang_ma_row, (seed, kappa, t_max)) for kappa in kappas for seed in seeds]
+    jobs.insert(1, (luo_rows, (1.75, 0.0, widths, 0)))
+    rows = []
+    for fn, arguments in jobs:
+        rows.append(fn(*arguments))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     report = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                        "host": platform.node(), "cpu_count": os.cpu_count(),
                        "jax": jax.__version__, "backend": jax.default_backend(),

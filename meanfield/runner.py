@@ -22,10 +22,10 @@ import xarray as xr
 import meanfield.particles as pt
 from meanfield.config import SimulationConfig, Solver
 from meanfield.recording import make_spec, measure
-from meanfield.sharding import (agree, check_precision, device_count, is_writer, place,
-                                resolve_mesh, scope, sync, to_host)
 from meanfield.particles._validate import check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES, kernel_scale
+from meanfield.sharding import (agree, check_precision, device_count, is_writer, place,
+                                resolve_mesh, scope, sync, to_host)
 
 CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
 

@@ -2,7 +2,7 @@
 device each): its store equals the one-process run, and after a SIGKILL of one process the
 resumed run's store equals the uninterrupted one.
 
-The processes are this file run as a script: ``PROCESS_ID PORT OUT [resume]``.
+The processes are this file run as a script: ``CASE PROCESS_ID PORT OUT [resume]``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,19 @@ import time
 import pytest
 
 N_PROCESSES = 2
-CONFIG = ("wang_ma", {"t_max": 1500.0, "n_saves": 200})
+# short: the two-process run; long: enough compiled chunks to be killed in the middle
+CASES = {"short": ("wang_ma", {"t_max": 100.0, "n_saves": 40}),
+         "long": ("wang_ma", {"t_max": 1500.0, "n_saves": 200})}
 
 
-def config_of():
+def config_of(case: str):
     from meanfield import presets
 
-    return presets.get(CONFIG[0], **CONFIG[1])
+    preset, arguments = CASES[case]
+    return presets.get(preset, **arguments)
 
 
-def child(process_id: int, port: int, out: str, resume: bool) -> None:
+def child(case: str, process_id: int, port: int, out: str, resume: bool) -> None:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -35,7 +38,7 @@ def child(process_id: int, port: int, out: str, resume: bool) -> None:
                                process_id=process_id, initialization_timeout=120)
     import meanfield as mf
 
-    ds = mf.simulate(config_of(), progress=False, out=out, resume=resume,
+    ds = mf.simulate(config_of(case), progress=False, out=out, resume=resume,
                      devices=jax.device_count(), checkpoint_seconds=0.0)
     print(json.dumps({"process": process_id, "devices": jax.device_count(),
                       "n_steps": int(ds.n_steps.values[-1])}), flush=True)
@@ -48,10 +51,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(out, resume: bool = False) -> list[subprocess.Popen]:
+def launch(case: str, out, resume: bool = False) -> list[subprocess.Popen]:
     port = free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    return [subprocess.Popen([sys.executable, __file__, str(i), str(port), str(out)]
+    return [subprocess.Popen([sys.executable, __file__, case, str(i), str(port), str(out)]
                              + (["resume"] if resume else []), env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i in range(N_PROCESSES)]
@@ -77,26 +80,24 @@ def assert_same_run(path, reference) -> None:
     assert diffs[worst] <= 1.0, (worst, diffs[worst])
 
 
-@pytest.fixture(scope="module")
-def reference():
+def reference(case: str):
     import meanfield as mf
 
-    return mf.simulate(config_of(), progress=False)
+    return mf.simulate(config_of(case), progress=False)
 
 
-@pytest.mark.slow
-def test_two_process_run_equals_one_process_run(tmp_path, reference):
-    reports = finish(launch(tmp_path / "run.zarr"))
+def test_two_process_run_equals_one_process_run(tmp_path):
+    reports = finish(launch("short", tmp_path / "run.zarr"))
     assert [r["devices"] for r in reports] == [N_PROCESSES] * N_PROCESSES
-    assert_same_run(tmp_path / "run.zarr", reference)
+    assert_same_run(tmp_path / "run.zarr", reference("short"))
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_of_one_process_equals_uninterrupted(tmp_path, reference):
+def test_resume_after_sigkill_of_one_process_equals_uninterrupted(tmp_path):
     from meanfield.store import read_progress
 
     out = tmp_path / "run.zarr"
-    procs = launch(out)
+    procs = launch("long", out)
     deadline = time.time() + 600
     while time.time() < deadline:
         progress = read_progress(str(out)) if out.exists() else None
@@ -112,10 +113,10 @@ def test_resume_after_sigkill_of_one_process_equals_uninterrupted(tmp_path, refe
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
     assert not read_progress(str(out))["finished"]
-    finish(launch(out, resume=True))
+    finish(launch("long", out, resume=True))
     assert read_progress(str(out))["finished"]
-    assert_same_run(out, reference)
+    assert_same_run(out, reference("long"))
 
 
 if __name__ == "__main__":
-    child(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:] == ["resume"])
+    child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["resume"])

@@ -18,6 +18,10 @@ import pytest
 
 DEVICES = (1, 2, 4, 8)
 RTOL = 1e-12
+# The adaptive controller's proposal h err^(-1/2) takes err from R2 - R1, two residual vectors
+# that agree to ~rtol (1e-3 in the presets): the rounding of the sums over particles reaches it
+# amplified ~1/rtol. Every other variable, and the accepted steps, agree to RTOL.
+RTOL_BY_VARIABLE = {"step_size": RTOL / 1e-3}
 # name -> (preset, preset arguments, config fields); width 100 does not divide by 8, 1002 by
 # 4 or 8 (ASI needs even widths).
 CASES = {
@@ -53,7 +57,8 @@ def differences(ds, reference) -> dict:
                 out[name] = float("inf")
                 continue
             scale = np.nanmax(np.abs(y), initial=0.0)
-            err = np.abs(np.nan_to_num(x - y)) / (RTOL * (np.abs(np.nan_to_num(y)) + 1e-3 * scale)
+            rtol = RTOL_BY_VARIABLE.get(name, RTOL)
+            err = np.abs(np.nan_to_num(x - y)) / (rtol * (np.abs(np.nan_to_num(y)) + 1e-3 * scale)
                                                   + 1e-300)
             out[name] = float(np.max(err, initial=0.0))
         else:
