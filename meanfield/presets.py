@@ -14,6 +14,25 @@ import numpy as np
 from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
 from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
+# Precision each preset runs at by default, per JAX platform ("*": every other one), chosen
+# from float32-against-float64 runs of the preset (benchmarks/bench_precision.py): wang_ma's
+# scales span 1e-4 to 1e3 and needs float64 (on TPU, which has none, a run is refused up front:
+# ``meanfield.sharding.check_precision``); luo_1d's slopes hold in float32.
+PRECISION = {"wang_ma": {"*": "float64"}, "luo_1d": {"*": "float32"}}
+
+
+def default_precision(preset: str, platform: str | None = None) -> str:
+    """The default precision of ``preset`` on ``platform`` (default: JAX's default backend,
+    looked up only when the preset's entry depends on the platform)."""
+    table = PRECISION[preset]
+    if set(table) == {"*"}:
+        return table["*"]
+    if platform is None:
+        import jax
+
+        platform = jax.default_backend()
+    return table.get(platform, table["*"])
+
 
 def wang_ma_directions(*, d: int = 20, delta: float = math.pi / 15) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors x_+ = e_1 and x_- at angle delta from it in the (e_1, e_2) plane."""
@@ -78,13 +97,14 @@ def wang_ma_data(*, p: int = 4, delta: float = math.pi / 15, d: int = 20,
 
 def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
             delta: float = math.pi / 15, d: int = 20, t_max: float = 1500.0,
-            noisy: bool = False, rtol: float = 1e-3, precision: str = "float64",
+            noisy: bool = False, rtol: float = 1e-3, precision: str | None = None,
             n_saves: int = 400) -> SimulationConfig:
     """Wang & Ma's four-phase experiment (arXiv 2305.12467, docs/theory/wang-ma.md).
 
     f(x) = (1/m) sum_k s_k relu(w_k . x), s_k = +-1 frozen (alternating), w_k(0) = kappa u_k
     with u_k uniform on the unit sphere of R^d, exponential loss, no bias. Saves are
-    log-spaced from kappa/1000 to t_max. float64 by default: the scales span 1e-4 to 1e3.
+    log-spaced from kappa/1000 to t_max. Precision: ``default_precision("wang_ma")`` (float64:
+    the scales span 1e-4 to 1e3).
     """
     model = ModelSpec(width=width, bias=False, output="frozen", loss="exponential",
                       init=InitialLaw(kind="sphere", scale=kappa, output_scale=1.0))
@@ -93,7 +113,7 @@ def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
         solver=Solver(kind="adaptive", rtol=rtol),
         save=SaveAt(t_min=kappa / 1000, n=n_saves),
         observe=wang_ma_observe(p=p, delta=delta, d=d), t_max=t_max, seed=seed,
-        precision=precision, name="wang_ma")
+        precision=precision or default_precision("wang_ma"), name="wang_ma")
 
 
 def luo_1d_data() -> TrainingData:
@@ -105,7 +125,7 @@ def luo_1d_data() -> TrainingData:
 
 def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, seed: int = 0,
            t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = 1e-3,
-           precision: str = "float32", n_saves: int = 300) -> SimulationConfig:
+           precision: str | None = None, n_saves: int = 300) -> SimulationConfig:
     """Luo et al.'s 1-D experiment at exponents (gamma, gamma') (arXiv 2007.07497, docs/theory/phase-diagram.md).
 
     Squared loss, bias, ASI, Gaussian init with sigma_a = m^((1-gamma-gamma')/2),
@@ -118,7 +138,8 @@ def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, s
                       init=InitialLaw(kind="gaussian", asi=True))
     return SimulationConfig(model=model, data=luo_1d_data(), solver=Solver(rtol=rtol),
                             save=SaveAt(n=n_saves), t_max=t_max, loss_tol=mse_tol / 2,
-                            seed=seed, precision=precision, name="luo_1d")
+                            seed=seed, precision=precision or default_precision("luo_1d"),
+                            name="luo_1d")
 
 
 PRESETS = {"wang_ma": wang_ma, "luo_1d": luo_1d}

@@ -184,5 +184,16 @@ def test_float64_is_refused_up_front_where_the_backend_has_none(monkeypatch):
     sharding.check_precision("float32", None)
 
 
+def test_preset_precision_defaults_come_from_one_table(monkeypatch):
+    from meanfield import presets
+
+    assert presets.get("wang_ma").precision == presets.default_precision("wang_ma") == "float64"
+    assert presets.get("luo_1d").precision == "float32"
+    assert presets.get("wang_ma", precision="float32").precision == "float32"
+    monkeypatch.setitem(presets.PRECISION, "wang_ma", {"*": "float64", "gpu": "float32"})
+    assert presets.default_precision("wang_ma", "gpu") == "float32"
+    assert presets.default_precision("wang_ma", "cpu") == "float64"
+
+
 if __name__ == "__main__":
     child(sys.argv[1:])
