@@ -15,15 +15,20 @@ from meanfield.config import Observe, SaveAt, SimulationConfig, Solver
 from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
 # Precision each preset runs at by default, per JAX platform ("*": every other one), chosen
-# from float32-against-float64 runs of the preset (benchmarks/bench_precision.py): wang_ma's
-# scales span 1e-4 to 1e3 and needs float64 (on TPU, which has none, a run is refused up front:
-# ``meanfield.sharding.check_precision``); luo_1d's slopes hold in float32.
-PRECISION = {"wang_ma": {"*": "float64"}, "luo_1d": {"*": "float32"}}
+# from float32-against-float64 runs from the same initial particles
+# (benchmarks/bench_precision.py): wang_ma in float32 keeps the float64 survivor set exactly,
+# the escape time to 3e-8, the final loss to 2e-7 and the step count (kappa = 0.1 and 0.01),
+# so accelerators run it in float32 (TPUs have no float64, most GPUs run it at a fraction of
+# float32 speed); CPUs keep float64, where it costs little at wang_ma's widths. luo_1d runs
+# in float32 everywhere.
+PRECISION = {"wang_ma": {"*": "float32", "cpu": "float64"}, "luo_1d": {"*": "float32"}}
 
 
 def default_precision(preset: str, platform: str | None = None) -> str:
     """The default precision of ``preset`` on ``platform`` (default: JAX's default backend,
-    looked up only when the preset's entry depends on the platform)."""
+    looked up only when the preset's entry depends on the platform; in a multi-process run
+    call ``jax.distributed.initialize()`` before building configs, as JAX requires it before
+    any backend is used)."""
     table = PRECISION[preset]
     if set(table) == {"*"}:
         return table["*"]
@@ -103,8 +108,8 @@ def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
 
     f(x) = (1/m) sum_k s_k relu(w_k . x), s_k = +-1 frozen (alternating), w_k(0) = kappa u_k
     with u_k uniform on the unit sphere of R^d, exponential loss, no bias. Saves are
-    log-spaced from kappa/1000 to t_max. Precision: ``default_precision("wang_ma")`` (float64:
-    the scales span 1e-4 to 1e3).
+    log-spaced from kappa/1000 to t_max. Precision: ``default_precision("wang_ma")`` (float64
+    on CPU, float32 on accelerators; see ``PRECISION``).
     """
     model = ModelSpec(width=width, bias=False, output="frozen", loss="exponential",
                       init=InitialLaw(kind="sphere", scale=kappa, output_scale=1.0))

@@ -190,9 +190,11 @@ def test_preset_precision_defaults_come_from_one_table(monkeypatch):
     assert presets.get("wang_ma").precision == presets.default_precision("wang_ma") == "float64"
     assert presets.get("luo_1d").precision == "float32"
     assert presets.get("wang_ma", precision="float32").precision == "float32"
-    monkeypatch.setitem(presets.PRECISION, "wang_ma", {"*": "float64", "gpu": "float32"})
-    assert presets.default_precision("wang_ma", "gpu") == "float32"
-    assert presets.default_precision("wang_ma", "cpu") == "float64"
+    for platform in ("gpu", "tpu"):
+        assert presets.default_precision("wang_ma", platform) == "float32"
+        assert presets.default_precision("luo_1d", platform) == "float32"
+    monkeypatch.setattr("jax.default_backend", lambda: "gpu")
+    assert presets.get("wang_ma").precision == "float32"
 
 
 if __name__ == "__main__":
