@@ -332,7 +332,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             store.progress = read_progress(out)
         if store.progress["finished"]:
             return open_run(out)
-        state = store.load_state(state) or state
+        state = store.load_state(to_host(state)) or state  # host template: shards of all processes
         first_chunk = store.progress["chunks_done"]
         recorder.resume(store.last_record(), store.progress["records"])
         store = store if is_writer() else None
