@@ -306,6 +306,16 @@ def run_all(args) -> dict:
             "targets": targets}
 
 
+def emit(report: dict, out: str | None) -> None:
+    """Print the JSON document ``report`` and, with ``out``, also write it there."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -335,12 +345,7 @@ def main(argv=None):
         method, width = args.single[0], int(args.single[1])
         print(json.dumps(measure(method, width, args)), flush=True)
         return
-    text = json.dumps(run_all(args), indent=2)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(run_all(args), args.out)
 
 
 if __name__ == "__main__":

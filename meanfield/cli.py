@@ -181,9 +181,17 @@ def cmd_run(args) -> int:
                            "writes): choose another --out"}[kind]
         raise UsageError(f"{out} {hint}")
     progress = False if args.no_progress else None
+    if args.devices is not None:
+        from meanfield.sharding import resolve_mesh
+
+        try:
+            resolve_mesh(args.devices)
+        except ValueError as exc:
+            print(f"meanfield: --devices: {exc}", file=sys.stderr)
+            return 2
     try:
         ds = simulate(config, progress=progress, out=out, resume=resume,
-                      overwrite=args.overwrite, **run_kwargs)
+                      overwrite=args.overwrite, devices=args.devices, **run_kwargs)
     except (RunError, RunInterrupted) as exc:
         if store_status(out) not in ("absent", "empty"):
             print(f"meanfield: everything recorded so far is in {out}"
@@ -358,6 +366,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-seconds", type=float, dest="checkpoint_seconds",
                      help="commit records and a resumable checkpoint at least this often "
                           "(default 5; also --set checkpoint_seconds=...)")
+    run.add_argument("--devices", type=int, metavar="N",
+                     help="split the particles over the first N devices (default: one; on "
+                          "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     run.set_defaults(func=cmd_run)
     verify = sub.add_parser("verify", help="check a run store against its checksums")
     verify.add_argument("run", help="run store (zarr directory)")

@@ -25,7 +25,7 @@ ARGUMENT_CHECKS = {
     "seed": lambda v: check_int("seed", v, minimum=0, maximum=SEED_MAX),
     "t_max": lambda v: check_positive("t_max", v),
     "rtol": lambda v: check_positive("rtol", v),
-    "precision": lambda v: check_choice("precision", v, PRECISIONS),
+    "precision": lambda v: v is None or check_choice("precision", v, PRECISIONS),
     "n_saves": lambda v: check_int("n_saves", v, minimum=1, maximum=MAX_SAVES),
     "kappa": lambda v: check_positive("kappa", v),
     "p": lambda v: check_int("p", v, minimum=1),
@@ -57,6 +57,31 @@ def _checked(preset):
         return preset(**kwargs)
 
     return wrapper
+
+
+# Precision each preset runs at by default, per JAX platform ("*": every other one), chosen
+# from float32-against-float64 runs from the same initial particles
+# (benchmarks/bench_precision.py): wang_ma in float32 keeps the float64 survivor set exactly,
+# the escape time to 3e-8, the final loss to 2e-7 and the step count (kappa = 0.1 and 0.01),
+# so accelerators run it in float32 (TPUs have no float64, most GPUs run it at a fraction of
+# float32 speed); CPUs keep float64, where it costs little at wang_ma's widths. luo_1d runs
+# in float32 everywhere.
+PRECISION = {"wang_ma": {"*": "float32", "cpu": "float64"}, "luo_1d": {"*": "float32"}}
+
+
+def default_precision(preset: str, platform: str | None = None) -> str:
+    """The default precision of ``preset`` on ``platform`` (default: JAX's default backend,
+    looked up only when the preset's entry depends on the platform; in a multi-process run
+    call ``jax.distributed.initialize()`` before building configs, as JAX requires it before
+    any backend is used)."""
+    table = PRECISION[preset]
+    if set(table) == {"*"}:
+        return table["*"]
+    if platform is None:
+        import jax
+
+        platform = jax.default_backend()
+    return table.get(platform, table["*"])
 
 
 def wang_ma_directions(*, d: int = 20, delta: float = math.pi / 15) -> tuple[np.ndarray, np.ndarray]:
@@ -123,13 +148,14 @@ def wang_ma_data(*, p: int = 4, delta: float = math.pi / 15, d: int = 20,
 @_checked
 def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
             delta: float = math.pi / 15, d: int = 20, t_max: float = 1500.0,
-            noisy: bool = False, rtol: float = DEFAULT_RTOL, precision: str = "float64",
+            noisy: bool = False, rtol: float = DEFAULT_RTOL, precision: str | None = None,
             n_saves: int = 400) -> SimulationConfig:
     """Wang & Ma's four-phase experiment (arXiv 2305.12467, docs/theory/wang-ma.md).
 
     f(x) = (1/m) sum_k s_k relu(w_k . x), s_k = +-1 frozen (alternating), w_k(0) = kappa u_k
     with u_k uniform on the unit sphere of R^d, exponential loss, no bias. Saves are
-    log-spaced from kappa/1000 to t_max. float64 by default: the scales span 1e-4 to 1e3.
+    log-spaced from kappa/1000 to t_max. Precision: ``default_precision("wang_ma")`` (float64
+    on CPU, float32 on accelerators; see ``PRECISION``).
     """
     if kappa / 1000 >= t_max:
         raise ValueError(f"kappa={kappa} is not allowed with t_max={t_max}: the first save, at "
@@ -141,7 +167,7 @@ def wang_ma(*, width: int = 100, seed: int = 0, kappa: float = 0.1, p: int = 4,
         solver=Solver(kind="adaptive", rtol=rtol),
         save=SaveAt(t_min=kappa / 1000, n=n_saves),
         observe=wang_ma_observe(p=p, delta=delta, d=d), t_max=t_max, seed=seed,
-        precision=precision, name="wang_ma")
+        precision=precision or default_precision("wang_ma"), name="wang_ma")
 
 
 def luo_1d_data() -> TrainingData:
@@ -154,7 +180,7 @@ def luo_1d_data() -> TrainingData:
 @_checked
 def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, seed: int = 0,
            t_max: float = 1e6, mse_tol: float = 1e-6, rtol: float = DEFAULT_RTOL,
-           precision: str = "float32", n_saves: int = 300) -> SimulationConfig:
+           precision: str | None = None, n_saves: int = 300) -> SimulationConfig:
     """Luo et al.'s 1-D experiment at exponents (gamma, gamma') (arXiv 2007.07497, docs/theory/phase-diagram.md).
 
     Squared loss, bias, ASI, Gaussian init with sigma_a = m^((1-gamma-gamma')/2),
@@ -170,7 +196,8 @@ def luo_1d(*, gamma: float = 1.0, gamma_prime: float = 0.0, width: int = 1000, s
                       init=InitialLaw(kind="gaussian", asi=True))
     return SimulationConfig(model=model, data=luo_1d_data(), solver=Solver(rtol=rtol),
                             save=SaveAt(n=n_saves), t_max=t_max, loss_tol=mse_tol / 2,
-                            seed=seed, precision=precision, name="luo_1d")
+                            seed=seed, precision=precision or default_precision("luo_1d"),
+                            name="luo_1d")
 
 
 PRESETS = {"wang_ma": wang_ma, "luo_1d": luo_1d}

@@ -30,6 +30,8 @@ from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
 from meanfield.particles._validate import check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES
 from meanfield.recording import make_spec, measure
+from meanfield.sharding import (agree, check_precision, device_count, is_writer, place,
+                                resolve_mesh, scope, sync, to_host)
 from meanfield.stops import (
     STOP_REASONS,
     all_neurons_dead,
@@ -99,7 +101,8 @@ def init_state(integrator: pt.TimeIntegrator, problem, particles):
 
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
              resume: bool = False, overwrite: bool = False,
-             checkpoint_seconds: float = 5.0, initial: pt.Particles | None = None) -> xr.Dataset:
+             checkpoint_seconds: float = 5.0, initial: pt.Particles | None = None,
+             devices=None) -> xr.Dataset:
     """Run the particle system of ``config`` and return its Dataset.
 
     Args:
@@ -119,6 +122,10 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             ``meanfield.limits.reference``); they are zero-padded like the drawn ones and the
             Dataset records ``initial="custom"``. Not allowed with ``resume=True`` (the store
             cannot check that the same particles are given).
+        devices: split the particles over devices (``meanfield.sharding``): None (one
+            device), a count N (the first N of ``jax.devices()``), a list of jax devices or
+            a ``jax.sharding.Mesh`` with a ``"particles"`` axis. The Dataset is the same for
+            any number of devices (to the rounding of the sums over particles).
     Returns:
         ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
         with ``out``, the store opened lazily. ``solver.kind="analytic"`` runs Barbu's analytic
@@ -128,12 +135,26 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded.
         meanfield.store.StoreError: ``out`` is unreadable or belongs to another config.
     """
+    mesh = resolve_mesh(devices)
+    check_precision(config.precision, mesh)
+    if mesh is not None and config.solver.kind == "analytic":
+        raise ValueError("devices: solver.kind='analytic' runs on the host; devices apply "
+                         "to the particle integrators (euler, heun, optax, adaptive)")
+    with scope(mesh):
+        return _simulate(config, progress=progress, out=out, resume=resume, overwrite=overwrite,
+                         checkpoint_seconds=checkpoint_seconds, initial=initial, mesh=mesh)
+
+
+def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrite: bool,
+              checkpoint_seconds: float, initial, mesh) -> xr.Dataset:
+    """``simulate`` under the context of its particle mesh (None: one device)."""
     from meanfield.io import open_run
-    from meanfield.store import RunStore
+    from meanfield.store import RunStore, read_progress
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
     enable_compilation_cache()
+    sync("meanfield: run starts")  # every process sees the store as it was before the run
     solver = config.solver.build()
     if solver.clock != "time":  # iterations on the host (the analytic solver)
         return DRIVERS[solver.clock](config, progress=progress, out=out, resume=resume,
@@ -145,9 +166,11 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         raise ValueError("resume=True cannot be combined with initial=...: the store does not "
                          "record custom initial particles; rerun with overwrite=True instead")
     check_initial_scales(config)
-    problem, particles, x_eval, dtype = prepare(config)
+    problem, particles, x_eval, dtype = prepare(config, device_count(mesh))
     if initial is not None:
         particles = custom_initial(config, initial, particles)
+    m_pad = particles.a.shape[0]
+    particles = place(particles, mesh, m_pad)
     integrator = solver.with_dtype(dtype)
     times, snap = save_schedule(config, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
@@ -159,14 +182,21 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
     store, first_chunk = None, 0
     if out is not None and resume and os.path.exists(out):
-        store = RunStore.open(out, config.to_json())
+        # process 0 opens (and truncates) the store, the others then read where it resumes
+        store = RunStore.open(out, config.to_json()) if is_writer() else None
+        sync("meanfield: store opened")
+        if store is None:
+            store = RunStore(out, config.to_json())
+            store.progress = read_progress(out)
         if store.progress["finished"]:
             return open_run(out)
-        state = store.load_state(state) or state
+        state = store.load_state(to_host(state)) or state  # host template: shards of all processes
         first_chunk = store.progress["chunks_done"]
         recorder.resume(store.last_record(), store.progress["records"])
-    elif out is not None:
+        store = store if is_writer() else None
+    elif out is not None and is_writer():
         store = RunStore.create(out, config.to_json(), overwrite=overwrite)
+    state = place(state, mesh, m_pad)
     if first_chunk == 0:
         recorder.snapshot(state)
     bar = progress_bar(progress, len(times))
@@ -187,9 +217,12 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             done = done or early is not None
             if done or snapshot_after:
                 recorder.snapshot(state)
-            if store is not None and (done or index + 1 == len(plan) or
-                                      time.time() - last_commit >= checkpoint_seconds):
-                store.append(recorder.pending_dataset(started), state, index + 1)
+            # process 0's clock decides for all: gathering the state is collective
+            if agree(out is not None and (done or index + 1 == len(plan) or
+                                          time.time() - last_commit >= checkpoint_seconds)):
+                checkpoint = to_host(state)
+                if store is not None:
+                    store.append(recorder.pending_dataset(started), checkpoint, index + 1)
                 recorder.clear_pending()
                 last_commit = time.time()
             elif store is None:
@@ -242,7 +275,7 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
     alive = recorder.recent("alive_fraction", 1)
     if alive.size and not np.any(alive[-1] > 0):
         width = config.model.width
-        w = np.asarray(jax.device_get(state.particles.w[:width]))
+        w = np.asarray(to_host(state.particles.w[:width]))
         if all_neurons_dead(w, np.asarray(problem.x)):
             return "all_dead"
     t, loss = recorder.recent("t", STALL_RECORDS), recorder.recent("loss", STALL_RECORDS)
@@ -329,7 +362,7 @@ class _Recorder:
         t = float(state.t)
         if self.snapshots and self.snapshots[-1][0] == t:
             return
-        a, w = jax.device_get((state.particles.a[:m], state.particles.w[:m]))
+        a, w = to_host((state.particles.a[:m], state.particles.w[:m]))
         snap = (t, np.asarray(a), np.asarray(w))
         self.snapshots.append(snap)
         self.pending_snapshots.append(snap)

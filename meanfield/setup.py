@@ -28,11 +28,12 @@ def enable_precision(precision: str):
     return jnp.float64 if precision == "float64" else jnp.float32
 
 
-def prepare(config: SimulationConfig):
-    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype)."""
+def prepare(config: SimulationConfig, devices: int = 1):
+    """Arrays of a run: (problem, initial particles, x_eval augmented, dtype); the particles
+    are padded to whole chunks on each of ``devices`` (traced under their mesh: sharded)."""
     dtype = enable_precision(config.precision)
     spec, data = config.model, config.data
-    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size)
+    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size, devices)
     x_unique, inverse = data.unique_inputs(spec.bias)
     problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
                               weights=data.weights, width=spec.width, loss=spec.loss,

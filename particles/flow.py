@@ -40,6 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from meanfield.particles import sharding
 from meanfield.particles.kernels import Particles, scan_chunks
 
 
@@ -386,6 +387,9 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
     if not isinstance(n_chunks, int) or n_chunks < 1 or m_pad % n_chunks:
         raise ValueError(f"n_chunks={n_chunks!r} must be a positive integer dividing "
                          f"m_pad={m_pad}")
+    if sharding.mesh_size():  # particle mesh: every device moves (and redoes) its own shard
+        return _move_per_shard(a, w, x, xx, residual, h, band_eps, mass_floor, trainable,
+                               n_chunks=n_chunks, outputs=outputs, event_block=event_block)
     shared = (x, _with_gram(x), xx, residual, h, band_eps)
     redo = block < m_pad
     step = _fast_step if redo else _full_step
@@ -419,6 +423,26 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
     summary = out.pop("summary", (None, None, None))
     return Motion(total=total, tau2_min=summary[0], g_max=summary[1],
                   amplitude_sum=summary[2], **out)
+
+
+def _move_per_shard(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bool, *,
+                    n_chunks: int, outputs: str, event_block: int | None) -> Motion:
+    """``move_particles`` shard by shard on the particle mesh: the total and the step bounds
+    are all-reduced, the per-particle fields stay sharded."""
+    local = sharding.local_chunks(n_chunks)
+    reduce = {"total": sharding.psum, "tau2_min": sharding.pmin, "g_max": sharding.pmax,
+              "amplitude_sum": sharding.psum}
+
+    def body(a_shard, w_shard):
+        motion = move_particles(a_shard, w_shard, x, xx, residual, h, band_eps, mass_floor,
+                                trainable, n_chunks=local, outputs=outputs,
+                                event_block=event_block)
+        return motion._replace(**{k: f(getattr(motion, k)) for k, f in reduce.items()
+                                  if getattr(motion, k) is not None})
+
+    specs = Motion(*(sharding.REPLICATED if k in reduce else sharding.SHARDED
+                     for k in Motion._fields))
+    return sharding.per_shard(body, (a, w), specs)
 
 
 def _bounds(moved: _Moved, xx, band_eps, mass_floor):

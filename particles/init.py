@@ -12,6 +12,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from meanfield.particles import sharding
 from meanfield.particles.kernels import Particles
 from meanfield.particles.model import InitialLaw, ModelSpec
 
@@ -55,7 +56,9 @@ def _sample(key, width, params, *, kind, signs, asi, dim, m_pad, dtype):
         in_axes=(None, 0, None),
     )(key, k, params)
     valid = k < width
-    return Particles(a=jnp.where(valid, a, 0), w=jnp.where(valid[:, None], w, 0))
+    # under a particle mesh each device draws only its own neurons
+    return sharding.constrain(Particles(a=jnp.where(valid, a, 0),
+                                        w=jnp.where(valid[:, None], w, 0)))
 
 
 def init_particles(key, spec: ModelSpec, input_dim: int, *, m_pad: int | None = None,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield.particles import sharding
 from meanfield.particles._pytree import pytree_dataclass
 from meanfield.particles.losses import loss_derivative, loss_value
 
@@ -64,15 +65,20 @@ class Problem:
     n_chunks: int
 
 
-def chunk_layout(width: int, chunk_size: int | None = None) -> tuple[int, int]:
-    """(n_chunks, chunk) with n_chunks * chunk >= width and padding below one chunk.
+def chunk_layout(width: int, chunk_size: int | None = None,
+                 devices: int = 1) -> tuple[int, int]:
+    """(n_chunks, chunk) with n_chunks * chunk >= width and padding below one chunk per device.
 
-    Small widths use one chunk rounded up to a multiple of 8.
+    Small widths use one chunk (per device) rounded up to a multiple of 8; with ``devices``
+    the number of chunks is a multiple of it, so every device of a particle mesh holds whole
+    chunks (``meanfield.particles.sharding``).
     """
     chunk_size = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be a positive integer")
-    n_chunks = max(1, math.ceil(width / chunk_size))
+    if devices < 1:
+        raise ValueError(f"devices={devices} must be a positive integer")
+    n_chunks = devices * max(1, math.ceil(width / (chunk_size * devices)))
     chunk = math.ceil(width / n_chunks)
     chunk = 8 * math.ceil(chunk / 8)
     return n_chunks, chunk
@@ -122,7 +128,26 @@ def scan_chunks(fn: Callable, tree, n_chunks: int, summed_init):
         summed_init: zeros with the structure of summed_tree.
     Returns:
         (per_particle_tree with leading axis m_pad, summed_tree).
+
+    Under a particle mesh (``meanfield.particles.sharding``) each device scans its own chunks
+    and the summed tree is all-reduced over the mesh.
     """
+    if sharding.mesh_size():
+        local = sharding.local_chunks(n_chunks)
+        return sharding.per_shard(
+            lambda shard: _scan_reduced(fn, shard, local, summed_init), (tree,),
+            (sharding.SHARDED, sharding.REPLICATED))
+    return _scan(fn, tree, n_chunks, summed_init)
+
+
+def _scan_reduced(fn: Callable, tree, n_chunks: int, summed_init):
+    """``_scan`` of one shard, its sums all-reduced over the particle mesh."""
+    per_particle, summed = _scan(fn, tree, n_chunks, summed_init)
+    return per_particle, sharding.psum(summed)
+
+
+def _scan(fn: Callable, tree, n_chunks: int, summed_init):
+    """``scan_chunks`` on the particles at hand."""
     chunked = jax.tree.map(lambda v: v.reshape((n_chunks, -1) + v.shape[1:]), tree)
 
     def body(acc, chunk):

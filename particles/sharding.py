@@ -1,0 +1,93 @@
+"""Particle-axis sharding: every pass over the particles runs shard by shard on a device mesh.
+
+Particles interact only through the n-vector of aggregated residuals (docs/theory/model.md,
+arXiv 2007.07497), so a pass over m particles split over P devices needs each device to scan
+its own m / P particles and one all-reduce of the n-vector it sums (plus a few scalars: step
+bounds, finiteness). The mesh is taken from the trace context (``jax.set_mesh``), which is
+part of JAX's compilation cache key: the same code runs unsharded without a mesh, and a run
+under a mesh with a ``"particles"`` axis compiles its own program.
+
+Only the chunked passes (``kernels.scan_chunks`` and ``flow.move_particles``) are written
+per shard with ``jax.shard_map``; everything between them (the integrators' elementwise
+updates, optax, the observables' histograms) stays global code that XLA partitions from the
+input shardings, which reduces over the mesh where it sums over particles.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+from jax.sharding import AxisType, Mesh, PartitionSpec
+
+AXIS = "particles"
+
+
+def particle_mesh(devices) -> Mesh:
+    """A one-axis mesh named ``"particles"`` over ``devices`` (a sequence of jax devices)."""
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices must name at least one device")
+    return Mesh(devices, (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def mesh_size() -> int:
+    """Devices along the particle axis of the context mesh; 0 outside a particle mesh and
+    inside a per-shard body (where every pass is local)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or AXIS not in mesh.axis_names or AXIS in mesh.manual_axes:
+        return 0
+    return mesh.shape[AXIS]
+
+
+def constrain(tree):
+    """Lay out every leaf of ``tree`` (leading axis: particles) along the particle axis of the
+    context mesh; identity without one."""
+    if not mesh_size():
+        return tree
+    return jax.lax.with_sharding_constraint(tree, PartitionSpec(AXIS))
+
+
+def local_chunks(n_chunks: int) -> int:
+    """Chunks per device for ``n_chunks`` chunks in all (must divide by the mesh size)."""
+    size = mesh_size()
+    if n_chunks % size:
+        raise ValueError(f"n_chunks={n_chunks} must be a multiple of the {size} devices of the "
+                         f"'{AXIS}' mesh axis (lay the particles out with "
+                         "chunk_layout(width, chunk_size, devices))")
+    return n_chunks // size
+
+
+def psum(tree):
+    """Sum ``tree`` over the particle axis (inside a per-shard body)."""
+    return jax.lax.psum(tree, AXIS)
+
+
+def pmin(tree):
+    """Minimum of ``tree`` over the particle axis (inside a per-shard body)."""
+    return jax.lax.pmin(tree, AXIS)
+
+
+def pmax(tree):
+    """Maximum of ``tree`` over the particle axis (inside a per-shard body)."""
+    return jax.lax.pmax(tree, AXIS)
+
+
+def per_shard(body: Callable, particle_args: tuple, out_specs):
+    """``body(*particle_args)`` on each device's shard of the particles.
+
+    Args:
+        body: function of the local shards (every argument's leading axis split over the
+            mesh); values it closes over are replicated. It must reduce over the mesh itself
+            (``psum`` / ``pmin`` / ``pmax``) whatever it returns replicated.
+        particle_args: arrays or pytrees with the particles as leading axis.
+        out_specs: pytree prefix of body's output: ``SHARDED`` (per particle) or
+            ``REPLICATED`` (already reduced).
+    """
+    # check_vma=False: the chunk scans start from replicated zeros and carry shard sums
+    return jax.shard_map(body, in_specs=(SHARDED,) * len(particle_args), out_specs=out_specs,
+                         check_vma=False)(*particle_args)
+
+
+SHARDED = PartitionSpec(AXIS)
+REPLICATED = PartitionSpec()

@@ -1,0 +1,201 @@
+"""Particle-axis sharding: a run split over 1, 2, 4 and 8 devices gives the Dataset of the
+unsharded run (float64, 1e-12 relative; same accepted and rejected steps).
+
+Forced host devices must be set before JAX starts, so the multi-device runs happen in a
+child process (this file run as a script) with ``--xla_force_host_platform_device_count=8``;
+it builds meshes of 1, 2, 4 and 8 devices and prints the comparison as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+DEVICES = (1, 2, 4, 8)
+RTOL = 1e-12
+# The adaptive controller's proposal h err^(-1/2) takes err from R2 - R1, two residual vectors
+# that agree to ~rtol (1e-3 in the presets): the rounding of the sums over particles reaches it
+# amplified ~1/rtol. Every other variable, and the accepted steps, agree to RTOL.
+RTOL_BY_VARIABLE = {"step_size": RTOL / 1e-3}
+# name -> (preset, preset arguments, config fields); width 100 does not divide by 8, 1002 by
+# 4 or 8 (ASI needs even widths).
+CASES = {
+    "wang_ma_adaptive": ("wang_ma", {"t_max": 60.0, "n_saves": 40}, {}),
+    "wang_ma_euler": ("wang_ma", {"t_max": 20.0, "n_saves": 20},
+                      {"solver.kind": "euler", "solver.dt": 0.05}),
+    "wang_ma_optax": ("wang_ma", {"t_max": 10.0, "n_saves": 20},
+                      {"solver.kind": "optax", "solver.dt": 1.0, "solver.optimizer": "adam",
+                       "solver.optimizer_kwargs": {"learning_rate": 1e-3}}),
+    "luo_1d": ("luo_1d", {"gamma": 1.75, "gamma_prime": 0.0, "width": 1002, "t_max": 300.0,
+                          "n_saves": 30, "precision": "float64"}, {}),
+}
+
+
+def config_of(name: str):
+    from meanfield import presets
+
+    preset, arguments, fields = CASES[name]
+    config = presets.get(preset, **arguments)
+    return config.replace(**fields) if fields else config
+
+
+def differences(ds, reference) -> dict:
+    """Per variable: largest |x - y| / (RTOL-scaled size of y) for floats (<= 1 passes),
+    equality for the rest; plus equal dims and snapshot times."""
+    out = {"dims_equal": dict(ds.sizes) == dict(reference.sizes)}
+    for name in reference.data_vars:
+        x, y = np.asarray(ds[name].values), np.asarray(reference[name].values)
+        if x.shape != y.shape:
+            out[name] = float("inf")
+        elif x.dtype.kind == "f":
+            if not np.array_equal(np.isnan(x), np.isnan(y)):
+                out[name] = float("inf")
+                continue
+            scale = np.nanmax(np.abs(y), initial=0.0)
+            rtol = RTOL_BY_VARIABLE.get(name, RTOL)
+            err = np.abs(np.nan_to_num(x - y)) / (rtol * (np.abs(np.nan_to_num(y)) + 1e-3 * scale)
+                                                  + 1e-300)
+            out[name] = float(np.max(err, initial=0.0))
+        else:
+            out[name] = 0.0 if np.array_equal(x, y) else float("inf")
+    return out
+
+
+def child(names: list[str]) -> None:
+    """Run every case unsharded and on 1, 2, 4, 8 devices; print the differences (one JSON
+    line per case)."""
+    import meanfield as mf
+
+    for name in names:
+        config = config_of(name)
+        reference = mf.simulate(config, progress=False)
+        report = {"n_steps": int(reference.n_steps.values[-1]), "devices": {}}
+        for count in DEVICES:
+            ds = mf.simulate(config, progress=False, devices=count)
+            report["devices"][count] = differences(ds, reference)
+        print(json.dumps({name: report}), flush=True)
+
+
+def run_child(names: list[str]) -> dict:
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                                      f" --xla_force_host_platform_device_count={max(DEVICES)}"))
+    proc = subprocess.run([sys.executable, __file__, *names], capture_output=True, text=True,
+                          env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = {}
+    for line in proc.stdout.strip().splitlines():
+        report.update(json.loads(line))
+    assert set(report) == set(names)
+    return report
+
+
+def check(report: dict) -> None:
+    for name, result in report.items():
+        assert result["n_steps"] > 5, (name, result["n_steps"])
+        for count, diffs in result["devices"].items():
+            assert diffs.pop("dims_equal"), (name, count)
+            worst = max(diffs, key=diffs.get)
+            assert diffs[worst] <= 1.0, (name, count, worst, diffs[worst])
+
+
+def test_sharded_runs_equal_unsharded_adaptive_flow():
+    check(run_child(["wang_ma_adaptive"]))
+
+
+@pytest.mark.slow
+def test_sharded_runs_equal_unsharded_euler_optax_and_luo():
+    check(run_child(["wang_ma_euler", "wang_ma_optax", "luo_1d"]))
+
+
+def test_differences_detect_a_change():
+    import xarray as xr
+
+    ref = xr.Dataset({"loss": ("t", np.array([1.0, 0.5, 0.0])), "n": ("t", np.array([1, 2, 3]))})
+    assert max(differences(ref, ref).values()) <= 1.0
+    assert differences(ref.assign(loss=ref.loss * (1 + 1e-10)), ref)["loss"] > 1.0
+    assert differences(ref.assign(n=ref.n + 1), ref)["n"] == float("inf")
+
+
+# ----------------------------------------------------------------------------- one process
+
+def test_chunk_layout_gives_every_device_whole_chunks():
+    import meanfield.particles as pt
+
+    assert pt.chunk_layout(1003) == (1, 1008)
+    for width in (1, 100, 1003, 4000, 4001, 10**5 + 3):
+        for devices in DEVICES:
+            n_chunks, chunk = pt.chunk_layout(width, 4000, devices)
+            assert n_chunks % devices == 0 and chunk % 8 == 0
+            assert width <= n_chunks * chunk < width + devices * chunk
+    with pytest.raises(ValueError, match="devices=0"):
+        pt.chunk_layout(10, None, 0)
+
+
+def test_resolve_mesh_accepts_counts_lists_meshes_and_names_bad_input():
+    import jax
+
+    from meanfield.sharding import resolve_mesh
+
+    assert resolve_mesh(None) is None
+    mesh = resolve_mesh(1)
+    assert mesh.axis_names == ("particles",) and mesh.devices.size == 1
+    assert resolve_mesh(jax.devices()[:1]).devices.size == 1
+    assert resolve_mesh(mesh) is mesh
+    n = len(jax.devices())
+    for bad in (0, n + 1, True, "two", [0, 1]):
+        with pytest.raises(ValueError, match="devices"):
+            resolve_mesh(bad)
+    with pytest.raises(ValueError, match="'particles' axis"):
+        resolve_mesh(jax.sharding.Mesh(jax.devices()[:1], ("x",)))
+
+
+def test_one_device_mesh_run_equals_unsharded_and_cli_flag(tmp_path):
+    """In this process (one device): the per-shard code path on a one-device mesh."""
+    import meanfield as mf
+    from meanfield.cli import main
+
+    config = config_of("wang_ma_euler").replace(t_max=2.0)
+    diffs = differences(mf.simulate(config, progress=False, devices=1),
+                        mf.simulate(config, progress=False))
+    assert diffs.pop("dims_equal") and max(diffs.values()) <= 1.0
+    assert main(["run", "wang_ma", "--t-max", "1", "--devices", "99", "--no-plots",
+                 "--out", str(tmp_path / "r.zarr")]) == 2
+    with pytest.raises(ValueError, match="analytic"):
+        mf.simulate(config.replace(**{"solver.kind": "analytic"}), devices=1)
+
+
+def test_float64_is_refused_up_front_where_the_backend_has_none(monkeypatch):
+    import meanfield as mf
+    import meanfield.sharding as sharding
+
+    calls = []
+    monkeypatch.setattr(sharding, "platform_of", lambda mesh: "tpu")
+    monkeypatch.setattr("meanfield.runner.prepare", lambda *a: calls.append(a))
+    config = config_of("wang_ma_euler")
+    assert config.precision == "float64"
+    with pytest.raises(ValueError, match="float64.*tpu"):
+        mf.simulate(config)
+    assert not calls  # refused before any array was built
+    sharding.check_precision("float32", None)
+
+
+def test_preset_precision_defaults_come_from_one_table(monkeypatch):
+    from meanfield import presets
+
+    assert presets.get("wang_ma").precision == presets.default_precision("wang_ma") == "float64"
+    assert presets.get("luo_1d").precision == "float32"
+    assert presets.get("wang_ma", precision="float32").precision == "float32"
+    for platform in ("gpu", "tpu"):
+        assert presets.default_precision("wang_ma", platform) == "float32"
+        assert presets.default_precision("luo_1d", platform) == "float32"
+    monkeypatch.setattr("jax.default_backend", lambda: "gpu")
+    assert presets.get("wang_ma").precision == "float32"
+
+
+if __name__ == "__main__":
+    child(sys.argv[1:])
