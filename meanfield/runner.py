@@ -268,8 +268,10 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
     change, checked on the host between compiled chunks, or None.
 
     * ``all_dead``: the last record has no alive neuron, confirmed on the particles;
-    * ``loss_stalled``: the last ``STALL_RECORDS`` losses are equal to working precision while
-      time at least doubled (early records of a slow start are not a stall);
+    * ``loss_stalled``: over the last ``STALL_RECORDS`` records the loss and the relative
+      displacement of the particles are both unchanged to working precision while time at
+      least doubled (a plateau of a small initialisation keeps its loss but its particles
+      grow: not a stall);
     * ``step_collapsed``: t + h == t in the run's precision.
     """
     alive = recorder.recent("alive_fraction", 1)
@@ -279,8 +281,10 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
         if all_neurons_dead(w, np.asarray(problem.x)):
             return "all_dead"
     t, loss = recorder.recent("t", STALL_RECORDS), recorder.recent("loss", STALL_RECORDS)
+    moved = recorder.recent("rd", STALL_RECORDS)
     if (t.size == STALL_RECORDS and t[0] > 0 and t[-1] >= 2 * t[0]
-            and loss_stalled(loss, config.precision, window=STALL_RECORDS)):
+            and loss_stalled(loss, config.precision, window=STALL_RECORDS)
+            and loss_stalled(moved, config.precision, window=STALL_RECORDS)):
         return "loss_stalled"
     if step_collapsed(float(state.h), float(state.t), config.precision):
         return "step_collapsed"

@@ -99,6 +99,7 @@ def check_kills(n: int, tmp_path, env, timing, reference, seed: int) -> dict:
     return seen
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path, env, timing, reference):
     check_kills(4, tmp_path, env, timing, reference, seed=0)
 

@@ -47,6 +47,7 @@ for name in {names!r}:
 """
 
 
+@pytest.mark.slow
 def test_notebooks_run_headless_and_write_their_figures(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg", MEANFIELD_NOTEBOOK_QUICK="1",
                MEANFIELD_NOTEBOOK_OUT=str(tmp_path))

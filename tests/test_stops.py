@@ -65,3 +65,26 @@ def test_cli_exit_status_of_an_honest_stop(monkeypatch, tmp_path, capsys):
             "--no-progress"]
     assert cli.main(argv) == 1
     assert "every neuron is inactive" in capsys.readouterr().err
+
+
+def test_a_run_whose_neurons_all_die_stops_with_its_own_reason(tmp_path):
+    """GD with a huge step kills every neuron within a few steps: the run ends there with
+    stop_reason all_dead and a warning (it used to integrate a frozen state to t_max), and the
+    CLI exits 1."""
+    import warnings
+
+    import meanfield as mf
+    from meanfield.cli import main
+
+    config = mf.presets.luo_1d(width=1000, gamma=1.75).replace(
+        solver=mf.Solver(kind="euler", dt=100.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = mf.simulate(config, progress=False)
+    assert ds.attrs["stop_reason"] == "all_dead"
+    assert float(ds.t[-1]) < 1e5 < config.t_max
+    assert any("all_dead" in str(w.message) for w in caught)
+    code = main(["run", "luo_1d", "--width", "1000", "--set", "gamma=1.75",
+                 "--set", "solver.kind='euler'", "--set", "solver.dt=100", "--no-plots",
+                 "--no-progress", "--out", str(tmp_path / "dead.zarr")])
+    assert code == 1

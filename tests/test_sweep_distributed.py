@@ -116,6 +116,7 @@ def read_wall(path):
 
 # ----------------------------------------------------------------------------- Dask
 
+@pytest.mark.slow
 def test_two_dask_workers_write_the_serial_store(serial, cluster, tmp_path):
     local, client, plugin = cluster
     path = str(tmp_path / "dask.zarr")
@@ -132,6 +133,7 @@ def test_two_dask_workers_write_the_serial_store(serial, cluster, tmp_path):
         assert again.attrs["points_run_last_session"] == 0 and len(plugin.log) == before
 
 
+@pytest.mark.slow
 def test_dask_worker_killed_mid_sweep(serial, cluster, tmp_path):
     local, client, plugin = cluster
     client.wait_for_workers(2)
@@ -175,6 +177,7 @@ def test_dask_worker_killed_mid_sweep(serial, cluster, tmp_path):
 
 # ----------------------------------------------------------------------------- process pool
 
+@pytest.mark.slow
 def test_local_processes_with_a_worker_killed_mid_sweep(serial, tmp_path, caplog):
     path = str(tmp_path / "pool.zarr")
 
@@ -196,6 +199,7 @@ def test_local_processes_with_a_worker_killed_mid_sweep(serial, tmp_path, caplog
 
 # ----------------------------------------------------------------------------- precision
 
+@pytest.mark.slow
 def test_a_float32_point_does_not_depend_on_the_process_x64_flag(serial):
     f32, f64 = (TINY.config(precision=p, seed=1, gamma=1.75) for p in ("float32", "float64"))
     on = run_point(f32, TINY.summary)
