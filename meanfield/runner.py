@@ -230,8 +230,10 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             committed_state, committed_chunks = state, index + 1
             if bar is not None:
                 bar.update(kept)
+                # time reached, steps and step size: a stalling run shows as a shrinking h
                 bar.set_postfix(t=f"{recorder.last('t'):.3g}", loss=f"{recorder.last('loss'):.3g}",
-                                steps=int(recorder.last("n_steps")))
+                                steps=int(recorder.last("n_steps")),
+                                h=f"{recorder.last('step_size'):.2g}")
             if done:
                 break
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 width, resume after SIGKILL without recomputation, failure recording, bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -271,3 +272,45 @@ def test_overwrite_replaces_a_sweep_store_but_never_a_folder_of_the_user(tmp_pat
     with pytest.raises(StoreError, match="refusing to overwrite"):
         run_sweep(sweep, out=str(mine), overwrite=True, progress=False)
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_at_random_moments_of_a_sweep_then_resume_is_identical(tmp_path):
+    """SIGKILL sweep processes at 20 random moments (compilation, between points, while a point
+    commits), restarting each on its store until it completes (then a new store): after every
+    kill the store opens or is absent, no finished point is ever lost, and every completed
+    store equals an uninterrupted sweep's in every variable but wall times."""
+    rng = np.random.default_rng(7)
+    sweep = eval(KILLED_SWEEP, {"Sweep": Sweep, "Summary": Summary})
+    fresh = run_sweep(sweep, progress=False)
+    started = time.time()
+    subprocess.run([sys.executable, "-c", KILLED_SCRIPT, str(tmp_path / "timing.zarr")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = time.time() - started  # one whole sweep in a fresh process, compilation included
+    stores, kills, finished_before = [str(tmp_path / "killed-0.zarr")], 0, set()
+    for _ in range(80):
+        if kills == 20:
+            break
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, stores[-1]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, full))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        progress = sw.read_progress(stores[-1]) if os.path.exists(stores[-1]) else None
+        done = set((progress or {}).get("done", []))
+        assert finished_before <= done, "a finished point was lost"
+        finished_before = done
+        if progress is not None:
+            sw.open_sweep(stores[-1])  # a committed sweep store always opens
+        if len(done) == 24:
+            stores.append(str(tmp_path / f"killed-{len(stores)}.zarr"))
+            finished_before = set()
+    assert kills == 20
+    for path in stores:
+        resumed = run_sweep(sweep, path, progress=False)
+        for name in fresh.data_vars:
+            if name != "wall_time":
+                np.testing.assert_array_equal(resumed[name].values, fresh[name].values,
+                                              err_msg=f"{path}: {name}")
