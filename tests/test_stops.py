@@ -88,3 +88,15 @@ def test_a_run_whose_neurons_all_die_stops_with_its_own_reason(tmp_path):
                  "--set", "solver.kind='euler'", "--set", "solver.dt=100", "--no-plots",
                  "--no-progress", "--out", str(tmp_path / "dead.zarr")])
     assert code == 1
+
+
+def test_simulate_refuses_an_underflowing_init_before_any_compute(monkeypatch):
+    import meanfield.runner as runner
+
+    calls = []
+    monkeypatch.setattr(runner, "prepare", lambda *a: calls.append(a))
+    with pytest.raises(ValueError, match="precision='float64'"):
+        mf.simulate(tiny_init(1e-30), progress=False)
+    with pytest.raises(ValueError, match="larger initial scale"):
+        mf.simulate(mf.presets.luo_1d(gamma=1e6), progress=False)
+    assert not calls  # refused before any array was built
