@@ -100,3 +100,21 @@ def test_simulate_refuses_an_underflowing_init_before_any_compute(monkeypatch):
     with pytest.raises(ValueError, match="larger initial scale"):
         mf.simulate(mf.presets.luo_1d(gamma=1e6), progress=False)
     assert not calls  # refused before any array was built
+
+
+@pytest.mark.slow
+def test_huge_labels_and_a_huge_t_max_end_in_a_message_or_a_result(tmp_path):
+    """y = 1e10 in float32 and t_max = 1e12 used to run for minutes without a word: the first
+    now stops with the step-underflow message, the second at the loss tolerance."""
+    from meanfield.cli import main
+
+    config = mf.presets.luo_1d(width=1000, gamma=1.75)
+    data = config.data
+    big = config.replace(data=mf.TrainingData(x=data.x, y=data.y * 1e10, x_eval=data.x_eval))
+    with pytest.raises(mf.DivergenceError, match="step_underflow") as caught:
+        mf.simulate(big, progress=False)
+    assert caught.value.dataset is not None
+    out = str(tmp_path / "long.zarr")
+    assert main(["run", "luo_1d", "--width", "1000", "--set", "gamma=1.75", "--t-max", "1e12",
+                 "--no-plots", "--no-progress", "--out", out]) == 0
+    assert mf.open_run(out).attrs["stop_reason"] == "loss_tol"
