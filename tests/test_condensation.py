@@ -40,7 +40,7 @@ def _check_against_recording(ds, summary):
                 density = at.density.sel(sign=s).values
                 assert float(peaks.peak_angle[0]) == float(ds.angle[np.argmax(density)])
                 assert float(peaks.peak_share.sum()) == pytest.approx(
-                    float(at.peak_mass.sel(sign=s)), rel=10 * np.finfo(at.peak_mass.dtype).eps)
+                    float(at.peak_mass.sel(sign=s)), rel=float(10 * np.finfo(at.peak_mass.dtype).eps))
 
 
 def test_wang_ma_positives_condense_on_mu_negatives_on_x_plus_perp(wang_ma_run):
