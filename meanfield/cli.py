@@ -20,6 +20,10 @@ from importlib import metadata
 
 COMMANDS_GROUP = "meanfield.commands"  # entry points: name = "module:register"
 
+DESCRIPTION = """Two-layer ReLU networks as interacting particles: run a preset, inspect and plot
+its store, compute its infinite-width limit and compare the two, run the validation studies.
+Every command has --help with examples; --debug shows the traceback of an error."""
+
 EPILOG = """examples:
   meanfield run wang_ma                       # Wang & Ma four phases, m = 100
   meanfield run luo_1d --set gamma=1.75 --width 4000
@@ -351,7 +355,7 @@ def _add_config_arguments(parser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meanfield", description=__doc__, epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog="meanfield", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a preset and write its dataset (zarr)",
