@@ -211,6 +211,11 @@ def phase_variables(ds: xr.Dataset) -> xr.Dataset:
     if "peak" in summary.dims:
         summary = summary.rename_dims({"peak": PREFIX + "peak"})
     summary = summary.assign({PREFIX + "names": ((RUN_DIM,), names, {"long_name": "phase name"})})
+    from meanfield.schema import PHASE_SUMMARY  # units and long names of the written schema
+
+    for name, spec in PHASE_SUMMARY.items():
+        if name in summary:
+            summary[name].attrs.update(units=spec.units, long_name=spec.long_name)
     return summary.assign(phase=phase.drop_vars("t", errors="ignore"))
 
 
