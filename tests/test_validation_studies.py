@@ -38,6 +38,7 @@ def test_quick_study_writes_a_passing_report(study, tmp_path, capsys):
     assert f"meanfield validate {study} --quick" in report
     assert "**FAIL**" not in report and "**Status: PASS**" in report
     assert report.count("| PASS |") >= 2
+    assert "study wall time" in report and "jax " in report  # provenance footer
     for name in STUDY_FILES[study]:
         assert os.path.getsize(out / name) > 5000, name
         assert f"]({name})" in report
@@ -45,3 +46,46 @@ def test_quick_study_writes_a_passing_report(study, tmp_path, capsys):
     assert all(np.isfinite(v.values).any() for v in summary.data_vars.values())
     summary.close()
 
+
+
+def test_validate_all_runs_every_study_and_fails_if_one_fails(tmp_path, capsys, monkeypatch):
+    from meanfield.validation import studies
+    from meanfield.validation.report import Check, Report
+
+    def study(passed):
+        def run(out_dir, quick=False):
+            assert quick
+            return Report(title="t", checks=[Check("q", "r", "m", "-", passed)])
+        return run
+
+    monkeypatch.setattr(studies, "STUDIES", {"good": (study(True), "passes"),
+                                             "bad": (study(False), "fails")})
+    monkeypatch.setattr("meanfield.validation.cli.STUDIES", studies.STUDIES)
+    monkeypatch.setattr("meanfield.validation.cli.takes_executor", lambda name: False)
+    assert main(["validate", "--all", "--quick", "--out", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert "1/2 pass; failing: bad" in printed
+    assert "**Status: PASS**" in (tmp_path / "good-quick" / "report.md").read_text()
+    assert "**Status: FAIL**" in (tmp_path / "bad-quick" / "report.md").read_text()
+    assert main(["validate", "good", "--all"]) == 2
+    assert "drop the study name 'good'" in capsys.readouterr().err
+
+
+def test_report_names_the_commit_it_came_from():
+    import re
+    import subprocess
+
+    from meanfield.validation.report import provenance, source_commit
+
+    commit = source_commit()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        head = ""
+    if head:  # a checkout: the commit, marked when tracked files differ from it
+        assert re.fullmatch(re.escape(head) + r"(\+modified)?", commit), (commit, head)
+        assert f"(commit {commit})" in provenance()
+    else:
+        assert commit == ""

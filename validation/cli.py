@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from meanfield.validation.executors import executor_from_options
-from meanfield.validation.studies import DEFAULT_OUT, STUDIES, run_study
+from meanfield.validation.studies import DEFAULT_OUT, STUDIES, run_study, takes_executor
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -23,6 +23,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "figures.")
     parser.add_argument("study", nargs="?", help="study name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the studies")
+    parser.add_argument("--all", action="store_true",
+                        help="run every study, one after another, each into DIR/STUDY (DIR: "
+                             f"--out, default ./{DEFAULT_OUT}); --workers / --scheduler apply to "
+                             "the studies built on sweeps")
     parser.add_argument("--quick", action="store_true", help="small, fast version (smoke test)")
     parser.add_argument("--out", metavar="DIR",
                         help=f"report directory (default: ./{DEFAULT_OUT}/STUDY, or "
@@ -44,6 +48,12 @@ def cmd_validate(args) -> int:
     if args.list:
         print("\n".join(_study_lines(STUDIES)))
         return 0
+    if args.all:
+        if args.study:
+            print(f"meanfield: --all runs every study; drop the study name {args.study!r} or "
+                  "--all", file=sys.stderr)
+            return 2
+        return _validate_all(args)
     if not args.study:
         print(f"{args.usage().rstrip()}\nmeanfield validate: name a study to run, e.g. "
               f"`meanfield validate {next(iter(STUDIES))} --quick`; the studies are:\n"
@@ -59,3 +69,27 @@ def cmd_validate(args) -> int:
     print(f"report     {path}  ({'PASS' if report.passed else 'FAIL'}: "
           f"{len(failed)} failing checks)")
     return 0 if report.passed else 1
+
+
+def _validate_all(args) -> int:
+    """Every study in turn; a summary line each; status 0 only if every study passes."""
+    try:
+        executor = executor_from_options(args.scheduler, args.workers)
+    except (ValueError, ImportError) as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
+    base = args.out or DEFAULT_OUT
+    suffix = "-quick" if args.quick else ""
+    results = []
+    for name in STUDIES:
+        out_dir = f"{base}/{name}{suffix}"
+        report, path = run_study(name, out_dir, quick=args.quick,
+                                 executor=executor if takes_executor(name) else None)
+        results.append((name, report.passed, report.wall_seconds, path))
+        print(f"report     {path}  ({'PASS' if report.passed else 'FAIL'}, "
+              f"{report.wall_seconds:.0f} s)", flush=True)
+    total = sum(seconds for _, _, seconds, _ in results)
+    failed = [name for name, passed, _, _ in results if not passed]
+    print(f"studies    {len(results) - len(failed)}/{len(results)} pass"
+          + (f"; failing: {', '.join(failed)}" if failed else "") + f"; {total / 60:.1f} min")
+    return 1 if failed else 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import subprocess
 import time
 
 
@@ -36,6 +37,40 @@ def wall_time_note(started: float) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"Wall time {time.perf_counter() - started:.0f} s, compilation included, on "
             f"{os.cpu_count()} CPU cores (1-minute load average {load:.1f} at the end).")
+
+
+def source_commit() -> str:
+    """The git commit of the source tree this library runs from, or "" outside a git checkout.
+
+    A tree with changes to tracked files outside ``validation/reports`` (which regenerating the
+    reports rewrites) is marked ``+modified``, so a report states whether its numbers come from
+    exactly that commit.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args) -> str:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)validation/reports")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("+modified" if changed else "")
+
+
+def provenance() -> str:
+    """One line naming what produced a report: library version and commit, jax, backend."""
+    from meanfield.schema import versions
+
+    v = versions()
+    commit = source_commit()
+    return (f"meanfield-relu {v['meanfield_version']}"
+            + (f" (commit {commit})" if commit else "")
+            + f", jax {v['jax_version']} on {v['backend']}, Python {v['python_version']}, "
+              f"{platform.machine()}, {os.cpu_count()} CPU cores")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +123,8 @@ class Report:
         notes: free-text paragraphs (method, caveats, what is missing).
         sections: extra (heading, markdown) blocks placed after the check table.
         command: the command line that regenerates the report.
+        wall_seconds: wall time of the whole study (set by ``run_study``), or None.
+        load_average: 1-minute load average of the machine when the study ended, or None.
     """
 
     title: str
@@ -96,6 +133,8 @@ class Report:
     notes: list[str] = dataclasses.field(default_factory=list)
     sections: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     command: str = ""
+    wall_seconds: float | None = None
+    load_average: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -126,8 +165,13 @@ class Report:
                 lines += [f"![{name}]({rel.replace(os.sep, '/')})", ""]
         if self.notes:
             lines += ["## Notes", ""] + [f"- {note}" for note in self.notes] + [""]
-        lines += [f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.machine()} "
-                  f"(Python {platform.python_version()})._", ""]
+        timing = ""
+        if self.wall_seconds is not None:
+            timing = f"; study wall time {self.wall_seconds:.0f} s"
+            if self.load_average is not None:
+                timing += f", 1-minute load average {self.load_average:.1f} at the end"
+        lines += [f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by {provenance()}"
+                  f"{timing}._", ""]
         return "\n".join(lines)
 
     def write(self, directory: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import time
 
 from meanfield.validation.executors import Serial, check_executor
 
@@ -88,11 +89,14 @@ def run_study(name: str, out_dir: str | None = None, quick: bool = False, execut
                          f"{sorted(n for n in STUDIES if takes_executor(n))}")
     out_dir = out_dir or os.path.join(DEFAULT_OUT, name + ("-quick" if quick else ""))
     os.makedirs(out_dir, exist_ok=True)
+    started = time.perf_counter()
     if executor is None:
         report = STUDIES[name][0](out_dir, quick)
     else:
         with executor:  # one cluster for all the study's sweeps
             report = STUDIES[name][0](out_dir, quick, executor)
+    report.wall_seconds = time.perf_counter() - started
+    report.load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if not report.command:
         report.command = (f"meanfield validate {name}{' --quick' if quick else ''} "
                           f"--out {out_dir}")
