@@ -105,3 +105,21 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
             exec(compile(block, f"README.md python block {i}", "exec"), namespace)
         except Exception as exc:  # name the block in the failure
             raise AssertionError(f"README python block {i} failed:\n{block}") from exc
+
+
+def test_readme_study_table_agrees_with_the_committed_reports():
+    """The README's validation table names every committed full report, with its status."""
+    text = README.read_text()
+    table = text[text.index("| study | claim |"):]
+    table = table[:table.index("\n\n")]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows[cells[0].strip("`")] = cells[-1].strip("*")
+    reports = sorted(p.parent.name for p in (ROOT / "validation" / "reports").glob("*/report.md")
+                     if not p.parent.name.endswith("-quick"))
+    assert sorted(rows) == reports
+    for study, status in rows.items():
+        report = (ROOT / "validation" / "reports" / study / "report.md").read_text()
+        found = re.search(r"\*\*Status: (PASS|FAIL)\*\*", report)
+        assert found and found.group(1) == status, (study, status)
