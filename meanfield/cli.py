@@ -225,15 +225,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from meanfield.store import read_progress, store_status, verify_store
+    from meanfield.store import committed_files, read_progress, store_status, verify_store
 
     if store_status(args.run) == "absent":
-        raise FileNotFoundError(f"no run store at {args.run}")
+        raise FileNotFoundError(f"no store at {args.run}")
     verify_store(args.run, hashes=not args.sizes_only)
     progress = read_progress(args.run) or {}
-    files = len(progress.get("files", {}))
+    files = len(committed_files(args.run, progress))
     state = "finished" if progress.get("finished", True) else "unfinished (resumable)"
-    records = f", {progress['records']} records" if "records" in progress else ""
+    records = (f", {progress['records']} records" if "records" in progress
+               else f", {len(progress['done'])} finished points" if "done" in progress else "")
     print(f"ok         {args.run}: {files} chunk files match their "
           f"{'sizes' if args.sizes_only else 'sizes and checksums'}{records}, {state}")
     return 0
@@ -374,8 +375,8 @@ def make_parser() -> argparse.ArgumentParser:
                      help="split the particles over the first N devices (default: one; on "
                           "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     run.set_defaults(func=cmd_run)
-    verify = sub.add_parser("verify", help="check a run store against its checksums")
-    verify.add_argument("run", help="run store (zarr directory)")
+    verify = sub.add_parser("verify", help="check a run or sweep store against its checksums")
+    verify.add_argument("run", help="run or sweep store (zarr directory)")
     verify.add_argument("--sizes-only", action="store_true",
                         help="check the chunk files' sizes only (fast; opening a run does this)")
     verify.set_defaults(func=cmd_verify)

@@ -72,8 +72,9 @@ class StoreCorrupt(StoreError):
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Silence zarr's warning about the lock files that sit beside the zarr hierarchy."""
+def quiet_zarr():
+    """Silence zarr's warning about the files that sit beside the zarr hierarchy (lock files,
+    a sweep's per-point checksum records)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Object at .* is not recognized")
         yield
@@ -112,7 +113,7 @@ def read_progress(path: str) -> dict | None:
 
 def consolidate(path: str) -> None:
     """Write the consolidated metadata (``.zmetadata``) of the store at ``path``."""
-    with _quiet():
+    with quiet_zarr():
         zarr.consolidate_metadata(path, zarr_format=2)
 
 
@@ -129,6 +130,9 @@ def _foreign_entries(path: str, *, root: bool = True) -> list[str]:
             continue
         if root and name in _OWN_FILES:
             continue
+        if name == "parts" and os.path.basename(path) == "_progress" and os.path.isdir(full) \
+                and all(f.endswith((".json", ".tmp")) for f in os.listdir(full)):
+            continue  # the per-part checksum records
         if os.path.isdir(full) and not os.path.islink(full):
             inner = os.listdir(full)
             # a zarr node, or one whose metadata a full disk or a kill cut short
@@ -301,6 +305,15 @@ def _crc32(path: str) -> int:
     return crc
 
 
+def _manifest_entry(full: str, old: list | None) -> list:
+    """``[size, crc32, mtime_ns]`` of the file ``full``; ``old`` is kept if size and mtime
+    did not change since it was taken."""
+    st = os.stat(full)
+    if old is not None and old[0] == st.st_size and old[2] == st.st_mtime_ns:
+        return old
+    return [st.st_size, _crc32(full), st.st_mtime_ns]
+
+
 def file_manifest(path: str, previous: dict | None = None, *, skip: tuple[str, ...] = ()) -> dict:
     """``{relative path: [size, crc32, mtime_ns]}`` of every chunk file under ``path``
     (metadata, lock and progress files excluded; directories in ``skip`` too). Files unchanged
@@ -316,12 +329,19 @@ def file_manifest(path: str, previous: dict | None = None, *, skip: tuple[str, .
             if name in _METADATA or name.endswith((".partial", ".tmp")):
                 continue
             rel = os.path.join(rel_folder, name)
-            st = os.stat(os.path.join(folder, name))
-            old = previous.get(rel)
-            if old is not None and old[0] == st.st_size and old[2] == st.st_mtime_ns:
-                out[rel] = old
-            else:
-                out[rel] = [st.st_size, _crc32(os.path.join(folder, name)), st.st_mtime_ns]
+            out[rel] = _manifest_entry(os.path.join(folder, name), previous.get(rel))
+    return out
+
+
+def chunk_manifest(path: str, rels) -> dict:
+    """``file_manifest`` of the chunk files ``rels`` (relative to ``path``) that exist: zarr
+    writes no file for a chunk left at its fill value."""
+    out = {}
+    for rel in rels:
+        try:
+            out[rel] = _manifest_entry(os.path.join(path, rel), None)
+        except FileNotFoundError:
+            pass
     return out
 
 
@@ -363,6 +383,67 @@ def _in_flight(path: str, rel: str, progress: dict) -> bool:
     return bool(count) and int(re.split(r"[./]", key)[0]) == (count - 1) // chunk
 
 
+PARTS = os.path.join("_progress", "parts")  # per-part checksum records of a sweep store
+
+
+def write_part_manifest(path: str, part: int, manifest: dict) -> None:
+    """Record the checksums of one part of a store (a sweep point) atomically, before the
+    commit that names the part done; the commit record then stays small however many parts
+    the store has."""
+    os.makedirs(os.path.join(path, PARTS), exist_ok=True)
+    write_json_atomic(os.path.join(path, PARTS, f"{int(part)}.json"), manifest)
+
+
+def committed_files(path: str, progress: dict) -> dict:
+    """``{relative path: [size, crc32, mtime_ns]}`` of every chunk file a store committed."""
+    return _committed_files(path, progress)[0]
+
+
+def _committed_files(path: str, progress: dict) -> tuple[dict, dict, list]:
+    """``(files, owner, missing)``: the committed ``{rel: [size, crc32, mtime_ns]}``, the part
+    each file belongs to (None: the commit record itself) and the parts whose record is
+    missing. A store with ``manifest_parts`` keeps one record per part in ``done``."""
+    files = dict(progress.get("files", {}))
+    owner = dict.fromkeys(files)
+    missing = []
+    for part in progress.get("done", []) if progress.get("manifest_parts") else []:
+        try:
+            with open(os.path.join(path, PARTS, f"{part}.json")) as fh:
+                manifest = json.load(fh)
+        except (OSError, ValueError):
+            missing.append(part)
+            continue
+        files.update(manifest)
+        owner.update(dict.fromkeys(manifest, part))
+    return files, owner, missing
+
+
+def damaged_chunks(path: str, progress: dict, *,
+                   hashes: bool = False) -> list[tuple[str, str, int | None]]:
+    """``(relative path, description, part)`` of every committed chunk file that is missing or
+    differs from its committed size (and CRC-32 with ``hashes=True``), and of every committed
+    part whose checksum record is missing (``part``: the sweep point it belongs to, None for
+    the store as a whole). The chunk an unfinished run was appending to when it stopped does
+    not count (``_in_flight``)."""
+    files, owner, missing = _committed_files(path, progress)
+    damaged = [(os.path.join(PARTS, f"{part}.json"),
+                f"the checksum record of part {part} is missing or unreadable", part)
+               for part in missing]
+    for rel, (size, crc, _) in sorted(files.items()):
+        full = os.path.join(path, rel)
+        try:
+            actual = os.path.getsize(full)
+        except OSError:
+            damaged.append((rel, f"{_describe(path, rel)} is missing", owner[rel]))
+            continue
+        if (actual != size or hashes and _crc32(full) != crc) and not _in_flight(path, rel,
+                                                                                 progress):
+            damaged.append((rel, f"{_describe(path, rel)} is damaged ("
+                            + (f"{actual} bytes, committed {size}" if actual != size
+                               else "checksum differs") + ")", owner[rel]))
+    return damaged
+
+
 def verify_store(path: str, *, hashes: bool = False) -> dict | None:
     """Check a store against its last commit and return its progress record (None for a store
     written in one piece).
@@ -379,23 +460,14 @@ def verify_store(path: str, *, hashes: bool = False) -> dict | None:
     progress = read_progress(path)
     if progress is None:
         return None
-    damaged = []
-    for rel, (size, crc, _) in sorted(progress.get("files", {}).items()):
-        full = os.path.join(path, rel)
-        try:
-            actual = os.path.getsize(full)
-        except OSError:
-            damaged.append(f"{_describe(path, rel)} is missing")
-            continue
-        if (actual != size or hashes and _crc32(full) != crc) and not _in_flight(path, rel,
-                                                                                 progress):
-            damaged.append(f"{_describe(path, rel)} is damaged ("
-                           + (f"{actual} bytes, committed {size}" if actual != size
-                              else "checksum differs") + ")")
+    damaged = [text for _, text, _ in damaged_chunks(path, progress, hashes=hashes)]
     if damaged:
         raise StoreCorrupt(f"{path} is damaged: " + "; ".join(damaged[:3])
                            + (f"; and {len(damaged) - 3} more" if len(damaged) > 3 else "")
-                           + ". Its data cannot be trusted: recompute it (--overwrite)")
+                           + ". Its data cannot be trusted: " + (
+                               "resume the sweep (run_sweep(..., resume=True), or the study "
+                               "again) to recompute the damaged points" if "done" in progress
+                               else "recompute it (--overwrite)"))
     return None if progress.get("one_piece") else progress
 
 
@@ -526,7 +598,7 @@ class RunStore:
     def _repair(self):
         """Back to the last commit: drop records/snapshots written after it, leftovers of
         interrupted writes and the derived phases (recomputed at the end)."""
-        with _quiet():
+        with quiet_zarr():
             group = _group(self.path, "r+")
             for dim, count in (("t", self.progress["records"]),
                                ("t_snapshot", self.progress["snapshots"])):
@@ -561,7 +633,7 @@ class RunStore:
     def _append(self, chunk: xr.Dataset, state, chunks_done: int) -> None:
         n_records = chunk.sizes.get("t", 0)
         n_snaps = chunk.sizes.get("t_snapshot", 0)
-        with _quiet():
+        with quiet_zarr():
             if not os.path.exists(os.path.join(self.path, ".zgroup")):
                 chunk.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
             else:
@@ -577,7 +649,7 @@ class RunStore:
         self._commit()
 
     def _write_state(self, slot: int, state) -> None:
-        with _quiet():
+        with quiet_zarr():
             group = _group(self.path, "r+")
             name = f"_state_{slot}"
             if name in group:
@@ -606,7 +678,7 @@ class RunStore:
         skip = () if slot is None else (f"_state_{1 - slot}",)
         self.progress["files"] = file_manifest(self.path, self.progress.get("files"), skip=skip)
         if not os.path.exists(os.path.join(self.path, "_progress", ".zgroup")):
-            with _quiet():
+            with quiet_zarr():
                 _group(self.path, "r+").require_group("_progress")
         consolidate(self.path)
         write_json_atomic(os.path.join(self.path, PROGRESS), self.progress)
@@ -615,7 +687,7 @@ class RunStore:
         """Record final attributes and derived variables (``extra``, e.g. the phases, replaced
         if present), commit, move an overwrite into place and release the store;
         ``finished=False`` (an interrupted run) leaves the store resumable."""
-        with _quiet():
+        with quiet_zarr():
             group = _group(self.path, "r+")
             kept = dict(group.attrs)
             if extra is not None:
@@ -654,7 +726,7 @@ class RunStore:
     def last_record(self) -> dict:
         if not self.progress["records"]:
             return {}
-        with _quiet():
+        with quiet_zarr():
             ds = xr.open_zarr(self.path, consolidated=False)
         last = ds.isel(t=self.progress["records"] - 1)
         return {k: float(last[k]) for k in ("t", "loss", "n_steps", "status") if k in last}

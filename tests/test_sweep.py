@@ -314,3 +314,38 @@ def test_twenty_sigkills_at_random_moments_of_a_sweep_then_resume_is_identical(t
             if name != "wall_time":
                 np.testing.assert_array_equal(resumed[name].values, fresh[name].values,
                                               err_msg=f"{path}: {name}")
+
+
+def test_a_damaged_sweep_store_is_an_error_and_resume_recomputes_only_the_damaged_points(
+        small, tmp_path, monkeypatch):
+    from meanfield.store import StoreCorrupt, verify_store
+
+    sweep, ds, _ = small
+    path = str(tmp_path / "damaged.zarr")
+    run_sweep(sweep, path, progress=False)
+    progress = sw.read_progress(path)
+    assert verify_store(path, hashes=True) == progress  # every committed chunk file matches
+    flat = int(np.ravel_multi_index((1, 0, 1), sweep.shape))
+    with open(os.path.join(path, "_progress", "parts", f"{flat}.json")) as fh:
+        assert os.path.join("rd_w_end", "1.0.1") in json.load(fh)  # the point's checksums
+    # one point (width 48, seed 0, gamma 1.75): its rd_w_end chunk deleted; another's loss
+    # curve cut
+    os.remove(os.path.join(path, "rd_w_end", "1.0.1"))
+    with pytest.raises(StoreCorrupt, match=r"'rd_w_end'.*missing.*resume"):
+        sw.open_sweep(path)
+    from meanfield.cli import main
+    assert main(["verify", path]) == 1
+    loss_chunk = os.path.join(path, "loss", "0.1.0.0")
+    with open(loss_chunk, "r+b") as fh:
+        fh.truncate(os.path.getsize(loss_chunk) // 2)
+    calls = []
+    real_run_point = sw.run_point
+    monkeypatch.setattr(sw, "run_point", lambda *a: calls.append(a) or real_run_point(*a))
+    with pytest.warns(UserWarning, match="2 finished points .* computed again"):
+        resumed = run_sweep(sweep, path, progress=False)
+    assert len(calls) == 2
+    assert flat in sw.read_progress(path)["done"]
+    for name in ("rd_w_end", "loss", "density", "n_steps"):
+        np.testing.assert_array_equal(resumed[name].values, ds[name].values, err_msg=name)
+    assert verify_store(path, hashes=True)["finished"]
+    assert main(["verify", path]) == 0

@@ -63,8 +63,12 @@ explicit dtypes and do not depend on the flag.
 
 **Store.** With ``out``, every finished point is written at its grid index (one zarr chunk per
 point, so a point's write never touches another's data; zarr writes each chunk file
-atomically), then the set of finished points is committed by atomically replacing
-``_progress/.zattrs`` (write + ``os.replace``), as in ``meanfield.store``. A sweep killed at any
+atomically), then the sizes and CRC-32 of the point's chunk files are recorded
+(``_progress/parts/POINT.json``) and the set of finished points is committed by atomically
+replacing ``_progress/.zattrs`` (write + ``os.replace``), as in ``meanfield.store``. Opening a
+store checks every finished point's chunk files against their sizes (``meanfield verify``
+checks the CRC-32 too): a missing or cut chunk is an error, never a fill value read as data,
+and resuming computes the damaged points again. A sweep killed at any
 moment (SIGKILL included) loses at most the point in flight; ``run_sweep(..., resume=True)``
 recomputes no finished point and gives the same numbers (the compiled step is deterministic on
 CPU). A store of another sweep spec is never overwritten. A failed point (divergence, step
@@ -88,8 +92,10 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from meanfield.store import (PROGRESS, read_progress,  # the same atomic progress record
-                             remove_store, write_json_atomic)
+from meanfield.store import (PROGRESS, chunk_manifest, consolidate,  # one commit protocol
+                             damaged_chunks, file_manifest, quiet_zarr, read_progress,
+                             remove_store, verify_store, write_json_atomic,
+                             write_part_manifest)
 from meanfield.validation.executors import check_executor
 from meanfield.particles._validate import check_positive, normalise_int
 
@@ -504,6 +510,7 @@ class SweepStore:
         self.group, self.path, self.progress = group, path, progress
         self._done = set(progress["done"])
         self._arrays = {name: group[name] for name in group.array_keys()}
+        self._written: list[str] = []  # chunk files of the point to commit next
 
     @classmethod
     def create(cls, path: str | None, sweep: Sweep, variables: dict, coords: dict,
@@ -523,7 +530,9 @@ class SweepStore:
                                attributes={"_ARRAY_DIMENSIONS": list(dims + extra_dims)})
         group.attrs.put(attrs)
         group.create_group("_progress")  # holds the commit record (its .zattrs)
-        progress = {"format": FORMAT_VERSION, "done": [], "sessions": 1, "finished": False}
+        progress = {"format": FORMAT_VERSION, "done": [], "sessions": 1, "finished": False,
+                    "files": {} if path is None else file_manifest(path),
+                    "manifest_parts": True}
         out = cls(group, path, progress)
         out._commit()
         return out
@@ -547,6 +556,7 @@ class SweepStore:
             raise StoreError(f"{path} holds another sweep (its spec differs); nothing was "
                              "overwritten (choose another output path, or overwrite=True)")
         progress = {**progress, "sessions": progress.get("sessions", 1) + 1, "finished": False}
+        progress["done"] = _drop_damaged_points(path, progress)
         metadata = os.path.join(path, ".zmetadata")
         if os.path.exists(metadata):  # stale once more points are written
             os.remove(metadata)
@@ -570,11 +580,18 @@ class SweepStore:
                 value = padded
             array[index] = value
         self._arrays["done"][index] = True
+        if self.path is not None:
+            self._written += [_chunk_file(self._arrays[name], name, index)
+                              for name in (*values, "done")]
 
     def commit(self, flat: int) -> None:
-        """Mark point ``flat`` (C order) done, atomically."""
+        """Mark point ``flat`` (C order) done with the sizes and CRC-32 of its chunk files,
+        atomically."""
         self._done.add(flat)
         self.progress["done"] = sorted(self._done)
+        if self.path is not None:
+            write_part_manifest(self.path, flat, chunk_manifest(self.path, self._written))
+        self._written = []
         self._commit()
 
     def _commit(self) -> None:
@@ -587,11 +604,12 @@ class SweepStore:
         self.progress["finished"] = len(self._done) == int(np.prod(self._arrays["done"].shape))
         self._commit()
         if self.path is not None:
-            zarr.consolidate_metadata(self.path, zarr_format=2)
+            consolidate(self.path)
 
     def dataset(self) -> xr.Dataset:
         """The sweep Dataset: lazy on disk, loaded when in memory; ``done`` from the commits."""
-        ds = xr.open_zarr(self.group.store, consolidated=False)
+        with quiet_zarr():
+            ds = xr.open_zarr(self.group.store, consolidated=False)
         if self.path is None:
             ds = ds.load()
         done = np.zeros(ds.done.size, bool)
@@ -599,16 +617,53 @@ class SweepStore:
         return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape)))
 
 
+def _chunk_file(array, name: str, index: tuple[int, ...]) -> str:
+    """The chunk file (relative to the store) holding point ``index`` of array ``name``: one
+    chunk per point, the summary's own dims in one piece."""
+    key = tuple(index) + (0,) * (array.ndim - len(index))
+    separator = getattr(array.metadata, "dimension_separator", ".") or "."
+    return os.path.join(name, separator.join(map(str, key)))
+
+
+def _drop_damaged_points(path: str, progress: dict) -> list[int]:
+    """The committed points whose chunk files are all intact; a point with a missing or damaged
+    chunk file is warned about and left to recompute. A damaged axis or coordinate array (no
+    point owns it) is ``StoreCorrupt``."""
+    import warnings
+
+    from meanfield.store import StoreCorrupt
+
+    damaged = damaged_chunks(path, progress)
+    if not damaged:
+        return progress["done"]
+    for _, text, point in damaged:
+        if point is None:
+            raise StoreCorrupt(f"{path} is damaged: {text}; recompute the sweep "
+                               "(overwrite=True)")
+    points = {point for _, _, point in damaged}
+    warnings.warn(f"{path}: {len(damaged)} chunk files of {len(points)} finished points are "
+                  f"missing or damaged ({damaged[0][1]}); those points are computed again",
+                  stacklevel=3)
+    return sorted(set(progress["done"]) - points)
+
+
 def open_sweep(path: str | os.PathLike) -> xr.Dataset:
     """Open a sweep store lazily (also one killed mid-way); ``done`` is the committed mask
-    (values of points not done are fill values, or partial for the point in flight)."""
+    (values of points not done are fill values, or partial for the point in flight).
+
+    Raises:
+        meanfield.store.StoreCorrupt: a committed chunk file is missing or has another size
+            than when it was committed (resuming the sweep recomputes those points).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no sweep store at {path}")
     progress = read_progress(path)
     if progress is None:
         raise ValueError(f"{path} is not a sweep store (no {PROGRESS})")
-    ds = xr.open_zarr(path, consolidated=os.path.exists(os.path.join(path, ".zmetadata")))
+    verify_store(path)
+    with quiet_zarr():
+        ds = xr.open_zarr(path, consolidated=os.path.exists(os.path.join(path, ".zmetadata")))
     done = np.zeros(ds.done.size, bool)
     done[progress["done"]] = True
     return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape)))
