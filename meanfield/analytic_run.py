@@ -56,7 +56,7 @@ from meanfield.config import SaveAt
 from meanfield.errors import DivergenceError, RunInterrupted
 from meanfield.particles.analytic import AnalyticSolver, network
 from meanfield.recording import make_spec, measure
-from meanfield.setup import custom_initial, pad_particles, prepare, progress_bar, save_schedule
+from meanfield.setup import custom_initial, pad_particles, prepare, progress_bar
 
 ITERATION_UNITS = "iteration of the analytic solver (arXiv 2304.02972), not gradient-flow time"
 
@@ -98,7 +98,7 @@ def snapshot_iterations(config) -> np.ndarray:
     on_iterations = config.replace(
         save=SaveAt(t=tuple(float(k) for k in range(1, n + 1)), snapshots=config.save.snapshots),
         t_max=float(n))
-    times, snap = save_schedule(on_iterations, math.nan)
+    times, snap = on_iterations.save.schedule(on_iterations.t_max, math.nan)
     return snap[np.isin(times, np.arange(n + 1))]
 
 

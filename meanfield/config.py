@@ -205,6 +205,36 @@ class SaveAt:
                                  f"{what}")
             object.__setattr__(self, "snapshots", tuple(sorted(set(snaps))))
 
+    def schedule(self, t_max: float, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """The save times of a run to ``t_max`` and which of them carry a particle snapshot.
+
+        Args:
+            t_max: final time of the run.
+            time_scale: the initial particle time scale (``meanfield.setup.
+                particle_time_scale``), which sets the default first save time; NaN when
+                ``t_min`` or ``t`` is given.
+        Returns:
+            (times (k,) starting with 0 and ending at the last save <= t_max, snapshot mask
+            (k,) bool: t = 0, the last time and the snapshot times).
+        """
+        if self.t is not None:
+            times = np.array([v for v in self.t if v <= t_max], dtype=float)
+        else:
+            t_min = self.t_min if self.t_min is not None else min(1e-3 * time_scale, t_max / 10)
+            times = np.geomspace(t_min, t_max, self.n)
+        if isinstance(self.snapshots, tuple):
+            times = np.union1d(times, [v for v in self.snapshots if 0 < v <= t_max])
+        times = np.concatenate([[0.0], times[times > 0]])
+        snap = np.zeros(times.shape, bool)
+        snap[0] = snap[-1] = True
+        if isinstance(self.snapshots, tuple):
+            snap |= np.isin(times, self.snapshots)
+        elif self.snapshots > 0:
+            grid = np.geomspace(times[1], times[-1], self.snapshots) if len(times) > 1 else []
+            for v in grid:
+                snap[1 + np.argmin(np.abs(np.log(times[1:]) - np.log(v)))] = True
+        return times, snap
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Observe:

@@ -46,7 +46,6 @@ from meanfield.setup import (
     particle_time_scale,
     prepare,
     progress_bar,
-    save_schedule,
 )
 
 TRACE_COUNT = {"run_chunk": 0}  # incremented at trace time (tests count recompilations)
@@ -172,7 +171,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     m_pad = particles.a.shape[0]
     particles = place(particles, mesh, m_pad)
     integrator = solver.with_dtype(dtype)
-    times, snap = save_schedule(config, particle_time_scale(problem, particles))
+    times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
     stop = pt.StopRule(max_steps=jnp.asarray(config.max_steps, jnp.int32),

@@ -2,7 +2,8 @@
 
 From a ``SimulationConfig`` to device arrays (``prepare``: problem, initial particles, evaluation
 inputs; ``custom_initial`` / ``pad_particles`` for explicit particles), the particle time scale
-that sets the default save schedule (``particle_time_scale``, ``save_schedule``), the split of
+that sets the default save schedule (``particle_time_scale``; the schedule itself is the
+``SaveAt`` rule of the config: ``config.save.schedule``), the split of
 the save times into compiled chunks (``chunk_plan``) and the progress bar.
 """
 
@@ -86,29 +87,6 @@ def time_scales(problem: pt.Problem, particles: pt.Particles):
 def particle_time_scale(problem: pt.Problem, particles: pt.Particles) -> float:
     """Time for a typical particle to move by its own size, min over rotation and kernel scales."""
     return float(min(jax.device_get(time_scales(problem, particles))))
-
-
-def save_schedule(config: SimulationConfig, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Save times (starting with 0) and a boolean mask of snapshot times (``config.save``)."""
-    save = config.save
-    if save.t is not None:
-        times = np.array([v for v in save.t if v <= config.t_max], dtype=float)
-    else:
-        t_min = save.t_min if save.t_min is not None else min(1e-3 * time_scale,
-                                                             config.t_max / 10)
-        times = np.geomspace(t_min, config.t_max, save.n)
-    if isinstance(save.snapshots, tuple):
-        times = np.union1d(times, [v for v in save.snapshots if 0 < v <= config.t_max])
-    times = np.concatenate([[0.0], times[times > 0]])
-    snap = np.zeros(times.shape, bool)
-    snap[0] = snap[-1] = True
-    if isinstance(save.snapshots, tuple):
-        snap |= np.isin(times, save.snapshots)
-    elif save.snapshots > 0:
-        grid = np.geomspace(times[1], times[-1], save.snapshots) if len(times) > 1 else []
-        for v in grid:
-            snap[1 + np.argmin(np.abs(np.log(times[1:]) - np.log(v)))] = True
-    return times, snap
 
 
 def chunk_plan(times: np.ndarray, snap: np.ndarray) -> list[tuple[int, int, bool]]:

@@ -100,3 +100,15 @@ def test_config_json_round_trip():
     again = mf.SimulationConfig.from_json(cfg.to_json())
     assert again.to_json() == cfg.to_json()
     assert again.solver.rtol == 1e-4
+
+
+def test_save_rule_schedule_against_explicit_grids():
+    from meanfield.config import SaveAt
+
+    times, snap = SaveAt(n=5, snapshots=3).schedule(100.0, 2.0)
+    np.testing.assert_allclose(times, np.r_[0.0, np.geomspace(2e-3, 100.0, 5)])
+    assert snap.tolist() == [True, True, False, True, False, True]  # t = 0, 3 log-spaced, end
+    times, snap = SaveAt(t=(1.0, 5.0, 50.0), snapshots=(5.0, 7.0)).schedule(10.0, float("nan"))
+    assert times.tolist() == [0.0, 1.0, 5.0, 7.0] and snap.tolist() == [True, False, True, True]
+    times, _ = SaveAt(n=3).schedule(1.0, 1e6)  # t_min capped at t_max / 10
+    assert times[1] == pytest.approx(0.1)

@@ -148,10 +148,10 @@ def test_kernel_limit_dataset_schema():
     assert np.all(np.diff(ds.loss.values) <= 1e-15)
     assert ds.loss.values[-1] <= cfg.loss_tol and ds.attrs["stop_reason"] == "loss_tol"
     # same save times as the finite run's schedule
-    from meanfield.setup import particle_time_scale, prepare, save_schedule
+    from meanfield.setup import particle_time_scale, prepare
 
     problem, particles, _, _ = prepare(cfg)
-    times = save_schedule(cfg, particle_time_scale(problem, particles))[0]
+    times = cfg.save.schedule(cfg.t_max, particle_time_scale(problem, particles))[0]
     np.testing.assert_array_equal(ds.t.values, times[:ds.sizes["t"]])
     # without ASI: the mean is the ASI solution and the variance starts at Sigma(x, x)
     no_asi = cfg.replace(**{"model.init": InitialLaw(kind="gaussian", asi=False)}, loss_tol=None)

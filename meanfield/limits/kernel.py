@@ -400,10 +400,10 @@ def _times(config, t):
         if np.any(t < 0) or np.any(np.diff(t) <= 0):
             raise ValueError("t must be strictly increasing times >= 0")
         return t if t[0] == 0 else np.concatenate([[0.0], t])
-    from meanfield.setup import particle_time_scale, prepare, save_schedule
+    from meanfield.setup import particle_time_scale, prepare
 
     problem, particles, _, _ = prepare(config)
-    return save_schedule(config, particle_time_scale(problem, particles))[0]
+    return config.save.schedule(config.t_max, particle_time_scale(problem, particles))[0]
 
 
 def kernel_limit(config, *, t=None, part: str | None = None, samples: int = 256,

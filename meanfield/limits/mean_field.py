@@ -226,7 +226,7 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
             ignored (m = infinity, deterministic), except to build the default save times.
         n_cells: number N of equal angle cells on (-pi, pi].
         t: explicit save times (t = 0 is always added); default: the config's schedule
-            (``meanfield.setup.save_schedule`` with the particle time scale of the prepared
+            (``config.save.schedule`` with the particle time scale of the prepared
             config, as a finite run would use).
         cfl: Courant number of the transport (<= 1/2 keeps the masses nonnegative).
         reaction: bound on |2 g| dt per step.
@@ -240,7 +240,7 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
         ``step_size`` (t), the data, and attrs ``limit='mean_field'``, ``config``,
         ``n_cells``.
     """
-    from meanfield.setup import particle_time_scale, prepare, save_schedule
+    from meanfield.setup import particle_time_scale, prepare
 
     check_config(config)
     n_cells = int(n_cells)
@@ -254,7 +254,7 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
         if config.save.t is None:
             problem, particles, _, _ = prepare(config)
             scale = particle_time_scale(problem, particles)
-        times, _ = save_schedule(config, scale)
+        times, _ = config.save.schedule(config.t_max, scale)
     else:
         times = np.atleast_1d(np.asarray(t, float))
         if not np.all(np.isfinite(times)) or np.any(times < 0) or np.any(np.diff(times) <= 0):
