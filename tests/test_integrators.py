@@ -12,6 +12,7 @@ import meanfield as mf
 import meanfield.particles as pt
 from meanfield.config import SOLVER_KINDS
 from meanfield.particles.integrators import DIVERGED, OK, IController
+from meanfield.runner import init_state
 from meanfield.setup import prepare
 
 # a value for every Solver parameter a kind may require (only the ones a kind takes are used)
@@ -34,16 +35,22 @@ def started(kind: str, **changes):
     config = small_config(kind, **changes)
     problem, particles, _, dtype = prepare(config)
     integrator = config.solver.build().with_dtype(dtype)
-    return problem, integrator, jax.jit(integrator.init)(problem, particles)
+    return problem, integrator, init_state(integrator, problem, particles)
 
 
-def advance(problem, integrator, state, target, max_steps=100_000):
-    """Step until t >= target (the runner's inner loop), at most ``max_steps`` steps."""
+@jax.jit
+def _advance(integrator, problem, state, target, max_steps):
     def cond(s):
         return (s.t < target) & (s.status == OK) & (s.n_steps + s.n_rejected < max_steps)
 
-    return jax.jit(lambda s: jax.lax.while_loop(
-        cond, lambda s: integrator.step(problem, s, target), s))(state)
+    return jax.lax.while_loop(cond, lambda s: integrator.step(problem, s, target), state)
+
+
+def advance(problem, integrator, state, target, max_steps=100_000):
+    """Step until t >= target (the runner's inner loop), at most ``max_steps`` steps; one
+    compiled loop per integrator structure (target and budget are traced)."""
+    return _advance(integrator, problem, state, jnp.asarray(target, state.t.dtype),
+                    jnp.asarray(max_steps, jnp.int32))
 
 
 def test_every_time_kind_is_covered():
@@ -144,15 +151,13 @@ def test_i_controller_bounds():
 def test_a_controller_is_swapped_in_without_recompiling_for_new_numbers():
     """The controller is a pytree inside the integrator: its numbers are traced."""
     problem, flow, state = started("adaptive")
-    target = jnp.asarray(0.05)
-    run = jax.jit(lambda f, s: jax.lax.while_loop(
-        lambda s: s.t < target, lambda s: f.step(problem, s, target), s))
-    default = run(flow, state)
+    default = advance(problem, flow, state, 0.05)
+    compiled = _advance._cache_size()
     cautious = flow.__class__(rtol=flow.rtol, band_eps=flow.band_eps,
                               controller=IController(safety=0.5, factor_max=1.5))
     cautious = cautious.with_dtype(jnp.float64)
-    other = run(cautious, state)
-    assert run._cache_size() == 1
+    other = advance(problem, cautious, state, 0.05)
+    assert _advance._cache_size() == compiled
     assert float(other.t) == float(default.t) == 0.05
     assert int(other.n_steps) > int(default.n_steps)
 
