@@ -128,8 +128,9 @@ OUT.save(fig, "distance_to_limits")
 
 # %% [markdown]
 # A few widths and seeds give noisy slopes: the sup distance of one run is a sup of Monte-Carlo
-# fluctuations, heavy-tailed across seeds (with 3 seeds per width this notebook once fitted
-# -1.0 for the PDE and an interval of [-3, +2] for the reduced model). The validation studies
+# fluctuations, heavy-tailed across seeds. At the default sizes this notebook fits about -0.49
+# (kernel, CI [-0.58, -0.40]), -0.72 (PDE, CI [-0.94, -0.50]) and -0.33 (reduced model, CI
+# [-0.80, +0.14]); with 3 seeds per width it had fitted -1.0 for the PDE. The validation studies
 # measure the rates over wider width ranges with more seeds: `meanfield validate kernel-limit`
 # -0.491 (95% CI [-0.558, -0.415], 8 seeds, m = 1000..64000), `meanfield validate
 # meanfield-limit` -0.520 ([-0.630, -0.425], 8 seeds, m = 1000..100000) and `meanfield
