@@ -90,12 +90,13 @@ def same_stores(a: str, b: str) -> bool:
 
 
 def report_without_wall_times(out_dir: str) -> str:
-    """The study's report.md without its wall-time section and with its directory as ``OUT``
-    (the only parts that may differ between executors)."""
+    """The study's report.md without its wall-time section and generation time, with its
+    directory as ``OUT`` (the only parts that may differ between executors)."""
     text = pathlib.Path(out_dir, "report.md").read_text().replace(out_dir, "OUT")
     head, _, rest = text.partition("## Wall time")
     _, _, tail = rest.partition("\n## ")
-    return head + ("## " + tail if tail else "")
+    text = head + ("## " + tail if tail else "")
+    return "\n".join(line for line in text.splitlines() if not line.startswith("_Generated "))
 
 
 def main(argv=None) -> dict:
