@@ -19,7 +19,7 @@ sharding (collectives, per-device dispatch), not the speed-up of P real accelera
 
 Usage::
 
-    python benchmarks/bench_sharding.py [--quick] [--out FILE] [--width M] [--big]
+    python benchmarks/bench_sharding.py [--quick] [--out FILE] [--width M] [--big] [--no-gspmd]
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def plan(args) -> list[tuple[str, int, int, str]]:
             jobs.append((method, width, p, "shard_map"))  # strong
             if p < top:
                 jobs.append((method, width * p // top, p, "shard_map"))  # weak
-        jobs.append((method, width, top, "gspmd"))
+        if not args.no_gspmd:
+            jobs.append((method, width, top, "gspmd"))
     return jobs
 
 
@@ -246,6 +247,8 @@ def parse_args(argv=None):
                         help="minimum wall time of one timing (default 1, quick 0.05)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timings per measurement, best kept (default 3, quick 1)")
+    parser.add_argument("--no-gspmd", action="store_true",
+                        help="skip the annotation-only (gspmd) comparison at 8 devices")
     parser.add_argument("--single", nargs=4, metavar=("METHOD", "M", "DEVICES", "MODE"),
                         help="internal: one measurement, printed as one JSON line")
     args = parser.parse_args(argv)

@@ -1,19 +1,24 @@
-"""Sweep throughput (runs per minute) in this process against two Dask workers on localhost.
+"""Sweep throughput (runs per minute) of the ``luo-slopes`` study: in this process, on a local
+process pool of two workers, and on two Dask workers on localhost.
 
-A fixed small ``luo_1d`` grid (width x seed x gamma) runs as a whole, as a user runs it: each
-whole run is a fresh subprocess (``--single MODE``) that starts Python, (for Dask) starts a
-``LocalCluster`` of one-thread workers, compiles (once per width and process) and streams every
-point into a new sweep store. Modes:
+The study's whole grid (``meanfield validate luo-slopes``: the paper sweep, 3 gammas x 5 widths
+x 3 seeds, and the families sweep, 5 widths x 3 families x 6 gammas; 135 ``luo_1d`` points at
+m = 1000..40000) runs as a user runs it: each whole run is a fresh subprocess (``--single MODE
+DIR``) that starts Python, (for the pools) starts the workers, compiles (once per width and
+process) and streams every point into new sweep stores under ``DIR/sweeps/``, then writes the
+report. Modes (``meanfield.validation.executors``):
 
-* ``serial``: ``run_sweep(sweep, out)`` (``Serial()``, one point after another);
-* ``dask2``: ``run_sweep(sweep, out, executor=DaskCluster(workers=2))``.
+* ``serial``: ``Serial()``, one point after another (``meanfield validate luo-slopes``);
+* ``local2``: ``LocalProcesses(workers=2)`` (``--workers 2`` without Dask installed);
+* ``dask2``: ``DaskCluster(workers=2)`` (``--workers 2``).
 
 The parent repeats each mode, takes the median wall time of the whole runs, and prints one
 JSON document: per mode the wall times, runs per minute (points / median wall time), the
-summed point times (compilation included once per width and worker), the throughput ratio
-dask2 / serial, whether the two stores are identical (every variable but wall times), and the
-machine (cores, load average before and after: on a shared machine the ratio is the figure to
-read, not the absolute rates).
+summed point times (compilation included once per width and worker), the throughput ratios to
+serial, whether every mode's stores equal the serial ones (every variable but wall times) and
+its report.md the serial one (but its wall-time section), and
+the machine (cores, load average before and after: on a shared machine the ratios are the
+figures to read, not the absolute rates). ``--quick`` runs the quick study (m = 256, 1024).
 
 Usage::
 
@@ -34,51 +39,73 @@ import sys
 import tempfile
 import time
 
-MODES = ("serial", "dask2")
-GRID = {"width": (500, 1000), "seed": (0, 1, 2, 3), "gamma": (0.5, 1.75)}
-QUICK_GRID = {"width": (200,), "seed": (0, 1, 2, 3), "gamma": (0.5, 1.75)}
-SUBPROCESS_TIMEOUT = 3600.0
+STUDY = "luo-slopes"
+MODES = ("serial", "local2", "dask2")
+SUBPROCESS_TIMEOUT = 3 * 3600.0
 
 
-def make_sweep(quick: bool):
-    from meanfield.validation.sweep import Summary, Sweep
+def make_executor(mode: str):
+    from meanfield.validation.executors import DaskCluster, LocalProcesses, Serial
 
-    return Sweep(preset="luo_1d", axes=QUICK_GRID if quick else GRID, fixed={"n_saves": 40},
-                 summary=Summary(density_times=0), name="bench-sweep")
+    return {"serial": Serial, "local2": lambda: LocalProcesses(workers=2),
+            "dask2": lambda: DaskCluster(workers=2)}[mode]()
 
 
-def single(mode: str, out: str, quick: bool) -> dict:
-    """One whole sweep in this (fresh) process; its record."""
-    from meanfield.validation.executors import DaskCluster, Serial
-    from meanfield.validation.sweep import run_sweep
+def stores(out_dir: str) -> dict[str, str]:
+    """The sweep stores a study run wrote: {name: path}."""
+    folder = pathlib.Path(out_dir, "sweeps")
+    return {p.stem: str(p) for p in sorted(folder.glob("*.zarr"))}
 
-    sweep = make_sweep(quick)
-    executor = Serial() if mode == "serial" else DaskCluster(workers=2)
+
+def single(mode: str, out_dir: str, quick: bool) -> dict:
+    """One whole study run in this (fresh) process; its record."""
+    from meanfield.validation.studies import run_study
+    from meanfield.validation.sweep import open_sweep
+
     started = time.perf_counter()
-    ds = run_sweep(sweep, out, overwrite=True, progress=False, executor=executor)
+    report, _ = run_study(STUDY, out_dir, quick=quick, executor=make_executor(mode))
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "points": int(sweep.size),
-            "point_seconds_summed": float(ds.wall_time.sum()),
-            "converged": int((ds.stop_reason == "loss_tol").sum())}
+    sweeps = [open_sweep(path).load() for path in stores(out_dir).values()]
+    return {"wall_s": wall, "points": sum(int(ds.wall_time.size) for ds in sweeps),
+            "point_seconds_summed": sum(float(ds.wall_time.sum()) for ds in sweeps),
+            "converged": sum(int((ds.stop_reason == "loss_tol").sum()) for ds in sweeps),
+            "study_passed": bool(report.passed)}
 
 
-def same_store(a: str, b: str) -> bool:
+def same_stores(a: str, b: str) -> bool:
+    """Every sweep store of study run ``a`` equals ``b``'s in every variable but wall times."""
     import numpy as np
 
     from meanfield.validation.sweep import open_sweep
 
-    x, y = open_sweep(a).load(), open_sweep(b).load()
-    return all(np.array_equal(x[n].values, y[n].values, equal_nan=x[n].dtype.kind == "f")
-               for n in x.data_vars if n != "wall_time")
+    paths_a, paths_b = stores(a), stores(b)
+    if sorted(paths_a) != sorted(paths_b):
+        return False
+    for name in paths_a:
+        x, y = open_sweep(paths_a[name]).load(), open_sweep(paths_b[name]).load()
+        if not all(np.array_equal(x[n].values, y[n].values, equal_nan=x[n].dtype.kind == "f")
+                   for n in x.data_vars if n != "wall_time"):
+            return False
+    return True
+
+
+def report_without_wall_times(out_dir: str) -> str:
+    """The study's report.md without its wall-time section and generation time, with its
+    directory as ``OUT`` (the only parts that may differ between executors)."""
+    text = pathlib.Path(out_dir, "report.md").read_text().replace(out_dir, "OUT")
+    head, _, rest = text.partition("## Wall time")
+    _, _, tail = rest.partition("\n## ")
+    text = head + ("## " + tail if tail else "")
+    return "\n".join(line for line in text.splitlines() if not line.startswith("_Generated "))
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one width, 8 points")
-    parser.add_argument("--repeats", type=int, default=3, help="whole runs per mode (median)")
+    parser.add_argument("--quick", action="store_true", help="the quick study (m = 256, 1024)")
+    parser.add_argument("--repeats", type=int, default=1, help="whole runs per mode (median)")
     parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--single", nargs=2, metavar=("MODE", "STORE"), help=argparse.SUPPRESS)
+    parser.add_argument("--single", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.single:
         print(json.dumps(single(args.single[0], args.single[1], args.quick)))
@@ -89,11 +116,12 @@ def main(argv=None) -> dict:
         datetime.timezone.utc).isoformat(), "machine": {
         "cores": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "load_average_before": os.getloadavg()},
-        "grid": QUICK_GRID if args.quick else GRID, "repeats": args.repeats, "modes": {}}
+        "study": STUDY + (" --quick" if args.quick else ""), "repeats": args.repeats,
+        "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for mode in MODES:  # alternate, so load drifts hit both modes alike
-                out = os.path.join(tmp, f"{mode}.zarr")
+            for mode in MODES:  # alternate, so load drifts hit every mode alike
+                out = os.path.join(tmp, mode)
                 cmd = [sys.executable, os.path.abspath(__file__), "--single", mode, out]
                 if args.quick:
                     cmd.append("--quick")
@@ -103,15 +131,21 @@ def main(argv=None) -> dict:
                 record = json.loads(run.stdout.strip().splitlines()[-1])
                 record["process_wall_s"] = time.perf_counter() - started
                 record["load_average"] = os.getloadavg()[0]
+                print(json.dumps({"mode": mode, **record}), file=sys.stderr, flush=True)
                 results["modes"].setdefault(mode, {"runs": []})["runs"].append(record)
-        results["identical_stores"] = same_store(os.path.join(tmp, "serial.zarr"),
-                                                 os.path.join(tmp, "dask2.zarr"))
+        results["identical_stores"] = {
+            mode: same_stores(os.path.join(tmp, "serial"), os.path.join(tmp, mode))
+            for mode in MODES[1:]}
+        results["identical_reports_but_wall_times"] = {
+            mode: report_without_wall_times(os.path.join(tmp, "serial")) ==
+            report_without_wall_times(os.path.join(tmp, mode)) for mode in MODES[1:]}
     for mode, entry in results["modes"].items():
         walls = [r["process_wall_s"] for r in entry["runs"]]
         entry["median_wall_s"] = statistics.median(walls)
         entry["runs_per_minute"] = 60.0 * entry["runs"][0]["points"] / entry["median_wall_s"]
-    serial, dask2 = (results["modes"][m]["runs_per_minute"] for m in MODES)
-    results["throughput_ratio_dask2_over_serial"] = dask2 / serial
+    serial = results["modes"]["serial"]["runs_per_minute"]
+    results["throughput_ratio_over_serial"] = {
+        mode: results["modes"][mode]["runs_per_minute"] / serial for mode in MODES[1:]}
     results["machine"]["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=2)
     if args.out:
