@@ -241,3 +241,37 @@ def test_paper_protocol_runs_plain_gd_at_the_fixed_rate_and_stops_at_the_thresho
     finding = report.checks[1]
     assert not finding.required and finding.measured == f"{crossing:.3f}"
     assert "plain GD" in report.sections[-1][0]
+
+
+def test_rows_that_miss_the_boundary_are_gated_by_their_large_width_limit(tmp_path, monkeypatch):
+    """The limit gate of luo-diagram on a tiny real sweep: further seeds at the larger widths,
+    the crossing extrapolated to m -> infinity recomputed here from the datasets."""
+    from meanfield.validation import phase_diagram as pd
+    from meanfield.validation.report import Report
+    from meanfield.validation.sweep import run_sweep
+
+    widths, gammas, rows = (64, 128), (0.6, 1.4), (-0.2,)
+    cells = dict(gammas=gammas, gamma_primes=rows, n_saves=luo.N_SAVES)
+    ds = run_sweep(pd.diagram_sweep(**cells, widths=widths, name="tiny"), progress=False).load()
+    more = run_sweep(pd.diagram_sweep(**cells, widths=widths, seeds=(1,), name="tiny-seeds"),
+                     progress=False).load()
+    wide = run_sweep(pd.diagram_sweep(**cells, widths=(256, 512, 1024), name="tiny-wide"),
+                     progress=False).load()
+    report = Report(title="t")
+    text, session, summed = luo._limit_boundary(report, ds, wide, more, rows, gammas, True,
+                                                str(tmp_path))
+    assert session > 0 and summed > 0
+    limit = xr.open_dataset(tmp_path / "luo-diagram-limit-quick.nc")
+    assert tuple(limit.width.values) == (256, 512) and tuple(limit.seed.values) == (1,)
+    assert report.checks[0].passed and not report.checks[1].required  # quick: a finding
+    rd = np.log(np.stack([  # (width, seed, gamma)
+        np.concatenate([ds.rd_w_end.sel(seed=0, gamma_prime=-0.2).values,
+                        wide.rd_w_end.sel(seed=0, gamma_prime=-0.2, width=[256, 512]).values]),
+        np.concatenate([more.rd_w_end.sel(seed=1, gamma_prime=-0.2).values,
+                        limit.rd_w_end.sel(seed=1, gamma_prime=-0.2).values])], axis=1))
+    m = np.array([64, 128, 256, 512], float)
+    design = np.stack([np.ones(4), np.log(m), np.log(np.log(m))], axis=1)
+    s = np.linalg.lstsq(design, rd.mean(axis=1), rcond=None)[0][1]  # (gamma,)
+    crossing = gammas[0] - s[0] * (gammas[1] - gammas[0]) / (s[1] - s[0])
+    assert report.checks[1].measured.startswith(f"inverse_log: {crossing:.3f} [")
+    assert "large-width limit" in report.sections[-1][0]

@@ -293,6 +293,7 @@ REFINED_ROWS = {False: 3, True: 1}  # at most this many such rows (full, quick),
 CONTROL_SEEDS = {False: (1, 2, 3, 4), True: (1,)}  # further seeds for those rows
 INTEGRATION_TOL = 0.01  # largest move of a crossing under a 10x tighter rtol
 LIMIT_SEEDS = {False: (1, 2), True: (1,)}  # seeds beside seed 0 at the larger widths
+LIMIT_WIDTHS = 2  # the first this many larger widths get those seeds (the budget of a full run)
 LIMIT_CI_WIDTH = 2 * BOUNDARY_TOL  # widest interval that still decides the limit check
 # Plain GD (Euler) at one fixed learning rate for every width and cell, in the exponent form's
 # time unit (alpha = 1, so the learning rate is the step in t; docs/theory/model.md): 1/25,
@@ -587,8 +588,8 @@ def _limit_boundary(report: Report, ds, wide, more, rows, gammas, quick: bool, o
     this session and the elapsed seconds."""
     import xarray as xr
 
-    sweep = pdg.diagram_sweep(gammas=gammas, gamma_primes=rows,
-                              widths=tuple(int(m) for m in wide.width.values),
+    larger = tuple(int(m) for m in wide.width.values[:LIMIT_WIDTHS])
+    sweep = pdg.diagram_sweep(gammas=gammas, gamma_primes=rows, widths=larger,
                               seeds=LIMIT_SEEDS[quick], n_saves=N_SAVES,
                               name="luo-diagram-limit" + ("-quick" if quick else ""))
     limit, session = _run(sweep, out_dir, executor)
@@ -596,7 +597,8 @@ def _limit_boundary(report: Report, ds, wide, more, rows, gammas, quick: bool, o
     keep = ["rd_w_end", "stop_reason"]
     paper = xr.concat([ds[keep].sel(gamma=list(gammas), gamma_prime=list(rows)), more[keep]],
                       "seed")
-    joined = xr.concat([paper, xr.concat([wide[keep], limit[keep]], "seed")], "width")
+    joined = xr.concat([paper, xr.concat([wide[keep].sel(width=list(larger)), limit[keep]],
+                                         "seed")], "width")
     fits = {c: pdg.limit_boundary(joined, correction=c) for c in pdg.CORRECTIONS}
     paper_fits = {c: pdg.limit_boundary(paper, correction=c) for c in pdg.CORRECTIONS}
     widths = [int(m) for m in joined.width.values]
