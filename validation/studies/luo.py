@@ -600,7 +600,8 @@ def _limit_boundary(report: Report, ds, wide, more, rows, gammas, quick: bool, o
     joined = xr.concat([paper, xr.concat([wide[keep].sel(width=list(larger)), limit[keep]],
                                          "seed")], "width")
     fits = {c: pdg.limit_boundary(joined, correction=c) for c in pdg.CORRECTIONS}
-    paper_fits = {c: pdg.limit_boundary(paper, correction=c) for c in pdg.CORRECTIONS}
+    paper_fits = ({c: pdg.limit_boundary(paper, correction=c) for c in pdg.CORRECTIONS}
+                  if paper.sizes["width"] >= 3 else None)  # three coefficients per fit
     widths = [int(m) for m in joined.width.values]
     table = []
     for gp in rows:
@@ -619,10 +620,12 @@ def _limit_boundary(report: Report, ds, wide, more, rows, gammas, quick: bool, o
             f"{theory:.2f} +-{BOUNDARY_TOL} and is at most {LIMIT_CI_WIDTH:.2f} wide",
             all(decided), required=not quick))
         for c in pdg.CORRECTIONS:
-            f, p = found[c], paper_fits[c].sel(gamma_prime=gp)
+            f = found[c]
+            p = None if paper_fits is None else paper_fits[c].sel(gamma_prime=gp)
             table.append([f"{gp:+.1f}", c] + [_fmt(v, 3) for v in f.slope_inf.values]
                          + [f"{float(f.boundary):.3f} [{float(f.ci_low):.3f}, "
                             f"{float(f.ci_high):.3f}] ({int(f.n_seeds)} seeds)",
+                            "- (fewer than 3 widths)" if p is None else
                             f"{float(p.boundary):.3f} [{float(p.ci_low):.3f}, "
                             f"{float(p.ci_high):.3f}] ({int(p.n_seeds)} seeds)"])
     report.sections.append((
