@@ -144,3 +144,64 @@ def test_condensation_maps_from_a_small_real_sweep(tmp_path):
     fig.savefig(tmp_path / "cond.png")
     with pytest.raises(ValueError, match="kept no particles"):
         pd.plot_condensation_maps(ds.drop_vars(["particles_a", "particles_w"]), sweep, [], [])
+
+
+def _corrected_sweep(limit: float, drift: float, correction: str, seeds=5, noise=0.02, seed=0):
+    """RD whose asymptotic slope is 0.8 (gamma - limit) and whose finite-width correction is
+    ``drift`` g(m) (g of ``correction``); each seed a random offset and small noise."""
+    rng = np.random.default_rng(seed)
+    widths = np.array([1000, 5000, 10000, 20000, 40000, 80000, 160000, 320000])
+    gammas = np.array([0.84, 0.92, 1.0, 1.08])
+    g_of_m = pd.CORRECTIONS[correction](widths.astype(float))
+    log_rd = (0.8 * (gammas[None, None, :] - limit) * np.log(widths)[:, None, None]
+              + drift * g_of_m[:, None, None]
+              + 0.1 * rng.standard_normal((1, seeds, 1))
+              + noise * rng.standard_normal((widths.size, seeds, gammas.size)))
+    dims = ("width", "seed", "gamma_prime", "gamma")
+    rd = np.exp(log_rd)[:, :, None, :]
+    return xr.Dataset({"rd_w_end": (dims, rd),
+                       "stop_reason": (dims, np.full(rd.shape, "loss_tol", "<U16"))},
+                      coords={"width": widths, "seed": np.arange(seeds), "gamma_prime": [-0.2],
+                              "gamma": gammas})
+
+
+@pytest.mark.parametrize("correction", sorted(pd.CORRECTIONS))
+def test_limit_boundary_recovers_a_known_limit_that_plain_slopes_miss(correction):
+    # a drift that makes the plain S_w crossing miss the limit 1.0 by more than 0.06
+    drift = {"inverse_log": 0.8, "inverse_sqrt": -60.0}[correction]
+    ds = _corrected_sweep(1.0, drift, correction)
+    plain = float(pd.measured_boundary(pd.slope_map(ds)).boundary[0])
+    assert abs(plain - 1.0) > 0.06
+    found = pd.limit_boundary(ds, correction=correction)
+    b = found.sel(gamma_prime=-0.2)
+    assert float(b.boundary) == pytest.approx(1.0, abs=0.02)
+    assert b.ci_low < 1.0 < b.ci_high and b.ci_high - b.ci_low < 0.1
+    assert int(b.n_seeds) == 5 and float(b.theory) == 1.0
+    # noiseless data: S_inf exactly 0.8 (gamma - 1) in every cell
+    exact = pd.limit_boundary(_corrected_sweep(1.0, drift, correction, noise=0.0),
+                              correction=correction)
+    np.testing.assert_allclose(exact.slope_inf.values[0], 0.8 * (exact.gamma.values - 1.0),
+                               atol=1e-8)
+
+
+def test_limit_boundary_interval_covers_the_limit_at_the_nominal_rate():
+    covered = [pd.limit_boundary(_corrected_sweep(1.0, 0.8, "inverse_log", noise=0.05,
+                                                  seed=k), n_boot=400).sel(gamma_prime=-0.2)
+               for k in range(40)]
+    rate = np.mean([float(b.ci_low) <= 1.0 <= float(b.ci_high) for b in covered])
+    assert rate >= 0.85  # 95% nominal; 40 replicates
+
+
+def test_limit_boundary_uses_only_seeds_complete_at_every_width():
+    ds = _corrected_sweep(1.0, 0.8, "inverse_log")
+    ds["rd_w_end"][-1, 3:] = np.nan  # seeds 3, 4 lack the widest width
+    assert int(pd.limit_boundary(ds).n_seeds[0]) == 3
+
+
+def test_asymptotic_slope_weights_reject_bad_input():
+    with pytest.raises(ValueError, match="correction="):
+        pd.asymptotic_slope_weights([10, 100, 1000], "cubic")
+    with pytest.raises(ValueError, match="widths must hold >= 3"):
+        pd.asymptotic_slope_weights([10, 100])
+    with pytest.raises(ValueError, match="n_boot="):
+        pd.limit_boundary(_corrected_sweep(1.0, 0.0, "inverse_log"), n_boot=10)

@@ -101,7 +101,7 @@ def test_diagram_quick_report(diagram_report):
     assert ds.rd_w_end.dims == ("width", "seed", "gamma_prime", "gamma")
     gammas = ds.gamma.values
     for gp, theory in ((-0.4, 1.0), (0.0, 1.0), (0.4, 1.4)):
-        row = _row(report, f"boundary at gamma' = {gp:+.1f}")
+        row = _row(report, f"boundary at gamma' = {gp:+.1f} (m = 256..1024)")
         assert row[1] == f"gamma = {theory:.2f}"
         rd = ds.rd_w_end.sel(gamma_prime=gp, seed=0)
         s = np.array([np.polyfit(np.log(ds.width.values), np.log(rd.sel(gamma=g).values), 1)[0]
@@ -135,8 +135,9 @@ def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, m
     report = Report(title="t")
     rows, gammas = pd.refinement_cells(slopes, boundary, 0.0, max_rows=1)
     assert rows == (-0.2,) and gammas == (0.6, 1.4)
-    text, session, summed = luo._refine_boundary(report, ds, rows, gammas, widths, True,
-                                                 str(tmp_path))
+    wide_ds, text, session, summed = luo._refine_boundary(report, ds, rows, gammas, widths,
+                                                          True, str(tmp_path))
+    assert tuple(wide_ds.width.values) == (256, 512)
     assert "summed over the 4 runs" in text and session > 0 and summed > 0
     wide = xr.open_dataset(tmp_path / "luo-diagram-wide-quick.nc")
     assert tuple(wide.width.values) == (256, 512)
@@ -171,8 +172,9 @@ def test_rows_that_miss_the_boundary_get_integration_and_seed_controls(tmp_path)
     ds = run_sweep(pd.diagram_sweep(gammas=gammas, gamma_primes=(-0.2,), widths=widths,
                                     name="tiny"), progress=False).load()
     report = Report(title="t")
-    text, session, summed = luo._control_boundary(report, ds, (-0.2,), gammas, widths, True,
-                                                  str(tmp_path))
+    more_ds, text, session, summed = luo._control_boundary(report, ds, (-0.2,), gammas,
+                                                           widths, True, str(tmp_path))
+    assert tuple(more_ds.seed.values) == luo.CONTROL_SEEDS[True]
     assert text.startswith("rtol 0.0001: ") and session > 0 and summed > 0
     tight = xr.open_dataset(tmp_path / "luo-diagram-rtol-quick.nc")
     more = xr.open_dataset(tmp_path / "luo-diagram-seeds-quick.nc")
@@ -201,3 +203,75 @@ def test_rows_that_miss_the_boundary_get_integration_and_seed_controls(tmp_path)
                                 and abs(np.sign(dev).sum()) == 2)
     title, body = report.sections[-1]
     assert "seed noise" in title and f"| -0.2 | {c_base:.3f} | {c_tight:.3f} |" in body
+
+
+def test_paper_protocol_runs_plain_gd_at_the_fixed_rate_and_stops_at_the_threshold(tmp_path):
+    """The GD protocol of luo-diagram on a tiny real sweep: every run is Euler at the fixed
+    learning rate, stops at the first step whose MSE is below 1e-6 (one step earlier the MSE
+    is still above it), and the reported crossing is recomputed here."""
+    import meanfield as mf
+    from meanfield.validation import phase_diagram as pd
+    from meanfield.validation.report import Report
+    from meanfield.validation.sweep import run_sweep
+
+    widths, gammas = (64, 128), (0.6, 1.4)
+    ds = run_sweep(pd.diagram_sweep(gammas=gammas, gamma_primes=(-0.2,), widths=widths,
+                                    name="tiny"), progress=False).load()
+    report = Report(title="t")
+    text, session, summed = luo._gradient_descent(report, ds, (-0.2,), gammas, widths, True,
+                                                  str(tmp_path))
+    assert session > 0 and summed > 0
+    gd = xr.open_dataset(tmp_path / "luo-diagram-gd-quick.nc")
+    config = json.loads(gd.attrs["base_config"])["solver"]
+    assert config["kind"] == "euler" and config["dt"] == luo.GD_LEARNING_RATE
+    assert report.checks[0].required and report.checks[0].passed
+    assert np.all(gd.stop_reason.values == "loss_tol")
+    lr = luo.GD_LEARNING_RATE
+    np.testing.assert_allclose(gd.t_end.values, gd.n_steps.values * lr, rtol=1e-4)
+    point = dict(width=64, seed=0, gamma_prime=-0.2, gamma=1.4)
+    steps = int(gd.n_steps.sel(point).values)
+    config = mf.presets.luo_1d(gamma=1.4, gamma_prime=-0.2, width=64, n_saves=luo.N_SAVES)
+    config = config.replace(**{"solver.kind": "euler", "solver.dt": lr})
+    before = mf.simulate(config.replace(t_max=(steps - 1) * lr), progress=False)
+    assert 2 * float(before.loss.values[-1]) >= 1e-6 > 2 * float(gd.loss_end.sel(point))
+    s0, s1 = (np.polyfit(np.log(widths), np.log(gd.rd_w_end.sel(gamma_prime=-0.2, seed=0,
+                                                                 gamma=g).values), 1)[0]
+              for g in gammas)
+    crossing = gammas[0] - s0 * (gammas[1] - gammas[0]) / (s1 - s0)
+    finding = report.checks[1]
+    assert not finding.required and finding.measured == f"{crossing:.3f}"
+    assert "plain GD" in report.sections[-1][0]
+
+
+def test_rows_that_miss_the_boundary_are_gated_by_their_large_width_limit(tmp_path, monkeypatch):
+    """The limit gate of luo-diagram on a tiny real sweep: further seeds at the larger widths,
+    the crossing extrapolated to m -> infinity recomputed here from the datasets."""
+    from meanfield.validation import phase_diagram as pd
+    from meanfield.validation.report import Report
+    from meanfield.validation.sweep import run_sweep
+
+    widths, gammas, rows = (64, 128), (0.6, 1.4), (-0.2,)
+    cells = dict(gammas=gammas, gamma_primes=rows, n_saves=luo.N_SAVES)
+    ds = run_sweep(pd.diagram_sweep(**cells, widths=widths, name="tiny"), progress=False).load()
+    more = run_sweep(pd.diagram_sweep(**cells, widths=widths, seeds=(1,), name="tiny-seeds"),
+                     progress=False).load()
+    wide = run_sweep(pd.diagram_sweep(**cells, widths=(256, 512, 1024), name="tiny-wide"),
+                     progress=False).load()
+    report = Report(title="t")
+    text, session, summed = luo._limit_boundary(report, ds, wide, more, rows, gammas, True,
+                                                str(tmp_path))
+    assert session > 0 and summed > 0
+    limit = xr.open_dataset(tmp_path / "luo-diagram-limit-quick.nc")
+    assert tuple(limit.width.values) == (256, 512) and tuple(limit.seed.values) == (1,)
+    assert report.checks[0].passed and not report.checks[1].required  # quick: a finding
+    rd = np.log(np.stack([  # (width, seed, gamma)
+        np.concatenate([ds.rd_w_end.sel(seed=0, gamma_prime=-0.2).values,
+                        wide.rd_w_end.sel(seed=0, gamma_prime=-0.2, width=[256, 512]).values]),
+        np.concatenate([more.rd_w_end.sel(seed=1, gamma_prime=-0.2).values,
+                        limit.rd_w_end.sel(seed=1, gamma_prime=-0.2).values])], axis=1))
+    m = np.array([64, 128, 256, 512], float)
+    design = np.stack([np.ones(4), np.log(m), np.log(np.log(m))], axis=1)
+    s = np.linalg.lstsq(design, rd.mean(axis=1), rcond=None)[0][1]  # (gamma,)
+    crossing = gammas[0] - s[0] * (gammas[1] - gammas[0]) / (s[1] - s[0])
+    assert report.checks[1].measured.startswith(f"inverse_log: {crossing:.3f} [")
+    assert "large-width limit" in report.sections[-1][0]

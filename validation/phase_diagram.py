@@ -257,3 +257,104 @@ def plot_condensation_maps(ds: xr.Dataset, sweep: Sweep, cells, widths, *, seed=
     fig.suptitle(f"condensation at the end of training\n({stage} particles of the first "
                  f"{ds.sizes['neuron']} neurons; seed {seed})", fontsize=9)
     return fig
+
+
+# ----------------------------------------------------------------------------- large-width limit
+
+def _log_log_correction(m: np.ndarray) -> np.ndarray:
+    return np.log(np.log(m))
+
+
+def _inverse_sqrt_correction(m: np.ndarray) -> np.ndarray:
+    return m ** -0.5
+
+
+# The leading finite-width correction of log RD(theta_w) against log m: log RD = c + S_inf log m
+# + b g(m). With g = log log m the local slope d log RD / d log m is S_inf + b / log m (a
+# correction in 1/log m); with g = m^(-1/2) it is S_inf - (b/2) m^(-1/2) (a power of m, the
+# particle-fluctuation scale).
+CORRECTIONS = {"inverse_log": _log_log_correction, "inverse_sqrt": _inverse_sqrt_correction}
+
+
+def asymptotic_slope_weights(widths, correction: str = "inverse_log") -> np.ndarray:
+    """Weights v with S_inf = v . log RD (the least-squares fit of log RD = c + S_inf log m +
+    b g(m) over ``widths``, g = ``CORRECTIONS[correction]``).
+
+    Args:
+        widths: (n,) widths m > 1, n >= 3 distinct.
+        correction: a key of ``CORRECTIONS``.
+    Returns:
+        (n,) weights.
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction={correction!r} is not allowed; choose one of "
+                         f"{sorted(CORRECTIONS)}")
+    m = np.asarray(widths, float)
+    if m.ndim != 1 or np.unique(m).size < 3 or np.any(~np.isfinite(m)) or np.any(m <= 1):
+        raise ValueError(f"widths must hold >= 3 distinct finite values > 1 (three "
+                         f"coefficients are fitted), got {widths}")
+    design = np.stack([np.ones_like(m), np.log(m), CORRECTIONS[correction](m)], axis=1)
+    return np.linalg.pinv(design)[1]
+
+
+def limit_boundary(ds: xr.Dataset, *, correction: str = "inverse_log", level: float = 0.95,
+                   n_boot: int = 2000, seed: int = 0, variable: str = ORDER_PARAMETER,
+                   gamma_dim: str = "gamma", gamma_prime_dim: str = "gamma_prime") -> xr.Dataset:
+    """The boundary extrapolated to m -> infinity, with a bootstrap interval over seeds.
+
+    Per cell, S_inf is the asymptotic slope of the seed-mean of log RD against log m, fitted
+    with the leading finite-width correction ``correction`` (``asymptotic_slope_weights``);
+    the boundary is the zero crossing of S_inf along gamma (``zero_crossing``). The interval
+    resamples whole seeds (a seed's runs share their draws across widths and gammas) and is
+    the expanded percentile interval of ``meanfield.validation.rates.fit_slope``.
+
+    Args:
+        ds: a diagram sweep (dims width, seed, gamma, gamma'); only seeds that reached the loss
+            tolerance at every width of every gamma of a row are used.
+        correction: a key of ``CORRECTIONS``.
+        level: confidence level in (0, 1); n_boot: resamples (>= 100); seed: of the resampler.
+    Returns:
+        Dataset over gamma' with ``boundary``, ``ci_low``, ``ci_high``, ``extrapolated`` (no
+        sign change of S_inf on the grid), ``theory``, ``deviation``, ``n_seeds`` and
+        ``slope_inf`` (gamma', gamma): the asymptotic S_w per cell.
+    """
+    from meanfield.validation.rates import expansion
+
+    if not (isinstance(level, float) and 0 < level < 1):
+        raise ValueError(f"level={level!r} is not allowed; it must be a float in (0, 1)")
+    if not (isinstance(n_boot, int) and n_boot >= 100):
+        raise ValueError(f"n_boot={n_boot!r} is not allowed; it must be an int >= 100")
+    weights = asymptotic_slope_weights(ds.width.values, correction)
+    log_rd = np.log(order_parameter(ds, variable)).transpose(
+        gamma_prime_dim, gamma_dim, "seed", "width")
+    gammas = log_rd[gamma_dim].values
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in ("boundary", "ci_low", "ci_high", "extrapolated", "n_seeds")}
+    slope_inf = []
+    for values in log_rd.values:  # (gamma, seed, width)
+        values = values[:, np.all(np.isfinite(values), axis=(0, 2))]
+        n_seeds = values.shape[1]
+        slopes = values.mean(axis=1) @ weights
+        found = zero_crossing(gammas, slopes)
+        low = high = np.nan
+        if n_seeds >= 2 and np.isfinite(found.x):
+            picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+            boot = values[:, picks].mean(axis=2) @ weights  # (gamma, n_boot)
+            crossings = np.array([zero_crossing(gammas, b).x for b in boot.T])
+            crossings = crossings[np.isfinite(crossings)]
+            if crossings.size >= n_boot // 2:
+                alpha = 1 - level
+                low, high = found.x + expansion(n_seeds, level) * (
+                    np.quantile(crossings, [alpha / 2, 1 - alpha / 2]) - found.x)
+        slope_inf.append(slopes)
+        for key, value in zip(rows, (found.x, low, high, found.extrapolated, n_seeds)):
+            rows[key].append(value)
+    gp = log_rd[gamma_prime_dim].values
+    theory = theoretical_boundary(gp)
+    out = {k: (gamma_prime_dim, np.asarray(v)) for k, v in rows.items()}
+    out["theory"] = (gamma_prime_dim, theory)
+    out["deviation"] = (gamma_prime_dim, np.asarray(rows["boundary"]) - theory)
+    out["slope_inf"] = ((gamma_prime_dim, gamma_dim), np.asarray(slope_inf))
+    return xr.Dataset(out, coords={gamma_prime_dim: gp, gamma_dim: gammas},
+                      attrs={"correction": correction, "level": level,
+                             "widths": [int(m) for m in ds.width.values]})
