@@ -26,7 +26,7 @@ CASES = {
     "wang_ma_adaptive": ("wang_ma", {"t_max": 60.0, "n_saves": 10}, {}),
     "wang_ma_euler": ("wang_ma", {"t_max": 5.0, "n_saves": 5},
                       {"solver.kind": "euler", "solver.dt": 0.05}),
-    "wang_ma_optax": ("wang_ma", {"t_max": 5.0, "n_saves": 5},
+    "wang_ma_optax": ("wang_ma", {"t_max": 8.0, "n_saves": 4},
                       {"solver.kind": "optax", "solver.dt": 1.0, "solver.optimizer": "adam",
                        "solver.optimizer_kwargs": {"learning_rate": 1e-3}}),
     "luo_1d": ("luo_1d", {"gamma": 1.75, "gamma_prime": 0.0, "width": 1002, "t_max": 100.0,
