@@ -318,15 +318,33 @@ def reference_cosines(w, references, sign_index, alive) -> jax.Array:
         w: (m, D). references: (k, D). sign_index: (m,).
         alive: (m,) bool, e.g. ``alive_mask(w, x, band_eps, valid)`` (must exclude padding).
     """
+    return reference_cosine_stats(reference_cosine_sums(w, references, sign_index, alive))
+
+
+@jax.jit
+def reference_cosine_sums(w, references, sign_index, alive) -> dict:
+    """Per-sign count, sum, min and max of cos(w_k, r_j) over the alive neurons (see
+    ``reference_cosines``): ``{"count": (2, 1), "sum", "min", "max": (2, k)}``. Sums and counts
+    of groups of neurons add up, minima and maxima combine by min and max (the empty min is
+    +inf, the empty max -inf)."""
     cos = cosines(w, references)
     include = jnp.asarray(alive, bool) & (sign_index < 2) & jnp.all(jnp.isfinite(cos), axis=1)
     ids = jnp.where(include, sign_index, 2)
-    safe = jnp.where(include[:, None], cos, 0)
-    count = jax.ops.segment_sum(include.astype(cos.dtype), ids, num_segments=3)[:2, None]
-    lo = jax.ops.segment_min(safe, ids, num_segments=3)[:2]
-    hi = jax.ops.segment_max(safe, ids, num_segments=3)[:2]
-    mean = jax.ops.segment_sum(safe, ids, num_segments=3)[:2] / jnp.where(count > 0, count, 1)
-    out = jnp.stack([lo, mean, hi], axis=-1)
+    return {"count": jax.ops.segment_sum(include.astype(cos.dtype), ids, num_segments=3)[:2, None],
+            "sum": jax.ops.segment_sum(jnp.where(include[:, None], cos, 0), ids,
+                                       num_segments=3)[:2],
+            "min": jax.ops.segment_min(jnp.where(include[:, None], cos, jnp.inf), ids,
+                                       num_segments=3)[:2],
+            "max": jax.ops.segment_max(jnp.where(include[:, None], cos, -jnp.inf), ids,
+                                       num_segments=3)[:2]}
+
+
+@jax.jit
+def reference_cosine_stats(sums: dict) -> jax.Array:
+    """Min / mean / max (2, k, 3) from ``reference_cosine_sums``; NaN for empty signs."""
+    count = sums["count"]
+    out = jnp.stack([sums["min"], sums["sum"] / jnp.where(count > 0, count, 1), sums["max"]],
+                    axis=-1)
     return jnp.where(count[..., None] > 0, out, jnp.nan)
 
 
@@ -457,12 +475,24 @@ def relative_displacements(a, w, a0, w0, valid=None) -> dict:
     ``theta`` is |(a, w)(t) - (a, w)(0)|_F / |(a, w)(0)|_F (arXiv 2007.07497; its Fig. 3 uses
     RD of w). For frozen marks RD of a is 0.
     """
-    m = w.shape[0]
-    keep = _valid(valid, m)
-    da2 = jnp.sum(jnp.where(keep, (a - a0) ** 2, 0))
-    a02 = jnp.sum(jnp.where(keep, a0 ** 2, 0))
-    dw2 = jnp.sum(jnp.where(keep[:, None], (w - w0) ** 2, 0))
-    w02 = jnp.sum(jnp.where(keep[:, None], w0 ** 2, 0))
+    return displacements_from_sums(displacement_sums(a, w, a0, w0, valid))
+
+
+@jax.jit
+def displacement_sums(a, w, a0, w0, valid=None) -> dict:
+    """Squared norms behind ``relative_displacements``, scalars that add up over groups of
+    neurons: ``{"da2": |a - a0|^2, "a02": |a0|^2, "dw2": |w - w0|_F^2, "w02": |w0|_F^2}``."""
+    keep = _valid(valid, w.shape[0])
+    return {"da2": jnp.sum(jnp.where(keep, (a - a0) ** 2, 0)),
+            "a02": jnp.sum(jnp.where(keep, a0 ** 2, 0)),
+            "dw2": jnp.sum(jnp.where(keep[:, None], (w - w0) ** 2, 0)),
+            "w02": jnp.sum(jnp.where(keep[:, None], w0 ** 2, 0))}
+
+
+@jax.jit
+def displacements_from_sums(sums: dict) -> dict:
+    """RD of w, a and theta (``relative_displacements``) from ``displacement_sums``."""
+    da2, a02, dw2, w02 = sums["da2"], sums["a02"], sums["dw2"], sums["w02"]
     return {"w": jnp.sqrt(dw2 / w02), "a": jnp.sqrt(da2 / a02),
             "theta": jnp.sqrt((da2 + dw2) / (a02 + w02))}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,66 +76,88 @@ def make_spec(config, x_unique: np.ndarray, band_eps: float, dtype) -> RecordSpe
     )
 
 
-def _activity(problem: pt.Problem, w, w0, sign, valid, spec: RecordSpec):
-    """Activity observables, chunked over particles so no (m, n) matrix is ever formed.
+def _chunked(problem: pt.Problem, particles: pt.Particles, initial: pt.Particles, spec: RecordSpec):
+    """The observables that sum over neurons, chunk by chunk: no (m, n) matrix is ever formed,
+    and the sums are taken in chunk order, so they do not depend on the number of devices
+    (``pt.kernels.scan_chunks``).
 
     Returns:
-        (alive (m,) bool, summed per-sign counts: ``active_counts`` (2, n),
-        ``pattern_counts`` (2, 2^n) or None, ``alive`` (2,) alive neurons per sign;
-        ``dead_displacement_max`` scalar).
+        (alive (m,) bool, dict of sums over the neurons: per-sign ``density`` and ``counts``
+        (2, n_angle_bins), ``cosine_density`` (2, k, n_cosine_bins), ``active_counts`` (2, n),
+        ``pattern_counts`` (2, 2^n) or None, ``alive`` (2,) alive neurons per sign,
+        ``displacement`` (``ob.displacement_sums``), ``cosines`` and ``cosines_together``
+        (``ob.reference_cosine_sums`` of the signs and of all neurons, min/max excluded),
+        ``cosine_extremes``: the min and max of those, ``dead_displacement_max`` scalar).
     """
     x, band = problem.x, spec.band_eps
+    width = jnp.round(1.0 / problem.inv_width).astype(jnp.int32)
+    valid = ob.valid_mask(particles.a.shape[0], width)
+    has_refs = spec.references.shape[0] > 0
 
     def fn(chunk):
-        w_c, w0_c, s_c, v_c = chunk
-        stats = ob.activation_patterns(w_c, x, s_c, v_c, band)
-        n_real = jnp.sum(v_c).astype(w_c.dtype)
-        summed = {"active_counts": stats.active_counts, "pattern_counts": stats.pattern_counts,
-                  "alive": stats.alive_fraction * jnp.maximum(n_real, 1)}
-        dead = ob.dead_displacement_max(w_c, w0_c, x, band, v_c)
-        return (ob.alive_mask(w_c, x, band, v_c), dead[None]), summed
+        a, w, a0, w0, v_c = chunk
+        sign = ob.sign_index(a)
+        amp = ob.amplitude(a, w, spec.trainable)
+        angles = ob.neuron_angles(w, spec.basis)
+        stats = ob.activation_patterns(w, x, sign, v_c, band)
+        n_real = jnp.sum(v_c).astype(w.dtype)
+        alive = ob.alive_mask(w, x, band, v_c)
+        summed = {
+            "density": ob.directional_density(angles, sign, v_c, amp, n_bins=spec.n_angle_bins),
+            "counts": ob.directional_density(angles, sign, v_c, None, n_bins=spec.n_angle_bins),
+            "active_counts": stats.active_counts, "pattern_counts": stats.pattern_counts,
+            "alive": stats.alive_fraction * jnp.maximum(n_real, 1),
+            "displacement": ob.displacement_sums(a, w, a0, w0, v_c),
+        }
+        extremes = {}
+        if has_refs:
+            summed["cosine_density"] = ob.cosine_density(w, spec.references, sign, v_c, amp,
+                                                         n_bins=spec.n_cosine_bins)
+            for name, ids in (("cosines", sign), ("cosines_together",
+                                                  jnp.where(sign < 2, 0, 2))):
+                sums = ob.reference_cosine_sums(w, spec.references, ids, alive)
+                extremes[name] = {k: sums.pop(k)[None] for k in ("min", "max")}
+                summed[name] = sums
+        dead = ob.dead_displacement_max(w, w0, x, band, v_c)
+        return (alive, dead[None], extremes), summed
 
-    n = x.shape[0]
-    zeros = {"active_counts": jnp.zeros((2, n), jnp.int32),
-             "pattern_counts": jnp.zeros((2, 2 ** n), jnp.int32) if spec.patterns else None,
-             "alive": jnp.zeros(2, w.dtype)}
-    (alive, dead), summed = pt.kernels.scan_chunks(fn, (w, w0, sign, valid), problem.n_chunks,
-                                                   zeros)
-    return alive, summed, jnp.max(dead)
+    zeros = jax.eval_shape(lambda c: fn(c)[1], jax.tree.map(
+        lambda v: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype),
+        (particles.a, particles.w, initial.a, initial.w, valid)))
+    zeros = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), zeros)
+    (alive, dead, extremes), summed = pt.kernels.scan_chunks(
+        fn, (particles.a, particles.w, initial.a, initial.w, valid), problem.n_chunks, zeros)
+    summed["dead_displacement_max"] = jnp.max(dead)
+    summed["cosine_extremes"] = {name: {"min": jnp.min(e["min"], axis=0),
+                                        "max": jnp.max(e["max"], axis=0)}
+                                 for name, e in extremes.items()}
+    return alive, summed
 
 
 def measure(problem: pt.Problem, particles: pt.Particles, initial: pt.Particles,
             spec: RecordSpec) -> dict:
     """All observables of the current particles (see ``meanfield.io`` for names and dims)."""
-    a, w = particles.a, particles.w
-    width = jnp.round(1.0 / problem.inv_width).astype(jnp.int32)
-    valid = ob.valid_mask(a.shape[0], width)
-    sign = ob.sign_index(a)
-    signed = sign < 2
-    amp = ob.amplitude(a, w, spec.trainable)
-    angles = ob.neuron_angles(w, spec.basis)
+    alive, sums = _chunked(problem, particles, initial, spec)
     with_all = lambda per_sign: jnp.concatenate([per_sign, per_sign.sum(0, keepdims=True)])
-    density = with_all(ob.directional_density(angles, sign, valid, amp, n_bins=spec.n_angle_bins))
-    counts = with_all(ob.directional_density(angles, sign, valid, None, n_bins=spec.n_angle_bins))
-    alive, activity, dead_max = _activity(problem, w, initial.w, sign, valid, spec)
+    density = with_all(sums["density"])
     out = {
         "density": ob.normalise(density),
-        "density_count": ob.normalise(counts),
+        "density_count": ob.normalise(with_all(sums["counts"])),
         "mass": jnp.sum(density, axis=-1) * problem.inv_width,
         "effective_directions": ob.effective_directions(density),
         "peak_mass": ob.peak_mass(density, spec.delta_bins, spec.peaks),
-        "alive_fraction": with_all(activity["alive"] * problem.inv_width),
-        "active_count": with_all(activity["active_counts"]),
-        "dead_displacement_max": dead_max,
+        "alive_fraction": with_all(sums["alive"] * problem.inv_width),
+        "active_count": with_all(sums["active_counts"]),
+        "dead_displacement_max": sums["dead_displacement_max"],
     }
-    rd = ob.relative_displacements(a, w, initial.a, initial.w, valid)
+    rd = ob.displacements_from_sums(sums["displacement"])
     out.update(rd_w=rd["w"], rd_a=rd["a"], rd=rd["theta"])
     if spec.patterns:
-        out["pattern_count"] = with_all(activity["pattern_counts"])
+        out["pattern_count"] = with_all(sums["pattern_counts"])
     if spec.references.shape[0]:
-        out["cosine_density"] = ob.normalise(with_all(ob.cosine_density(
-            w, spec.references, sign, valid, amp, n_bins=spec.n_cosine_bins)))
-        per_sign = ob.reference_cosines(w, spec.references, sign, alive)
-        together = ob.reference_cosines(w, spec.references, jnp.where(signed, 0, 2), alive)
+        out["cosine_density"] = ob.normalise(with_all(sums["cosine_density"]))
+        per_sign, together = (ob.reference_cosine_stats(dict(sums[name],
+                                                             **sums["cosine_extremes"][name]))
+                              for name in ("cosines", "cosines_together"))
         out["cosine_stats"] = jnp.concatenate([per_sign, together[:1]])
     return out

@@ -3,10 +3,11 @@
 The particles (and the integrator state that is per particle: optax moments, per-particle
 diagnostics) are split along a one-axis ``"particles"`` mesh; the data, the residuals and
 every recorded observable are replicated. The passes over the particles reduce over the
-mesh (``meanfield.particles.sharding``), so a step communicates one all-reduce of the
-n-vector of residual sums per pass and a few scalars, and each device holds O(m D / devices)
-particle memory. Neuron k is drawn from ``fold_in(key, k)`` wherever it lives, so the run
-does not depend on the number of devices (beyond the rounding of the sums).
+mesh (``meanfield.particles.sharding``): a step gathers the per-chunk sums of the n residual
+terms per pass, and each device holds O(m D / devices) particle memory. Neuron k is drawn
+from ``fold_in(key, k)`` wherever it lives, the chunks do not depend on the device count and
+the per-chunk sums are added in chunk order, so the run is bitwise the same on any number of
+devices.
 """
 
 from __future__ import annotations

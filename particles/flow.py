@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from meanfield.particles import sharding
-from meanfield.particles.kernels import Particles, scan_chunks
+from meanfield.particles.kernels import Particles, chunk_partials, ordered_sum
 
 
 def _dot(c, m):
@@ -325,13 +325,17 @@ def move_particle(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: boo
 
 # ----------------------------------------------------------------------------- all particles
 
-def default_event_block(m_pad: int) -> int:
-    """Particles per block of the redo pass: m_pad/128, at least 64 (all if m_pad <= 256).
+def default_event_block(m_pad: int, chunk: int | None = None) -> int:
+    """Particles per block of the redo pass: m_pad/128, at least 64; all of them (no redo
+    pass: the full step for everyone) if the chunks hold at most 256 particles.
 
     Particles with a face event or sliding are few (~0.1-1% per step in the Luo runs, a few
-    percent at times); more than a block are redone in further blocks.
+    percent at times); more than a block are redone in further blocks. The choice of the full
+    step depends on the chunk (``m_pad`` itself if None), not on ``m_pad``, which grows with
+    the padding chunks of a particle mesh: the sums over particles are then the same on any
+    number of devices.
     """
-    return m_pad if m_pad <= 256 else max(64, m_pad // 128)
+    return m_pad if (m_pad if chunk is None else chunk) <= 256 else max(64, m_pad // 128)
 
 
 OUTPUTS = ("total", "step", "all")
@@ -381,17 +385,33 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs={outputs!r} must be one of {OUTPUTS}")
     m_pad = a.shape[0]
-    block = default_event_block(m_pad) if event_block is None else event_block
+    block = (default_event_block(m_pad, m_pad // max(n_chunks, 1)) if event_block is None
+             else event_block)
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"event_block={event_block!r} must be a positive integer")
     if not isinstance(n_chunks, int) or n_chunks < 1 or m_pad % n_chunks:
         raise ValueError(f"n_chunks={n_chunks!r} must be a positive integer dividing "
                          f"m_pad={m_pad}")
     if sharding.mesh_size():  # particle mesh: every device moves (and redoes) its own shard
-        return _move_per_shard(a, w, x, xx, residual, h, band_eps, mass_floor, trainable,
-                               n_chunks=n_chunks, outputs=outputs, event_block=event_block)
+        out, partials = _move_per_shard(a, w, x, xx, residual, h, band_eps, mass_floor,
+                                        trainable, n_chunks=n_chunks, outputs=outputs,
+                                        block=block)
+    else:
+        out, partials = _move_chunks(a, w, x, xx, residual, h, band_eps, mass_floor,
+                                     trainable, n_chunks=n_chunks, outputs=outputs,
+                                     block=block, redo=block < m_pad)
+    total, summary = _combine(partials, x.shape[0], x.dtype)
+    return Motion(total=total, tau2_min=summary[0], g_max=summary[1],
+                  amplitude_sum=summary[2], **out)
+
+
+def _move_chunks(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bool, *,
+                 n_chunks: int, outputs: str, block: int, redo: bool):
+    """``move_particles`` on the particles at hand: (per-particle outputs, per-chunk partials
+    {"total": (n_chunks, n), "summary": 3 x (n_chunks,)} with the redone particles added to
+    the chunks they belong to)."""
+    m_pad = a.shape[0]
     shared = (x, _with_gram(x), xx, residual, h, band_eps)
-    redo = block < m_pad
     step = _fast_step if redo else _full_step
 
     def fn(chunk):
@@ -400,49 +420,38 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
         # Particles with a face event or sliding are redone below: their fast step does not
         # count.
         kept = ~special if redo else jnp.ones_like(special)
-        total = _dot(jnp.where(kept, moved.a, 0.0), jax.nn.relu(moved.z))
+        partial = {"total": _dot(jnp.where(kept, moved.a, 0.0), jax.nn.relu(moved.z))}
         if outputs == "total":
-            return special, total
+            return {"special": special}, partial
         tau2, amplitude = _bounds(moved, xx, band_eps, mass_floor)
-        out = {"a": moved.a, "w": moved.w, "special": special,
-               "summary": _summary(kept, tau2, moved.g, amplitude)}
+        partial["summary"] = _summary(kept, tau2, moved.g, amplitude)
+        out = {"a": moved.a, "w": moved.w, "special": special}
         if outputs == "all":
             out.update(tau2=tau2, g=moved.g, amplitude=amplitude)
-        return out, total
+        return out, partial
 
-    out, total = scan_chunks(fn, Particles(a=a, w=w), n_chunks,
-                             jnp.zeros(x.shape[0], x.dtype))
-    if outputs == "total":
-        special, out = out, {}
-    else:
-        special = out.pop("special")
-        # Per-chunk summaries, stacked (n_chunks,), reduced over the chunks.
-        out["summary"] = _combine(out["summary"])
+    out, partials = chunk_partials(fn, Particles(a=a, w=w), n_chunks)
+    special = out.pop("special")
     if redo:
-        out, total = _redo(out, total, special, a, w, shared, mass_floor, trainable, block)
-    summary = out.pop("summary", (None, None, None))
-    return Motion(total=total, tau2_min=summary[0], g_max=summary[1],
-                  amplitude_sum=summary[2], **out)
+        out, partials = _redo(out, partials, special, a, w, shared, mass_floor, trainable,
+                              block, m_pad // n_chunks)
+    return out, partials
 
 
 def _move_per_shard(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bool, *,
-                    n_chunks: int, outputs: str, event_block: int | None) -> Motion:
-    """``move_particles`` shard by shard on the particle mesh: the total and the step bounds
-    are all-reduced, the per-particle fields stay sharded."""
+                    n_chunks: int, outputs: str, block: int):
+    """``_move_chunks`` shard by shard on the particle mesh: the per-particle outputs stay
+    sharded, the per-chunk partials are gathered in chunk order."""
     local = sharding.local_chunks(n_chunks)
-    reduce = {"total": sharding.psum, "tau2_min": sharding.pmin, "g_max": sharding.pmax,
-              "amplitude_sum": sharding.psum}
 
     def body(a_shard, w_shard):
-        motion = move_particles(a_shard, w_shard, x, xx, residual, h, band_eps, mass_floor,
-                                trainable, n_chunks=local, outputs=outputs,
-                                event_block=event_block)
-        return motion._replace(**{k: f(getattr(motion, k)) for k, f in reduce.items()
-                                  if getattr(motion, k) is not None})
+        out, partials = _move_chunks(a_shard, w_shard, x, xx, residual, h, band_eps,
+                                     mass_floor, trainable, n_chunks=local, outputs=outputs,
+                                     block=min(block, a_shard.shape[0]),
+                                     redo=block < a.shape[0])
+        return out, sharding.all_gather(partials)
 
-    specs = Motion(*(sharding.REPLICATED if k in reduce else sharding.SHARDED
-                     for k in Motion._fields))
-    return sharding.per_shard(body, (a, w), specs)
+    return sharding.per_shard(body, (a, w), (sharding.SHARDED, sharding.REPLICATED))
 
 
 def _bounds(moved: _Moved, xx, band_eps, mass_floor):
@@ -458,9 +467,15 @@ def _summary(kept, tau2, g, amplitude):
             jnp.sum(jnp.where(kept, amplitude, 0.0)))
 
 
-def _combine(summary):
-    """Reduce (min, max, sum) summaries along their leading axis."""
-    return jnp.min(summary[0]), jnp.max(summary[1]), jnp.sum(summary[2])
+def _combine(partials: dict, n: int, dtype):
+    """(total (n,), (min tau2, max g, sum amplitude) or Nones) from per-chunk partials; the
+    sums in chunk order (``kernels.ordered_sum``: independent of the device count)."""
+    total = ordered_sum(partials["total"], jnp.zeros(n, dtype))
+    if "summary" not in partials:
+        return total, (None, None, None)
+    tau2, g, amplitude = partials["summary"]
+    return total, (jnp.min(tau2), jnp.max(g),
+                   ordered_sum(amplitude, jnp.zeros((), amplitude.dtype)))
 
 
 def _fast_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool):
@@ -485,11 +500,13 @@ def _count_before(mask):
     return ((jnp.cumsum(counts) - counts)[:, None] + below).reshape(-1)[:m]
 
 
-def _redo(out: dict, total, special, a, w, shared, mass_floor, trainable: bool, block: int):
+def _redo(out: dict, partials: dict, special, a, w, shared, mass_floor, trainable: bool,
+          block: int, chunk: int):
     """Redo the ``special`` particles with the full step, ``block`` at a time.
 
-    Updates the per-particle entries of ``out`` (a, w, tau2, g, amplitude, when present), its
-    summary and the total contribution.
+    Updates the per-particle entries of ``out`` (a, w, tau2, g, amplitude, when present) and
+    adds each redone particle to the per-chunk ``partials`` of its chunk (of ``chunk``
+    particles), in particle order whatever the blocks.
     """
     m_pad = a.shape[0]
     xx, band_eps = shared[2], shared[5]
@@ -502,22 +519,27 @@ def _redo(out: dict, total, special, a, w, shared, mass_floor, trainable: bool, 
     n_blocks = (count + block - 1) // block
 
     def body(i, carry):
-        out, total = carry
+        out, partials = carry
         index = jax.lax.dynamic_slice(slots, (i * block,), (block,))
         real = index < m_pad
+        owner = index // chunk  # n_chunks (dropped) for unused slots
         take = lambda v: jnp.take(v, index, axis=0, mode="clip")
         moved, _ = jax.vmap(_full_step, (0, 0) + (None,) * 7)(take(a), take(w), *shared,
                                                              trainable)
-        total = total + _dot(jnp.where(real, moved.a, 0.0), jax.nn.relu(moved.z))
+        contribution = jnp.where(real, moved.a, 0.0)[:, None] * jax.nn.relu(moved.z)
+        partials = dict(partials, total=partials["total"].at[owner].add(contribution,
+                                                                        mode="drop"))
         if not out:
-            return out, total
+            return out, partials
         tau2, amplitude = _bounds(moved, xx, band_eps, mass_floor)
         new = {"a": moved.a, "w": moved.w, "tau2": tau2, "g": moved.g, "amplitude": amplitude}
         out = {k: (v.at[index].set(new[k], mode="drop") if k in new else v)
                for k, v in out.items()}
-        block_summary = _summary(real, tau2, moved.g, amplitude)
-        out["summary"] = _combine(tuple(jnp.stack(pair) for pair in
-                                        zip(out["summary"], block_summary)))
-        return out, total
+        tau2_min, g_max, amplitude_sum = partials["summary"]
+        partials["summary"] = (
+            tau2_min.at[owner].min(jnp.where(real, tau2, jnp.inf), mode="drop"),
+            g_max.at[owner].max(jnp.where(real, moved.g, -jnp.inf), mode="drop"),
+            amplitude_sum.at[owner].add(jnp.where(real, amplitude, 0.0), mode="drop"))
+        return out, partials
 
-    return jax.lax.fori_loop(0, n_blocks, body, (out, total))
+    return jax.lax.fori_loop(0, n_blocks, body, (out, partials))

@@ -45,6 +45,7 @@ from meanfield.particles.kernels import (
     Problem,
     euler_pass,
     network_output,
+    particle_sum,
     residuals,
     risk,
     velocity,
@@ -92,8 +93,8 @@ def _finite(*arrays):
 def kernel_scale(problem: Problem, particles: Particles):
     """Scale of the tangent kernel, (mean a^2 + mean |w|^2) max |x_j|^2 (rate of f per unit R)."""
     width = 1.0 / problem.inv_width
-    mean_a2 = jnp.sum(particles.a ** 2) / width
-    mean_w2 = jnp.sum(particles.w ** 2) / width
+    sum_a2, sum_w2 = particle_sum((particles.a ** 2, particles.w ** 2), problem.n_chunks)
+    mean_a2, mean_w2 = sum_a2 / width, jnp.sum(sum_w2) / width
     xmax = jnp.max(jnp.sum(problem.x ** 2, axis=1))
     return (mean_a2 + jnp.where(problem.trainable, mean_w2, 0.0)) * xmax
 
@@ -418,7 +419,7 @@ class AdaptiveFlow(TimeIntegrator):
         r0 = residuals(problem, f)
         width = 1.0 / problem.inv_width
         amp = jnp.abs(particles.a) * jnp.linalg.norm(particles.w, axis=1)
-        floor0 = self.mass_rel * jnp.sum(amp) / width
+        floor0 = self.mass_rel * particle_sum(amp, problem.n_chunks) / width
         motion = _move(problem, particles, r0, jnp.asarray(0.0, dtype), self._band(dtype),
                        floor0, "step")
         h_face, g_max, mass_floor = self._bounds(motion, width, dtype)

@@ -67,21 +67,23 @@ class Problem:
 
 def chunk_layout(width: int, chunk_size: int | None = None,
                  devices: int = 1) -> tuple[int, int]:
-    """(n_chunks, chunk) with n_chunks * chunk >= width and padding below one chunk per device.
+    """(n_chunks, chunk) with n_chunks * chunk >= width, the chunk independent of ``devices``.
 
-    Small widths use one chunk (per device) rounded up to a multiple of 8; with ``devices``
-    the number of chunks is a multiple of it, so every device of a particle mesh holds whole
-    chunks (``meanfield.particles.sharding``).
+    The width is split into ceil(width / chunk_size) chunks of equal size rounded up to a
+    multiple of 8 (one chunk for small widths); with ``devices`` the number of chunks is then
+    padded with all-zero chunks to a multiple of it, so every device of a particle mesh holds
+    whole chunks (``meanfield.particles.sharding``). The real chunks are the same for every
+    device count, and sums over particles are taken chunk by chunk in chunk order
+    (``scan_chunks``), so they do not depend on the device count.
     """
     chunk_size = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be a positive integer")
     if devices < 1:
         raise ValueError(f"devices={devices} must be a positive integer")
-    n_chunks = devices * max(1, math.ceil(width / (chunk_size * devices)))
-    chunk = math.ceil(width / n_chunks)
-    chunk = 8 * math.ceil(chunk / 8)
-    return n_chunks, chunk
+    n_real = max(1, math.ceil(width / chunk_size))
+    chunk = 8 * math.ceil(math.ceil(width / n_real) / 8)
+    return devices * math.ceil(n_real / devices), chunk
 
 
 # ----------------------------------------------------------------------------- one neuron
@@ -125,38 +127,76 @@ def scan_chunks(fn: Callable, tree, n_chunks: int, summed_init):
             as leading axis, summed leaves are reduced over chunks by addition.
         tree: pytree with leading axis m_pad = n_chunks * chunk.
         n_chunks: static number of chunks.
-        summed_init: zeros with the structure of summed_tree.
+        summed_init: start of the sums, with the structure of summed_tree.
     Returns:
-        (per_particle_tree with leading axis m_pad, summed_tree).
+        (per_particle_tree with leading axis m_pad, summed_init + the chunk sums in chunk order).
 
-    Under a particle mesh (``meanfield.particles.sharding``) each device scans its own chunks
-    and the summed tree is all-reduced over the mesh.
+    The sums do not depend on how the chunks are split over a particle mesh: every device
+    computes the sums of its own chunks, the per-chunk sums are gathered, and every device adds
+    them in chunk order (``ordered_sum``).
+    """
+    per_particle, partials = chunk_partials(fn, tree, n_chunks)
+    return per_particle, ordered_sum(partials, summed_init)
+
+
+def chunk_partials(fn: Callable, tree, n_chunks: int):
+    """Apply ``fn`` chunk by chunk; per-particle outputs stacked, summed outputs kept per chunk.
+
+    Args:
+        fn, tree, n_chunks: as in ``scan_chunks``.
+    Returns:
+        (per_particle_tree with leading axis m_pad, summed_tree of every chunk with leading
+        axis n_chunks). Under a particle mesh the per-particle tree stays sharded and the
+        per-chunk sums are gathered (replicated) in chunk order.
     """
     if sharding.mesh_size():
         local = sharding.local_chunks(n_chunks)
         return sharding.per_shard(
-            lambda shard: _scan_reduced(fn, shard, local, summed_init), (tree,),
+            lambda shard: _gathered(_scan(fn, shard, local)), (tree,),
             (sharding.SHARDED, sharding.REPLICATED))
-    return _scan(fn, tree, n_chunks, summed_init)
+    return _scan(fn, tree, n_chunks)
 
 
-def _scan_reduced(fn: Callable, tree, n_chunks: int, summed_init):
-    """``_scan`` of one shard, its sums all-reduced over the particle mesh."""
-    per_particle, summed = _scan(fn, tree, n_chunks, summed_init)
-    return per_particle, sharding.psum(summed)
+def _gathered(result):
+    """(per_particle, per-chunk sums of one shard) -> the per-chunk sums of all shards."""
+    per_particle, partials = result
+    return per_particle, sharding.all_gather(partials)
 
 
-def _scan(fn: Callable, tree, n_chunks: int, summed_init):
-    """``scan_chunks`` on the particles at hand."""
+def _scan(fn: Callable, tree, n_chunks: int):
+    """``chunk_partials`` on the particles at hand."""
     chunked = jax.tree.map(lambda v: v.reshape((n_chunks, -1) + v.shape[1:]), tree)
-
-    def body(acc, chunk):
-        per_particle, summed = fn(chunk)
-        return jax.tree.map(jnp.add, acc, summed), per_particle
-
-    summed, stacked = jax.lax.scan(body, summed_init, chunked)
+    stacked, partials = jax.lax.map(fn, chunked)
     flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), stacked)
-    return flat, summed
+    return flat, partials
+
+
+def ordered_sum(partials, init):
+    """init + partials[0] + partials[1] + ... added one after the other, leafwise.
+
+    A fixed order, so the sum is the same for any number of trailing zero partials and for
+    any split of the partials over devices.
+
+    Args:
+        partials: pytree whose leaves have a leading axis (k, ...).
+        init: pytree of the leaves' trailing shapes (or None where partials has None).
+    """
+    if partials is None:
+        return init
+    total, _ = jax.lax.scan(lambda acc, p: (jax.tree.map(jnp.add, acc, p), None), init,
+                            partials)
+    return total
+
+
+def particle_sum(values, n_chunks: int):
+    """Sum of every leaf of ``values`` over its leading (particle) axis of n_chunks * chunk
+    entries, chunk by chunk in chunk order (``scan_chunks``: independent of the device count).
+    """
+    def fn(chunk):
+        return None, jax.tree.map(lambda v: v.sum(0), chunk)
+
+    zeros = jax.tree.map(lambda v: jnp.zeros(v.shape[1:], v.dtype), values)
+    return scan_chunks(fn, values, n_chunks, zeros)[1]
 
 
 def network_output(particles: Particles, x, inv_width, n_chunks: int):
