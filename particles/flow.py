@@ -164,10 +164,12 @@ def _margins(w, x, xx, band_eps):
 def _masked_field(mask, residual, x):
     """(G (D,), x_j . G (n,)) of the field G = sum_{j in mask} R_j x_j.
 
-    Two products of D multiply-adds per input (the inputs' Gram matrix would cost n).
+    Two products of D multiply-adds per input (the inputs' Gram matrix would cost n). Written
+    ``G @ x.T`` so that, vmapped, x_j . G has the (particles, n) layout of the margins: mixed
+    layouts made the fast step's element-wise work ~1.5x dearer on XLA:CPU.
     """
     field = _dot(jnp.where(mask, residual, 0.0), x)
-    return field, _dot(x, field)
+    return field, _dot(field, x.T)
 
 
 class _Start(NamedTuple):
@@ -224,7 +226,7 @@ def _start(a, w, x, xx, residual, band_eps) -> _Start:
     field, x_field = field_strict + field_band, x_strict + x_band
     # Onto face s: zero terms unless sliding.
     x_s = _dot(slide.astype(x.dtype), x)
-    gram_s = _dot(x, x_s)
+    gram_s = _dot(x_s, x.T)
     field_ratio = jnp.sum(jnp.where(slide, x_field / xx, 0.0))  # G . x_s / |x_s|^2
     snap_ratio = jnp.sum(jnp.where(slide, z / xx, 0.0))  # w . x_s / |x_s|^2
     return _Start.of(w=w - snap_ratio * x_s, z=z - snap_ratio * gram_s, in_band=in_band,
@@ -479,7 +481,7 @@ def _fast_step(a, w, x, xx, residual, h, band_eps, trainable: bool):
     z, in_band, strict = _margins(w, x, xx, band_eps)
     start = _Start.of(w, z, in_band, strict, *_masked_field(strict, residual, x))
     moved, crossed = _advance(a, start, h, trainable)
-    return moved, jnp.any(in_band) | jnp.any(crossed)
+    return moved, jnp.any(in_band | crossed)
 
 
 def _count_before(mask):
