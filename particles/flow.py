@@ -28,9 +28,10 @@ second-nearest face not being slid on.
 rounding but several times faster (benchmarks/bench_flow.py): every particle takes a fast
 step (margins, the field of its strict faces and its products x_j . G, hyperbolic motion: the
 per-input work of an Euler pass), and only the few particles in a face band or with a face
-event (~1% in the Luo runs) are gathered in blocks and redone with the full step. The previous kernel (two ``sinh`` per motion, 12 safeguarded Newton
-iterations per face time, every branch for every particle) lives in ``tests/reference_kernels.py``
-for the equivalence test and the benchmark.
+event (~1% in the Luo runs) are gathered in blocks and redone with the full step. The
+previous kernel (two ``sinh`` per motion, 12 safeguarded Newton iterations per face time,
+every branch for every particle) lives in ``tests/reference_kernels.py`` for the equivalence
+test and the benchmark.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class _Start(NamedTuple):
 
     @classmethod
     def of(cls, w, z, in_band, active, field, x_field):
+        """The start with |G| and G . w computed from ``field`` and ``w``."""
         return cls(w=w, z=z, in_band=in_band, active=active, field=field, x_field=x_field,
                    g=jnp.sqrt(_dot(field, field)), gw=_dot(field, w))
 
@@ -336,8 +338,8 @@ def move_particle(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: boo
 def default_event_block(m_pad: int) -> int:
     """Particles per block of the redo pass: m_pad/128, at least 64 (all if m_pad <= 256).
 
-    Particles with a face event or sliding are few (~0.1-1% per step in the Luo runs, a few
-    percent at times); more than a block are redone in further blocks.
+    Particles in a face band or with a face event are few (~0.1-1% per step in the Luo runs, a
+    few percent at times); more than a block are redone in further blocks.
     """
     return m_pad if m_pad <= 256 else max(64, m_pad // 128)
 
@@ -370,10 +372,10 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
                    n_chunks: int, outputs: str = "all", event_block: int | None = None):
     """Advance all particles by h in the frozen field of ``residual``.
 
-    Equal to ``vmap(move_particle)`` to rounding. Every particle takes the fast step (band
-    rule and hyperbolic motion), chunk by chunk; the few particles with a face event or
-    sliding on a face are then gathered ``event_block`` at a time and redone with the full
-    step.
+    Equal to ``vmap(move_particle)`` to rounding. Every particle takes the fast step (field
+    of its strict faces and hyperbolic motion), chunk by chunk; the few particles in a face
+    band or with a face event are then gathered ``event_block`` at a time and redone with the
+    full step.
 
     Args:
         a: (m_pad,), w: (m_pad, D) the particles; x, xx, residual, h, band_eps, mass_floor,
@@ -405,8 +407,8 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
     def fn(chunk):
         moved, special = jax.vmap(step, (0, 0) + (None,) * 6)(chunk.a, chunk.w, *shared,
                                                               trainable)
-        # Particles with a face event or sliding are redone below: their fast step does not
-        # count.
+        # Particles in a face band or with a face event are redone below: their fast step
+        # does not count.
         kept = ~special if redo else jnp.ones_like(special)
         total = _dot(jnp.where(kept, moved.a, 0.0), jax.nn.relu(moved.z))
         if outputs == "total":
