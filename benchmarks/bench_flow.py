@@ -1,4 +1,5 @@
-"""Speed of the adaptive flow's motion kernel against the previous kernel, in the same run.
+"""Speed of the adaptive flow: its motion kernel against the previous kernel, and its step
+against an Euler step of the same width.
 
 Two kernels, each measured in fresh subprocesses (``--single KERNEL CASE``):
 
@@ -20,10 +21,16 @@ Cases (float32 unless said):
   compilation excluded (a first run to t_max = 1e-3 compiles the same program; the record says
   whether the timed runs recompiled).
 
+* ``ratio`` cases (new kernel only): at m in {1e4, 1e5, 1e6} on the random data (n = 100,
+  d = 3, float32, ``bench_engine.make_data``), seconds per *accepted* ``AdaptiveFlow`` step
+  (timed steps over the accepted ones among them, from a state after a few warm-up steps)
+  and per ``Euler`` step (dt = ``bench_engine.EULER_DT``), both in the same process, and
+  their ratio (target: at most 4).
+
 Timings are the minimum over repeats of wall time (``*_s``) and of process CPU time
 (``*_cpu_s``, less sensitive to other processes on a shared machine). The parent prints one
-JSON document: records, new/reference ratios and the target (full Luo runs at m = 4e4 at
-least 2.5x faster).
+JSON document: records, new/reference ratios and the targets (full Luo runs at m = 4e4 at
+least 2.5x faster; an accepted adaptive step at most 4x an Euler step).
 
 Usage::
 
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -56,9 +64,11 @@ RUN_CASES = {
     "run_luo_g1_gpm0.4_m40000": {"data": "luo", "m": 40000, "gamma_prime": -0.4},
     "run_wang_ma": {"data": "wang_ma", "m": 100},
 }
-QUICK = ("luo_m1000", "wang_ma", "run_luo_g1_gp0_m1000")
+RATIO_CASES = {f"ratio_random_m{m}": {"data": "random", "m": m} for m in (10**4, 10**5, 10**6)}
+QUICK = ("luo_m1000", "wang_ma", "run_luo_g1_gp0_m1000", "ratio_random_m10000")
 TARGET_RUNS = ("run_luo_g1_gp0_m40000", "run_luo_g1_gpm0.4_m40000")
 TARGET_SPEEDUP = 2.5
+TARGET_ADAPTIVE_OVER_EULER = 4.0
 WARM_STEPS = {"luo": 150, "wang_ma": 100, "random": 10}  # steps to the mid-run state
 MIN_SECONDS = 0.3  # minimum wall time of one step timing
 SUBPROCESS_TIMEOUT = 1800.0
@@ -238,12 +248,56 @@ def measure_run(kernel: str, case: dict, repeats: int) -> dict:
             "precision": config.precision}
 
 
+def measure_ratio(case: dict, repeats: int) -> dict:
+    """Seconds per accepted adaptive step and per Euler step at one width, same process."""
+    import jax
+    import jax.numpy as jnp
+
+    import meanfield as mf
+    from meanfield.setup import prepare
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_engine import EULER_DT, INPUT_DIM, N_SAMPLES, make_data
+
+    x, y = make_data(N_SAMPLES, INPUT_DIM, SEED)
+    record = {"m": case["m"], "n": N_SAMPLES, "d": INPUT_DIM}
+    for label, solver in (("euler", mf.Solver(kind="euler", dt=EULER_DT)),
+                          ("adaptive", mf.Solver(kind="adaptive"))):
+        config = mf.SimulationConfig(model=mf.ModelSpec(width=case["m"]),
+                                     data=mf.TrainingData(x=x, y=y), solver=solver, seed=SEED)
+        problem, particles, _, dtype = prepare(config)
+        integrator = solver.build().with_dtype(dtype)
+        t_end = jnp.asarray(jnp.inf, dtype)
+        steps = jax.jit(lambda s, k, integrator=integrator, problem=problem: jax.lax.fori_loop(
+            0, k, lambda _, s: integrator.step(problem, s, t_end), s), static_argnums=1)
+        state = jax.block_until_ready(steps(jax.jit(integrator.init)(problem, particles),
+                                            WARM_STEPS["random"]))
+        wall, cpu, k = per_call(steps, (state,), repeats)
+        after = steps(state, k)  # the timed calls all start from ``state``: same steps
+        accepted = int(after.n_steps - state.n_steps)
+        record.update({f"{label}_step_s": wall, f"{label}_step_cpu_s": cpu,
+                       f"{label}_steps_per_timing": k, f"{label}_accepted": accepted,
+                       f"{label}_status": int(after.status)})
+        if accepted:
+            record[f"{label}_accepted_step_s"] = wall * k / accepted
+            record[f"{label}_accepted_step_cpu_s"] = cpu * k / accepted
+    record["dtype"] = str(problem.x.dtype)
+    record["m_pad"] = int(particles.a.shape[0])
+    record["adaptive_over_euler"] = (record.get("adaptive_accepted_step_s", math.inf)
+                                     / record["euler_step_s"])
+    record["adaptive_over_euler_cpu"] = (record.get("adaptive_accepted_step_cpu_s", math.inf)
+                                         / record["euler_step_cpu_s"])
+    return record
+
+
 def measure(kernel: str, name: str, repeats: int) -> dict:
-    case = {**PASS_CASES, **RUN_CASES}[name]
+    case = {**PASS_CASES, **RUN_CASES, **RATIO_CASES}[name]
     record = {"kernel": kernel, "case": name, "m": case["m"], "data": case["data"],
               "status": "ok", "load_1min_at_start": os.getloadavg()[0]}
     if name in RUN_CASES:
         record.update(gamma_prime=case.get("gamma_prime"), **measure_run(kernel, case, repeats))
+    elif name in RATIO_CASES:
+        record.update(measure_ratio(case, repeats))
     else:
         record.update(measure_pass(kernel, case, repeats))
     return record
@@ -271,7 +325,7 @@ def ratios(records: list[dict]) -> dict:
     """new/reference ratios of every timing field, per case (None where a record failed)."""
     by = {(r["kernel"], r["case"]): r for r in records if r["status"] == "ok"}
     out = {}
-    for name in dict.fromkeys(r["case"] for r in records):
+    for name in dict.fromkeys(r["case"] for r in records if r["case"] not in RATIO_CASES):
         new, ref = by.get(("new", name)), by.get(("reference", name))
         fields = [f for f in ("pass_s", "pass_cpu_s", "step_s", "step_cpu_s", "run_s",
                               "run_cpu_s") if new and ref and f in new and f in ref]
@@ -279,9 +333,18 @@ def ratios(records: list[dict]) -> dict:
     return out
 
 
-def targets(ratio: dict) -> dict:
-    """Full Luo runs at m = 4e4 at least TARGET_SPEEDUP times faster (wall and CPU time)."""
+def targets(ratio: dict, records: list[dict]) -> dict:
+    """Full Luo runs at m = 4e4 at least TARGET_SPEEDUP times faster (wall and CPU time); an
+    accepted adaptive step at most TARGET_ADAPTIVE_OVER_EULER Euler steps (wall and CPU)."""
     out = {}
+    for r in records:
+        if r["case"] not in RATIO_CASES:
+            continue
+        for field in ("adaptive_over_euler", "adaptive_over_euler_cpu"):
+            value = r.get(field) if r["status"] == "ok" else None
+            out[f"{r['case']}_{field}"] = {
+                "value": value, "threshold": TARGET_ADAPTIVE_OVER_EULER,
+                "holds": None if value is None else value <= TARGET_ADAPTIVE_OVER_EULER}
     for name in TARGET_RUNS:
         r = ratio.get(name)
         for field in ("run_s", "run_cpu_s"):
@@ -301,15 +364,18 @@ def metadata(args) -> dict:
             "python": platform.python_version(), "jax": jax.__version__,
             "backend": jax.default_backend(), "quick": args.quick, "repeats": args.repeats,
             "kernels": list(KERNELS), "target_speedup": TARGET_SPEEDUP,
+            "target_adaptive_over_euler": TARGET_ADAPTIVE_OVER_EULER,
             "quick_cases": list(QUICK)}
 
 
 def run_all(args) -> dict:
-    names = QUICK if args.quick else (*PASS_CASES, *RUN_CASES)
+    names = QUICK if args.quick else (*PASS_CASES, *RUN_CASES, *RATIO_CASES)
     load_at_start = list(os.getloadavg())
     records = []
     for name in names:
-        for kernel in KERNELS:  # interleaved: both kernels see the same machine load
+        # interleaved: both kernels see the same machine load; ratio cases time the new
+        # kernel's step against Euler's
+        for kernel in (("new",) if name in RATIO_CASES else KERNELS):
             record = run_subprocess(kernel, name, args.repeats)
             print(json.dumps(record), file=sys.stderr, flush=True)
             records.append(record)
@@ -317,7 +383,7 @@ def run_all(args) -> dict:
     meta = metadata(args)
     meta.update(load_average_at_start=load_at_start, load_average_at_end=list(os.getloadavg()))
     return {"meta": meta, "results": records, "ratios_new_over_reference": ratio,
-            "targets": targets(ratio)}
+            "targets": targets(ratio, records)}
 
 
 def parse_args(argv=None):
@@ -338,9 +404,9 @@ def parse_args(argv=None):
         kernel, name = args.single
         if kernel not in KERNELS:
             parser.error(f"--single KERNEL must be one of {KERNELS}, got {kernel!r}")
-        if name not in {**PASS_CASES, **RUN_CASES}:
-            parser.error(f"--single CASE must be one of {sorted({**PASS_CASES, **RUN_CASES})}, "
-                         f"got {name!r}")
+        cases = {**PASS_CASES, **RUN_CASES, **RATIO_CASES}
+        if name not in cases:
+            parser.error(f"--single CASE must be one of {sorted(cases)}, got {name!r}")
     return args
 
 

@@ -26,11 +26,12 @@ second-nearest face not being slid on.
 
 ``move_particle`` moves one particle; ``move_particles`` moves all of them, equal to it to
 rounding but several times faster (benchmarks/bench_flow.py): every particle takes a fast
-step (band rule without the slide projection, hyperbolic motion), and only the few particles
-with a face event or sliding on a face (~1% in the Luo runs) are gathered in blocks and redone
-with the full step. The previous kernel (two ``sinh`` per motion, 12 safeguarded Newton
-iterations per face time, every branch for every particle) lives in ``tests/reference_kernels.py``
-for the equivalence test and the benchmark.
+step (margins, the field of its strict faces and its products x_j . G, hyperbolic motion: the
+per-input work of an Euler pass), and only the few particles in a face band or with a face
+event (~1% in the Luo runs) are gathered in blocks and redone with the full step. The
+previous kernel (two ``sinh`` per motion, 12 safeguarded Newton iterations per face time,
+every branch for every particle) lives in ``tests/reference_kernels.py`` for the equivalence
+test and the benchmark.
 """
 
 from __future__ import annotations
@@ -153,9 +154,23 @@ def _one_sided_rates(a, field_without, x_j, xx_j, r_j):
 
 # ----------------------------------------------------------------------------- one particle
 
-def _with_gram(x):
-    """[x, x x^T], shape (n, D + n)."""
-    return jnp.concatenate([x, x @ x.T], axis=1)
+def _margins(w, x, xx, band_eps):
+    """(z (n,) margins x_j . w, in_band (n,) within ``band_eps |w| |x_j|`` of face j,
+    strict (n,) active beyond the band)."""
+    z = _dot(w, x.T)
+    band = band_eps * jnp.sqrt(_dot(w, w)) * jnp.sqrt(xx)
+    return z, jnp.abs(z) <= band, z > band
+
+
+def _masked_field(mask, residual, x):
+    """(G (D,), x_j . G (n,)) of the field G = sum_{j in mask} R_j x_j.
+
+    Two products of D multiply-adds per input (the inputs' Gram matrix would cost n). Written
+    ``G @ x.T`` so that, vmapped, x_j . G has the (particles, n) layout of the margins: mixed
+    layouts made the fast step's element-wise work ~1.5x dearer on XLA:CPU.
+    """
+    field = _dot(jnp.where(mask, residual, 0.0), x)
+    return field, _dot(field, x.T)
 
 
 class _Start(NamedTuple):
@@ -170,6 +185,12 @@ class _Start(NamedTuple):
     g: jax.Array  # () |G|
     gw: jax.Array  # () G . w
 
+    @classmethod
+    def of(cls, w, z, in_band, active, field, x_field):
+        """The start with |G| and G . w computed from ``field`` and ``w``."""
+        return cls(w=w, z=z, in_band=in_band, active=active, field=field, x_field=x_field,
+                   g=jnp.sqrt(_dot(field, field)), gw=_dot(field, w))
+
 
 class _Moved(NamedTuple):
     """A particle at the end of a step (shapes for one particle)."""
@@ -181,24 +202,17 @@ class _Moved(NamedTuple):
     g: jax.Array  # () |G| of the last field used
 
 
-def _start(a, w, x, x_gram, xx, residual, band_eps, project: bool = True):
+def _start(a, w, x, xx, residual, band_eps) -> _Start:
     """Band rule: particles on a face slide, leave upwards, leave downwards, or keep their side.
 
     Args:
-        a: (), w: (D,); x: (n, D); x_gram: (n, D + n) the inputs beside their Gram matrix
-            [x, x x^T]; xx: (n,) |x_j|^2; residual: (n,); band_eps: relative half-width of the
-            face band.
-        project: project the field and the position onto the face slid on (static; without
-            it the result is exact only for particles that do not slide).
+        a: (), w: (D,); x: (n, D); xx: (n,) |x_j|^2; residual: (n,); band_eps: relative
+            half-width of the face band.
     Returns:
-        (``_Start``, sliding ()).
+        ``_Start``, with the field and the position projected onto the face slid on.
     """
-    dim = x.shape[1]
-    z = _dot(w, x.T)
-    band = band_eps * jnp.sqrt(_dot(w, w)) * jnp.sqrt(xx)
-    in_band = jnp.abs(z) <= band
-    strict = z > band
-    x_strict = _dot(jnp.where(strict, residual, 0.0), x_gram[:, dim:])  # x_j . G_strict
+    z, in_band, strict = _margins(w, x, xx, band_eps)
+    field_strict, x_strict = _masked_field(strict, residual, x)
     n_minus = -a * x_strict
     n_plus = -a * (x_strict + residual * xx)
     slide_candidate = in_band & (n_minus > 0) & (n_plus < 0)
@@ -207,34 +221,29 @@ def _start(a, w, x, x_gram, xx, residual, band_eps, project: bool = True):
     score = jnp.where(slide_candidate, n_minus - n_plus, -jnp.inf)
     slide = (jnp.arange(score.shape[0]) == jnp.argmax(score)) & slide_candidate
     keep_side = in_band & ~up & ~down & (z > 0)
-    active = (strict | up | keep_side) & ~slide
-
-    both = _dot(jnp.where(active, residual, 0.0), x_gram)  # (G, x_j . G)
-    field, x_field = both[:dim], both[dim:]
-    if project:  # onto face s: zero terms unless sliding
-        x_s, gram_s = jnp.split(_dot(slide.astype(x.dtype), x_gram), [dim])
-        field_ratio = jnp.sum(jnp.where(slide, x_field / xx, 0.0))  # G . x_s / |x_s|^2
-        snap_ratio = jnp.sum(jnp.where(slide, z / xx, 0.0))  # w . x_s / |x_s|^2
-        field = field - field_ratio * x_s
-        x_field = x_field - field_ratio * gram_s
-        w = w - snap_ratio * x_s
-        z = z - snap_ratio * gram_s
-    start = _Start(w=w, z=z, in_band=in_band, active=active, field=field, x_field=x_field,
-                   g=jnp.sqrt(_dot(field, field)), gw=_dot(field, w))
-    return start, jnp.any(slide_candidate)
+    # The faces of the band join the strict ones (no strict face is in the band): zero terms
+    # for a particle in no band, which has the fast step's field exactly.
+    active_band = (up | keep_side) & ~slide
+    field_band, x_band = _masked_field(active_band, residual, x)
+    field, x_field = field_strict + field_band, x_strict + x_band
+    # Onto face s: zero terms unless sliding.
+    x_s = _dot(slide.astype(x.dtype), x)
+    gram_s = _dot(x_s, x.T)
+    field_ratio = jnp.sum(jnp.where(slide, x_field / xx, 0.0))  # G . x_s / |x_s|^2
+    snap_ratio = jnp.sum(jnp.where(slide, z / xx, 0.0))  # w . x_s / |x_s|^2
+    return _Start.of(w=w - snap_ratio * x_s, z=z - snap_ratio * gram_s, in_band=in_band,
+                     active=strict | active_band, field=field - field_ratio * x_s,
+                     x_field=x_field - field_ratio * gram_s)
 
 
-def _free_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool,
-               project: bool = True):
-    """The step without face events: (start, moved, crossed (n,) bool, has_event (),
-    sliding ()); see ``_start`` for ``project``."""
-    start, sliding = _start(a, w, x, x_gram, xx, residual, band_eps, project)
+def _advance(a, start: _Start, h, trainable: bool):
+    """(moved, crossed (n,) bool): the step in the start's field without face events."""
     a_h, phi = _motion(a, start.gw, start.g, h, trainable)
     z_h = start.z + phi * start.x_field
     crossed = ~start.in_band & ((start.z > 0) != (z_h > 0)) & (start.x_field != 0)
     moved = _Moved(a=a_h, w=start.w + phi * start.field, z=z_h, x_field=start.x_field,
                    g=start.g)
-    return start, moved, crossed, jnp.any(crossed), sliding
+    return moved, crossed
 
 
 # A particle that crosses a face is placed this fraction of the face band inside its new side
@@ -281,10 +290,11 @@ def _event_step(a, start: _Start, crossed, x, xx, residual, h, band_eps,
                   g=jnp.sqrt(_dot(field_after, field_after)))
 
 
-def _full_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool):
+def _full_step(a, w, x, xx, residual, h, band_eps, trainable: bool):
     """(moved, has_event): the exact step, event branch included."""
-    start, free, crossed, has_event, _ = _free_step(a, w, x, x_gram, xx, residual, h,
-                                                    band_eps, trainable)
+    start = _start(a, w, x, xx, residual, band_eps)
+    free, crossed = _advance(a, start, h, trainable)
+    has_event = jnp.any(crossed)
     event = _event_step(a, start, crossed, x, xx, residual, h, band_eps, trainable)
     return jax.tree.map(lambda e, f: jnp.where(has_event, e, f), event, free), has_event
 
@@ -318,7 +328,7 @@ def move_particle(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: boo
         tau2 () linearised time to the second face, g () |G| of the last field used,
         amplitude () |a| |w| at the new position.
     """
-    moved, _ = _full_step(a, w, x, _with_gram(x), xx, residual, h, band_eps, trainable)
+    moved, _ = _full_step(a, w, x, xx, residual, h, band_eps, trainable)
     contribution, tau2, amplitude = _finish(moved, xx, band_eps, mass_floor)
     return moved.a, moved.w, contribution, tau2, moved.g, amplitude
 
@@ -329,11 +339,11 @@ def default_event_block(m_pad: int, chunk: int | None = None) -> int:
     """Particles per block of the redo pass: m_pad/128, at least 64; all of them (no redo
     pass: the full step for everyone) if the chunks hold at most 256 particles.
 
-    Particles with a face event or sliding are few (~0.1-1% per step in the Luo runs, a few
-    percent at times); more than a block are redone in further blocks. The choice of the full
-    step depends on the chunk (``m_pad`` itself if None), not on ``m_pad``, which grows with
-    the padding chunks of a particle mesh: the sums over particles are then the same on any
-    number of devices.
+    Particles in a face band or with a face event are few (~0.1-1% per step in the Luo runs, a
+    few percent at times); more than a block are redone in further blocks. The choice of the
+    full step depends on the chunk (``m_pad`` itself if None), not on ``m_pad``, which grows
+    with the padding chunks of a particle mesh: the sums over particles are then the same on
+    any number of devices.
     """
     return m_pad if (m_pad if chunk is None else chunk) <= 256 else max(64, m_pad // 128)
 
@@ -366,10 +376,10 @@ def move_particles(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bo
                    n_chunks: int, outputs: str = "all", event_block: int | None = None):
     """Advance all particles by h in the frozen field of ``residual``.
 
-    Equal to ``vmap(move_particle)`` to rounding. Every particle takes the fast step (band
-    rule and hyperbolic motion), chunk by chunk; the few particles with a face event or
-    sliding on a face are then gathered ``event_block`` at a time and redone with the full
-    step.
+    Equal to ``vmap(move_particle)`` to rounding. Every particle takes the fast step (field
+    of its strict faces and hyperbolic motion), chunk by chunk; the few particles in a face
+    band or with a face event are then gathered ``event_block`` at a time and redone with the
+    full step.
 
     Args:
         a: (m_pad,), w: (m_pad, D) the particles; x, xx, residual, h, band_eps, mass_floor,
@@ -411,14 +421,14 @@ def _move_chunks(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bool
     {"total": (n_chunks, n), "summary": 3 x (n_chunks,)} with the redone particles added to
     the chunks they belong to)."""
     m_pad = a.shape[0]
-    shared = (x, _with_gram(x), xx, residual, h, band_eps)
+    shared = (x, xx, residual, h, band_eps)
     step = _fast_step if redo else _full_step
 
     def fn(chunk):
-        moved, special = jax.vmap(step, (0, 0) + (None,) * 7)(chunk.a, chunk.w, *shared,
+        moved, special = jax.vmap(step, (0, 0) + (None,) * 6)(chunk.a, chunk.w, *shared,
                                                               trainable)
-        # Particles with a face event or sliding are redone below: their fast step does not
-        # count.
+        # Particles in a face band or with a face event are redone below: their fast step
+        # does not count.
         kept = ~special if redo else jnp.ones_like(special)
         partial = {"total": _dot(jnp.where(kept, moved.a, 0.0), jax.nn.relu(moved.z))}
         if outputs == "total":
@@ -478,12 +488,17 @@ def _combine(partials: dict, n: int, dtype):
                    ordered_sum(amplitude, jnp.zeros((), amplitude.dtype)))
 
 
-def _fast_step(a, w, x, x_gram, xx, residual, h, band_eps, trainable: bool):
-    """(moved, special): the step of particles with neither a face event nor sliding, and
-    whether the particle has either (it is then redone with ``_full_step``)."""
-    _, moved, _, has_event, sliding = _free_step(a, w, x, x_gram, xx, residual, h, band_eps,
-                                                 trainable, project=False)
-    return moved, has_event | sliding
+def _fast_step(a, w, x, xx, residual, h, band_eps, trainable: bool):
+    """(moved, special): the step of a particle in no face band and without a face event,
+    and whether it is in a band or has an event (it is then redone with ``_full_step``).
+
+    Outside the bands the active faces are the strict ones and the band rule is void: the
+    per-input work is that of an Euler pass (margins, masked field, x_j . G).
+    """
+    z, in_band, strict = _margins(w, x, xx, band_eps)
+    start = _Start.of(w, z, in_band, strict, *_masked_field(strict, residual, x))
+    moved, crossed = _advance(a, start, h, trainable)
+    return moved, jnp.any(in_band | crossed)
 
 
 def _count_before(mask):
@@ -509,7 +524,7 @@ def _redo(out: dict, partials: dict, special, a, w, shared, mass_floor, trainabl
     particles), in particle order whatever the blocks.
     """
     m_pad = a.shape[0]
-    xx, band_eps = shared[2], shared[5]
+    xx, band_eps = shared[1], shared[4]
     n_slots = -(-m_pad // block) * block
     rank = _count_before(special)
     # slots[r]: index of the r-th special particle; m_pad (dropped on scatter) after.
@@ -524,7 +539,7 @@ def _redo(out: dict, partials: dict, special, a, w, shared, mass_floor, trainabl
         real = index < m_pad
         owner = index // chunk  # n_chunks (dropped) for unused slots
         take = lambda v: jnp.take(v, index, axis=0, mode="clip")
-        moved, _ = jax.vmap(_full_step, (0, 0) + (None,) * 7)(take(a), take(w), *shared,
+        moved, _ = jax.vmap(_full_step, (0, 0) + (None,) * 6)(take(a), take(w), *shared,
                                                              trainable)
         contribution = jnp.where(real, moved.a, 0.0)[:, None] * jax.nn.relu(moved.z)
         partials = dict(partials, total=partials["total"].at[owner].add(contribution,

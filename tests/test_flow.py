@@ -314,8 +314,11 @@ def test_bench_flow_quick_prints_json(tmp_path):
     report = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == report
     assert {(r["kernel"], r["case"]) for r in report["results"]} == {
-        (k, c) for k in ("reference", "new") for c in report["meta"]["quick_cases"]}
+        (k, c) for c in report["meta"]["quick_cases"]
+        for k in (("new",) if c.startswith("ratio_") else ("reference", "new"))}
     for record in report["results"]:
         assert record["status"] == "ok", record
     for case, ratio in report["ratios_new_over_reference"].items():
         assert ratio and all(value > 0 for value in ratio.values()), case
+    ratio_targets = [v for k, v in report["targets"].items() if k.startswith("ratio_")]
+    assert ratio_targets and all(t["value"] > 0 for t in ratio_targets)
