@@ -102,7 +102,7 @@ def test_diagram_quick_report(diagram_report):
     gammas = ds.gamma.values
     for gp, theory in ((-0.4, 1.0), (0.0, 1.0), (0.4, 1.4)):
         row = _row(report, f"boundary at gamma' = {gp:+.1f} (m = 256..1024)")
-        assert row[1] == f"gamma = {theory:.2f}"
+        assert row[1].startswith(f"gamma = {theory:.2f}")
         rd = ds.rd_w_end.sel(gamma_prime=gp, seed=0)
         s = np.array([np.polyfit(np.log(ds.width.values), np.log(rd.sel(gamma=g).values), 1)[0]
                       for g in gammas])
