@@ -123,8 +123,9 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             cannot check that the same particles are given).
         devices: split the particles over devices (``meanfield.sharding``): None (one
             device), a count N (the first N of ``jax.devices()``), a list of jax devices or
-            a ``jax.sharding.Mesh`` with a ``"particles"`` axis. The Dataset is the same for
-            any number of devices (to the rounding of the sums over particles).
+            a ``jax.sharding.Mesh`` with a ``"particles"`` axis. The Dataset is bitwise the
+            same for any number of devices (sums over particles are added chunk by chunk in
+            one order).
     Returns:
         ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
         with ``out``, the store opened lazily. ``solver.kind="analytic"`` runs Barbu's analytic
