@@ -5,7 +5,10 @@ devices (``meanfield.particles.sharding``), so no tolerance is needed.
 
 Forced host devices must be set before JAX starts, so the multi-device runs happen in a
 child process (this file run as a script) with ``--xla_force_host_platform_device_count=8``;
-it builds meshes of 1, 2, 4 and 8 devices and prints the comparison as JSON.
+it builds meshes of the given device counts and prints the comparison as JSON. Every device
+count compiles its own program, so the default run checks 2 and 8 devices (8 pads every case
+with zero chunks; a one-device mesh is checked in process below) and ``pytest -m slow`` checks
+1, 2, 4 and 8.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 
 DEVICES = (1, 2, 4, 8)
+QUICK_DEVICES = (2, 8)
 RTOL = 0.0  # bitwise; ``differences`` also serves a tolerance (the 1e-12 of the acceptance)
 # name -> (preset, preset arguments, config fields); width 100 does not divide by 8, 1002 by
 # 4 or 8 (ASI needs even widths).
@@ -63,8 +67,8 @@ def differences(ds, reference, rtol: float = RTOL) -> dict:
     return out
 
 
-def child(names: list[str]) -> None:
-    """Run every case unsharded and on 1, 2, 4, 8 devices; print the differences (one JSON
+def child(counts: list[int], names: list[str]) -> None:
+    """Run every case unsharded and on each device count; print the differences (one JSON
     line per case)."""
     import meanfield as mf
 
@@ -72,17 +76,17 @@ def child(names: list[str]) -> None:
         config = config_of(name)
         reference = mf.simulate(config, progress=False)
         report = {"n_steps": int(reference.n_steps.values[-1]), "devices": {}}
-        for count in DEVICES:
+        for count in counts:
             ds = mf.simulate(config, progress=False, devices=count)
             report["devices"][count] = differences(ds, reference)
         print(json.dumps({name: report}), flush=True)
 
 
-def run_child(names: list[str]) -> dict:
+def run_child(counts: tuple[int, ...], names: list[str]) -> dict:
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
                                       f" --xla_force_host_platform_device_count={max(DEVICES)}"))
-    proc = subprocess.run([sys.executable, __file__, *names], capture_output=True, text=True,
-                          env=env, timeout=1800)
+    proc = subprocess.run([sys.executable, __file__, ",".join(map(str, counts)), *names],
+                          capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = {}
     for line in proc.stdout.strip().splitlines():
@@ -91,8 +95,9 @@ def run_child(names: list[str]) -> dict:
     return report
 
 
-def check(report: dict) -> None:
+def check(report: dict, counts: tuple[int, ...]) -> None:
     for name, result in report.items():
+        assert sorted(map(int, result["devices"])) == sorted(counts), (name, result["devices"])
         assert result["n_steps"] > 5, (name, result["n_steps"])
         for count, diffs in result["devices"].items():
             assert diffs.pop("dims_equal"), (name, count)
@@ -102,7 +107,13 @@ def check(report: dict) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_sharded_runs_equal_unsharded_bitwise(name):
-    check(run_child([name]))
+    check(run_child(QUICK_DEVICES, [name]), QUICK_DEVICES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_sharded_runs_equal_unsharded_bitwise_on_1_2_4_8_devices(name):
+    check(run_child(DEVICES, [name]), DEVICES)
 
 
 def test_differences_detect_a_change():
@@ -242,4 +253,4 @@ def test_preset_precision_defaults_come_from_one_table(monkeypatch):
 
 
 if __name__ == "__main__":
-    child(sys.argv[1:])
+    child([int(count) for count in sys.argv[1].split(",")], sys.argv[2:])
