@@ -36,7 +36,8 @@ def test_every_notebook_is_listed():
 # One process runs every notebook's script in turn (runpy, a fresh namespace each), so jax is
 # imported once and programs of equal shapes compile once: compiling is most of a quick run, so
 # the quick sizes use few shapes (widths padding to the same chunk, e.g. wang_ma m = 100 and 104
-# in 01, 02 and 04, Luo m = 98 and 104 in 03 to 05); it prints each notebook's wall time.
+# in 01, 02 and 04, Luo m = 98 and 104 in float64 in 03 to 05); it prints each notebook's
+# wall time.
 DRIVER = """
 import runpy, sys, time
 sys.path.insert(0, {folder!r})
