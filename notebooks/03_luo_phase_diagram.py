@@ -45,7 +45,7 @@ OUT = Outputs("03_luo_phase_diagram")
 
 # %%
 REGIMES = {"linear": 0.5, "critical": 1.0, "condensed": 1.75}
-# quick: widths that pad to one compiled shape (chunks of 8 particles), shared with 05
+# quick: widths that pad to one compiled shape (chunks of 8 particles), shared with 04 and 05
 WIDTHS = (98, 104) if QUICK else (250, 1000, 4000)
 SHOWN = WIDTHS[-1] if QUICK else 1000
 T_MAX = 1e3 if QUICK else 1e6  # the runs stop earlier, at MSE 1e-6
