@@ -103,7 +103,9 @@ print(f"max |f - h| on the evaluation points: {np.max(np.abs(f_end - h)):.2e}; v
 # here after one iteration, where the gradient flow needs t of a few hundred.
 
 # %%
-luo = mf.presets.luo_1d(width=200 if QUICK else 1000, gamma=1.0)
+# quick: the width and precision of 03 (one compiled program)
+luo = mf.presets.luo_1d(width=104 if QUICK else 1000, gamma=1.0,
+                        precision="float64" if QUICK else None)
 fit = mf.simulate(luo.replace(solver=mf.Solver(kind="analytic", iterations=10 if QUICK else 30)),
                   progress=False)
 flow = mf.simulate(luo.replace(t_max=1e3 if QUICK else 1e5), progress=False)

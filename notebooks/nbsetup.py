@@ -1,9 +1,11 @@
 """Setup shared by the notebooks: reduced sizes, where figures go, saving them headless.
 
-* ``QUICK``: ``MEANFIELD_NOTEBOOK_QUICK=1`` runs every notebook at reduced sizes (CI);
+* ``QUICK``: ``MEANFIELD_NOTEBOOK_QUICK=1`` runs every notebook at reduced sizes (the test
+  suite); its widths pad to few compiled shapes (chunks of 8 particles: m = 98 and 104 share
+  one), because compiling, not integrating, is most of a quick run's time;
 * ``Outputs(name)``: the directory ``$MEANFIELD_NOTEBOOK_OUT/name`` (default
-  ``notebook_outputs/name``) and ``save(fig, stem)``, which writes ``stem.png`` there and, in
-  Jupyter, also shows the figure.
+  ``notebook_outputs/name``) and ``save(fig, stem)``, which writes ``stem.png`` there (at
+  ``DPI``, lower in quick runs) and, in Jupyter, also shows the figure.
 
 Imported first: run as a plain script (no IPython kernel) it selects matplotlib's off-screen
 Agg backend, so the notebooks draw and write their figures on a headless machine.
@@ -21,6 +23,7 @@ if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")
 
 QUICK = os.environ.get("MEANFIELD_NOTEBOOK_QUICK") == "1"
+DPI = 60 if QUICK else 100  # rendering the figures is a fifth of a quick run
 
 
 class Outputs:
@@ -35,7 +38,7 @@ class Outputs:
         import matplotlib.pyplot as plt
 
         path = self.dir / f"{stem}.png"
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=DPI)
         print("wrote", path)
         if "ipykernel" in sys.modules:
             from IPython.display import display

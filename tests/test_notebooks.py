@@ -34,8 +34,10 @@ def test_every_notebook_is_listed():
 
 
 # One process runs every notebook's script in turn (runpy, a fresh namespace each), so jax is
-# imported once and programs of equal shapes (the wang_ma m = 100 run of 01, 02 and 04)
-# compile once; it prints each notebook's wall time.
+# imported once and programs of equal shapes compile once: compiling is most of a quick run, so
+# the quick sizes use few shapes (widths padding to the same chunk, e.g. wang_ma m = 100 and 104
+# in 01, 02 and 04, Luo m = 98 and 104 in float64 in 03 to 05); it prints each notebook's
+# wall time.
 DRIVER = """
 import runpy, sys, time
 sys.path.insert(0, {folder!r})
@@ -47,7 +49,6 @@ for name in {names!r}:
 """
 
 
-@pytest.mark.slow
 def test_notebooks_run_headless_and_write_their_figures(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg", MEANFIELD_NOTEBOOK_QUICK="1",
                MEANFIELD_NOTEBOOK_OUT=str(tmp_path))
