@@ -4,6 +4,9 @@ Measures neuron-sample pairs per second (m * n / seconds per training step) of
 
 * ``engine_euler``: ``meanfield.particles.Euler`` steps (fused ``euler_pass``), K steps per jitted
   ``lax.fori_loop``;
+* ``engine_euler_baseline``: the same Euler steps with the previous ``euler_pass`` formulation
+  (``baseline_euler_pass`` below: pre-activations as a dot with a width-D contraction, the
+  output pass as an (n, chunk) matrix-vector product), so one run reports the kernel speed-up;
 * ``engine_adaptive``: ``meanfield.particles.AdaptiveFlow`` steps (two motion passes per step), same;
 * ``naive``: the usual research script: ``jax.jit`` of ``jax.grad`` of the dense n x m loss
   plus the update ``theta - lr * m * grad``, called once per step from a Python loop;
@@ -33,7 +36,7 @@ import time
 
 import numpy as np
 
-METHODS = ("engine_euler", "engine_adaptive", "naive")
+METHODS = ("engine_euler", "engine_euler_baseline", "engine_adaptive", "naive")
 ENGINE_METHODS = ("engine_euler", "engine_adaptive")
 FULL_WIDTHS = (10**3, 10**4, 10**5, 2**17, 10**6, 10**7)
 QUICK_WIDTHS = (10**3, 10**4, 10**5)
@@ -52,6 +55,8 @@ TARGET_SCALING = 0.7
 TARGET_SCALING_WIDTHS = (10**4, 10**7)
 TARGET_MEMORY_MIB = 4096.0
 TARGET_MEMORY_WIDTH = 10**7
+TARGET_EULER_SPEEDUP = 2.0  # engine_euler over engine_euler_baseline
+TARGET_EULER_SPEEDUP_WIDTHS = (10**4, 10**6, 10**7)
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -64,6 +69,34 @@ def make_data(n: int, d: int, seed: int):
     return x, np.sin(x @ v).astype(np.float32)
 
 
+def baseline_euler_pass(problem, particles, residual, dt):
+    """The previous ``meanfield.particles.kernels.euler_pass`` formulation (speed baseline only).
+
+    Per neuron g = where(w @ x.T > 0, R, 0) @ x (the pre-activations a dot with a width-D
+    contraction, a separate (chunk, n) buffer), and the output pass as relu(x @ w).T stacked
+    (n, chunk) times a. Same chunking and chunk-ordered sums as the engine's.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from meanfield.particles.kernels import Particles, scan_chunks
+
+    def velocity(a, w):
+        g = jnp.where(w @ problem.x.T > 0, residual, 0) @ problem.x
+        da = -jnp.dot(w, g) if problem.trainable else jnp.zeros_like(a)
+        return da, -a * g
+
+    def fn(chunk):
+        da, dw = jax.vmap(velocity)(chunk.a, chunk.w)
+        new = Particles(a=chunk.a + dt * da, w=chunk.w + dt * dw)
+        activations = jax.vmap(lambda w: jax.nn.relu(problem.x @ w), out_axes=1)(new.w)
+        return new, activations @ new.a
+
+    new, total = scan_chunks(fn, particles, problem.n_chunks,
+                             jnp.zeros(problem.x.shape[0], problem.x.dtype))
+    return new, total * problem.inv_width
+
+
 def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
     """(run(state, k) -> state, initial state, layout info) for an engine integrator."""
     import jax
@@ -72,7 +105,11 @@ def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
     import meanfield as mf
     from meanfield.setup import prepare
 
-    solver = (mf.Solver(kind="euler", dt=EULER_DT) if method == "engine_euler"
+    if method == "engine_euler_baseline":
+        # This subprocess measures only the baseline: its Euler integrator runs the old pass.
+        import meanfield.particles.integrators as integrators
+        integrators.euler_pass = baseline_euler_pass
+    solver = (mf.Solver(kind="euler", dt=EULER_DT) if method.startswith("engine_euler")
               else mf.Solver(kind="adaptive"))
     config = mf.SimulationConfig(model=mf.ModelSpec(width=width), data=mf.TrainingData(x=x, y=y),
                                  solver=solver, chunk_size=chunk_size, seed=SEED)
@@ -251,8 +288,11 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
     small, large = TARGET_SCALING_WIDTHS
     scaling = {method: ratio(throughput(records, method, large),
                              throughput(records, method, small)) for method in ENGINE_METHODS}
+    speedup = {str(m): ratio(throughput(records, "engine_euler", m),
+                             throughput(records, "engine_euler_baseline", m)) for m in widths}
     ratios = {"engine_over_naive": naive_ratio,
-              f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling}
+              f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling,
+              "euler_over_baseline": speedup}
 
     def verdict(value, threshold, passes):
         return {"value": value, "threshold": threshold,
@@ -263,6 +303,10 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
             euler_ratio(m), TARGET_NAIVE_RATIO,
             lambda v: v >= TARGET_NAIVE_RATIO)
         for m in TARGET_NAIVE_WIDTHS}
+    targets.update({
+        f"euler_over_baseline_at_{m:.0e}".replace("+0", ""): verdict(
+            speedup.get(str(m)), TARGET_EULER_SPEEDUP, lambda v: v >= TARGET_EULER_SPEEDUP)
+        for m in TARGET_EULER_SPEEDUP_WIDTHS})
     targets["euler_scaling"] = verdict(scaling["engine_euler"], TARGET_SCALING,
                                        lambda v: v >= TARGET_SCALING)
     targets["euler_peak_mib_at_1e7"] = verdict(

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
-METHODS = {"engine_euler", "engine_adaptive", "naive"}
+METHODS = {"engine_euler", "engine_euler_baseline", "engine_adaptive", "naive"}
 RECORD_KEYS = {"method", "m", "status", "seconds_per_step", "pairs_per_second", "peak_rss_mib"}
 
 
@@ -28,6 +28,7 @@ def check_report(report: dict, quick: bool) -> None:
         assert record["status"] == "ok", record
         assert RECORD_KEYS <= set(record)
     assert set(report["ratios"]["engine_over_naive"]) == {"engine_euler", "engine_adaptive"}
+    assert set(report["ratios"]["euler_over_baseline"]) == {str(m) for m in widths}
     for target in report["targets"].values():
         assert {"value", "threshold", "holds"} <= set(target)
 
