@@ -14,11 +14,15 @@ Measures neuron-sample pairs per second (m * n / seconds per training step) of
 on random data (n samples in d dimensions with bias, float32, squared loss). Every
 (method, width) runs in a fresh subprocess (``--single METHOD M``) so that
 ``ru_maxrss`` is that run's peak resident memory. The parent prints one JSON document with
-the records, the engine/naive ratios and whether the performance targets hold.
+the records, the engine/naive ratios and whether the performance targets hold. With
+``--rounds R`` the whole (width, method) sweep is repeated R times, interleaved, and each ratio
+uses the best throughput of every (method, width) (robust to a load that varies during the run).
 
 Usage::
 
     python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N]
+        [--methods engine_euler,engine_euler_baseline] [--widths 10000,1000000,10000000]
+        [--rounds R]
 """
 
 from __future__ import annotations
@@ -259,20 +263,22 @@ def run_subprocess(method: str, width: int, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def successful(records: list[dict], method: str, width: int) -> list[dict]:
+    """The successful records of (method, width), one per round."""
+    return [r for r in records if r["method"] == method and r["m"] == width
+            and r["status"] == "ok"]
+
+
 def throughput(records: list[dict], method: str, width: int) -> float | None:
-    """Pairs per second of a successful (method, width) record, else None."""
-    for r in records:
-        if r["method"] == method and r["m"] == width and r["status"] == "ok":
-            return r["pairs_per_second"]
-    return None
+    """Best pairs per second over the successful (method, width) records, else None."""
+    ok = successful(records, method, width)
+    return max(r["pairs_per_second"] for r in ok) if ok else None
 
 
 def peak_memory(records: list[dict], method: str, width: int) -> float | None:
-    """Peak RSS (MiB) of a successful (method, width) record, else None."""
-    for r in records:
-        if r["method"] == method and r["m"] == width and r["status"] == "ok":
-            return r["peak_rss_mib"]
-    return None
+    """Largest peak RSS (MiB) over the successful (method, width) records, else None."""
+    ok = successful(records, method, width)
+    return max(r["peak_rss_mib"] for r in ok) if ok else None
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -327,20 +333,21 @@ def metadata(args, widths) -> dict:
             "backend": jax.default_backend(), "n": N_SAMPLES, "d": INPUT_DIM,
             "D": INPUT_DIM + 1, "dtype": "float32", "loss": "squared", "euler_dt": EULER_DT,
             "chunk_size": kernels.DEFAULT_CHUNK if args.chunk is None else args.chunk,
-            "widths": list(widths), "quick": args.quick, "min_seconds": args.min_seconds,
-            "repeats": args.repeats}
+            "widths": list(widths), "methods": list(args.methods), "quick": args.quick,
+            "min_seconds": args.min_seconds, "repeats": args.repeats, "rounds": args.rounds}
 
 
 def run_all(args) -> dict:
     """Every (method, width) in its own subprocess, then ratios and targets."""
-    widths = QUICK_WIDTHS if args.quick else FULL_WIDTHS
+    widths = args.widths or (QUICK_WIDTHS if args.quick else FULL_WIDTHS)
     load_at_start = list(os.getloadavg())
     records = []
-    for width in widths:
-        for method in METHODS:
-            record = run_subprocess(method, width, args)
-            print(json.dumps(record), file=sys.stderr, flush=True)
-            records.append(record)
+    for round_index in range(args.rounds):
+        for width in widths:
+            for method in args.methods:
+                record = {**run_subprocess(method, width, args), "round": round_index}
+                print(json.dumps(record), file=sys.stderr, flush=True)
+                records.append(record)
     ratios, targets = summarise(records, widths)
     # Metadata imports jax: only after the children ran, since a child's ru_maxrss starts at
     # the RSS of the parent it was forked from.
@@ -371,6 +378,14 @@ def parse_args(argv=None):
                         help="minimum wall time of one timing (default 1, quick 0.05)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timings per measurement, best kept (default 3, quick 1)")
+    parser.add_argument("--methods", type=lambda v: v.split(","), default=list(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    parser.add_argument("--widths", type=lambda v: [int(w) for w in v.split(",")],
+                        default=None, help="comma-separated widths (default the full or "
+                        "quick list)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the whole sweep this many times, interleaved; ratios use "
+                        "the best throughput of each (method, width) (default 1)")
     parser.add_argument("--single", nargs=2, metavar=("METHOD", "M"),
                         help="internal: measure one (method, width) and print one JSON line")
     args = parser.parse_args(argv)
@@ -380,6 +395,13 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 3
     if args.single is not None and args.single[0] not in METHODS:
         parser.error(f"--single METHOD must be one of {METHODS}")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods {','.join(unknown)} not allowed: choose from {','.join(METHODS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be a positive integer, got {args.rounds}")
+    if args.widths is not None and min(args.widths) < 1:
+        parser.error(f"--widths must be positive integers, got {args.widths}")
     return args
 
 
