@@ -163,12 +163,13 @@ def naive_runner(width: int, x, y):
 
 
 def timed(run, state, k: int):
-    """(new state, wall seconds) of ``run(state, k)`` up to block_until_ready."""
+    """(new state, wall seconds, CPU seconds of this process) of ``run(state, k)`` up to
+    block_until_ready."""
     import jax
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     state = jax.block_until_ready(run(state, k))
-    return state, time.perf_counter() - start
+    return state, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def seconds_per_step(run, state, min_seconds: float, repeats: int):
@@ -176,18 +177,21 @@ def seconds_per_step(run, state, min_seconds: float, repeats: int):
 
     The first call (k = 1) compiles and warms up; the second times one step, picks K and counts
     as a timing when K = 1. Timings stop early once they used ``repeats * min_seconds`` (a
-    single slow step, e.g. the adaptive integrator at 10^7, is then timed once).
-    Returns (seconds per step, K, final state).
+    single slow step, e.g. the adaptive integrator at 10^7, is then timed once). The CPU time
+    (all threads of this process) is less sensitive than the wall time to other processes
+    competing for the cores.
+    Returns (wall seconds per step, CPU seconds per step, K, final state).
     """
-    state, _ = timed(run, state, 1)
-    state, one = timed(run, state, 1)
+    state, _, _ = timed(run, state, 1)
+    state, one, one_cpu = timed(run, state, 1)
     k = max(1, math.ceil(min_seconds / max(one, 1e-9)))
-    timings, spent = ([one], one) if k == 1 else ([], 0.0)
+    timings, cpu_timings, spent = ([one], [one_cpu], one) if k == 1 else ([], [], 0.0)
     while len(timings) < repeats and spent < repeats * min_seconds:
-        state, seconds = timed(run, state, k)
+        state, seconds, cpu_seconds = timed(run, state, k)
         timings.append(seconds / k)
+        cpu_timings.append(cpu_seconds / k)
         spent += seconds
-    return min(timings), k, state
+    return min(timings), min(cpu_timings), k, state
 
 
 def peak_rss_mib() -> float:
@@ -203,10 +207,13 @@ def measure(method: str, width: int, args) -> dict:
         run, state, layout = naive_runner(width, x, y)
     else:
         run, state, layout = engine_runner(method, width, args.chunk, x, y)
-    seconds, k, state = seconds_per_step(run, state, args.min_seconds, args.repeats)
+    seconds, cpu_seconds, k, state = seconds_per_step(run, state, args.min_seconds,
+                                                      args.repeats)
     record = {"method": method, "m": width, "status": "ok", **layout,
               "steps_per_timing": k, "seconds_per_step": seconds,
               "pairs_per_second": width * N_SAMPLES / seconds,
+              "cpu_seconds_per_step": cpu_seconds,
+              "pairs_per_cpu_second": width * N_SAMPLES / cpu_seconds,
               "peak_rss_mib": peak_rss_mib(), "baseline_rss_mib": baseline,
               "load_1min_at_start": load}
     if method != "naive":
@@ -269,10 +276,12 @@ def successful(records: list[dict], method: str, width: int) -> list[dict]:
             and r["status"] == "ok"]
 
 
-def throughput(records: list[dict], method: str, width: int) -> float | None:
-    """Best pairs per second over the successful (method, width) records, else None."""
+def throughput(records: list[dict], method: str, width: int,
+               key: str = "pairs_per_second") -> float | None:
+    """Best pairs per (wall or, with key="pairs_per_cpu_second", CPU) second over the
+    successful (method, width) records, else None."""
     ok = successful(records, method, width)
-    return max(r["pairs_per_second"] for r in ok) if ok else None
+    return max(r[key] for r in ok) if ok else None
 
 
 def peak_memory(records: list[dict], method: str, width: int) -> float | None:
@@ -296,9 +305,12 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
                              throughput(records, method, small)) for method in ENGINE_METHODS}
     speedup = {str(m): ratio(throughput(records, "engine_euler", m),
                              throughput(records, "engine_euler_baseline", m)) for m in widths}
+    cpu_speedup = {str(m): ratio(throughput(records, "engine_euler", m, "pairs_per_cpu_second"),
+                                 throughput(records, "engine_euler_baseline", m,
+                                            "pairs_per_cpu_second")) for m in widths}
     ratios = {"engine_over_naive": naive_ratio,
               f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling,
-              "euler_over_baseline": speedup}
+              "euler_over_baseline": speedup, "euler_over_baseline_cpu_time": cpu_speedup}
 
     def verdict(value, threshold, passes):
         return {"value": value, "threshold": threshold,
