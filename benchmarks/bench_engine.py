@@ -4,6 +4,9 @@ Measures neuron-sample pairs per second (m * n / seconds per training step) of
 
 * ``engine_euler``: ``meanfield.particles.Euler`` steps (fused ``euler_pass``), K steps per jitted
   ``lax.fori_loop``;
+* ``engine_euler_baseline``: the same Euler steps with the previous ``euler_pass`` formulation
+  (``baseline_euler_pass`` below: pre-activations as a dot with a width-D contraction, the
+  output pass as an (n, chunk) matrix-vector product), so one run reports the kernel speed-up;
 * ``engine_adaptive``: ``meanfield.particles.AdaptiveFlow`` steps (two motion passes per step), same;
 * ``naive``: the usual research script: ``jax.jit`` of ``jax.grad`` of the dense n x m loss
   plus the update ``theta - lr * m * grad``, called once per step from a Python loop;
@@ -11,11 +14,15 @@ Measures neuron-sample pairs per second (m * n / seconds per training step) of
 on random data (n samples in d dimensions with bias, float32, squared loss). Every
 (method, width) runs in a fresh subprocess (``--single METHOD M``) so that
 ``ru_maxrss`` is that run's peak resident memory. The parent prints one JSON document with
-the records, the engine/naive ratios and whether the performance targets hold.
+the records, the engine/naive ratios and whether the performance targets hold. With
+``--rounds R`` the whole (width, method) sweep is repeated R times, interleaved, and each ratio
+uses the best throughput of every (method, width) (robust to a load that varies during the run).
 
 Usage::
 
     python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N]
+        [--methods engine_euler,engine_euler_baseline] [--widths 10000,1000000,10000000]
+        [--rounds R]
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import time
 
 import numpy as np
 
-METHODS = ("engine_euler", "engine_adaptive", "naive")
+METHODS = ("engine_euler", "engine_euler_baseline", "engine_adaptive", "naive")
 ENGINE_METHODS = ("engine_euler", "engine_adaptive")
 FULL_WIDTHS = (10**3, 10**4, 10**5, 2**17, 10**6, 10**7)
 QUICK_WIDTHS = (10**3, 10**4, 10**5)
@@ -52,6 +59,8 @@ TARGET_SCALING = 0.7
 TARGET_SCALING_WIDTHS = (10**4, 10**7)
 TARGET_MEMORY_MIB = 4096.0
 TARGET_MEMORY_WIDTH = 10**7
+TARGET_EULER_SPEEDUP = 2.0  # engine_euler over engine_euler_baseline
+TARGET_EULER_SPEEDUP_WIDTHS = (10**4, 10**6, 10**7)
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -64,6 +73,34 @@ def make_data(n: int, d: int, seed: int):
     return x, np.sin(x @ v).astype(np.float32)
 
 
+def baseline_euler_pass(problem, particles, residual, dt):
+    """The previous ``meanfield.particles.kernels.euler_pass`` formulation (speed baseline only).
+
+    Per neuron g = where(w @ x.T > 0, R, 0) @ x (the pre-activations a dot with a width-D
+    contraction, a separate (chunk, n) buffer), and the output pass as relu(x @ w).T stacked
+    (n, chunk) times a. Same chunking and chunk-ordered sums as the engine's.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from meanfield.particles.kernels import Particles, scan_chunks
+
+    def velocity(a, w):
+        g = jnp.where(w @ problem.x.T > 0, residual, 0) @ problem.x
+        da = -jnp.dot(w, g) if problem.trainable else jnp.zeros_like(a)
+        return da, -a * g
+
+    def fn(chunk):
+        da, dw = jax.vmap(velocity)(chunk.a, chunk.w)
+        new = Particles(a=chunk.a + dt * da, w=chunk.w + dt * dw)
+        activations = jax.vmap(lambda w: jax.nn.relu(problem.x @ w), out_axes=1)(new.w)
+        return new, activations @ new.a
+
+    new, total = scan_chunks(fn, particles, problem.n_chunks,
+                             jnp.zeros(problem.x.shape[0], problem.x.dtype))
+    return new, total * problem.inv_width
+
+
 def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
     """(run(state, k) -> state, initial state, layout info) for an engine integrator."""
     import jax
@@ -72,7 +109,11 @@ def engine_runner(method: str, width: int, chunk_size: int | None, x, y):
     import meanfield as mf
     from meanfield.setup import prepare
 
-    solver = (mf.Solver(kind="euler", dt=EULER_DT) if method == "engine_euler"
+    if method == "engine_euler_baseline":
+        # This subprocess measures only the baseline: its Euler integrator runs the old pass.
+        import meanfield.particles.integrators as integrators
+        integrators.euler_pass = baseline_euler_pass
+    solver = (mf.Solver(kind="euler", dt=EULER_DT) if method.startswith("engine_euler")
               else mf.Solver(kind="adaptive"))
     config = mf.SimulationConfig(model=mf.ModelSpec(width=width), data=mf.TrainingData(x=x, y=y),
                                  solver=solver, chunk_size=chunk_size, seed=SEED)
@@ -122,12 +163,13 @@ def naive_runner(width: int, x, y):
 
 
 def timed(run, state, k: int):
-    """(new state, wall seconds) of ``run(state, k)`` up to block_until_ready."""
+    """(new state, wall seconds, CPU seconds of this process) of ``run(state, k)`` up to
+    block_until_ready."""
     import jax
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     state = jax.block_until_ready(run(state, k))
-    return state, time.perf_counter() - start
+    return state, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def seconds_per_step(run, state, min_seconds: float, repeats: int):
@@ -135,18 +177,21 @@ def seconds_per_step(run, state, min_seconds: float, repeats: int):
 
     The first call (k = 1) compiles and warms up; the second times one step, picks K and counts
     as a timing when K = 1. Timings stop early once they used ``repeats * min_seconds`` (a
-    single slow step, e.g. the adaptive integrator at 10^7, is then timed once).
-    Returns (seconds per step, K, final state).
+    single slow step, e.g. the adaptive integrator at 10^7, is then timed once). The CPU time
+    (all threads of this process) is less sensitive than the wall time to other processes
+    competing for the cores.
+    Returns (wall seconds per step, CPU seconds per step, K, final state).
     """
-    state, _ = timed(run, state, 1)
-    state, one = timed(run, state, 1)
+    state, _, _ = timed(run, state, 1)
+    state, one, one_cpu = timed(run, state, 1)
     k = max(1, math.ceil(min_seconds / max(one, 1e-9)))
-    timings, spent = ([one], one) if k == 1 else ([], 0.0)
+    timings, cpu_timings, spent = ([one], [one_cpu], one) if k == 1 else ([], [], 0.0)
     while len(timings) < repeats and spent < repeats * min_seconds:
-        state, seconds = timed(run, state, k)
+        state, seconds, cpu_seconds = timed(run, state, k)
         timings.append(seconds / k)
+        cpu_timings.append(cpu_seconds / k)
         spent += seconds
-    return min(timings), k, state
+    return min(timings), min(cpu_timings), k, state
 
 
 def peak_rss_mib() -> float:
@@ -162,10 +207,13 @@ def measure(method: str, width: int, args) -> dict:
         run, state, layout = naive_runner(width, x, y)
     else:
         run, state, layout = engine_runner(method, width, args.chunk, x, y)
-    seconds, k, state = seconds_per_step(run, state, args.min_seconds, args.repeats)
+    seconds, cpu_seconds, k, state = seconds_per_step(run, state, args.min_seconds,
+                                                      args.repeats)
     record = {"method": method, "m": width, "status": "ok", **layout,
               "steps_per_timing": k, "seconds_per_step": seconds,
               "pairs_per_second": width * N_SAMPLES / seconds,
+              "cpu_seconds_per_step": cpu_seconds,
+              "pairs_per_cpu_second": width * N_SAMPLES / cpu_seconds,
               "peak_rss_mib": peak_rss_mib(), "baseline_rss_mib": baseline,
               "load_1min_at_start": load}
     if method != "naive":
@@ -222,20 +270,24 @@ def run_subprocess(method: str, width: int, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def throughput(records: list[dict], method: str, width: int) -> float | None:
-    """Pairs per second of a successful (method, width) record, else None."""
-    for r in records:
-        if r["method"] == method and r["m"] == width and r["status"] == "ok":
-            return r["pairs_per_second"]
-    return None
+def successful(records: list[dict], method: str, width: int) -> list[dict]:
+    """The successful records of (method, width), one per round."""
+    return [r for r in records if r["method"] == method and r["m"] == width
+            and r["status"] == "ok"]
+
+
+def throughput(records: list[dict], method: str, width: int,
+               key: str = "pairs_per_second") -> float | None:
+    """Best pairs per (wall or, with key="pairs_per_cpu_second", CPU) second over the
+    successful (method, width) records, else None."""
+    ok = successful(records, method, width)
+    return max(r[key] for r in ok) if ok else None
 
 
 def peak_memory(records: list[dict], method: str, width: int) -> float | None:
-    """Peak RSS (MiB) of a successful (method, width) record, else None."""
-    for r in records:
-        if r["method"] == method and r["m"] == width and r["status"] == "ok":
-            return r["peak_rss_mib"]
-    return None
+    """Largest peak RSS (MiB) over the successful (method, width) records, else None."""
+    ok = successful(records, method, width)
+    return max(r["peak_rss_mib"] for r in ok) if ok else None
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -251,8 +303,14 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
     small, large = TARGET_SCALING_WIDTHS
     scaling = {method: ratio(throughput(records, method, large),
                              throughput(records, method, small)) for method in ENGINE_METHODS}
+    speedup = {str(m): ratio(throughput(records, "engine_euler", m),
+                             throughput(records, "engine_euler_baseline", m)) for m in widths}
+    cpu_speedup = {str(m): ratio(throughput(records, "engine_euler", m, "pairs_per_cpu_second"),
+                                 throughput(records, "engine_euler_baseline", m,
+                                            "pairs_per_cpu_second")) for m in widths}
     ratios = {"engine_over_naive": naive_ratio,
-              f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling}
+              f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling,
+              "euler_over_baseline": speedup, "euler_over_baseline_cpu_time": cpu_speedup}
 
     def verdict(value, threshold, passes):
         return {"value": value, "threshold": threshold,
@@ -263,6 +321,10 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
             euler_ratio(m), TARGET_NAIVE_RATIO,
             lambda v: v >= TARGET_NAIVE_RATIO)
         for m in TARGET_NAIVE_WIDTHS}
+    targets.update({
+        f"euler_over_baseline_at_{m:.0e}".replace("+0", ""): verdict(
+            speedup.get(str(m)), TARGET_EULER_SPEEDUP, lambda v: v >= TARGET_EULER_SPEEDUP)
+        for m in TARGET_EULER_SPEEDUP_WIDTHS})
     targets["euler_scaling"] = verdict(scaling["engine_euler"], TARGET_SCALING,
                                        lambda v: v >= TARGET_SCALING)
     targets["euler_peak_mib_at_1e7"] = verdict(
@@ -283,20 +345,21 @@ def metadata(args, widths) -> dict:
             "backend": jax.default_backend(), "n": N_SAMPLES, "d": INPUT_DIM,
             "D": INPUT_DIM + 1, "dtype": "float32", "loss": "squared", "euler_dt": EULER_DT,
             "chunk_size": kernels.DEFAULT_CHUNK if args.chunk is None else args.chunk,
-            "widths": list(widths), "quick": args.quick, "min_seconds": args.min_seconds,
-            "repeats": args.repeats}
+            "widths": list(widths), "methods": list(args.methods), "quick": args.quick,
+            "min_seconds": args.min_seconds, "repeats": args.repeats, "rounds": args.rounds}
 
 
 def run_all(args) -> dict:
     """Every (method, width) in its own subprocess, then ratios and targets."""
-    widths = QUICK_WIDTHS if args.quick else FULL_WIDTHS
+    widths = args.widths or (QUICK_WIDTHS if args.quick else FULL_WIDTHS)
     load_at_start = list(os.getloadavg())
     records = []
-    for width in widths:
-        for method in METHODS:
-            record = run_subprocess(method, width, args)
-            print(json.dumps(record), file=sys.stderr, flush=True)
-            records.append(record)
+    for round_index in range(args.rounds):
+        for width in widths:
+            for method in args.methods:
+                record = {**run_subprocess(method, width, args), "round": round_index}
+                print(json.dumps(record), file=sys.stderr, flush=True)
+                records.append(record)
     ratios, targets = summarise(records, widths)
     # Metadata imports jax: only after the children ran, since a child's ru_maxrss starts at
     # the RSS of the parent it was forked from.
@@ -327,6 +390,14 @@ def parse_args(argv=None):
                         help="minimum wall time of one timing (default 1, quick 0.05)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timings per measurement, best kept (default 3, quick 1)")
+    parser.add_argument("--methods", type=lambda v: v.split(","), default=list(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    parser.add_argument("--widths", type=lambda v: [int(w) for w in v.split(",")],
+                        default=None, help="comma-separated widths (default the full or "
+                        "quick list)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the whole sweep this many times, interleaved; ratios use "
+                        "the best throughput of each (method, width) (default 1)")
     parser.add_argument("--single", nargs=2, metavar=("METHOD", "M"),
                         help="internal: measure one (method, width) and print one JSON line")
     args = parser.parse_args(argv)
@@ -336,6 +407,13 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 3
     if args.single is not None and args.single[0] not in METHODS:
         parser.error(f"--single METHOD must be one of {METHODS}")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods {','.join(unknown)} not allowed: choose from {','.join(METHODS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be a positive integer, got {args.rounds}")
+    if args.widths is not None and min(args.widths) < 1:
+        parser.error(f"--widths must be positive integers, got {args.widths}")
     return args
 
 

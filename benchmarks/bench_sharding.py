@@ -136,7 +136,7 @@ def measure(method: str, width: int, devices: int, mode: str, args) -> dict:
         one_step = jax.jit(lambda p, q, s: q.step(p, s, t_target))
         ops = collectives(one_step.lower(problem, params, state).compile().as_text())
         run_jit = jax.jit(run)
-        seconds, k, state = seconds_per_step(lambda s, k: run_jit(problem, params, s, k), state,
+        seconds, _, k, state = seconds_per_step(lambda s, k: run_jit(problem, params, s, k), state,
                                              args.min_seconds, args.repeats)
     shardings = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.particles)}
     return {"method": method, "m": width, "devices": devices, "mode": mode, "status": "ok",

@@ -98,13 +98,27 @@ def neuron_output(a, w, x):
     return a * neuron_activation(w, x)
 
 
+def neuron_preactivation(w, x):
+    """Pre-activation w . x_j of one neuron at every input, shape (n,). w: (D,), x: (n, D).
+
+    Written as D scalar-times-column multiply-adds rather than ``x @ w``: vmapped over a chunk,
+    XLA:CPU emits the (chunk, n) result as one elementwise loop fusion that it fuses with its
+    consumer (the mask or the ReLU), where a dot with a width-D contraction is a separate
+    library call writing its own (chunk, n) buffer (benchmarks/bench_engine.py).
+    """
+    z = w[0] * x[:, 0]
+    for k in range(1, x.shape[1]):
+        z = z + w[k] * x[:, k]
+    return z
+
+
 def neuron_velocity(a, w, x, residual, trainable: bool):
     """Gradient-flow velocity of one particle, -grad_theta Psi(theta; mu) (docs/theory/model.md).
 
     With the masked residual field g = sum_j R_j 1[w . x_j > 0] x_j, dw/dt = -a g and, since
     relu(z) = z 1[z > 0], da/dt = -sum_j R_j relu(w . x_j) = -w . g: one reduction over the
-    inputs serves both layers. ``w @ x.T`` (not ``x @ w``) makes the vmapped dot produce the
-    (chunk, n) layout that XLA:CPU fuses with the mask and the reduction.
+    inputs serves both layers. Vmapped over a chunk, the masked residuals form one (chunk, n)
+    loop fusion (``neuron_preactivation``) and g is one (chunk, n) x (n, D) matrix product.
 
     Args:
         a: (), w: (D,), x: (n, D) distinct inputs, residual: (n,) aggregated residuals R.
@@ -112,7 +126,7 @@ def neuron_velocity(a, w, x, residual, trainable: bool):
     Returns:
         (da/dt (), dw/dt (D,)).
     """
-    g = jnp.where(w @ x.T > 0, residual, 0) @ x
+    g = jnp.where(neuron_preactivation(w, x) > 0, residual, 0) @ x
     da = -jnp.dot(w, g) if trainable else jnp.zeros_like(a)
     return da, -a * g
 
@@ -240,11 +254,13 @@ def velocity(problem: Problem, particles: Particles, residual):
 def chunk_output(chunk: Particles, x):
     """sum_k a_k relu(w_k . x_j) over one chunk, shape (n,).
 
-    The activations are stacked as (n, chunk) and contracted with a as one matrix-vector
-    product, which XLA:CPU fuses with the ReLU (cheaper than summing a * relu over neurons).
+    The activations are stacked as (chunk, n), one loop fusion of the D multiply-adds and the
+    ReLU (``neuron_preactivation``), and contracted with a as one vector-matrix product.
+    ``network_output`` keeps ``neuron_output`` (a dot per neuron): the adaptive flow starts from
+    it, and its results stay bitwise those of the committed validation reports.
     """
-    activations = jax.vmap(neuron_activation, in_axes=(0, None), out_axes=1)(chunk.w, x)
-    return activations @ chunk.a
+    relu_preactivation = lambda w: jax.nn.relu(neuron_preactivation(w, x))
+    return chunk.a @ jax.vmap(relu_preactivation)(chunk.w)
 
 
 def euler_pass(problem: Problem, particles: Particles, residual, dt):

@@ -14,8 +14,9 @@ import sys
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
-METHODS = {"engine_euler", "engine_adaptive", "naive"}
-RECORD_KEYS = {"method", "m", "status", "seconds_per_step", "pairs_per_second", "peak_rss_mib"}
+METHODS = {"engine_euler", "engine_euler_baseline", "engine_adaptive", "naive"}
+RECORD_KEYS = {"method", "m", "status", "seconds_per_step", "pairs_per_second",
+               "cpu_seconds_per_step", "pairs_per_cpu_second", "peak_rss_mib"}
 
 
 def check_report(report: dict, quick: bool) -> None:
@@ -28,6 +29,8 @@ def check_report(report: dict, quick: bool) -> None:
         assert record["status"] == "ok", record
         assert RECORD_KEYS <= set(record)
     assert set(report["ratios"]["engine_over_naive"]) == {"engine_euler", "engine_adaptive"}
+    for key in ("euler_over_baseline", "euler_over_baseline_cpu_time"):
+        assert set(report["ratios"][key]) == {str(m) for m in widths}
     for target in report["targets"].values():
         assert {"value", "threshold", "holds"} <= set(target)
 
