@@ -418,9 +418,8 @@ def run_diagram(out_dir: str, quick: bool = False, executor=None) -> Report:
         "extrapolated to m -> infinity (the large-width limit section), and their crossing at "
         "the paper's widths is a finding, beside plain GD at a fixed learning rate (the "
         "paper's protocol). Rows within the tolerance at the paper's widths are gated there: "
-        "extrapolating every row takes further seeds and larger widths for each (about 2 "
-        "minutes of runs per row and seed at m = 80000..320000 on an idle 2-core machine: the "
-        "larger-width sweep of two rows took 209 s for its 12 runs).",
+        "extrapolating every row takes further seeds and larger widths for each (the "
+        "wall-time section gives what the larger widths of two rows cost in this run).",
         "At gamma' = 0.4 the theoretical boundary 1.4 is the last gamma of the grid, so its "
         "crossing may be found by extrapolation (flagged in the table).",
         "Runs go cheapest width first (one compiled program per width), float32, the preset's "
