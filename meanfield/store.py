@@ -176,8 +176,10 @@ def store_status(path: str) -> str:
             return "empty"
         if LOCK in names and ".zmetadata" not in names:  # a writer of this library made it
             return "first_save"
-        # a store written in one piece before commit records existed
-        return "finished" if {"config", "sweep"} & set(stored_attrs(path)) else "foreign"
+        if {"config", "sweep"} & set(stored_attrs(path)):
+            return "finished"  # a store written in one piece before commit records existed
+        # a writer of this library stopped in its first save after the metadata (a full disk)
+        return "first_save" if LOCK in names else "foreign"
     if not isinstance(progress, dict) or "format" not in progress:
         return "foreign"
     return "finished" if progress.get("finished") else "unfinished"

@@ -156,6 +156,23 @@ def test_killed_during_first_save_is_resumable(tmp_path, reference, capsys):
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
 
 
+def test_full_disk_after_the_first_metadata_is_a_first_save(tmp_path, reference):
+    """A disk that fills after the consolidated metadata but before the attributes and the
+    commit record leaves a store of this library, resumable from the start (not foreign)."""
+    out = str(tmp_path / "run.zarr")
+    mf.simulate(small(), progress=False, out=out)
+    os.remove(os.path.join(out, store.PROGRESS))
+    with open(os.path.join(out, ".zattrs"), "w") as fh:
+        fh.write("{")  # cut short by the full disk
+    assert store.store_status(out) == "first_save"
+    os.remove(os.path.join(out, store.LOCK))  # not written by this library: never taken over
+    assert store.store_status(out) == "foreign"
+    open(os.path.join(out, store.LOCK), "w").close()
+    assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20",
+                     "--out", out, "--no-progress", "--no-plots", "--resume"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
 def test_store_created_but_never_written_is_no_obstacle(tmp_path, reference):
     out = str(tmp_path / "run.zarr")
     os.makedirs(out)
