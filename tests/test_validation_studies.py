@@ -89,3 +89,42 @@ def test_report_names_the_commit_it_came_from():
         assert f"(commit {commit})" in provenance()
     else:
         assert commit == ""
+
+
+def _rows_that_can_be_findings(path):
+    """(line, has to_check) of every ``Check(...)`` call in a study module whose ``required``
+    is not the constant True (False, or an expression such as ``not quick``)."""
+    import ast
+
+    tree = ast.parse(open(path).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Check":
+            kw = {k.arg: k.value for k in node.keywords}
+            required = kw.get("required")
+            if required is None or (isinstance(required, ast.Constant) and required.value is True):
+                continue
+            yield node.lineno, "to_check" in kw
+
+
+def test_every_finding_says_what_would_make_it_a_check():
+    import glob
+
+    import meanfield.validation.studies as studies
+
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(studies.__file__), "*.py")))
+    rows = [(os.path.basename(p), line, ok) for p in paths
+            for line, ok in _rows_that_can_be_findings(p)]
+    assert len(rows) >= 10  # the studies' findings were found at all
+    assert [(name, line) for name, line, ok in rows if not ok] == []
+
+
+def test_report_lists_each_finding_with_what_would_make_it_a_check(tmp_path):
+    from meanfield.validation.report import Check, Report
+
+    report = Report(title="t", checks=[
+        Check("a", "ref", "1", "-", True),
+        Check("b", "ref", "2", "-", False, required=False, to_check="a wider grid of widths")])
+    text = report.markdown(str(tmp_path))
+    assert "## Why each finding is not a check, and what would make it one" in text
+    assert "- **b**: a wider grid of widths" in text
+    assert "- **a**" not in text

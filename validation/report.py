@@ -84,6 +84,9 @@ class Check:
         tolerance: the tolerance or criterion applied (text; "-" if none).
         passed: whether the criterion holds.
         required: True for a correctness check (fails the study), False for a finding.
+        to_check: for a row that can be a finding (``required`` False, or an expression that
+            is False in some mode): why it does not gate the study, and what measurement would
+            turn it into a check. Listed under the table for every finding.
     """
 
     quantity: str
@@ -92,6 +95,7 @@ class Check:
     tolerance: str
     passed: bool
     required: bool = True
+    to_check: str = ""
 
     @property
     def verdict(self) -> str:
@@ -155,6 +159,10 @@ class Report:
                       ["quantity", "paper / theory", "measured", "tolerance", "verdict"],
                       [[c.quantity, c.reference, c.measured, c.tolerance, c.verdict]
                        for c in self.checks]), ""]
+        if findings:
+            lines += ["## Why each finding is not a check, and what would make it one", ""]
+            lines += [f"- **{c.quantity}**: {c.to_check or 'not stated.'}" for c in findings]
+            lines += [""]
         for heading, body in self.sections:
             lines += [f"## {heading}", "", body, ""]
         if self.figures:
