@@ -32,6 +32,11 @@ Y = np.array([1.0, 1.0, -0.3, -0.3])
 T_MAX = 1e5
 LOSS_TOL = 1e-14
 LAMBDA_NORM = 1e-6      # the variation-norm acceptance is at this scale (docs/theory/boursier.md)
+# Neurons active on a strict subset of a class (one of its two equal-label points) grow at
+# |D|/sqrt(2); at their class's escape they carry lambda^(2 - sqrt 2) (docs/theory/boursier.md):
+# the finite-lambda error of the final network and of its variation norm.
+SUBSET_EXPONENT = 2 - math.sqrt(2)
+END_TOL = 1e-3          # ~3 lambda^(2 - sqrt 2) at LAMBDA_NORM (= 3e-4)
 N_EVAL = 200            # random test directions for the interpolator check
 
 
@@ -149,12 +154,18 @@ def checks(result: dict, plan: Plan) -> list:
                      "loss -> 0", f"{sum(r['stop'] == 'loss_tol' for r in rows)}/{n_runs} runs",
                      "all", all(r["stop"] == "loss_tol" for r in rows)))
     worst0 = max(r["plateau0_dev"] for r in rows)
+    lam_max = max(plan.lambdas)
     out.append(Check("first plateau (1 < t < t_esc,1 / 2) at L0 = (1/2n) sum y^2",
-                     f"{pred['L0']:.5f}", f"worst relative deviation {worst0:.2e}", "1%",
-                     worst0 <= 0.01))
+                     f"{pred['L0']:.5f}", f"worst relative deviation {worst0:.2e}",
+                     f"1% (deviation O(lambda): f ~ lambda^2 e^(2|D_+|t) = lambda at t_esc,1/2; "
+                     f"largest lambda {lam_max:g})", worst0 <= 0.01))
     dev1 = [abs(r["plateau1"] / pred["L1"] - 1) for r in rows]
+    # at the midpoint the slower class has grown to lambda^(2 - 2 sqrt(|D_-|/|D_+|))
+    mid_exponent = 2 - 2 * math.sqrt(pred["norm_D_minus"] / pred["norm_D_plus"])
     out.append(Check("second plateau (at sqrt(t_esc,1 t_esc,2)) at the slower class's share L1",
-                     f"{pred['L1']:.5f}", f"worst relative deviation {max(dev1):.2e}", "2%",
+                     f"{pred['L1']:.5f}", f"worst relative deviation {max(dev1):.2e}",
+                     f"2% (deviation ~ 2 f_-/|y_-| with f_- ~ lambda^{mid_exponent:.2f} = "
+                     f"{lam_max ** mid_exponent:.0e} at lambda = {lam_max:g})",
                      max(dev1) <= 0.02))
     # escape times against ln(1/lambda) / |D|
     norms = {"e1": pred["norm_D_plus"], "e2": pred["norm_D_minus"]}
@@ -168,12 +179,14 @@ def checks(result: dict, plan: Plan) -> list:
             f"escape {which[-1]} (class {label}): t_esc |D_{label}| / ln(1/lambda) -> 1 as lambda "
             "shrinks", "1 (error O(1/ln(1/lambda)))",
             ", ".join(f"{lam:g}: {v:.4f}" for lam, v in zip(plan.lambdas, ratios)),
-            "error decreasing; < 3% at the smallest lambda",
+            f"error decreasing; < 3% at the smallest lambda (an O(1) offset of t_esc |D| below "
+            f"{0.03 * math.log(1 / min(plan.lambdas)):.2f})",
             bool(np.all(np.diff(errs) < 0) and errs[-1] < 0.03)))
         slope, c = escape_fit(rows, which)
         out.append(Check(
             f"escape {which[-1]}: slope of t_esc against ln(1/lambda)", f"1/|D_{label}| = "
-            f"{1 / norms[which]:.4f}", f"{slope:.4f} (offset {c:.3f})", "2%",
+            f"{1 / norms[which]:.4f}", f"{slope:.4f} (offset {c:.3f})",
+            "2% (the offset is fitted; about twice the seed spread of t_esc at one lambda)",
             abs(slope * norms[which] - 1) <= 0.02))
     at = [r for r in rows if r["lam"] == LAMBDA_NORM]
     if at:
@@ -181,29 +194,49 @@ def checks(result: dict, plan: Plan) -> list:
         out.append(Check(f"variation norm at the end (lambda = {LAMBDA_NORM:g}) = minimum "
                          "|beta_+| + |beta_-|", f"{pred['variation_norm']:.6f}",
                          ", ".join(f"{r['norm']:.6f}" for r in at) + f" (worst {worst:.1e})",
-                         "relative 1e-3", worst <= 1e-3))
+                         f"relative {END_TOL:g} (excess ~ lambda^(2 - sqrt 2) = "
+                         f"{LAMBDA_NORM ** SUBSET_EXPONENT:.0e})", worst <= END_TOL))
         ierr = max(r["interp_err"] for r in at)
         out.append(Check(f"final network = h(x) = relu(<beta_+, x>) - relu(<beta_-, x>) on "
                          f"{N_EVAL} random unit directions + the inputs (lambda = {LAMBDA_NORM:g})",
-                         "0", f"sup |f - h| = {ierr:.2e}", "1e-3 x max |y|", ierr <= 1e-3))
+                         "0", f"sup |f - h| = {ierr:.2e}",
+                         f"{END_TOL:g} x max |y| (subset neurons ~ lambda^(2 - sqrt 2))",
+                         ierr <= END_TOL * np.max(np.abs(Y))))
         aligned = min(r["aligned_fraction"] for r in at)
         out.append(Check("final amplitude along beta_+- (cosine >= 0.99)", "all of it",
-                         f"{aligned:.5f} of (1/m) sum |a||w| (worst seed)", ">= 0.999",
-                         aligned >= 0.999))
+                         f"{aligned:.5f} of (1/m) sum |a||w| (worst seed)",
+                         f">= 1 - {END_TOL:g} (subset neurons ~ lambda^(2 - sqrt 2))",
+                         aligned >= 1 - END_TOL))
     viol = sum(r["shrink_violations"] for r in rows)
     out.append(Check("activation sets only shrink (active at the end => active at t = 0)",
-                     "0 neuron-input pairs switched on", f"{viol} over {n_runs} runs", "0",
+                     "0 neuron-input pairs switched on", f"{viol} over {n_runs} runs",
+                     "0 (exact for orthogonal inputs)",
                      viol == 0))
     wrong = sum(r["wrong_class_active"] for r in rows)
     out.append(Check("at the end, positive neurons are off on negative-label inputs and vice versa",
-                     "0", f"{wrong} neuron-input pairs over {n_runs} runs", "0", wrong == 0))
-    # the excess variation norm over lambda: a finding (finite-lambda effect)
-    if len(plan.lambdas) > 1:
-        exc = [float(np.mean([r["norm"] for r in rows if r["lam"] == lam])) /
-               pred["variation_norm"] - 1 for lam in plan.lambdas]
-        out.append(Check("excess variation norm shrinks with lambda", "-> 0 as lambda -> 0",
-                         ", ".join(f"{lam:g}: {v:+.1e}" for lam, v in zip(plan.lambdas, exc)),
-                         "-", bool(abs(exc[-1]) <= abs(exc[0])), required=False))
+                     "0", f"{wrong} neuron-input pairs over {n_runs} runs",
+                     "0 (exact for orthogonal inputs)", wrong == 0))
+    # the excess variation norm over lambda: a finding (its exponent is this study's heuristic)
+    if len(plan.lambdas) > 2:
+        exc = np.array([float(np.mean([r["norm"] for r in rows if r["lam"] == lam])) /
+                        pred["variation_norm"] - 1 for lam in plan.lambdas])
+        exponent = (float(np.polyfit(np.log(plan.lambdas), np.log(exc), 1)[0])
+                    if np.all(exc > 0) else math.nan)
+        out.append(Check(
+            "excess variation norm -> 0 as lambda shrinks, like lambda^(2 - sqrt 2)",
+            f"decreasing; exponent {SUBSET_EXPONENT:.3f} (subset neurons, "
+            "docs/theory/boursier.md)",
+            ", ".join(f"{lam:g}: {v:+.1e}" for lam, v in zip(plan.lambdas, exc))
+            + f"; fitted exponent {exponent:.3f}",
+            "decreasing at every lambda; exponent within 0.1",
+            bool(np.all(np.diff(np.abs(exc)) < 0)) and abs(exponent - SUBSET_EXPONENT) <= 0.1,
+            required=False,
+            to_check="The exponent 2 - sqrt 2 is a heuristic of docs/theory/boursier.md (neurons "
+                     "active on one point of a class grow at |D|/sqrt 2), not a theorem of the "
+                     "paper, and at lambda = 1e-10 the excess (~3e-7) reaches the interpolation "
+                     "residual of a loss of 1e-14. A derivation of the excess with its constant, "
+                     "and a fit over lambda in [1e-8, 1e-3] with several seeds, would make it a "
+                     "check; the required end-of-training rows already bound it at lambda = 1e-6."))
     return out
 
 
@@ -328,8 +361,14 @@ def run(out_dir: str, quick: bool = False):
         " the check asks that the error decreases with lambda and is < 3% at the smallest; the "
         "fitted slope of t_esc against ln(1/lambda) removes the O(1) offset and must equal 1/|D|.",
         "Labels equal within a sign keep neurons active on a strict subset of a class slower than "
-        "the aligned ones (at most 1/sqrt(2) as fast), so the finite-lambda excess of the "
-        "variation norm is small (1e-4 at lambda = 1e-6).",
+        "the aligned ones (1/sqrt(2) as fast), so at their class's escape they carry "
+        "lambda^(2 - sqrt 2): the finite-lambda excess of the variation norm, of sup |f - h| and "
+        "of the amplitude off beta_+- (about 3e-4 at lambda = 1e-6). The three end-of-training "
+        f"checks allow {END_TOL:g}, about 3 lambda^(2 - sqrt 2) at lambda = {LAMBDA_NORM:g}.",
+        "Plateau tolerances: on the first plateau f ~ lambda^2 e^(2|D_+| t) is O(lambda) up to "
+        "t_esc,1 / 2 (1% is 10 times the largest lambda); at the midpoint of the second plateau "
+        "the slower class has grown to lambda^(2 - 2 sqrt(|D_-|/|D_+|)) = lambda^0.90, which "
+        "moves the loss by about 2 f_-/|y_-| (1.3% at lambda = 1e-3).",
         "The interpolator check evaluates the final network at 200 fixed random unit directions "
         "of R^4 (not only the training inputs): it must be h, the minimum variation-norm "
         "interpolator, not merely some interpolator.",

@@ -103,7 +103,12 @@ class Plan:
 
     Attributes:
         widths: particle widths. seeds: per width (shared across widths: the first m neurons
-            of a wider run are the narrower run's). slope_range: accepted fitted slope.
+            of a wider run are the narrower run's).
+        slope_range: accepted fitted slope. Full studies: -1/2 +- 0.15, 1.5-2 times the 95%
+            bootstrap half-width of the fit over 8 seeds and a 64-100x width range (0.07-0.1),
+            so that seed noise alone rarely fails it while no convergence (slope 0) and m^-1
+            do. Quick studies (4 seeds, 16x): +-0.25 against half-widths of 0.15-0.35, a smoke
+            test that seed noise can fail.
         cells: PDE grid sizes for the refinement (mean-field study; the last is the reference).
     """
 
@@ -181,19 +186,28 @@ def run_kernel(out_dir: str, quick: bool = False):
     lo, hi = plan.slope_range
     report.checks.append(Check(
         f"sup over x and tau in {KERNEL_TAUS} of |f_m - f_kernel|: log-log slope over m "
-        f"in {plan.widths}", "-1/2", format_fit(fit), f"[{lo}, {hi}]", lo <= fit.slope <= hi))
+        f"in {plan.widths}", "-1/2", format_fit(fit), f"[{lo}, {hi}] (seed noise)",
+        lo <= fit.slope <= hi))
     report.checks.append(Check(
         "the confidence interval of the slope contains -1/2", "-1/2",
-        f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False))
+        f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False,
+        to_check=CI_TO_CHECK))
     e_big = float(geometric_mean(errors)[-1])
+    y_scale = float(np.max(np.abs(res["y_train"])))
     report.checks.append(Check(f"error at the largest width m = {plan.widths[-1]}",
-                               "-> 0", f"{e_big:.2e} (geometric mean over seeds)", "< 5e-3",
-                               e_big < 5e-3))
+                               "-> 0", f"{e_big:.2e} (geometric mean over seeds)",
+                               f"< 5e-3 (2% of max |y| = {y_scale:g}: a bound on the constant; "
+                               "the slope row gates the rate)", e_big < 0.02 * y_scale))
     for k, tau in enumerate(KERNEL_TAUS):
         f_tau = fit_slope(widths, res["errors"][:, :, k])
-        report.checks.append(Check(f"slope at kernel time tau = {tau:g} alone", "-1/2",
-                                   format_fit(f_tau), f"[{lo}, {hi}]",
-                                   lo <= f_tau.slope <= hi, required=False))
+        report.checks.append(Check(
+            f"slope at kernel time tau = {tau:g} alone", "-1/2", format_fit(f_tau),
+            f"[{lo}, {hi}]", lo <= f_tau.slope <= hi, required=False,
+            to_check="One kernel time alone is noisier than the sup over tau (at tau = 1 its "
+                     "interval is twice as wide in the full study), so the range above, sized "
+                     "for the sup's seed noise, does not fit it. "
+                     "The rate holds at every fixed tau: with about 4x the seeds, which halves "
+                     "the interval, each tau could gate the study with the same range."))
     report.figures.append(os.path.basename(convergence_figure(
         widths, errors, fit, os.path.join(out_dir, "kernel_limit_convergence.png"),
         ylabel="sup$_{x, \\tau}$ |$f_m - f_{kernel}$|",
@@ -233,6 +247,12 @@ def _save_summary(out_dir, study, widths, seeds, errors, extra_coords: dict):
 
 
 # ----------------------------------------------------------------------------- meanfield-limit
+
+# why a bootstrap interval over seeds does not gate a study (both limit studies)
+CI_TO_CHECK = ("A 95% interval misses the true slope in about 1 study in 20 even when the library "
+               "is right, and curvature at the smallest width moves it; the fixed range above "
+               "gates the rate. With enough seeds that a 99% interval is narrower than that "
+               "range (about 4x the full study's), covering -1/2 could be the check.")
 
 MF_TIME = 1.0   # loss has halved, no concentration yet (tests/test_limits_mean_field.py)
 MF_FULL = Plan(widths=(1000, 3162, 10000, 31622, 100000), seeds=tuple(range(8)),
@@ -302,21 +322,28 @@ def run_mean_field(out_dir: str, quick: bool = False):
     lo, hi = plan.slope_range
     report.checks.append(Check(
         f"sup_x |f_m - f_PDE| at t = {MF_TIME:g}: log-log slope over m in {plan.widths}", "-1/2",
-        format_fit(fit), f"[{lo}, {hi}]", lo <= fit.slope <= hi))
+        format_fit(fit), f"[{lo}, {hi}] (seed noise)", lo <= fit.slope <= hi))
     report.checks.append(Check(
         "the confidence interval of the slope contains -1/2", "-1/2",
-        f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False))
+        f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False,
+        to_check=CI_TO_CHECK))
     last = ref["orders"][-2:]
     report.checks.append(Check(
         f"PDE grid refinement: observed order log2(e_N / e_2N) on the finest grids "
         f"(N up to {plan.cells[-1]})", "1 (first-order upwind)",
-        ", ".join(f"{v:.3f}" for v in last), "[0.8, 1.2]", bool(np.all((last > 0.8) & (last < 1.2)))))
+        ", ".join(f"{v:.3f}" for v in last),
+        "[0.8, 1.2] (order 1 is reached only asymptotically in N; rejects 0 and 2)",
+        bool(np.all((last > 0.8) & (last < 1.2)))))
     smallest = float(geometric_mean(res["errors"])[-1])
     ratio = ref["reference_error"] / smallest
+    # an error e_ref added to the smallest particle error moves the fitted slope by about
+    # log(1 + e_ref / e_particle) / log(m_max / m_min)
+    slope_shift = np.log1p(0.1) / np.log(widths[-1] / widths[0])
     report.checks.append(Check(
         f"PDE reference error (N = {plan.cells[-1]}, ~ |f_N - f_N/2|) against the smallest "
         "particle error", "negligible", f"{ref['reference_error']:.2e} vs "
-        f"{smallest:.2e} (ratio {ratio:.3f})", "ratio < 0.1", ratio < 0.1))
+        f"{smallest:.2e} (ratio {ratio:.3f})",
+        f"ratio < 0.1 (moves the fitted slope by ~{slope_shift:.2f})", ratio < 0.1))
     report.figures.append(os.path.basename(convergence_figure(
         widths, res["errors"], fit, os.path.join(out_dir, "meanfield_limit_convergence.png"),
         ylabel=f"sup$_x$ |$f_m - f_{{PDE}}$| at t = {MF_TIME:g}",

@@ -212,8 +212,11 @@ def run_slopes(out_dir: str, quick: bool = False, executor=None) -> Report:
               else "")
         report.checks.append(Check(
             f"S_w at gamma = {gamma:g}, gamma' = 0", f"{expected:+.3f} (Fig. 3)",
-            f"{fit.slope:+.3f}{ci}", f"+-{SLOPE_TOL}",
-            abs(fit.slope - expected) <= SLOPE_TOL, required=not quick))
+            f"{fit.slope:+.3f}{ci}", f"+-{SLOPE_TOL} (seed noise of two slope fits)",
+            abs(fit.slope - expected) <= SLOPE_TOL, required=not quick,
+            to_check="The paper's slope is asymptotic in m and was measured at m = 1000..40000; "
+                     "the quick widths (256, 1024, one seed) are too small and too few. The full "
+                     "study's widths and 3 seeds make it a check."))
         rows.append([f"{gamma:g}", f"{expected:+.3f}", f"{fit.slope:+.3f}",
                      f"{fit.ci_low:+.3f} .. {fit.ci_high:+.3f}" if np.isfinite(fit.ci_low)
                      else "- (one seed, two widths)" if fit.n_x == 2 else "-", f"{fit.n_seeds}",
@@ -237,14 +240,22 @@ def run_slopes(out_dir: str, quick: bool = False, executor=None) -> Report:
         "S_w(gamma) of the three (alpha, beta1, beta2) families coincide",
         "only the exponents matter (Fig. 3d)",
         f"largest spread {spread[worst]:.3f} at gamma = {family_gammas[worst]:g}",
-        f"<= {FAMILY_TOL} at every gamma", bool(np.all(spread <= FAMILY_TOL)),
-        required=not quick))
+        f"<= {FAMILY_TOL} at every gamma (seed noise of single-seed slope fits)",
+        bool(np.all(spread <= FAMILY_TOL)), required=not quick,
+        to_check="'prefactors' differs from the others by a constant factor 4 in kappa, whose "
+                 "effect on the slope fades only as log 4 / log m; at the quick widths (256, "
+                 "1024) it is not small. The full study's widths (1000..40000) make it a check."))
     exact = np.max(np.abs(fam_slopes["exponent"] - fam_slopes["output"]))
     report.checks.append(Check(
         "'exponent' and 'output' families (same sigma_a, sigma_w) give the same S_w",
         "exact map onto the mean-field normalisation (docs/theory/model.md)",
-        f"max |difference| {exact:.2g}",
-        "1e-3", exact <= 1e-3))
+        f"max |difference| {exact:.2g}", "1e-3 (rounding)", exact <= 1e-3, required=False,
+        to_check="Both families are mapped by the library onto the same particle system (same "
+                 "sigma_a, sigma_w; only time is rescaled), so equality tests the library "
+                 "against itself, not the paper; the map is unit-tested against closed-form "
+                 "scales. It would check the claim if one family were trained in the paper's "
+                 "own time unit by an independent solver (plain GD with Luo's alpha, beta1, "
+                 "beta2), where the slopes agree only up to the step size."))
 
     report.sections.append(("S_w at gamma' = 0 (Fig. 3 a-c)", markdown_table(
         ["gamma", "paper", "measured S_w", "95% CI (bootstrap over seeds)", "seeds",

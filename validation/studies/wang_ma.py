@@ -39,6 +39,11 @@ T_AFTER_PHASE_I = 10.0               # survivor sets are read here (Phase I ends
 T_REDUCED_FROM = 10.0                # the reduced model holds after Phase I (docs/theory/wang-ma.md)
 T_WIDTHS = 1500.0                    # the authors' horizon
 COSINE_ALIGNED = 0.99                # end of Phase I (docs/theory/wang-ma.md)
+# Against the reduced model (the kappa -> 0 limit, with the run's rho's, so no width error
+# beyond them): O(kappa) = 1%; a time read off a zero crossing also carries the interpolation
+# between save times, hence 2%.
+REDUCED_TOL_TEXT = f"1% (= kappa = {KAPPA:g}: the reduced model is kappa -> 0)"
+ESCAPE_TOL_TEXT = "2% (O(kappa) and the interpolation between save times)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,7 +57,11 @@ class Plan:
         kappas, kappa_width, kappa_seeds: the Phase I kappa-scaling runs.
         grid_p, grid_degrees, grid_width, grid_seed: the plateau grid.
         n_saves: log-spaced save times per run.
-        slope_range: accepted log-log slope of the width sweep (theory -1/2).
+        slope_range: accepted log-log slope of the width sweep (theory -1/2): -1/2 +- 0.2,
+            the 95% bootstrap half-width over the full study's 16 seeds (the per-seed errors
+            scatter tenfold: they are set by the binomial fluctuation of the alive fractions,
+            which can vanish by chance). With the quick study's seeds and widths the interval
+            is more than twice as wide, so there the row is a finding.
     """
 
     phase_width: int
@@ -281,11 +290,11 @@ def phase_checks(r: dict, plan: Plan) -> list:
     out.append(Check("Phase I: surviving positives = {u.x_+ > 0}, neuron by neuron",
                      f"{int(sets['pred_plus'].sum())} predicted from the initial directions",
                      f"{int(sets['obs_plus'].sum())} alive at t = {sets['t']:g}, "
-                     f"{mis_p} mismatches", "0 mismatches", mis_p == 0))
+                     f"{mis_p} mismatches", "0 mismatches (an exact rule)", mis_p == 0))
     out.append(Check("Phase I: surviving negatives = {u.x_- > 0, u.n2 > 0}, neuron by neuron",
                      f"{int(sets['pred_minus'].sum())} predicted", f"{int(sets['obs_minus'].sum())}"
-                     f" alive at t = {sets['t']:g}, {mis_m} mismatches", "0 mismatches",
-                     mis_m == 0))
+                     f" alive at t = {sets['t']:g}, {mis_m} mismatches",
+                     "0 mismatches (an exact rule)", mis_m == 0))
     for name, measured, formula in (("rho_+", r["rho_plus"], wang_ma.rho_plus()),
                                     ("rho_-", r["rho_minus"], wang_ma.rho_minus(g["p"], g["delta"]))):
         sd = math.sqrt(formula * (1 - formula) / m)
@@ -296,9 +305,14 @@ def phase_checks(r: dict, plan: Plan) -> list:
     t1_theory = wang_ma.alignment_time(g["p"], g["delta"], KAPPA, COSINE_ALIGNED)
     out.append(Check("Phase I: alignment time (all alive positives within cos 0.99 of mu) / kappa",
                      f"{t1_theory / KAPPA:.2f}", "not reached" if t1 is None else
-                     f"{t1 / KAPPA:.2f}", "5%", t1 is not None and abs(t1 / t1_theory - 1) <= 0.05))
+                     f"{t1 / KAPPA:.2f}", "5% (the closed form is kappa -> 0: O(kappa) "
+                     "correction, measured over kappa below)",
+                     t1 is not None and abs(t1 / t1_theory - 1) <= 0.05))
+    # the phase rules end Phase III at the last downward zero of f(x_-), so what these two rows
+    # test beyond the labels is x_+ staying classified and x_- misclassified from Phase I on
     acc_ok = r["acc_phase23"].size > 0 and np.allclose(r["acc_phase23"], g["p"] / (1 + g["p"]))
-    out.append(Check("Phases II-III: accuracy on the plateau", f"p/(1+p) = {g['p'] / (1 + g['p']):.3f}",
+    out.append(Check("Phases II-III: accuracy on the plateau (x_+ right, x_- wrong from the end of "
+                     "Phase I on)", f"p/(1+p) = {g['p'] / (1 + g['p']):.3f}",
                      f"{np.unique(np.round(r['acc_phase23'], 4)).tolist()} over "
                      f"{r['acc_phase23'].size} saves", "exact", bool(acc_ok)))
     bound = math.acos(COSINE_ALIGNED)
@@ -306,11 +320,12 @@ def phase_checks(r: dict, plan: Plan) -> list:
                      "neuron", "both increasing; one direction",
                      f"increasing: f(x_+) {bool(r['f_rise'][0])}, f(x_-) {bool(r['f_rise'][1])};"
                      f" largest angular spread about mu {r['spread_phase2']:.4f} rad",
-                     f"spread <= arccos {COSINE_ALIGNED} = {bound:.3f} rad",
+                     f"spread <= arccos {COSINE_ALIGNED} = {bound:.3f} rad (the end-of-Phase-I "
+                     "alignment is kept)",
                      bool(r["f_rise"][0] and r["f_rise"][1]) and r["spread_phase2"] <= bound))
     pl, pl_red = r["plateau"]["plateau"], r["plateau_reduced"]["plateau"]
     out.append(Check("Phase II: plateau level (loss at the peak of f(x_-)) vs the reduced model",
-                     f"{pl_red:.4f}", f"{pl:.4f}", "1%", abs(pl / pl_red - 1) <= 0.01))
+                     f"{pl_red:.4f}", f"{pl:.4f}", REDUCED_TOL_TEXT, abs(pl / pl_red - 1) <= 0.01))
     pl_cf = wang_ma.plateau_loss(g["p"])
     out.append(Check("Phase II: plateau level vs the closed form 2 sqrt(p)/(1+p) (leading order "
                      "in Delta)", f"{pl_cf:.4f}", f"{pl:.4f} ({pl / pl_cf - 1:+.1%})",
@@ -319,31 +334,36 @@ def phase_checks(r: dict, plan: Plan) -> list:
     t_red = r["limit"].attrs["t_zero_crossing"]
     t_cf = wang_ma.t_escape(g["p"], g["delta"], r["rho_plus"] + r["rho_minus"])
     out.append(Check("Phase III: escape time (f(x_-) crosses 0) vs the reduced model (run's rho's)",
-                     f"{t_red:.1f}", "not reached" if t3 is None else f"{t3:.1f}", "2%",
-                     t3 is not None and abs(t3 / t_red - 1) <= 0.02))
+                     f"{t_red:.1f}", "not reached" if t3 is None else f"{t3:.1f}",
+                     ESCAPE_TOL_TEXT, t3 is not None and abs(t3 / t_red - 1) <= 0.02))
     out.append(Check("Phase III: escape time vs the closed form 2(1+p)(1-p^-1/2)/(rho Delta^2) "
                      "(run's rho)", f"{t_cf:.1f}", "not reached" if t3 is None else f"{t3:.1f}",
                      f"Delta^2/2 = {g['delta'] ** 2 / 2:.1%}",
                      t3 is not None and abs(t3 / t_cf - 1) <= g["delta"] ** 2 / 2))
     acc3 = r["acc_after3"]
-    out.append(Check("Phase III: accuracy after the escape", "100%",
+    out.append(Check("Phase III: accuracy after the escape (x_+ stays right, x_- does not flip "
+                     "back)", "100%",
                      f"min {100 * acc3.min():.0f}% over {acc3.size} saves" if acc3.size else "-",
                      "exact", acc3.size > 0 and bool(np.all(acc3 == 1.0))))
     out.append(Check("Phases III-IV: loss law 2/((1+p)/sqrt(p) + rho Delta^2 t/2) from 2 t_esc to "
                      "the first pattern change", "relative error 0",
                      f"max {r['law_err']:.2%}; late log-log slope {r['slope_run']:.3f} "
-                     f"(law {r['slope_law']:.3f})", "3%; slope 0.02",
-                     r["law_err"] <= 0.03 and abs(r["slope_run"] - r["slope_law"]) <= 0.02))
+                     f"(law {r['slope_law']:.3f})",
+                     f"Delta^2/2 = {g['delta'] ** 2 / 2:.1%} (leading order in Delta, as the "
+                     "escape time); slope 0.02",
+                     r["law_err"] <= g["delta"] ** 2 / 2
+                     and abs(r["slope_run"] - r["slope_law"]) <= 0.02))
     out.append(Check("Phase IV: first activation-pattern change vs the reduced model's event",
                      f"{r['event_kind']} at t = {r['event']:.0f}",
                      f"{r['first_change_kind']} at t = {r['first_change']:.0f}",
-                     "same kind; 10% (save spacing "
+                     "same kind; 10% (two save spacings of "
                      f"{_save_ratio(r['ds']) - 1:.0%})",
                      r["first_change_kind"].startswith(r["event_kind"])
                      and abs(r["first_change"] / r["event"] - 1) <= 0.10))
     out.append(Check("Reduced model (run's rho's): sup |loss_m - loss_reduced| for t in "
                      f"[{T_REDUCED_FROM:g}, event]", "-> 0 as m grows, kappa -> 0",
-                     f"{r['loss_err']:.2e} (f error {r['f_err']:.2e})", "3e-3 (f 1e-2)",
+                     f"{r['loss_err']:.2e} (f error {r['f_err']:.2e})",
+                     "3e-3 (f 1e-2 = kappa): the reduced model is kappa -> 0",
                      r["loss_err"] <= 3e-3 and r["f_err"] <= 1e-2))
     return out
 
@@ -423,7 +443,7 @@ def grid_checks(rows: list[dict]) -> list:
                          f"{r['plateau_reduced']:.4f} / {r['plateau_cf']:.4f}",
                          f"{r['plateau']:.4f} ({r['plateau'] / r['plateau_reduced'] - 1:+.2%} / "
                          f"{r['plateau'] / r['plateau_cf'] - 1:+.1%})",
-                         f"1% / Delta/2 = {d / 2:.1%}",
+                         f"1% (kappa) / Delta/2 = {d / 2:.1%}",
                          abs(r["plateau"] / r["plateau_reduced"] - 1) <= 0.01
                          and abs(r["plateau"] / r["plateau_cf"] - 1) <= d / 2))
         ok = np.isfinite(r["t_escape"])
@@ -432,7 +452,7 @@ def grid_checks(rows: list[dict]) -> list:
                          "not reached" if not ok else
                          f"{r['t_escape']:.1f} ({r['t_escape'] / r['t_escape_reduced'] - 1:+.2%} / "
                          f"{r['t_escape'] / r['t_escape_cf'] - 1:+.2%})",
-                         f"2% / Delta^2/2 = {d * d / 2:.2%}",
+                         f"2% (kappa, saves) / Delta^2/2 = {d * d / 2:.2%}",
                          bool(ok) and abs(r["t_escape"] / r["t_escape_reduced"] - 1) <= 0.02
                          and abs(r["t_escape"] / r["t_escape_cf"] - 1) <= d * d / 2))
     # leading order in Delta: the closed forms get better as Delta shrinks, for every p
@@ -590,7 +610,11 @@ def run(out_dir: str, quick: bool = False):
     report.checks.append(Check(
         f"Reduced model over widths: slope of sup_t |loss_m - loss_reduced| (t in [10, 1500], "
         f"rho_+ = 1/4, wedge rho_-) vs m, {len(plan.seeds)} seeds",
-        "-1/2", common.format_fit(fit), f"[{lo}, {hi}]", lo <= fit.slope <= hi))
+        "-1/2", common.format_fit(fit), f"[{lo}, {hi}] (seed noise)", lo <= fit.slope <= hi,
+        required=not quick,
+        to_check="Quick widths (100..1600) and 12 seeds give a 95% interval about +-0.45 wide, "
+                 "wider than the accepted range, so the row cannot decide the rate; the full "
+                 "study's 16 seeds and widths to 6400 (interval +-0.2) make it a check."))
     report.figures.append(os.path.basename(common.convergence_figure(
         widths["widths"], widths["errors"], fit, os.path.join(out_dir, "wang_ma_widths.png"),
         ylabel="sup$_t$ |loss$_m$ - loss$_{reduced}$|",
@@ -605,7 +629,8 @@ def run(out_dir: str, quick: bool = False):
     ratio = t1 / kappa["kappas"][:, None]
     report.checks.append(Check(
         f"Phase I: alignment time proportional to kappa (log-log slope over kappa in "
-        f"{{{', '.join(f'{v:g}' for v in plan.kappas)}}})", "1", common.format_fit(kfit), "0.03",
+        f"{{{', '.join(f'{v:g}' for v in plan.kappas)}}})", "1", common.format_fit(kfit),
+        "0.03 (the O(kappa) correction of the next row steepens the fit by ~0.015)",
         bool(np.all(np.isfinite(t1))) and abs(kfit.slope - 1) <= 0.03))
     # the closed form is the kappa -> 0 limit (f ~ 0 during Phase I); at finite kappa the
     # outputs grow during Phase I and slow the alignment by O(kappa)
@@ -615,7 +640,8 @@ def run(out_dir: str, quick: bool = False):
         f"{per_kappa:.2f} (kappa -> 0)",
         "; ".join(f"kappa {k:g}: {', '.join(f'{v:.2f}' for v in row)}"
                   for k, row in zip(kappa["kappas"], ratio)),
-        "deviation decreasing as kappa shrinks; within 2% at the smallest kappa",
+        "deviation decreasing as kappa shrinks; within 2% at the smallest kappa (O(kappa) "
+        "plus the interpolation of the cos 0.99 crossing between saves)",
         bool(np.all(np.diff(deviation, axis=0) > 0) and np.all(np.abs(deviation[0]) <= 0.02))))
     report.figures.append(os.path.basename(figure_kappa(kappa, out_dir, per_kappa)))
 
@@ -629,8 +655,14 @@ def run(out_dir: str, quick: bool = False):
         "All runs: mf.presets.wang_ma (d = 20, frozen marks, exponential loss, float64, adaptive "
         f"flow rtol 1e-3) at kappa = {KAPPA} unless stated; the closed forms are kappa -> 0, "
         "leading order in Delta (docs/theory/wang-ma.md), hence the Delta-dependent tolerances against them "
-        "(Delta/2 for the plateau level, Delta^2/2 for the escape time); against the reduced "
-        "model the tolerances are fixed.",
+        "(Delta/2 for the plateau level, Delta^2/2 for the escape time and the 1/t loss law); "
+        "against the reduced model (also kappa -> 0, with the run's rho's) they are O(kappa): "
+        "1% for levels, 2% for times read off a crossing between save times. The O(kappa) "
+        "correction to the alignment time is measured by the kappa rows (about 1.5 kappa "
+        "relative); the 5% on the single run at kappa = 0.01 bounds it.",
+        "Accuracy rows: the phase rules end Phase III at the last downward zero of f(x_-), so "
+        "beyond the labels these rows test that x_+ stays correctly classified throughout and "
+        "that x_- is already misclassified when Phase I ends.",
         "Phase boundaries are meanfield.phases' Wang & Ma rules, interpolated in log t between "
         "save times; the run's rho's are its alive fractions at a tenth of the escape time "
         "(meanfield.limits.wang_ma.measured_rhos).",
@@ -643,6 +675,7 @@ def run(out_dir: str, quick: bool = False):
         report.notes.append(
             f"QUICK mode: phase run at m = {plan.phase_width}, widths {plan.widths} x "
             f"{len(plan.seeds)} seeds, kappas {plan.kappas}, grid p = {plan.grid_p} only, at "
-            f"m = {plan.grid_width}: a smoke test with the full study's criteria.")
+            f"m = {plan.grid_width}: a smoke test with the full study's criteria, except the "
+            "width-sweep slope, a finding at these widths and seeds.")
     report.notes.append(common.wall_time_note(started))
     return report
