@@ -107,8 +107,8 @@ class Plan:
         slope_range: accepted fitted slope. Full studies: -1/2 +- 0.15, 1.5-2 times the 95%
             bootstrap half-width of the fit over 8 seeds and a 64-100x width range (0.07-0.1),
             so that seed noise alone rarely fails it while no convergence (slope 0) and m^-1
-            do. Quick studies (4 seeds, 16x): +-0.25 against half-widths of 0.15-0.35, a smoke
-            test that seed noise can fail.
+            do. Quick studies (4 seeds, 16x): +-0.25 against half-widths of 0.15 (kernel) and
+            0.35 (mean field, where the quick row is therefore a finding).
         cells: PDE grid sizes for the refinement (mean-field study; the last is the reference).
     """
 
@@ -322,7 +322,12 @@ def run_mean_field(out_dir: str, quick: bool = False):
     lo, hi = plan.slope_range
     report.checks.append(Check(
         f"sup_x |f_m - f_PDE| at t = {MF_TIME:g}: log-log slope over m in {plan.widths}", "-1/2",
-        format_fit(fit), f"[{lo}, {hi}] (seed noise)", lo <= fit.slope <= hi))
+        format_fit(fit), f"[{lo}, {hi}] (seed noise)", lo <= fit.slope <= hi,
+        required=not quick,
+        to_check="With the quick study's 4 seeds and widths to 16000 the 95% interval is about "
+                 "+-0.35, wider than the accepted range, so the row cannot decide the rate; the "
+                 "full study's 8 seeds and widths to 100000 (interval about +-0.1) make it a "
+                 "check."))
     report.checks.append(Check(
         "the confidence interval of the slope contains -1/2", "-1/2",
         f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]", "-", fit.covers(SLOPE_THEORY), required=False,
@@ -372,6 +377,7 @@ def run_mean_field(out_dir: str, quick: bool = False):
     ]
     if quick:
         report.notes.append(f"QUICK mode: widths {plan.widths}, {len(plan.seeds)} seeds, grids "
-                            f"{plan.cells}, slope accepted in {plan.slope_range}.")
+                            f"{plan.cells}; the slope (range {plan.slope_range}) is a finding "
+                            "at these seeds.")
     report.notes.append(wall_time_note(started))
     return report
