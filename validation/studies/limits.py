@@ -251,8 +251,9 @@ def _save_summary(out_dir, study, widths, seeds, errors, extra_coords: dict):
 # why a bootstrap interval over seeds does not gate a study (both limit studies)
 CI_TO_CHECK = ("A 95% interval misses the true slope in about 1 study in 20 even when the library "
                "is right, and curvature at the smallest width moves it; the rate is judged by "
-               "the fixed range of the row above instead. With enough seeds that a 99% interval is narrower than that "
-               "range (about 4x the full study's), covering -1/2 could be the check.")
+               "the fixed range of the row above instead. With enough seeds that a 99% "
+               "interval is narrower than that range (about 4x the full study's), covering "
+               "-1/2 could be the check.")
 
 MF_TIME = 1.0   # loss has halved, no concentration yet (tests/test_limits_mean_field.py)
 MF_FULL = Plan(widths=(1000, 3162, 10000, 31622, 100000), seeds=tuple(range(8)),
