@@ -443,8 +443,9 @@ def figure(result: dict, out_dir: str) -> str:
 
 
 CLAIM_TO_CHECK = (
-    "A finding, not a check: it is the paper's claim, measured once (one seed) in wall time on a "
-    "CPU shared with other work, numpy/float64 on the host (analytic) against JAX/float32 "
+    "A finding, not a check: it is the paper's claim, measured once (one seed) in wall time, "
+    "which depends on the machine and its load, numpy/float64 on the host (analytic) against "
+    "JAX/float32 "
     "(others), with full-batch Adam/GD on the mean-field parametrisation instead of the paper's "
     "mini-batch SGD/Adam; a correct library can find it false. It would become a check measured "
     "on a load-independent cost axis (counted floating-point operations per iteration/step, or "
