@@ -4,8 +4,11 @@
   set (neurons active on some input at the end), the phase boundaries of
   ``meanfield.phases.wang_ma_phases`` (escape time = end of phase III, f(x_-) crossing 0),
   the final loss and the adaptive step counts;
-* ``luo_1d`` (arXiv 2007.07497) at one (gamma, gamma'): final RD of w per width and the slope
-  of log RD against log m, and the time to the loss tolerance.
+* ``luo_1d`` (arXiv 2007.07497) at one or several (gamma, gamma') cells (``--cells``; the
+  word ``diagram`` for gamma in {0.6, 1.0, 1.4, 1.75} x gamma' in {-0.2, 0, 0.2}): final RD of
+  w per width, the slope of log RD against log m, the time to the loss tolerance and the stop
+  reasons; whether the float32 slope stays within the luo-diagram's boundary tolerance
+  (``meanfield.validation.studies.luo.BOUNDARY_TOL``) of the float64 one.
 
 The float32 run starts from the float64 run's initial particles (rounded to float32): the
 two precisions draw different normals from the same key, so separately drawn runs would
@@ -13,7 +16,8 @@ compare two initial conditions, not two precisions.
 
 Prints one JSON document (machine load recorded). Usage::
 
-    python benchmarks/bench_precision.py [--quick] [--out FILE]
+    python benchmarks/bench_precision.py [--quick] [--out FILE] [--presets wang_ma,luo_1d]
+        [--cells 1.75:0,1.0:-0.2 | --cells diagram]
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ import numpy as np
 from bench_engine import emit
 
 PRECISIONS = ("float64", "float32")
+PRESETS = ("wang_ma", "luo_1d")
+DEFAULT_CELLS = ((1.75, 0.0),)
+DIAGRAM_CELLS = tuple((g, gp) for g in (0.6, 1.0, 1.4, 1.75) for gp in (-0.2, 0.0, 0.2))
 
 
 def survivors(ds) -> list[int]:
@@ -78,7 +85,9 @@ def wang_ma_row(seed: int, kappa: float, t_max: float) -> dict:
 
 def luo_rows(gamma: float, gamma_prime: float, widths, seed: int) -> dict:
     from meanfield import presets
+    from meanfield.validation.studies.luo import BOUNDARY_TOL
 
+    start = time.perf_counter()
     out = {"preset": "luo_1d", "gamma": gamma, "gamma_prime": gamma_prime, "seed": seed,
            "widths": list(widths), "runs": {}}
     pairs = [run_pair(presets.get("luo_1d", gamma=gamma, gamma_prime=gamma_prime, width=width,
@@ -94,13 +103,49 @@ def luo_rows(gamma: float, gamma_prime: float, widths, seed: int) -> dict:
         slope = np.polyfit(np.log(widths), np.log([r["rd_w_end"] for r in rows]), 1)[0]
         out["runs"][precision] = {"rows": rows, "slope": float(slope)}
     out["slope_diff"] = abs(out["runs"]["float32"]["slope"] - out["runs"]["float64"]["slope"])
+    out["boundary_tol"] = BOUNDARY_TOL
+    out["slope_within_boundary_tol"] = bool(out["slope_diff"] <= BOUNDARY_TOL)
+    out["same_stop_reasons"] = ([r["stop_reason"] for r in out["runs"]["float32"]["rows"]] ==
+                                [r["stop_reason"] for r in out["runs"]["float64"]["rows"]])
+    out["seconds_all"] = time.perf_counter() - start
     return out
+
+
+def parse_cells(text: str) -> tuple[tuple[float, float], ...]:
+    """``diagram`` or comma-separated ``gamma:gamma_prime`` pairs, e.g. ``1.75:0,0.6:-0.2``."""
+    if text == "diagram":
+        return DIAGRAM_CELLS
+    try:
+        cells = tuple((float(g), float(gp)) for g, gp in
+                      (item.split(":") for item in text.split(",") if item))
+    except ValueError:
+        cells = ()
+    if not cells:
+        raise argparse.ArgumentTypeError(
+            f"--cells={text!r} is not allowed; give 'diagram' or comma-separated "
+            "gamma:gamma_prime pairs such as 1.75:0,0.6:-0.2")
+    return cells
+
+
+def parse_presets(text: str) -> tuple[str, ...]:
+    """Comma-separated non-empty subset of ``PRESETS``."""
+    chosen = tuple(p for p in text.split(",") if p)
+    if not chosen or set(chosen) - set(PRESETS):
+        raise argparse.ArgumentTypeError(
+            f"--presets={text!r} is not allowed; give a comma-separated non-empty subset of "
+            f"{', '.join(PRESETS)}")
+    return chosen
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, short runs")
     parser.add_argument("--out", help="also write the JSON document to this file")
+    parser.add_argument("--presets", type=parse_presets, default=PRESETS,
+                        help=f"comma-separated presets to compare (default {','.join(PRESETS)})")
+    parser.add_argument("--cells", type=parse_cells, default=DEFAULT_CELLS,
+                        help="luo_1d (gamma, gamma') cells: 'diagram' or gamma:gamma_prime "
+                             "pairs, comma-separated (default 1.75:0)")
     args = parser.parse_args(argv)
     import jax
 
@@ -108,8 +153,11 @@ def main(argv=None):
     seeds, kappas = ((0,), (0.1,)) if args.quick else ((0,), (0.1, 0.01))
     t_max = 200.0 if args.quick else 1500.0
     widths = (100, 400) if args.quick else (250, 1000)
-    jobs = [(wang_ma_row, (seed, kappa, t_max)) for kappa in kappas for seed in seeds]
-    jobs.append((luo_rows, (1.75, 0.0, widths, 0)))
+    jobs = []
+    if "wang_ma" in args.presets:
+        jobs += [(wang_ma_row, (seed, kappa, t_max)) for kappa in kappas for seed in seeds]
+    if "luo_1d" in args.presets:
+        jobs += [(luo_rows, (gamma, gamma_prime, widths, 0)) for gamma, gamma_prime in args.cells]
     rows = []
     for fn, arguments in jobs:
         rows.append(fn(*arguments))
@@ -117,7 +165,9 @@ def main(argv=None):
     report = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                        "host": platform.node(), "cpu_count": os.cpu_count(),
                        "jax": jax.__version__, "backend": jax.default_backend(),
-                       "quick": args.quick, "load_average_at_start": load_at_start,
+                       "quick": args.quick, "presets": list(args.presets),
+                       "cells": [list(cell) for cell in args.cells],
+                       "load_average_at_start": load_at_start,
                        "load_average_at_end": list(os.getloadavg())},
               "results": rows}
     emit(report, args.out)

@@ -8,6 +8,8 @@ Euler and adaptive steps (``meanfield.particles.euler`` / ``adaptive_flow``) on 
   of every all-reduce / all-gather / reduce-scatter / all-to-all / collective-permute);
 * strong scaling: seconds per step at a fixed width m, ratio to P = 1;
 * weak scaling: seconds per step at m * P / max P (fixed particles per device), ratio to P = 1;
+  both as wall-time and as CPU-time ratios (the CPU time of all threads of the measuring
+  process is less distorted than the wall time when other processes load the cores);
 * ``mode="gspmd"``: the same step with the particles only annotated as sharded (device_put
   with ``NamedSharding``) and no particle mesh in the trace context, so XLA partitions the
   chunk scans itself: the alternative to the per-shard passes, for comparison at max P;
@@ -20,6 +22,7 @@ sharding (collectives, per-device dispatch), not the speed-up of P real accelera
 Usage::
 
     python benchmarks/bench_sharding.py [--quick] [--out FILE] [--width M] [--big] [--no-gspmd]
+        [--methods euler,adaptive]
 """
 
 from __future__ import annotations
@@ -136,12 +139,13 @@ def measure(method: str, width: int, devices: int, mode: str, args) -> dict:
         one_step = jax.jit(lambda p, q, s: q.step(p, s, t_target))
         ops = collectives(one_step.lower(problem, params, state).compile().as_text())
         run_jit = jax.jit(run)
-        seconds, _, k, state = seconds_per_step(lambda s, k: run_jit(problem, params, s, k), state,
+        seconds, cpu_seconds, k, state = seconds_per_step(lambda s, k: run_jit(problem, params, s, k), state,
                                              args.min_seconds, args.repeats)
     shardings = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.particles)}
     return {"method": method, "m": width, "devices": devices, "mode": mode, "status": "ok",
             "m_pad": int(state.particles.a.shape[0]), "n_chunks": problem.n_chunks,
-            "seconds_per_step": seconds, "steps_per_timing": k,
+            "seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds,
+            "steps_per_timing": k,
             "bytes_per_step": sum(op["bytes"] for op in ops),
             "collectives": ops, "particle_sharding": sorted(shardings),
             "n_steps": int(state.n_steps), "n_rejected": int(state.n_rejected),
@@ -179,7 +183,7 @@ def plan(args) -> list[tuple[str, int, int, str]]:
     width = args.width or (QUICK_WIDTH if args.quick else FULL_WIDTH)
     top = max(DEVICES)
     jobs = []
-    for method in METHODS:
+    for method in args.methods:
         for p in DEVICES:
             jobs.append((method, width, p, "shard_map"))  # strong
             if p < top:
@@ -189,13 +193,15 @@ def plan(args) -> list[tuple[str, int, int, str]]:
     return jobs
 
 
-def scaling(records: list[dict], width: int) -> dict:
-    """Seconds-per-step ratios to one device: strong (fixed m) and weak (fixed m / P)."""
+def scaling(records: list[dict], width: int, methods=METHODS,
+            key: str = "seconds_per_step") -> dict:
+    """Per-step time ratios to one device: strong (fixed m) and weak (fixed m / P); ``key``
+    picks wall (``seconds_per_step``) or CPU time (``cpu_seconds_per_step``)."""
     top = max(DEVICES)
-    time_of = {(r["method"], r["m"], r["devices"], r["mode"]): r["seconds_per_step"]
+    time_of = {(r["method"], r["m"], r["devices"], r["mode"]): r.get(key)
                for r in records if r["status"] == "ok"}
     out = {}
-    for method in METHODS:
+    for method in methods:
         strong_base = time_of.get((method, width, 1, "shard_map"))
         weak_base = time_of.get((method, width // top, 1, "shard_map"))
         out[method] = {
@@ -227,12 +233,15 @@ def run_all(args) -> dict:
             "host": platform.node(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "jax": jax.__version__,
             "n": N_SAMPLES, "d": INPUT_DIM, "dtype": "float32", "euler_dt": EULER_DT,
-            "width": width, "devices": list(DEVICES), "quick": args.quick, "big": args.big,
+            "width": width, "devices": list(DEVICES), "methods": list(args.methods),
+            "quick": args.quick, "big": args.big,
             "min_seconds": args.min_seconds, "repeats": args.repeats,
             "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg())}
     report = {"meta": meta, "results": records}
     if not args.big:
-        report["ratios"] = scaling(records, width)
+        report["ratios"] = scaling(records, width, args.methods)
+        report["cpu_time_ratios"] = scaling(records, width, args.methods,
+                                            key="cpu_seconds_per_step")
     return report
 
 
@@ -249,9 +258,16 @@ def parse_args(argv=None):
                         help="timings per measurement, best kept (default 3, quick 1)")
     parser.add_argument("--no-gspmd", action="store_true",
                         help="skip the annotation-only (gspmd) comparison at 8 devices")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated steps to measure, from {', '.join(METHODS)}")
     parser.add_argument("--single", nargs=4, metavar=("METHOD", "M", "DEVICES", "MODE"),
                         help="internal: one measurement, printed as one JSON line")
     args = parser.parse_args(argv)
+    args.methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown or not args.methods:
+        parser.error(f"--methods={','.join(args.methods)!r} is not allowed; it must be a "
+                     f"comma-separated non-empty subset of {', '.join(METHODS)}")
     if args.min_seconds is None:
         args.min_seconds = 0.05 if args.quick or args.big else 1.0
     if args.repeats is None:

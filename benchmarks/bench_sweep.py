@@ -18,11 +18,12 @@ summed point times (compilation included once per width and worker), the through
 serial, whether every mode's stores equal the serial ones (every variable but wall times) and
 its report.md the serial one (but its wall-time section), and
 the machine (cores, load average before and after: on a shared machine the ratios are the
-figures to read, not the absolute rates). ``--quick`` runs the quick study (m = 256, 1024).
+figures to read, not the absolute rates). ``--quick`` runs the quick study (m = 256, 1024);
+``--modes`` picks the modes (``serial`` always runs: the ratios and comparisons need it).
 
 Usage::
 
-    python benchmarks/bench_sweep.py [--quick] [--repeats N] [--out FILE]
+    python benchmarks/bench_sweep.py [--quick] [--repeats N] [--out FILE] [--modes serial,dask2]
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="the quick study (m = 256, 1024)")
     parser.add_argument("--repeats", type=int, default=1, help="whole runs per mode (median)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated modes from {', '.join(MODES)} (serial is "
+                             "always included)")
     parser.add_argument("--single", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.single:
@@ -112,15 +116,23 @@ def main(argv=None) -> dict:
         return {}
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats} is not allowed; it must be >= 1")
+    chosen = {m for m in args.modes.split(",") if m}
+    if not chosen or chosen - set(MODES):
+        parser.error(f"--modes={args.modes!r} is not allowed; give a comma-separated "
+                     f"non-empty subset of {', '.join(MODES)}")
+    modes = tuple(m for m in MODES if m in chosen | {"serial"})
     results = {"benchmark": "sweep throughput", "date": datetime.datetime.now(
         datetime.timezone.utc).isoformat(), "machine": {
         "cores": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "load_average_before": os.getloadavg()},
         "study": STUDY + (" --quick" if args.quick else ""), "repeats": args.repeats,
         "modes": {}}
+    command = ["python", "benchmarks/bench_sweep.py"] + list(sys.argv[1:] if argv is None
+                                                             else argv)
+    results["command"] = " ".join(command)
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for mode in MODES:  # alternate, so load drifts hit every mode alike
+            for mode in modes:  # alternate, so load drifts hit every mode alike
                 out = os.path.join(tmp, mode)
                 cmd = [sys.executable, os.path.abspath(__file__), "--single", mode, out]
                 if args.quick:
@@ -135,17 +147,17 @@ def main(argv=None) -> dict:
                 results["modes"].setdefault(mode, {"runs": []})["runs"].append(record)
         results["identical_stores"] = {
             mode: same_stores(os.path.join(tmp, "serial"), os.path.join(tmp, mode))
-            for mode in MODES[1:]}
+            for mode in modes[1:]}
         results["identical_reports_but_wall_times"] = {
             mode: report_without_wall_times(os.path.join(tmp, "serial")) ==
-            report_without_wall_times(os.path.join(tmp, mode)) for mode in MODES[1:]}
+            report_without_wall_times(os.path.join(tmp, mode)) for mode in modes[1:]}
     for mode, entry in results["modes"].items():
         walls = [r["process_wall_s"] for r in entry["runs"]]
         entry["median_wall_s"] = statistics.median(walls)
         entry["runs_per_minute"] = 60.0 * entry["runs"][0]["points"] / entry["median_wall_s"]
     serial = results["modes"]["serial"]["runs_per_minute"]
     results["throughput_ratio_over_serial"] = {
-        mode: results["modes"][mode]["runs_per_minute"] / serial for mode in MODES[1:]}
+        mode: results["modes"][mode]["runs_per_minute"] / serial for mode in modes[1:]}
     results["machine"]["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=2)
     if args.out:
