@@ -15,8 +15,9 @@ the MSE falls below 1e-6).
   is rerun at larger widths and with more seeds, and gated by its crossing extrapolated to
   m -> infinity (``phase_diagram.limit_boundary``, bootstrap interval over seeds) under each
   finite-width correction that the widest widths (to 10^6, held out of that fit,
-  ``phase_diagram.heldout_test``) do not reject; its paper-width crossing stays in the report as a finding, beside the same cells trained with
-  the paper's protocol (plain GD at a fixed learning rate, ``GD_LEARNING_RATE``).
+  ``phase_diagram.heldout_test``) do not reject; its paper-width crossing stays in the report
+  as a finding, beside the same cells trained with the paper's protocol (plain GD at a fixed
+  learning rate, ``GD_LEARNING_RATE``).
 
 Runs stream into resumable sweep stores under ``OUT/sweeps/`` (a killed study continues where
 it stopped when rerun with the same ``--out``), in this process or on the workers of an executor
@@ -460,9 +461,10 @@ def _refine_boundary(report: Report, ds, rows, gammas, widths, quick: bool,
                      out_dir: str, executor=None) -> tuple:
     """Rows whose boundary misses the theory: rerun the two cells bracketing the crossing at
     WIDTH_FACTORS and WIDEST_FACTORS x the largest width (two sweeps) and measure the crossing
-    again over the widest len(widths) widths. The theory is a statement about m -> infinity, so a finite-width shift
-    must shrink as m grows; a miss that does not is a disagreement. Adds checks (findings: the
-    verdict at the study's widths stays the one above), a table and a figure; returns the
+    again over the widest len(widths) widths. The theory is a statement about m -> infinity,
+    so a finite-width shift must shrink as m grows; a miss that does not is a disagreement.
+    Adds checks (findings: the verdict at the study's widths stays the one above), a table and
+    a figure; returns the
     dataset of the larger widths, the timing text, the seconds of this session and the elapsed
     seconds (``_elapsed``)."""
     import xarray as xr
@@ -643,7 +645,7 @@ def _limit_boundary(report: Report, ds, wide, more, rows, gammas, quick: bool, o
     joined = xr.concat([paper, xr.concat([wide[keep].sel(width=list(larger)), limit[keep]],
                                          "seed")], "width")
     fits = {c: pdg.limit_boundary(joined, correction=c) for c in pdg.CORRECTIONS}
-    beyond = [int(m) for m in wide.width.values if m > larger[-1]]  # the widths the fit never sees
+    beyond = [int(m) for m in wide.width.values if m > larger[-1]]  # never seen by the fit
     tests = ({c: pdg.heldout_test(joined, wide[keep].sel(width=beyond), correction=c,
                                   level=HELDOUT_LEVEL) for c in pdg.CORRECTIONS}
              if beyond else {})
@@ -752,8 +754,8 @@ def _heldout_section(tests: dict, rows, gammas, beyond) -> tuple[str, str]:
                             "badly): no finite-width model fitted at m <= "
                             f"{anchor} predicts the widest widths, so the extrapolated "
                             "crossing is not established and the row fails")
-    scatter = ", ".join(f"{float(t.scatter.sel(gamma_prime=gp, gamma=g)):.4f}"
-                        for gp in rows for g in gammas for t in list(tests.values())[:1])
+    scatter = ", ".join(f"{float(any_test.scatter.sel(gamma_prime=gp, gamma=g)):.4f}"
+                        for gp in rows for g in gammas)  # the data's, the same for each
     body = (
         "Each correction, fitted as the limit fit above fits it (m <= "
         f"{anchor}, seed-mean of seeds 0..{int(any_test.n_fit.max()) - 1}), predicts seed 0's "
