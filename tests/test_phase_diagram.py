@@ -146,11 +146,12 @@ def test_condensation_maps_from_a_small_real_sweep(tmp_path):
         pd.plot_condensation_maps(ds.drop_vars(["particles_a", "particles_w"]), sweep, [], [])
 
 
-def _corrected_sweep(limit: float, drift: float, correction: str, seeds=5, noise=0.02, seed=0):
+def _corrected_sweep(limit: float, drift: float, correction: str, seeds=5, noise=0.02, seed=0,
+                     widths=(1000, 5000, 10000, 20000, 40000, 80000, 160000, 320000)):
     """RD whose asymptotic slope is 0.8 (gamma - limit) and whose finite-width correction is
     ``drift`` g(m) (g of ``correction``); each seed a random offset and small noise."""
     rng = np.random.default_rng(seed)
-    widths = np.array([1000, 5000, 10000, 20000, 40000, 80000, 160000, 320000])
+    widths = np.asarray(widths)
     gammas = np.array([0.84, 0.92, 1.0, 1.08])
     g_of_m = pd.CORRECTIONS[correction](widths.astype(float))
     log_rd = (0.8 * (gammas[None, None, :] - limit) * np.log(widths)[:, None, None]
@@ -205,3 +206,91 @@ def test_asymptotic_slope_weights_reject_bad_input():
         pd.asymptotic_slope_weights([10, 100])
     with pytest.raises(ValueError, match="n_boot="):
         pd.limit_boundary(_corrected_sweep(1.0, 0.0, "inverse_log"), n_boot=10)
+
+
+HELDOUT_WIDTHS = (1000, 5000, 10000, 20000, 40000, 80000, 160000, 320000, 1000000)
+
+
+def _split(ds, anchor=160000, seeds=(0,)):
+    """(fit: widths <= anchor, every seed; held out: wider, ``seeds``)."""
+    m = ds.width.values
+    return ds.sel(width=m[m <= anchor]), ds.sel(width=m[m > anchor], seed=list(seeds))
+
+
+@pytest.mark.parametrize("correction", sorted(pd.CORRECTIONS))
+def test_heldout_test_predicts_the_increase_of_a_known_correction(correction):
+    drift = {"inverse_log": 0.8, "inverse_sqrt": -60.0}[correction]
+    fit, held = _split(_corrected_sweep(1.0, drift, correction, noise=0.0,
+                                        widths=HELDOUT_WIDTHS))
+    t = pd.heldout_test(fit, held, correction=correction)
+    assert t.attrs["anchor"] == 160000 and tuple(t.width.values) == (320000, 1000000)
+    g = pd.CORRECTIONS[correction]
+    m, anchor = np.array([320000.0, 1000000.0]), 160000.0
+    gammas = t.gamma.values
+    exact = (0.8 * (gammas[:, None] - 1.0) * np.log(m / anchor)[None, :]
+             + drift * (g(m) - g(anchor))[None, :])  # the generating model's increase
+    np.testing.assert_allclose(t.predicted.values[0], exact, atol=1e-9)
+    np.testing.assert_allclose(t.observed.values[0], exact, atol=1e-9)
+    # its local slope from the anchor crosses zero where the generating slope does
+    slope = exact / np.log(m / anchor)
+    for j in range(2):
+        k = np.flatnonzero(np.sign(slope[:-1, j]) != np.sign(slope[1:, j]))[0]
+        x = gammas[k] - slope[k, j] * (gammas[k + 1] - gammas[k]) / (slope[k + 1, j] - slope[k, j])
+        assert float(t.crossing_predicted[0, j]) == pytest.approx(x, abs=1e-9)
+
+
+def test_heldout_test_scores_against_the_seed_scatter():
+    """z-scores, the pooled scatter and the F p-value recomputed by hand (numpy lstsq, scipy)."""
+    from scipy import stats
+
+    ds = _corrected_sweep(1.0, 0.8, "inverse_log", noise=0.01, widths=HELDOUT_WIDTHS, seed=3)
+    fit, held = _split(ds)
+    t = pd.heldout_test(fit, held, correction="inverse_log")
+    log_rd = np.log(ds.rd_w_end.values[:, :, 0, :])  # (width, seed, gamma)
+    m = ds.width.values.astype(float)
+    inside = m <= 160000
+    design = np.stack([np.ones(inside.sum()), np.log(m[inside]), np.log(np.log(m[inside]))], 1)
+    coef = np.linalg.lstsq(design, log_rd[inside].mean(axis=1), rcond=None)[0]  # (3, gamma)
+    step = np.stack([np.zeros(2), np.log(m[~inside] / 160000),
+                     np.log(np.log(m[~inside])) - np.log(np.log(160000))], 1)
+    predicted = (step @ coef).T  # (gamma, held-out width)
+    observed = (log_rd[~inside, 0] - log_rd[inside][-1, 0]).T
+    rises = np.diff(log_rd[inside][-3:], axis=0)  # (2 pairs, seed, gamma)
+    scatter = np.sqrt(np.var(rises, axis=1, ddof=1).mean(axis=0))
+    z = (observed - predicted) / (scatter * np.sqrt(1 + 1 / 5))[:, None]
+    np.testing.assert_allclose(t.scatter.values[0], scatter, rtol=1e-10)
+    np.testing.assert_allclose(t.z.values[0], z, rtol=1e-8)
+    mean_z2 = np.mean(z ** 2)
+    assert float(t.mean_z2[0]) == pytest.approx(mean_z2, rel=1e-8)
+    assert float(t.p_value[0]) == pytest.approx(stats.f.sf(mean_z2, z.size, 2 * 4), rel=1e-8)
+    assert int(t.dof[0]) == z.size and int(t.n_fit[0]) == 5 and int(t.n_heldout[0]) == 1
+
+
+def test_heldout_test_keeps_the_true_correction_and_rejects_the_wrong_one():
+    kept = []
+    for k in range(40):
+        fit, held = _split(_corrected_sweep(1.0, -60.0, "inverse_sqrt", noise=0.01, seed=k,
+                                            widths=HELDOUT_WIDTHS))
+        kept.append(bool(pd.heldout_test(fit, held, correction="inverse_sqrt").consistent[0]))
+    assert np.mean(kept) >= 0.85  # 95% nominal; 40 replicates
+    # a drift in 1/log m that lasts: a correction in m^(-1/2) fitted at m <= 160000 misses it
+    fit, held = _split(_corrected_sweep(1.0, 3.0, "inverse_log", noise=0.005,
+                                        widths=HELDOUT_WIDTHS))
+    right = pd.heldout_test(fit, held, correction="inverse_log")
+    wrong = pd.heldout_test(fit, held, correction="inverse_sqrt")
+    assert bool(right.consistent[0]) and not bool(wrong.consistent[0])
+    assert float(wrong.p_value[0]) < 0.01
+
+
+def test_heldout_test_rejects_bad_input():
+    fit, held = _split(_corrected_sweep(1.0, 0.8, "inverse_log", widths=HELDOUT_WIDTHS))
+    with pytest.raises(ValueError, match="must all exceed the widest fitted width 160000"):
+        pd.heldout_test(fit, fit.sel(width=[80000]))
+    with pytest.raises(ValueError, match=r"heldout seeds \[7\] are not in fit"):
+        pd.heldout_test(fit, held.assign_coords(seed=[7]))
+    with pytest.raises(ValueError, match="level="):
+        pd.heldout_test(fit, held, level=95)
+    with pytest.raises(ValueError, match="correction="):
+        pd.heldout_test(fit, held, correction="cubic")
+    one_seed = pd.heldout_test(fit.sel(seed=[0]), held)  # no scatter from one seed: untested
+    assert not bool(one_seed.consistent[0]) and np.isnan(float(one_seed.p_value[0]))

@@ -128,6 +128,7 @@ def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, m
 
     monkeypatch.setattr(luo, "BOUNDARY_TOL", 0.0)
     monkeypatch.setattr(luo, "WIDTH_FACTORS", (2, 4))
+    monkeypatch.setattr(luo, "WIDEST_FACTORS", (8,))
     widths = (64, 128)
     ds = run_sweep(pd.diagram_sweep(gammas=(0.6, 1.4), gamma_primes=(-0.2,), widths=widths,
                                     name="tiny"), progress=False).load()
@@ -138,21 +139,25 @@ def test_rows_that_miss_the_boundary_are_remeasured_at_larger_widths(tmp_path, m
     assert rows == (-0.2,) and gammas == (0.6, 1.4)
     wide_ds, text, session, summed = luo._refine_boundary(report, ds, rows, gammas, widths,
                                                           True, str(tmp_path))
-    assert tuple(wide_ds.width.values) == (256, 512)
-    assert "summed over the 4 runs" in text and session > 0 and summed > 0
+    assert tuple(wide_ds.width.values) == (256, 512, 1024)
+    assert "summed over the 4 runs" in text and "m = 1024: " in text
+    assert "summed over the 2 runs" in text and session > 0 and summed > 0
     wide = xr.open_dataset(tmp_path / "luo-diagram-wide-quick.nc")
-    assert tuple(wide.width.values) == (256, 512)
-    rd = xr.concat([ds.rd_w_end, wide.rd_w_end], "width").sel(gamma_prime=-0.2, seed=0)
+    widest = xr.open_dataset(tmp_path / "luo-diagram-widest-quick.nc")
+    assert tuple(wide.width.values) == (256, 512) and tuple(widest.width.values) == (1024,)
+    rd = xr.concat([ds.rd_w_end, wide.rd_w_end, widest.rd_w_end], "width").sel(gamma_prime=-0.2,
+                                                                               seed=0)
     slope = lambda window, g: np.polyfit(np.log(window), np.log(rd.sel(width=list(window),
                                                                        gamma=g).values), 1)[0]
     crossing = []
-    for window in (widths, (256, 512)):
+    for window in (widths, (512, 1024)):  # the widest len(widths) widths
         s0, s1 = slope(window, 0.6), slope(window, 1.4)
         assert s0 < 0 < s1
         crossing.append(0.6 - s0 * 0.8 / (s1 - s0))
     check = report.checks[-1]
-    assert check.quantity == "boundary at gamma' = -0.2 over larger widths (m = 256..512)"
-    assert check.measured == f"{crossing[0]:.3f} (m = 64..128) -> {crossing[1]:.3f} (m = 256..512)"
+    assert check.quantity == "boundary at gamma' = -0.2 over larger widths (m = 512..1024)"
+    assert check.measured == (f"{crossing[0]:.3f} (m = 64..128) -> {crossing[1]:.3f} "
+                              "(m = 512..1024)")
     assert not check.required
     assert check.passed == bool(abs(crossing[1] - 1) < abs(crossing[0] - 1) and
                                 abs(crossing[1] - 1) <= 0)
@@ -275,4 +280,18 @@ def test_rows_that_miss_the_boundary_are_gated_by_their_large_width_limit(tmp_pa
     s = np.linalg.lstsq(design, rd.mean(axis=1), rcond=None)[0][1]  # (gamma,)
     crossing = gammas[0] - s[0] * (gammas[1] - gammas[0]) / (s[1] - s[0])
     assert report.checks[1].measured.startswith(f"inverse_log: {crossing:.3f} [")
-    assert "large-width limit" in report.sections[-1][0]
+    assert "large-width limit" in report.sections[-2][0]
+    # m = 1024 is held out of the fit: each correction is tested there, and only a kept one
+    # can gate the row
+    fit = xr.concat([xr.concat([ds, more], "seed"),
+                     xr.concat([wide.sel(width=[256, 512]), limit], "seed")], "width")
+    tests = {c: pd.heldout_test(fit, wide.sel(width=[1024]), correction=c)
+             for c in pd.CORRECTIONS}
+    for c, t in tests.items():
+        verdict = "kept" if bool(t.consistent[0]) else "rejected"
+        assert f"(held out m = 1024..1024: p {float(t.p_value[0]):.2f}, {verdict})" in \
+            report.checks[1].measured
+    if not any(bool(t.consistent[0]) for t in tests.values()):
+        assert not report.checks[1].passed
+    title, body = report.sections[-1]
+    assert "held-out widths" in title and "| -0.2 | inverse_log |" in body

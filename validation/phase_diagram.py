@@ -14,6 +14,9 @@ theoretical one is gamma = 1 for gamma' <= 0 and gamma = 1 + gamma' for gamma' >
 * ``refinement_cells``: the rows whose boundary misses the theory, with the cells bracketing
   each measured crossing (to rerun at larger widths: is the miss a finite-width shift?).
 * ``local_slopes``: the slope of log RD between consecutive widths (S_w's drift with m).
+* ``limit_boundary``: the boundary extrapolated to m -> infinity with a finite-width correction.
+* ``heldout_test``: that correction, fitted as ``limit_boundary`` fits it, against widths it
+  did not see (an out-of-sample test against the seed scatter).
 * ``plot_slope_map``: S_w heat map with both boundaries.
 * ``plot_condensation_maps``: Luo's scatter (angle atan2(b, w), amplitude |a| |w~|) of the
   final particles for a few cells and widths (sweeps run with ``particles > 0``).
@@ -286,6 +289,12 @@ def asymptotic_slope_weights(widths, correction: str = "inverse_log") -> np.ndar
     Returns:
         (n,) weights.
     """
+    return _fit_weights(widths, correction)[1]
+
+
+def _fit_weights(widths, correction: str) -> np.ndarray:
+    """(3, n) weights of (c, S_inf, b) in the least-squares fit of log RD = c + S_inf log m +
+    b g(m) over ``widths`` (checked as in ``asymptotic_slope_weights``)."""
     if correction not in CORRECTIONS:
         raise ValueError(f"correction={correction!r} is not allowed; choose one of "
                          f"{sorted(CORRECTIONS)}")
@@ -294,7 +303,7 @@ def asymptotic_slope_weights(widths, correction: str = "inverse_log") -> np.ndar
         raise ValueError(f"widths must hold >= 3 distinct finite values > 1 (three "
                          f"coefficients are fitted), got {widths}")
     design = np.stack([np.ones_like(m), np.log(m), CORRECTIONS[correction](m)], axis=1)
-    return np.linalg.pinv(design)[1]
+    return np.linalg.pinv(design)
 
 
 def limit_boundary(ds: xr.Dataset, *, correction: str = "inverse_log", level: float = 0.95,
@@ -358,3 +367,114 @@ def limit_boundary(ds: xr.Dataset, *, correction: str = "inverse_log", level: fl
     return xr.Dataset(out, coords={gamma_prime_dim: gp, gamma_dim: gammas},
                       attrs={"correction": correction, "level": level,
                              "widths": [int(m) for m in ds.width.values]})
+
+
+def heldout_test(fit: xr.Dataset, heldout: xr.Dataset, *, correction: str = "inverse_log",
+                 level: float = 0.95, variable: str = ORDER_PARAMETER,
+                 gamma_dim: str = "gamma", gamma_prime_dim: str = "gamma_prime") -> xr.Dataset:
+    """Out-of-sample test of a finite-width correction: fitted where ``limit_boundary`` fits
+    it, it predicts log RD(theta_w) at widths it did not see.
+
+    Per cell, log RD = c + S_inf log m + b g(m) (g = ``CORRECTIONS[correction]``) is fitted to
+    the seed-mean of log RD over ``fit`` (seeds complete at every width, as in
+    ``limit_boundary``). From the widest fitted width m_a (the anchor) it predicts the increment
+    S_inf log(m / m_a) + b (g(m) - g(m_a)) at each held-out width m, which ``heldout`` measures as
+    the mean over its seeds of log RD(m) - log RD(m_a) (the anchor value of the same seeds, from
+    ``fit``: a seed's own offset cancels). The seed scatter sigma of a cell is the standard
+    deviation over the fitted seeds of one seed's increment between consecutive fitted widths,
+    pooled in quadrature over the widest two pairs; a correct correction then misses by about
+    sigma sqrt(1/n_heldout + 1/n_fit) (a mean of n_heldout seeds against a fit to the mean of
+    n_fit). Per gamma' the mean squared z-score over gammas and held-out widths is compared
+    with the F(k, nu) quantile at ``level``: k z-scores whose scale sigma is itself estimated
+    from few seeds, nu = 2 (n_fit - 1) degrees of freedom (the F test of a variance ratio
+    rather than a chi-square with sigma taken as known; the held-out widths of a cell share its
+    anchor, so treating them as independent is an approximation).
+
+    Args:
+        fit: a diagram sweep (dims width, seed, gamma, gamma'), >= 3 distinct widths, >= 2
+            complete seeds per row for a scatter.
+        heldout: the same cells at widths above every width of ``fit``; its seeds must be in
+            ``fit`` (their anchor values).
+        correction: a key of ``CORRECTIONS``; level: in (0, 1).
+    Returns:
+        Dataset with ``observed``, ``predicted``, ``error`` (observed - predicted) and ``z``
+        (gamma', gamma, width: the held-out widths); ``slope_observed`` and ``slope_predicted``
+        (the increments over log(m / m_a): the local slope from the anchor) and their zero
+        crossings along gamma ``crossing_observed``, ``crossing_predicted`` (gamma', width);
+        ``scatter`` (gamma', gamma); ``mean_z2`` (the mean squared z-score), ``dof`` (k),
+        ``p_value`` (of F(k, nu)), ``consistent`` (p_value >= 1 - level; False where the
+        scatter cannot be measured), ``n_fit``, ``n_heldout`` (gamma'); attrs ``correction``,
+        ``anchor``, ``level``.
+    """
+    from scipy import stats
+
+    if not (isinstance(level, float) and 0 < level < 1):
+        raise ValueError(f"level={level!r} is not allowed; it must be a float in (0, 1)")
+    for name, d in (("fit", fit), ("heldout", heldout)):
+        missing = {"width", "seed", gamma_dim, gamma_prime_dim} - set(d.dims)
+        if missing:
+            raise ValueError(f"{name} needs the dims {sorted(missing)}; its dims are "
+                             f"{tuple(d.dims)}")
+    weights = _fit_weights(fit.width.values, correction)
+    m_fit = np.sort(fit.width.values.astype(float))
+    anchor = m_fit[-1]
+    m_out = heldout.width.values.astype(float)
+    if np.any(m_out <= anchor):
+        raise ValueError(f"heldout widths {heldout.width.values.tolist()} must all exceed the "
+                         f"widest fitted width {int(anchor)}")
+    absent = sorted(set(heldout.seed.values.tolist()) - set(fit.seed.values.tolist()))
+    if absent:
+        raise ValueError(f"heldout seeds {absent} are not in fit (their anchor values)")
+    g = CORRECTIONS[correction]
+    step = np.stack([np.zeros_like(m_out), np.log(m_out / anchor), g(m_out) - g(anchor)], axis=1)
+    order = (gamma_prime_dim, gamma_dim, "seed", "width")
+    log_out = np.log(order_parameter(heldout, variable)).transpose(*order)
+    cells = {gamma_prime_dim: log_out[gamma_prime_dim].values,
+             gamma_dim: log_out[gamma_dim].values}
+    log_fit = np.log(order_parameter(fit, variable)).sel(cells).sortby("width").transpose(*order)
+    at_anchor = log_fit.isel(width=-1).sel(seed=log_out.seed.values).values  # (gp, gamma, seed)
+    gammas = cells[gamma_dim]
+    span = np.log(m_out / anchor)
+    out = {k: [] for k in ("observed", "predicted", "scatter", "n_fit", "n_heldout")}
+    for values, held, base in zip(log_fit.values, log_out.values, at_anchor):
+        values = values[:, np.all(np.isfinite(values), axis=(0, 2))]  # (gamma, seed, width)
+        rise = held - base[:, :, None]  # (gamma, seed, held-out width)
+        rise = rise[:, np.all(np.isfinite(rise), axis=(0, 2))]
+        steps = np.diff(values[:, :, -3:], axis=2)  # the widest two pairs of fitted widths
+        scatter = (np.sqrt(np.mean(np.var(steps, axis=1, ddof=1), axis=1))
+                   if values.shape[1] >= 2 else np.full(gammas.size, np.nan))
+        out["observed"].append(rise.mean(axis=1) if rise.shape[1] else
+                               np.full((gammas.size, m_out.size), np.nan))
+        out["predicted"].append(values.mean(axis=1) @ weights.T @ step.T)
+        out["scatter"].append(scatter)
+        out["n_fit"].append(values.shape[1])
+        out["n_heldout"].append(rise.shape[1])
+    observed, predicted = np.asarray(out["observed"]), np.asarray(out["predicted"])
+    n_fit, n_heldout = np.asarray(out["n_fit"]), np.asarray(out["n_heldout"])
+    scatter = np.asarray(out["scatter"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = scatter * np.sqrt(1 / n_heldout + 1 / n_fit)[:, None]
+        z = (observed - predicted) / expected[:, :, None]
+    dof = np.sum(np.isfinite(z), axis=(1, 2))
+    testable = (dof > 0) & (n_fit >= 2)
+    mean_z2 = np.where(testable, np.nansum(z ** 2, axis=(1, 2)) / np.maximum(dof, 1), np.nan)
+    p_value = np.where(testable, stats.f.sf(mean_z2, np.maximum(dof, 1),
+                                            2 * np.maximum(n_fit - 1, 1)), np.nan)
+    cell, row = (gamma_prime_dim, gamma_dim, "width"), (gamma_prime_dim, "width")
+    slope = {k: v / span for k, v in (("observed", observed), ("predicted", predicted))}
+    crossing = {k: np.array([[zero_crossing(gammas, s[i, :, j]).x for j in range(m_out.size)]
+                             for i in range(s.shape[0])]) for k, s in slope.items()}
+    return xr.Dataset({
+        "observed": (cell, observed), "predicted": (cell, predicted),
+        "error": (cell, observed - predicted), "z": (cell, z),
+        "slope_observed": (cell, slope["observed"]),
+        "slope_predicted": (cell, slope["predicted"]),
+        "crossing_observed": (row, crossing["observed"]),
+        "crossing_predicted": (row, crossing["predicted"]),
+        "scatter": ((gamma_prime_dim, gamma_dim), scatter),
+        "mean_z2": (gamma_prime_dim, mean_z2), "dof": (gamma_prime_dim, dof),
+        "p_value": (gamma_prime_dim, p_value),
+        "consistent": (gamma_prime_dim, np.isfinite(p_value) & (p_value >= 1 - level)),
+        "n_fit": (gamma_prime_dim, n_fit), "n_heldout": (gamma_prime_dim, n_heldout),
+    }, coords={**cells, "width": heldout.width.values},
+        attrs={"correction": correction, "anchor": int(anchor), "level": level})
