@@ -120,7 +120,10 @@ def _phase_rows(ds: xr.Dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def _at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """values[index] along the first axis; NaN where index is -1 (nothing recorded)."""
-    out = np.asarray(values, dtype=float)[np.maximum(index, 0)]
+    values = np.asarray(values, dtype=float)
+    if not values.shape[0]:  # a run interrupted before its first record
+        return np.full(index.shape + values.shape[1:], np.nan)
+    out = values[np.maximum(index, 0)]
     out[index < 0] = np.nan
     return out
 

@@ -104,6 +104,21 @@ def test_ctrl_c_keeps_everything_recorded(monkeypatch):
     assert isinstance(info.value, KeyboardInterrupt)
 
 
+@pytest.mark.parametrize("out", [False, True], ids=["in memory", "store"])
+def test_ctrl_c_before_the_first_record_gives_an_empty_dataset(monkeypatch, tmp_path, out):
+    """Ctrl-C while the first chunk compiles: no record yet, still a clean RunInterrupted."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim, "run_chunk", interrupted)
+    path = str(tmp_path / "run.zarr") if out else None
+    with pytest.raises(mf.RunInterrupted) as info:
+        mf.simulate(small_luo(n_saves=10), progress=False, out=path)
+    ds = info.value.dataset
+    assert ds.attrs["stop_reason"] == "interrupted" and ds.sizes["t"] == 0
+    assert np.all(np.isnan(ds.phase_time.values))
+
+
 def test_step_budget_error():
     with pytest.raises(mf.StepBudgetError, match="max_steps=5"):
         mf.simulate(small_luo(max_steps=5), progress=False)
