@@ -355,7 +355,14 @@ def _add_config_arguments(parser) -> None:
                              "(e.g. solver.rtol=1e-4); repeatable")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand a command line names (its first positional argument), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``meanfield`` parser; the plugin commands (entry points of ``COMMANDS_GROUP``) are
+    loaded unless ``command`` is one of the built-in commands, which never need them."""
     parser = argparse.ArgumentParser(prog="meanfield", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -410,8 +417,9 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
     export.set_defaults(func=cmd_export)
-    for command in metadata.entry_points(group=COMMANDS_GROUP):
-        command.load()(sub)  # plugin commands, e.g. `validate` from meanfield.validation
+    if command not in sub.choices:
+        for plugin in metadata.entry_points(group=COMMANDS_GROUP):
+            plugin.load()(sub)  # plugin commands, e.g. `validate` from meanfield.validation
     return parser
 
 
@@ -451,7 +459,7 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
-        args = make_parser().parse_args(argv)
+        args = make_parser(_command_of(argv)).parse_args(argv)
         return args.func(args)
     except SystemExit as exc:  # argparse: usage printed (status 2) or --help (status 0)
         return exc.code if isinstance(exc.code, int) else 1
