@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import platform
 from importlib import metadata
 from typing import TYPE_CHECKING
@@ -181,6 +182,11 @@ SWEEP_SUMMARY = {
 
 def versions() -> dict[str, str]:
     """Library, jax and backend versions recorded in every dataset."""
+    return dict(_versions())
+
+
+@functools.cache  # fixed for the life of a process; a run builds a Dataset at every commit
+def _versions() -> dict[str, str]:
     import jax
 
     out = {"python_version": platform.python_version()}
