@@ -173,7 +173,8 @@ def cmd_run(args) -> int:
         check_replaceable(out)
     if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
-            print(_summary(open_run(out), out) + "\n(already complete; --overwrite recomputes it)")
+            print(_summary(open_run(out, dask=False), out)
+                  + "\n(already complete; --overwrite recomputes it)")
             return 0
         hint = {"unfinished": "holds an unfinished run of this config: pass --resume to "
                               "continue it (or --overwrite to start again)",
@@ -209,6 +210,7 @@ def cmd_run(args) -> int:
             return 130
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
+    ds = open_run(out, dask=False)  # the summary and figures read it whole: no task graphs
     print(_summary(ds, out))
     from meanfield.stops import STOP_REASONS
 
@@ -261,7 +263,8 @@ def cmd_plot(args) -> int:
     try:
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always")
-            paths = save_all(open_run(args.run).load(), args.out or _default_plot_dir(args.run))
+            paths = save_all(open_run(args.run, dask=False).load(),
+                             args.out or _default_plot_dir(args.run))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, FileNotFoundError) else 2

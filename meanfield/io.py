@@ -108,14 +108,15 @@ def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False
     save_dataset(ds, os.fspath(path), overwrite=overwrite)
 
 
-def open_run(path: str | os.PathLike, *, in_memory: bool = False) -> xr.Dataset:
+def open_run(path: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
     """Open a store of any kind lazily (a run, an analytic fit or a limit; a partially written
     run shows only its committed chunks). A sweep store is refused (``open_sweep`` reads it).
 
     Args:
         path: the store.
-        in_memory: read every variable now into numpy arrays (the values of the lazy Dataset,
-            read without building a dask graph per variable: faster for a small store).
+        dask: dask arrays when dask is installed (xarray's default); False reads each variable
+            into numpy when it is first used, with no task graph: the same values, faster for
+            a run's summary and figures.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -125,12 +126,12 @@ def open_run(path: str | os.PathLike, *, in_memory: bool = False) -> xr.Dataset:
     progress = verify_store(path)  # committed chunk files present, sizes as committed
     consolidated = os.path.exists(os.path.join(path, ".zmetadata"))
     ds = xr.open_zarr(path, consolidated=consolidated if progress is not None else None,
-                      **({"chunks": None} if in_memory else {}))
+                      **({} if dask else {"chunks": None}))
     _refuse_sweep(ds, path)
-    if progress is not None:
-        ds = ds.isel(t=slice(0, progress["records"]),
-                     t_snapshot=slice(0, progress["snapshots"]))
-    return ds.load() if in_memory else ds
+    if progress is None:
+        return ds
+    return ds.isel(t=slice(0, progress["records"]),
+                   t_snapshot=slice(0, progress["snapshots"]))
 
 
 def _refuse_sweep(ds: xr.Dataset, path: str) -> None:
