@@ -14,7 +14,7 @@ command line (which loads the plugin) does not import jax.
 
 from __future__ import annotations
 
-import importlib
+from meanfield.lazy import lazy_attributes
 
 # public name -> module that defines it
 _LAZY = {
@@ -27,16 +27,5 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:  # submodules (``from meanfield.validation import sweep``) import as usual
-        raise AttributeError(f"module 'meanfield.validation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
+del lazy_attributes
