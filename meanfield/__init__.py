@@ -9,7 +9,7 @@ import jax, xarray, zarr, scipy or matplotlib.
 
 from __future__ import annotations
 
-import importlib
+from meanfield.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -32,18 +32,5 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meanfield' has no attribute {name!r}")
-    if module == f"{__name__}.{name}":
-        value = importlib.import_module(module)
-    else:
-        value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
+del lazy_attributes

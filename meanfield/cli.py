@@ -173,7 +173,8 @@ def cmd_run(args) -> int:
         check_replaceable(out)
     if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
-            print(_summary(open_run(out), out) + "\n(already complete; --overwrite recomputes it)")
+            print(_summary(open_run(out, dask=False), out)
+                  + "\n(already complete; --overwrite recomputes it)")
             return 0
         hint = {"unfinished": "holds an unfinished run of this config: pass --resume to "
                               "continue it (or --overwrite to start again)",
@@ -209,6 +210,7 @@ def cmd_run(args) -> int:
             return 130
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
+    ds = open_run(out, dask=False)  # the summary and figures read it whole: no task graphs
     print(_summary(ds, out))
     from meanfield.stops import STOP_REASONS
 
@@ -261,7 +263,8 @@ def cmd_plot(args) -> int:
     try:
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always")
-            paths = save_all(open_run(args.run).load(), args.out or _default_plot_dir(args.run))
+            paths = save_all(open_run(args.run, dask=False).load(),
+                             args.out or _default_plot_dir(args.run))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, FileNotFoundError) else 2
@@ -355,7 +358,14 @@ def _add_config_arguments(parser) -> None:
                              "(e.g. solver.rtol=1e-4); repeatable")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand a command line names (its first positional argument), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``meanfield`` parser; the plugin commands (entry points of ``COMMANDS_GROUP``) are
+    loaded unless ``command`` is one of the built-in commands, which never need them."""
     parser = argparse.ArgumentParser(prog="meanfield", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -410,8 +420,9 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
     export.set_defaults(func=cmd_export)
-    for command in metadata.entry_points(group=COMMANDS_GROUP):
-        command.load()(sub)  # plugin commands, e.g. `validate` from meanfield.validation
+    if command not in sub.choices:
+        for plugin in metadata.entry_points(group=COMMANDS_GROUP):
+            plugin.load()(sub)  # plugin commands, e.g. `validate` from meanfield.validation
     return parser
 
 
@@ -451,7 +462,7 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
-        args = make_parser().parse_args(argv)
+        args = make_parser(_command_of(argv)).parse_args(argv)
         return args.func(args)
     except SystemExit as exc:  # argparse: usage printed (status 2) or --help (status 0)
         return exc.code if isinstance(exc.code, int) else 1

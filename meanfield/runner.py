@@ -208,9 +208,9 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
             targets, real = padded_targets(times, start, end)
+            # the numpy mask goes in as it is: jnp.asarray would compile a copy program
             state, done, records = run_chunk(integrator, stop, problem, x_eval, state,
-                                             jnp.asarray(targets, dtype), jnp.asarray(real),
-                                             particles, spec)
+                                             jnp.asarray(targets, dtype), real, particles, spec)
             done = bool(done)
             kept = recorder.add(records)
             early = early_stop(recorder, state, problem, config) if not done else None
@@ -301,7 +301,7 @@ def _result(recorder, store, started: float, stop_reason: str, finished: bool = 
 
     if store is None or not store.written:
         return with_phase_summary(recorder.dataset(started, stop_reason))
-    ds = open_run(store.path)
+    ds = open_run(store.path, dask=False).load()  # the phases read every record
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
                  finished=finished,
                  extra=phase_variables(ds.assign_attrs(stop_reason=stop_reason)))
@@ -368,8 +368,9 @@ class _Recorder:
         t = float(state.t)
         if self.snapshots and self.snapshots[-1][0] == t:
             return
-        a, w = to_host((state.particles.a[:m], state.particles.w[:m]))
-        snap = (t, np.asarray(a), np.asarray(w))
+        # sliced on the host: a slice on the device compiles a program per run
+        a, w = to_host((state.particles.a, state.particles.w))
+        snap = (t, np.asarray(a)[:m], np.asarray(w)[:m])
         self.snapshots.append(snap)
         self.pending_snapshots.append(snap)
 

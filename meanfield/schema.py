@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import platform
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-import numpy as np
-import xarray as xr
+if TYPE_CHECKING:  # imported where used: the command line reads LIMIT_KINDS without xarray
+    import xarray as xr
 
 SCHEMA_VERSION = 1
 TIME_UNITS = "gradient-flow time (mean-field normalisation, docs/theory/model.md)"
@@ -180,6 +182,11 @@ SWEEP_SUMMARY = {
 
 def versions() -> dict[str, str]:
     """Library, jax and backend versions recorded in every dataset."""
+    return dict(_versions())
+
+
+@functools.cache  # fixed for the life of a process; a run builds a Dataset at every commit
+def _versions() -> dict[str, str]:
     import jax
 
     out = {"python_version": platform.python_version()}
@@ -214,6 +221,8 @@ def variable(name: str, values, *, long_name: str | None = None, units: str | No
     spec = VARIABLES.get(name) or COORDS.get(name)
     if spec is None:
         raise KeyError(f"{name!r} is not a variable of the meanfield schema (meanfield.schema)")
+    import xarray as xr
+
     attrs = {}
     if (spec.units if units is None else units):
         attrs["units"] = spec.units if units is None else units
@@ -224,6 +233,8 @@ def variable(name: str, values, *, long_name: str | None = None, units: str | No
 
 def _checked(name: str, value) -> xr.Variable:
     """A Variable taken as it is (attributes included) once its dims are the schema's."""
+    import xarray as xr
+
     value = value.variable if isinstance(value, xr.DataArray) else value
     if value.dims != VARIABLES[name].dims:
         raise ValueError(f"variable {name!r} has dims {value.dims}; the schema says "
@@ -255,6 +266,8 @@ def build(kind: str, config, data: dict, *, coords: dict | None = None,
     Raises:
         ValueError: an unknown kind, a variable the kind may not hold, or a required one absent.
     """
+    import xarray as xr
+
     _check_kind(kind)
     allowed = KIND_VARIABLES.get(kind, ())
     extra = [n for n in data if n not in allowed

@@ -221,3 +221,22 @@ def test_validate_is_a_plugin_command(capsys):
     assert "luo-slopes" in err and "wang-ma" in err
     assert cli.main(["validate", "--help"]) == 0  # argparse's exit, as a status
     assert "./validation-reports/STUDY" in capsys.readouterr().out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("argv, status, plugins", [(["--help"], 0, True),
+                                                   (["run", "--help"], 0, False),
+                                                   (["no-such-command"], 2, True)])
+def test_help_and_usage_errors_import_no_heavy_module(argv, status, plugins):
+    """Building the parser (plugins included) imports neither jax nor xarray; a built-in
+    command does not even load the plugins."""
+    import subprocess
+    import sys
+
+    heavy = ["jax", "xarray", "zarr", "numpy", "meanfield.validation.executors"]
+    code = ("import contextlib, io, sys; from meanfield import cli; out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):\n"
+            f"    status = cli.main({argv!r})\n"
+            f"print(status, 'validate' in out.getvalue(), [m for m in {heavy!r} if m in sys.modules],"
+            " 'meanfield.validation' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == f"{status} {plugins} [] {plugins}"

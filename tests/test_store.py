@@ -42,6 +42,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert progress is not None and not progress["finished"], "the run finished before the kill"
     partial = mf.open_run(out)  # readable as it is, committed chunks only
     assert partial.sizes["t"] == progress["records"] > 0
+    numpy = mf.open_run(out, dask=False)  # the same committed records, without dask
+    assert partial.chunks and not numpy.chunks
+    xr.testing.assert_identical(numpy.load(), partial.load())
     resumed = mf.simulate(config(), progress=False, out=out, resume=True, checkpoint_seconds=0)
     reference = mf.simulate(config(), progress=False)
     data = lambda ds: ds.load().drop_attrs()

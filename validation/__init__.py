@@ -7,12 +7,25 @@ studies built on sweeps run on a local Dask cluster of N workers, or on a runnin
 The command is this package's plugin to the ``meanfield`` CLI (entry point group
 ``meanfield.commands``, ``meanfield.validation.cli``): dependencies point one way, validation
 imports meanfield, never the reverse.
+
+The public names load their modules on first use (PEP 562), so building the ``meanfield``
+command line (which loads the plugin) does not import jax.
 """
 
-from meanfield.validation.executors import (DaskCluster, LocalProcesses, Serial,
-                                            executor_from_options)
-from meanfield.validation.report import Check, Report
-from meanfield.validation.studies import STUDIES, run_study
+from __future__ import annotations
 
-__all__ = ["Check", "DaskCluster", "LocalProcesses", "Report", "STUDIES", "Serial",
-           "executor_from_options", "run_study"]
+from meanfield.lazy import lazy_attributes
+
+# public name -> module that defines it
+_LAZY = {
+    "DaskCluster": "meanfield.validation.executors",
+    "LocalProcesses": "meanfield.validation.executors",
+    "Serial": "meanfield.validation.executors",
+    "executor_from_options": "meanfield.validation.executors",
+    "Check": "meanfield.validation.report", "Report": "meanfield.validation.report",
+    "STUDIES": "meanfield.validation.studies", "run_study": "meanfield.validation.studies",
+}
+
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
+del lazy_attributes

@@ -2,8 +2,8 @@
 
 ``meanfield.cli`` discovers the entry point group ``meanfield.commands`` (pyproject.toml:
 ``validate = "meanfield.validation.cli:register"``), so the core package never imports
-``meanfield.validation``. ``register`` adds the subcommand; each study's module loads only
-when it runs.
+``meanfield.validation``. ``register`` adds the subcommand without importing jax (every
+``meanfield`` command line builds its parser); each study's module loads only when it runs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meanfield.validation.executors import executor_from_options
 from meanfield.validation.studies import DEFAULT_OUT, STUDIES, run_study, takes_executor
 
 
@@ -59,6 +58,8 @@ def cmd_validate(args) -> int:
               f"`meanfield validate {next(iter(STUDIES))} --quick`; the studies are:\n"
               + "\n".join(_study_lines(STUDIES)), file=sys.stderr)
         return 2
+    from meanfield.validation.executors import executor_from_options  # imports jax
+
     try:
         executor = executor_from_options(args.scheduler, args.workers)
         report, path = run_study(args.study, args.out, quick=args.quick, executor=executor)
@@ -73,6 +74,8 @@ def cmd_validate(args) -> int:
 
 def _validate_all(args) -> int:
     """Every study in turn; a summary line each; status 0 only if every study passes."""
+    from meanfield.validation.executors import executor_from_options  # imports jax
+
     try:
         executor = executor_from_options(args.scheduler, args.workers)
     except (ValueError, ImportError) as exc:

@@ -13,8 +13,6 @@ import inspect
 import os
 import time
 
-from meanfield.validation.executors import Serial, check_executor
-
 
 def _lazy(module: str, name: str):
     """The study function ``module.name``, imported only when called."""
@@ -80,6 +78,8 @@ def run_study(name: str, out_dir: str | None = None, quick: bool = False, execut
             None: in this process); only for the studies built on sweeps (``takes_executor``).
     Returns (report, path of report.md).
     """
+    from meanfield.validation.executors import Serial, check_executor  # imports jax
+
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; choose one of {sorted(STUDIES)}")
     executor = check_executor(executor)
