@@ -88,6 +88,7 @@ def run_once(pytest_args: list[str], cache_dir: str) -> dict:
             "peak_rss_largest_process_gb": round(int(max_rss_kib) / 1024**2, 2),
             "peak_rss_tree_gb": round(peak_tree / 1024**3, 2),
             "summary": summary[-1] if summary else "\n".join(lines[-30:]),
+            "failed": [line for line in lines if line.startswith(("FAILED", "ERROR"))],
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
 
 
