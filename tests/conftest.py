@@ -6,18 +6,6 @@ directory (``.pytest_cache``; ``pytest --cache-clear`` empties it; a temporary d
 the user's own cache directory. After each test module the in-memory compiled programs are
 dropped and the freed memory returned to the system, which bounds the session's peak memory; a
 later module that needs one of them again reads it from the persistent cache.
-
-Compile options: most of the session's time is XLA compiling small programs, so the session
-compiles with less optimisation (``TEST_XLA_FLAGS``: LLVM at -O0 and XLA:CPU's elemental
-emitters instead of its MLIR fusion emitters), which takes about a third of the CPU time of a
-default compile for the same programs; the compiled programs run slower, but the session's
-runs are short. The flags go into ``XLA_FLAGS`` before jax starts its backend, so the
-subprocesses the tests start inherit them; flags already in ``XLA_FLAGS`` are kept. Results are
-equal to a default compile up to rounding (float64 values differ in the last bits, so a count
-at a threshold, such as the alive fraction or a density bin, can move by one particle): every
-test compares results computed within the session (or against tolerances), none against
-stored bits. The persistent cache keys its entries on the flags, so these programs are never
-served to a run outside the test session.
 """
 
 import ctypes
@@ -26,21 +14,11 @@ import os
 import shutil
 import tempfile
 
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+import jax
+import numpy as np
+import pytest
 
-
-def with_test_flags(flags: str) -> str:
-    """``XLA_FLAGS`` with the session's compile options first (once), the given flags after."""
-    return flags if TEST_XLA_FLAGS in flags else f"{TEST_XLA_FLAGS} {flags}".strip()
-
-
-os.environ["XLA_FLAGS"] = with_test_flags(os.environ.get("XLA_FLAGS", ""))
-
-import jax  # noqa: E402  (after XLA_FLAGS: read when the backend starts)
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from meanfield.compilation import ENV_VAR  # noqa: E402
+from meanfield.compilation import ENV_VAR
 
 jax.config.update("jax_enable_x64", True)
 

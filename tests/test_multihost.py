@@ -53,8 +53,7 @@ def free_port() -> int:
 
 def launch(case: str, out, resume: bool = False) -> list[subprocess.Popen]:
     port = free_port()
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                                      " --xla_force_host_platform_device_count=1"))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     return [subprocess.Popen([sys.executable, __file__, case, str(i), str(port), str(out)]
                              + (["resume"] if resume else []), env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
