@@ -74,14 +74,14 @@ def single(name: str) -> dict:
     from meanfield import runner
     from meanfield.recording import make_spec
     from meanfield.setup import chunk_plan, padded_targets, particle_time_scale, prepare, \
-        save_schedule, time_scales
+        time_scales
 
     preset, arguments, fields = CASES[name]
     config = presets.get(preset, **arguments)
     config = config.replace(**fields) if fields else config
     problem, particles, x_eval, dtype = prepare(config)
     integrator = config.solver.build().with_dtype(dtype)
-    times, snap = save_schedule(config, particle_time_scale(problem, particles))
+    times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
     targets, real = padded_targets(times, *chunk_plan(times, snap)[0][:2])
     targets, real = jnp.asarray(targets, dtype), jnp.asarray(real)
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)

@@ -56,3 +56,30 @@ def test_bench_engine_quick_prints_json(tmp_path):
     report = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == report
     check_report(report, quick=True)
+
+
+def meanfield_imports(path: pathlib.Path) -> list[tuple[str, str, int]]:
+    """(module, name, line) of every ``from meanfield... import name`` in a script, also the
+    imports inside functions (the benchmarks import in their measuring subprocesses)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "meanfield":
+            found += [(node.module, alias.name, node.lineno) for alias in node.names]
+    return found
+
+
+def test_every_benchmark_imports_names_that_exist():
+    """A renamed library function must not leave a benchmark that fails only when it is run."""
+    scripts = sorted(SCRIPT.parent.glob("bench_*.py"))
+    assert len(scripts) >= 5
+    missing = []
+    for script in scripts:
+        for module, name, line in meanfield_imports(script):
+            if not hasattr(importlib.import_module(module), name):
+                try:  # a submodule imported by name
+                    importlib.import_module(f"{module}.{name}")
+                except ImportError:
+                    missing.append(f"{script.name}:{line}: {module}.{name}")
+    assert not missing, missing
