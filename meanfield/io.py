@@ -111,6 +111,21 @@ def save_run(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False
 def open_run(path: str | os.PathLike) -> xr.Dataset:
     """Open a store of any kind lazily (a run, an analytic fit or a limit; a partially written
     run shows only its committed chunks). A sweep store is refused (``open_sweep`` reads it)."""
+    return _open_store(path)
+
+
+def load_run(path: str | os.PathLike) -> xr.Dataset:
+    """Read a whole store of any kind into memory: ``open_run(path).load()`` without dask.
+
+    Each variable is read in one call instead of one dask task per chunk file, several times
+    faster for a streamed run (one chunk per record and variable).
+    """
+    return _open_store(path, chunks=None).load()
+
+
+def _open_store(path: str | os.PathLike, **open_kwargs) -> xr.Dataset:
+    """The committed part of a store; ``open_kwargs`` for ``xarray.open_zarr`` (chunks=None:
+    no dask)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no run store at {path}")
@@ -118,7 +133,8 @@ def open_run(path: str | os.PathLike) -> xr.Dataset:
 
     progress = verify_store(path)  # committed chunk files present, sizes as committed
     consolidated = os.path.exists(os.path.join(path, ".zmetadata"))
-    ds = xr.open_zarr(path, consolidated=consolidated if progress is not None else None)
+    ds = xr.open_zarr(path, consolidated=consolidated if progress is not None else None,
+                      **open_kwargs)
     _refuse_sweep(ds, path)
     if progress is None:
         return ds
@@ -137,8 +153,8 @@ def export_netcdf(run: str | os.PathLike | xr.Dataset, path: str | os.PathLike) 
 
     Attributes netCDF cannot hold (booleans, None) are written as strings.
     """
-    ds = open_run(run) if isinstance(run, (str, os.PathLike)) else run
-    ds = ds.load().copy()
+    ds = load_run(run) if isinstance(run, (str, os.PathLike)) else run.load()
+    ds = ds.copy()
     ds.attrs = {k: (str(v) if isinstance(v, bool) or v is None else v) for k, v in ds.attrs.items()}
     ds.to_netcdf(os.fspath(path))
     return os.fspath(path)
