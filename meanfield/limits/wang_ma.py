@@ -37,7 +37,6 @@ import math
 
 import numpy as np
 import xarray as xr
-from scipy.integrate import solve_ivp
 
 from meanfield.schema import build
 
@@ -112,6 +111,8 @@ def closed_forms(p: float, delta: float, rho_p: float | None = None,
 
 
 def _solve(p, delta, rho_p, rho_m, t_end, rtol=1e-10, atol=1e-12):
+    from scipy.integrate import solve_ivp  # here: the closed forms (figures) need no scipy
+
     pi_p, pi_m = _pis(p)
     c, s2 = math.cos(delta), math.sin(delta) ** 2
 
