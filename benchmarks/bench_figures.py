@@ -1,9 +1,9 @@
 """Time of each figure ``meanfield.plot.save_all`` writes, build and savefig apart.
 
-Each repetition is a fresh process (``--worker``) that imports matplotlib, opens and loads a
-stored run, and calls ``save_all`` once (``fresh``: the first figures of a process pay the font
-and mathtext caches) and then ``--warm`` more times (``warm``: later figures of the same
-process). ``Figure.savefig`` is wrapped with a clock, so the times are those of ``save_all``
+Each repetition is a fresh process (``--worker``) that imports matplotlib, reads a stored run
+into memory as ``meanfield plot`` does, and calls ``save_all`` once (``fresh``: the first
+figures of a process pay the font and mathtext caches and xarray's import of dask) and then
+``--warm`` more times (``warm``: later figures of the same process). ``Figure.savefig`` is wrapped with a clock, so the times are those of ``save_all``
 itself: a figure's build time runs from the end of the previous savefig (or the call) to the
 start of its own savefig. The whole command ``meanfield plot STORE`` is timed too, in fresh
 processes.
@@ -70,10 +70,11 @@ def worker(store: str, warm: int) -> dict:
     import matplotlib.figure  # noqa: F401  (imported here to be timed apart)
     from matplotlib.backends import backend_agg  # noqa: F401
     imported_mpl = time.perf_counter()
-    from meanfield.io import open_run
+    from meanfield import io
     import meanfield.plot  # noqa: F401
     imported = time.perf_counter()
-    ds = open_run(store).load()
+    # as `meanfield plot` reads it (load_run; commits before it: open_run(...).load())
+    ds = io.load_run(store) if hasattr(io, "load_run") else io.open_run(store).load()
     loaded = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
