@@ -1,12 +1,12 @@
 """Time of each figure ``meanfield.plot.save_all`` writes, build and savefig apart.
 
-Each repetition is a fresh process (``--worker``) that imports matplotlib, reads a stored run
-into memory as ``meanfield plot`` does, and calls ``save_all`` once (``fresh``: the first
-figures of a process pay the font and mathtext caches and xarray's import of dask) and then
-``--warm`` more times (``warm``: later figures of the same process). ``Figure.savefig`` is wrapped with a clock, so the times are those of ``save_all``
-itself: a figure's build time runs from the end of the previous savefig (or the call) to the
-start of its own savefig. The whole command ``meanfield plot STORE`` is timed too, in fresh
-processes.
+Each repetition is a fresh process (``--worker``) that imports matplotlib, reads a stored run into
+memory as ``meanfield plot`` does, and calls ``save_all`` once (``fresh``: the first figures of a
+process pay the font and mathtext caches and xarray's import of dask) and then ``--warm`` more
+times (``warm``: later figures of the same process). ``Figure.savefig`` is wrapped with a clock, so
+the times are those of ``save_all`` itself: a figure's build time runs from the end of the previous
+savefig (or the call) to the start of its own savefig. The whole command ``meanfield plot STORE``
+is timed too, in fresh processes.
 
 Stores: ``--wang-ma`` and ``--luo`` name stored runs; without them the runs are made first
 (``meanfield run wang_ma`` / ``meanfield run luo_1d`` with ``--no-plots``, about a minute).
