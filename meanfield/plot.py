@@ -343,11 +343,10 @@ def theory_plateau(ds: xr.Dataset) -> float | None:
     wang_ma run, None for any other run (``meanfield.limits.wang_ma.plateau_loss``)."""
     if ds.attrs.get("preset") != "wang_ma" or "config" not in ds.attrs:
         return None
-    from meanfield.io import run_config
-    from meanfield.limits.wang_ma import data_geometry, plateau_loss
+    from meanfield.limits.wang_ma import input_geometry, plateau_loss
 
-    try:
-        p, _ = data_geometry(run_config(ds))
+    try:  # from the stored data: building the run's config imports the whole simulator
+        p, _ = input_geometry(ds.x_train.values, ds.y_train.values)
     except ValueError:  # noisy data: no closed form
         return None
     return float(plateau_loss(p))
