@@ -13,9 +13,11 @@ Stores: ``--wang-ma`` and ``--luo`` name stored runs; without them the runs are 
 
 Prints JSON with, per store, the medians over the repetitions of every time, all the values,
 and the machine load (1-minute load average before and after each case, and the CPU count).
+``--baseline-src DIR`` times another version of the package (its ``meanfield`` directory in DIR)
+in the same run, process by process in turn, and adds the ratios baseline / current.
 
     python benchmarks/bench_figures.py [--repeat N] [--warm N] [--wang-ma STORE] [--luo STORE]
-        [--out FILE]
+        [--baseline-src DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -92,30 +94,51 @@ def medians(runs: list[dict]) -> dict:
     return statistics.median(runs)
 
 
-def store_case(store: str, repeat: int, warm: int, env: dict) -> dict:
-    load_before = os.getloadavg()[0]
-    runs = []
-    for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--worker", store, "--warm", str(warm)],
-                             check=True, capture_output=True, text=True, env=env)
-        runs.append(json.loads(out.stdout))
+def summary(runs: list[dict], walls: list[float]) -> dict:
+    """Medians of the worker records and of the ``meanfield plot`` wall times, and all values."""
     warm_runs = [w for r in runs for w in r["warm"]]
-    record = {"import_matplotlib_s": medians([r["import_matplotlib_s"] for r in runs]),
-              "import_meanfield_s": medians([r["import_meanfield_s"] for r in runs]),
-              "open_load_s": medians([r["open_load_s"] for r in runs]),
-              "fresh": medians([r["fresh"] for r in runs]),
-              "warm": medians(warm_runs) if warm_runs else None}
+    return {"import_matplotlib_s": medians([r["import_matplotlib_s"] for r in runs]),
+            "import_meanfield_s": medians([r["import_meanfield_s"] for r in runs]),
+            "open_load_s": medians([r["open_load_s"] for r in runs]),
+            "fresh": medians([r["fresh"] for r in runs]),
+            "warm": medians(warm_runs) if warm_runs else None,
+            "meanfield_plot_cli_s": statistics.median(walls),
+            "all": {"runs": runs, "meanfield_plot_cli_s": walls}}
+
+
+def store_case(store: str, repeat: int, warm: int, envs: dict[str, dict]) -> dict:
+    """{variant: summary} for each environment of ``envs``, their processes interleaved so that
+    every variant sees the same machine load."""
+    load_before = os.getloadavg()[0]
+    runs = {name: [] for name in envs}
+    walls = {name: [] for name in envs}
     with tempfile.TemporaryDirectory() as tmp:
-        walls = []
         for _ in range(repeat):
-            begin = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "meanfield.cli", "plot", store, "--out", tmp],
-                           check=True, capture_output=True, env=env)
-            walls.append(time.perf_counter() - begin)
-    record["meanfield_plot_cli_s"] = statistics.median(walls)
-    record["all"] = {"runs": runs, "meanfield_plot_cli_s": walls}
-    record["load_before"], record["load_after"] = load_before, os.getloadavg()[0]
-    return record
+            for name, env in envs.items():
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", store, "--warm", str(warm)],
+                    check=True, capture_output=True, text=True, env=env)
+                runs[name].append(json.loads(out.stdout))
+                begin = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "meanfield.cli", "plot", store, "--out", tmp],
+                               check=True, capture_output=True, env=env)
+                walls[name].append(time.perf_counter() - begin)
+    load = {"load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {name: {**summary(runs[name], walls[name]), **load} for name in envs}
+
+
+def ratios(before: dict, after: dict) -> dict:
+    """before / after of every median time (figures: build + savefig)."""
+    def total(x):
+        return x["build_s"] + x["savefig_s"] if isinstance(x, dict) else x
+
+    out = {key: before[key] / after[key] for key in
+           ("meanfield_plot_cli_s", "open_load_s", "import_matplotlib_s", "import_meanfield_s")}
+    for mode in ("fresh", "warm"):
+        if after[mode]:
+            out[mode] = {name: total(before[mode][name]) / total(x)
+                         for name, x in after[mode].items()}
+    return out
 
 
 def make_store(preset: str, path: str, env: dict) -> str:
@@ -132,6 +155,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--warm", type=int, default=3, help="save_all calls after the first")
     parser.add_argument("--wang-ma", help="stored wang_ma run (default: made first)")
     parser.add_argument("--luo", help="stored luo_1d run (default: made first)")
+    parser.add_argument("--baseline-src", help="a directory holding another version of the "
+                        "meanfield package (e.g. git archive COMMIT meanfield | tar -x -C DIR), "
+                        "timed in the same run, interleaved: 'baseline' and 'ratios' in the output")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -143,12 +169,23 @@ def main(argv=None) -> dict:
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                "stores": {}}
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    envs = {"current": env}
+    if args.baseline_src:
+        path = os.pathsep.join(p for p in (os.path.abspath(args.baseline_src),
+                                           env.get("PYTHONPATH")) if p)
+        envs["baseline"] = {**env, "PYTHONPATH": path}  # its meanfield shadows the installed one
+        results["meta"]["baseline_src"] = os.path.abspath(args.baseline_src)
+        results["baseline"], results["ratios"] = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         stores = {"wang_ma": args.wang_ma, "luo_1d": args.luo}
         for preset, store in stores.items():
             store = store or make_store(preset, os.path.join(tmp, f"{preset}.zarr"), env)
             results["meta"][f"{preset}_store"] = store
-            results["stores"][preset] = store_case(store, args.repeat, args.warm, env)
+            case = store_case(store, args.repeat, args.warm, envs)
+            results["stores"][preset] = case["current"]
+            if args.baseline_src:
+                results["baseline"][preset] = case["baseline"]
+                results["ratios"][preset] = ratios(case["baseline"], case["current"])
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
