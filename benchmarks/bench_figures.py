@@ -115,13 +115,15 @@ def store_case(store: str, repeat: int, warm: int, envs: dict[str, dict]) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeat):
             for name, env in envs.items():
+                # cwd outside any source tree: `python -m` puts the cwd first on sys.path
                 out = subprocess.run(
-                    [sys.executable, __file__, "--worker", store, "--warm", str(warm)],
-                    check=True, capture_output=True, text=True, env=env)
+                    [sys.executable, os.path.abspath(__file__), "--worker", store, "--warm",
+                     str(warm)], check=True, capture_output=True, text=True, env=env, cwd=tmp)
                 runs[name].append(json.loads(out.stdout))
                 begin = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "meanfield.cli", "plot", store, "--out", tmp],
-                               check=True, capture_output=True, env=env)
+                subprocess.run([sys.executable, "-m", "meanfield.cli", "plot", store, "--out",
+                                os.path.join(tmp, "plots")], check=True, capture_output=True,
+                               env=env, cwd=tmp)
                 walls[name].append(time.perf_counter() - begin)
     load = {"load_before": load_before, "load_after": os.getloadavg()[0]}
     return {name: {**summary(runs[name], walls[name]), **load} for name in envs}
