@@ -181,7 +181,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         stores = {"wang_ma": args.wang_ma, "luo_1d": args.luo}
         for preset, store in stores.items():
-            store = store or make_store(preset, os.path.join(tmp, f"{preset}.zarr"), env)
+            store = os.path.abspath(store or make_store(preset, os.path.join(tmp, f"{preset}.zarr"),
+                                                        env))  # the processes run in tmp
             results["meta"][f"{preset}_store"] = store
             case = store_case(store, args.repeat, args.warm, envs)
             results["stores"][preset] = case["current"]
