@@ -142,7 +142,7 @@ def _summary(ds, out: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    from meanfield.io import open_run
+    from meanfield.io import load_run, open_run
     from meanfield.errors import RunError, RunInterrupted
     from meanfield.runner import simulate
     from meanfield.store import store_status
@@ -220,7 +220,7 @@ def cmd_run(args) -> int:
     if not args.no_plots:
         from meanfield.plot import save_all
 
-        plots = save_all(ds.load(), _default_plot_dir(out))
+        plots = save_all(load_run(out), _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
     return 1 if failed else 0
@@ -257,14 +257,13 @@ def _default_plot_dir(run: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from meanfield.io import open_run
+    from meanfield.io import load_run
     from meanfield.plot import save_all
 
     try:
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always")
-            paths = save_all(open_run(args.run, dask=False).load(),
-                             args.out or _default_plot_dir(args.run))
+            paths = save_all(load_run(args.run), args.out or _default_plot_dir(args.run))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, FileNotFoundError) else 2
@@ -316,11 +315,11 @@ def cmd_limit(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from meanfield.io import open_run
+    from meanfield.io import load_run
     from meanfield.limits.compare import compare
 
     try:
-        result = compare(open_run(args.run).load(), open_run(args.limit).load())
+        result = compare(load_run(args.run), load_run(args.limit))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2

@@ -134,6 +134,12 @@ def open_run(path: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
                    t_snapshot=slice(0, progress["snapshots"]))
 
 
+def load_run(path: str | os.PathLike) -> xr.Dataset:
+    """A whole store of any kind in memory: ``open_run(path, dask=False).load()``, one read per
+    variable instead of one dask task per chunk file (a streamed run has one chunk per record)."""
+    return open_run(path, dask=False).load()
+
+
 def _refuse_sweep(ds: xr.Dataset, path: str) -> None:
     if kind_of(ds) == "sweep-summary":
         raise ValueError(f"{path} is a sweep store (kind 'sweep-summary'), not one run: open it "
@@ -145,8 +151,8 @@ def export_netcdf(run: str | os.PathLike | xr.Dataset, path: str | os.PathLike) 
 
     Attributes netCDF cannot hold (booleans, None) are written as strings.
     """
-    ds = open_run(run) if isinstance(run, (str, os.PathLike)) else run
-    ds = ds.load().copy()
+    ds = load_run(run) if isinstance(run, (str, os.PathLike)) else run.load()
+    ds = ds.copy()
     ds.attrs = {k: (str(v) if isinstance(v, bool) or v is None else v) for k, v in ds.attrs.items()}
     ds.to_netcdf(os.fspath(path))
     return os.fspath(path)

@@ -161,9 +161,17 @@ def neuron_amplitudes(ds: xr.Dataset, a: np.ndarray, w: np.ndarray) -> np.ndarra
 
 
 def _snapshot(ds: xr.Dataset, index: int):
-    a = np.asarray(ds.snapshot_a.isel(t_snapshot=index).values, dtype=float)
-    w = np.asarray(ds.snapshot_w.isel(t_snapshot=index).values, dtype=float)
-    return a, w
+    """(a, w) of snapshot ``index`` as float arrays."""
+    return (np.asarray(_at_snapshot(ds.snapshot_a, index), dtype=float),
+            np.asarray(_at_snapshot(ds.snapshot_w, index), dtype=float))
+
+
+def _at_snapshot(da: xr.DataArray, index: int) -> np.ndarray:
+    """``da.isel(t_snapshot=index).values``; numpy indexing for data in memory, where a new
+    xarray variable would import dask.array (most of the first figure of a fresh process)."""
+    if isinstance(da.data, np.ndarray):
+        return np.take(da.data, index, axis=da.get_axis_num("t_snapshot"))
+    return da.isel(t_snapshot=index).values
 
 
 def _has_snapshots(ds: xr.Dataset) -> bool:
@@ -343,11 +351,10 @@ def theory_plateau(ds: xr.Dataset) -> float | None:
     wang_ma run, None for any other run (``meanfield.limits.wang_ma.plateau_loss``)."""
     if ds.attrs.get("preset") != "wang_ma" or "config" not in ds.attrs:
         return None
-    from meanfield.io import run_config
-    from meanfield.limits.wang_ma import data_geometry, plateau_loss
+    from meanfield.limits.wang_ma import input_geometry, plateau_loss
 
-    try:
-        p, _ = data_geometry(run_config(ds))
+    try:  # from the stored data: building the run's config imports the whole simulator
+        p, _ = input_geometry(ds.x_train.values, ds.y_train.values)
     except ValueError:  # noisy data: no closed form
         return None
     return float(plateau_loss(p))

@@ -83,3 +83,40 @@ def test_every_benchmark_imports_names_that_exist():
                 except ImportError:
                     missing.append(f"{script.name}:{line}: {module}.{name}")
     assert not missing, missing
+
+
+def load_bench_figures():
+    path = SCRIPT.parent / "bench_figures.py"
+    spec = importlib.util.spec_from_file_location("bench_figures", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_figures_clocks_every_png_of_save_all(tmp_path):
+    import meanfield as mf
+
+    bench = load_bench_figures()
+    ds = mf.simulate(mf.presets.wang_ma(width=20, t_max=50.0, n_saves=40), progress=False)
+    with pytest.warns(UserWarning, match="luo_scatter.png skipped"):
+        times = bench.clocked_save_all(ds, str(tmp_path))
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["density.png", "rays.png", "training_curves.png"]
+    assert sorted(set(times) - {"total_s"}) == written
+    parts = sum(t["build_s"] + t["savefig_s"] for name, t in times.items() if name != "total_s")
+    assert all(t["savefig_s"] > 0 for name, t in times.items() if name != "total_s")
+    assert 0 < parts <= times["total_s"]
+
+
+def test_bench_figures_medians_and_ratios():
+    bench = load_bench_figures()
+    runs = [{"a": {"build_s": b, "savefig_s": 2 * b}, "total_s": 3 * b} for b in (1.0, 5.0, 2.0)]
+    assert bench.medians(runs) == {"a": {"build_s": 2.0, "savefig_s": 4.0}, "total_s": 6.0}
+    keys = ("meanfield_plot_cli_s", "open_load_s", "import_matplotlib_s", "import_meanfield_s")
+    before = {**{k: 4.0 for k in keys}, "fresh": {"a": {"build_s": 1.0, "savefig_s": 3.0},
+                                                  "total_s": 4.0}, "warm": None}
+    after = {**{k: 2.0 for k in keys}, "fresh": {"a": {"build_s": 0.5, "savefig_s": 0.5},
+                                                 "total_s": 1.0}, "warm": None}
+    ratios = bench.ratios(before, after)
+    assert ratios["fresh"] == {"a": 4.0, "total_s": 4.0}
+    assert ratios["meanfield_plot_cli_s"] == 2.0 and "warm" not in ratios

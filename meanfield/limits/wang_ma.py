@@ -37,7 +37,6 @@ import math
 
 import numpy as np
 import xarray as xr
-from scipy.integrate import solve_ivp
 
 from meanfield.schema import build
 
@@ -112,6 +111,8 @@ def closed_forms(p: float, delta: float, rho_p: float | None = None,
 
 
 def _solve(p, delta, rho_p, rho_m, t_end, rtol=1e-10, atol=1e-12):
+    from scipy.integrate import solve_ivp  # here: the closed forms (figures) need no scipy
+
     pi_p, pi_m = _pis(p)
     c, s2 = math.cos(delta), math.sin(delta) ** 2
 
@@ -204,7 +205,13 @@ def reduced_model(p: int, delta: float, rho_plus: float, rho_minus: float, t,
 
 def data_geometry(config) -> tuple[int, float]:
     """(p, delta) of a (noise-free) wang_ma preset config."""
-    x, y = np.asarray(config.data.x, float), np.asarray(config.data.y, float)
+    return input_geometry(config.data.x, config.data.y)
+
+
+def input_geometry(x, y) -> tuple[int, float]:
+    """(p, delta) of noise-free wang_ma training data: p copies of x_+ (label > 0), one x_-
+    (label < 0), delta the angle between them."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
     xp, xm = x[y > 0], x[y < 0]
     if len(xm) != 1 or not np.allclose(xp, xp[:1]):
         raise ValueError("the reduced model needs the noise-free wang_ma data (p copies of x_+, one x_-)")
