@@ -210,7 +210,7 @@ def cmd_run(args) -> int:
             return 130
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
-    ds = open_run(out, dask=False)  # the summary and figures read it whole: no task graphs
+    ds = load_run(out)  # the summary and figures read it whole, once
     print(_summary(ds, out))
     from meanfield.stops import STOP_REASONS
 
@@ -220,7 +220,7 @@ def cmd_run(args) -> int:
     if not args.no_plots:
         from meanfield.plot import save_all
 
-        plots = save_all(load_run(out), _default_plot_dir(out))
+        plots = save_all(ds, _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
     return 1 if failed else 0
