@@ -389,7 +389,7 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
     n_panels = 3 if has_acc else 2
     height = 2.3 * n_panels + 0.9
     fig = _figure(figsize=(6.6, height))
-    fig.subplots_adjust(**_margins(6.6, height, left=0.95, right=0.15, top=0.55, bottom=0.5),
+    fig.subplots_adjust(**_margins(6.6, height, left=1.2, right=0.15, top=0.55, bottom=0.5),
                         hspace=0.08)
     axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
     ax_loss, ax_f = axes[0], axes[-1]
