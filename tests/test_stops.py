@@ -59,8 +59,12 @@ def test_cli_exit_status_of_an_honest_stop(monkeypatch, tmp_path, capsys):
     from meanfield import cli, runner
 
     ds = mf.simulate(mf.presets.luo_1d(width=20, t_max=5.0, n_saves=20), progress=False)
-    monkeypatch.setattr(runner, "simulate",
-                        lambda *a, **k: ds.assign_attrs(stop_reason="all_dead"))
+
+    def stopped_run(*args, out, **kwargs):  # as simulate does: the store written, then opened
+        mf.save_run(ds.assign_attrs(stop_reason="all_dead"), out)
+        return mf.open_run(out)
+
+    monkeypatch.setattr(runner, "simulate", stopped_run)
     argv = ["run", "luo_1d", "--width", "20", "--out", str(tmp_path / "r.zarr"), "--no-plots",
             "--no-progress"]
     assert cli.main(argv) == 1
