@@ -142,7 +142,7 @@ def _summary(ds, out: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    from meanfield.io import load_run, open_run
+    from meanfield.io import open_run
     from meanfield.errors import RunError, RunInterrupted
     from meanfield.runner import simulate
     from meanfield.store import store_status
@@ -210,7 +210,7 @@ def cmd_run(args) -> int:
             return 130
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
-    ds = load_run(out)  # the summary and figures read it whole, once
+    ds = open_run(out, dask=False)  # read once per variable used: snapshots only for figures
     print(_summary(ds, out))
     from meanfield.stops import STOP_REASONS
 
@@ -220,7 +220,7 @@ def cmd_run(args) -> int:
     if not args.no_plots:
         from meanfield.plot import save_all
 
-        plots = save_all(ds, _default_plot_dir(out))
+        plots = save_all(ds.load(), _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
     return 1 if failed else 0

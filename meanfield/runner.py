@@ -301,7 +301,7 @@ def _result(recorder, store, started: float, stop_reason: str, finished: bool = 
 
     if store is None or not store.written:
         return with_phase_summary(recorder.dataset(started, stop_reason))
-    ds = open_run(store.path, dask=False).load()  # the phases read every record
+    ds = open_run(store.path, dask=False)  # each variable the phases use is read once, whole
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
                  finished=finished,
                  extra=phase_variables(ds.assign_attrs(stop_reason=stop_reason)))
