@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from bench_engine import emit
+
 CASES = {
     "wang_ma": ("wang_ma", {}, {}),
     "luo_1d": ("luo_1d", {}, {}),
@@ -133,11 +135,7 @@ def main(argv=None) -> dict:
         best = min(runs, key=lambda r: r["parts"]["run_chunk"]["total_cpu_s"])
         best["run_chunk_total_cpu_s_all"] = [r["parts"]["run_chunk"]["total_cpu_s"] for r in runs]
         results["cases"][name] = best
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(results, args.out)
     return results
 
 

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from bench_engine import emit
+
 PRESETS = {"wang_ma": ["wang_ma"], "luo_1d": ["luo_1d"]}
 
 
@@ -189,11 +191,7 @@ def main(argv=None) -> dict:
             if args.baseline_src:
                 results["baseline"][preset] = case["baseline"]
                 results["ratios"][preset] = ratios(case["baseline"], case["current"])
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(results, args.out)
     return results
 
 

@@ -7,6 +7,11 @@ Prints JSON with, for each case, the wall times of N fresh processes and their m
 * ``wang_ma_cold``: ``meanfield run wang_ma`` (simulation, store, phases and the figures) with an
   empty compilation cache (a new cache directory per repetition);
 * ``wang_ma_warm``: the same command with the cache filled by one earlier run;
+* ``wang_ma_warm_no_plots``: the same with ``--no-plots`` (the figures' share);
+* ``stack_import``: ``python -c "import jax, xarray, zarr, matplotlib.pyplot"``, the libraries
+  a run with a store and figures imports: a floor under any warm ``meanfield run``;
+* ``jax_first_program``: importing jax and running one jitted ``x + 1`` (cache off): the floor
+  of any process that computes with jax;
 * ``luo_1d_condensed_m4000_warm``: ``meanfield run luo_1d --set gamma=1.75 --width 4000``, warm
   (skipped with ``--quick``).
 
@@ -19,7 +24,6 @@ beside the times: on a shared machine the ratios within one run are the figures 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from bench_engine import emit
 
 CACHE_ENV = "MEANFIELD_COMPILATION_CACHE"  # meanfield.compilation.ENV_VAR (not imported: timing)
 WANG_MA = ["wang_ma"]
@@ -99,18 +105,22 @@ def main(argv=None) -> dict:
         timed(run_cmd(WANG_MA, os.path.join(tmp, "warm.zarr")), warm_env, tmp)  # fill the cache
         cases["wang_ma_warm"] = case("wang_ma_warm", repeat, lambda i: (
             run_cmd(WANG_MA, os.path.join(tmp, "warm.zarr")), warm_env, tmp))
+        cases["wang_ma_warm_no_plots"] = case("wang_ma_warm_no_plots", repeat, lambda i: (
+            run_cmd(WANG_MA, os.path.join(tmp, "warm.zarr")) + ["--no-plots"], warm_env, tmp))
+        cases["stack_import"] = case("stack_import", repeat, lambda i: (
+            [sys.executable, "-c", "import jax, xarray, zarr, matplotlib.pyplot"], base_env, tmp))
+        cases["jax_first_program"] = case("jax_first_program", repeat, lambda i: (
+            [sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"],
+            {**base_env, "JAX_ENABLE_COMPILATION_CACHE": "false"}, tmp))
         if not args.quick:
             timed(run_cmd(LUO, os.path.join(tmp, "luo.zarr")), warm_env, tmp)
             cases["luo_1d_condensed_m4000_warm"] = case("luo", repeat, lambda i: (
                 run_cmd(LUO, os.path.join(tmp, "luo.zarr")), warm_env, tmp))
     cold, warm = cases["wang_ma_cold"]["median_s"], cases["wang_ma_warm"]["median_s"]
     results["ratios"] = {"wang_ma_cold_over_warm": cold / warm,
-                         "wang_ma_warm_over_import": warm / cases["import"]["median_s"]}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+                         "wang_ma_warm_over_import": warm / cases["import"]["median_s"],
+                         "wang_ma_warm_over_stack_import": warm / cases["stack_import"]["median_s"]}
+    emit(results, args.out)
     return results
 
 

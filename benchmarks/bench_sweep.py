@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+from bench_engine import emit
+
 STUDY = "luo-slopes"
 MODES = ("serial", "local2", "dask2")
 SUBPROCESS_TIMEOUT = 3 * 3600.0
@@ -159,10 +161,7 @@ def main(argv=None) -> dict:
     results["throughput_ratio_over_serial"] = {
         mode: results["modes"][mode]["runs_per_minute"] / serial for mode in modes[1:]}
     results["machine"]["load_average_after"] = os.getloadavg()
-    text = json.dumps(results, indent=2)
-    if args.out:
-        pathlib.Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(results, args.out)
     return results
 
 

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from bench_engine import emit
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -110,10 +112,7 @@ def main(argv=None) -> dict:
                         "platform": platform.platform(), "pytest_args": args.pytest_args,
                         "started": started},
                "runs": runs}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        pathlib.Path(args.out).write_text(text + "\n")
+    emit(results, args.out)
     return results
 
 

@@ -181,9 +181,12 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     state = init_state(integrator, problem, particles)
     recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
     store, first_chunk = None, 0
+    # sizes the store's chunk files: every record, and a snapshot at the start, after the
+    # chunks that end on a snapshot time and at the end
+    planned = {"t": len(times), "t_snapshot": 2 + sum(after for _, _, after in plan)}
     if out is not None and resume and os.path.exists(out):
         # process 0 opens (and truncates) the store, the others then read where it resumes
-        store = RunStore.open(out, config.to_json()) if is_writer() else None
+        store = RunStore.open(out, config.to_json(), planned=planned) if is_writer() else None
         sync("meanfield: store opened")
         if store is None:
             store = RunStore(out, config.to_json())
@@ -195,7 +198,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         recorder.resume(store.last_record(), store.progress["records"])
         store = store if is_writer() else None
     elif out is not None and is_writer():
-        store = RunStore.create(out, config.to_json(), overwrite=overwrite)
+        store = RunStore.create(out, config.to_json(), overwrite=overwrite, planned=planned)
     state = place(state, mesh, m_pad)
     if first_chunk == 0:
         recorder.snapshot(state)

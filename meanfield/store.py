@@ -28,7 +28,9 @@ Safety rules:
   resumable (``--resume`` starts it afresh), never reported as unreadable.
 
 The store is a plain zarr (format 2) group readable by ``xarray.open_zarr``; its metadata is
-consolidated at every commit.
+consolidated at every commit. The chunk files of appended arrays are sized from the config
+(``append_chunk_length``); an append rewrites the last, partly filled one atomically (zarr
+writes a temporary file and renames it), so its committed records stay intact.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ _OWN_FILES = (LOCK, WRITER)
 _METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata")
 _CHUNK_KEY = re.compile(r"^\d+(\.\d+)*$")
 _OVERWRITE_TAG = ".overwrite-"
+CHUNK_BYTES = 2**20  # target size of a chunk file along an appended dimension
 
 
 class StoreError(RuntimeError):
@@ -89,6 +92,32 @@ def _group(path: str, mode: str) -> zarr.Group:
 def _dims_with(ds: xr.Dataset, dim: str) -> xr.Dataset:
     names = [v for v in ds.data_vars if dim in ds[v].dims]
     return ds[names]
+
+
+def append_chunk_length(planned: int, item_bytes: int, chunk_bytes: int | None = None) -> int:
+    """Items per chunk file along an appended dimension: all ``planned`` items of the run, or
+    as many as fit in ``chunk_bytes`` (default ``CHUNK_BYTES``; at least one).
+
+    The layout then depends on the config alone, not on how many records the first commit
+    happened to hold (a run whose first chunk compiles commits after a few records).
+    """
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    return max(1, min(int(planned), chunk_bytes // max(int(item_bytes), 1)))
+
+
+def append_encoding(ds: xr.Dataset, planned: dict) -> dict:
+    """zarr chunk encoding of the variables of ``ds`` with an appended dimension of
+    ``planned`` (``{dim: items the run will write}``): whole along every other dimension."""
+    encoding = {}
+    for name, var in ds.variables.items():
+        axes = [axis for axis, dim in enumerate(var.dims) if dim in planned]
+        if axes:
+            axis = axes[0]
+            chunks = [max(n, 1) for n in var.shape]
+            item = var.dtype.itemsize * int(np.prod(chunks[:axis] + chunks[axis + 1:]))
+            chunks[axis] = append_chunk_length(planned[var.dims[axis]], item)
+            encoding[name] = {"chunks": tuple(chunks)}
+    return encoding
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -514,8 +543,9 @@ class RunStore:
     ``target`` while an overwrite is in progress, exchanged with ``target`` by ``finish``)."""
 
     def __init__(self, path: str, config_json: str, *, target: str | None = None,
-                 locks: tuple = ()):
+                 locks: tuple = (), planned: dict | None = None):
         self.path = os.fspath(path)
+        self.planned = dict(planned or {})
         self.target = os.fspath(target) if target is not None else self.path
         self.config_json = config_json
         self._locks = list(locks)
@@ -524,10 +554,15 @@ class RunStore:
 
     # -- creation / resume ------------------------------------------------------------
     @classmethod
-    def create(cls, path: str, config_json: str, *, overwrite: bool = False) -> "RunStore":
+    def create(cls, path: str, config_json: str, *, overwrite: bool = False,
+               planned: dict | None = None) -> "RunStore":
         """A new store at ``path``. An existing ``path`` is an error unless it is an empty
         store or ``overwrite`` is set and it is a store this library wrote (then the new run
-        is written beside it and replaces it at ``finish``)."""
+        is written beside it and replaces it at ``finish``).
+
+        ``planned``: ``{"t": records, "t_snapshot": snapshots}`` the run will write, which
+        sizes the chunk files of the appended arrays (``append_chunk_length``); without it
+        the first append's length does."""
         path = os.fspath(path)
         check_store_path(path)
         status = store_status(path)
@@ -544,23 +579,24 @@ class RunStore:
             if store_status(path) != "empty":  # another writer got there first and finished
                 lock.release()
                 raise FileExistsError(f"{path} was just written by another process")
-            return cls(path, config_json, locks=(lock,))
+            return cls(path, config_json, locks=(lock,), planned=planned)
         check_replaceable(path)
         old = WriterLock(path)
         try:
             _clean_stale_siblings(path)
             new = _sibling(path)
             os.makedirs(new)
-            return cls(new, config_json, target=path, locks=(old, WriterLock(new)))
+            return cls(new, config_json, target=path, locks=(old, WriterLock(new)),
+                       planned=planned)
         except BaseException:
             old.release()
             raise
 
     @classmethod
-    def open(cls, path: str, config_json: str) -> "RunStore":
+    def open(cls, path: str, config_json: str, *, planned: dict | None = None) -> "RunStore":
         """Open an existing store to resume it; the config must match exactly. A store
-        stopped before or during its first save restarts from nothing; records written after
-        the last commit are dropped."""
+        stopped before or during its first save restarts from nothing (sized by ``planned``
+        as in ``create``); records written after the last commit are dropped."""
         path = os.fspath(path)
         check_store_path(path)
         status = store_status(path)
@@ -579,7 +615,7 @@ class RunStore:
                     if name not in _OWN_FILES:
                         full = os.path.join(path, name)
                         shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
-                return cls(path, config_json, locks=(lock,))
+                return cls(path, config_json, locks=(lock,), planned=planned)
             progress = verify_store(path) or read_progress(path)
             if progress.get("format") != FORMAT_VERSION:
                 raise StoreError(f"{path} has store format {progress.get('format')}, expected "
@@ -637,7 +673,8 @@ class RunStore:
         n_snaps = chunk.sizes.get("t_snapshot", 0)
         with quiet_zarr():
             if not os.path.exists(os.path.join(self.path, ".zgroup")):
-                chunk.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
+                chunk.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False,
+                              encoding=append_encoding(chunk, self.planned))
             else:
                 for dim, count in (("t", n_records), ("t_snapshot", n_snaps)):
                     if count:

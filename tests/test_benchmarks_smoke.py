@@ -86,6 +86,8 @@ def test_every_benchmark_imports_names_that_exist():
 
 
 def load_bench_figures():
+    if str(SCRIPT.parent) not in sys.path:  # as when run as a script: its siblings import
+        sys.path.insert(0, str(SCRIPT.parent))
     path = SCRIPT.parent / "bench_figures.py"
     spec = importlib.util.spec_from_file_location("bench_figures", path)
     bench = importlib.util.module_from_spec(spec)

@@ -88,3 +88,33 @@ def test_streamed_store_opens_with_plain_xarray(tmp_path):
     exported = xr.open_dataset(tmp_path / "run.nc")
     np.testing.assert_array_equal(exported.f_eval.values, mem.f_eval.values)
     assert exported.attrs["config"] == ds.attrs["config"]
+
+
+def test_chunk_files_depend_on_the_config_not_on_when_the_run_commits(tmp_path):
+    """A run that commits after every compiled chunk (as a cold run's first commit comes after
+    a few records) writes the same chunk files as one that commits once at the end: each
+    appended array in files of ``append_chunk_length`` items, not of the first commit's."""
+    import json
+    import pathlib
+
+    from meanfield.store import CHUNK_BYTES, append_chunk_length
+
+    assert append_chunk_length(201, 8) == 201
+    assert append_chunk_length(201, CHUNK_BYTES // 2) == 2
+    assert append_chunk_length(5, 4 * CHUNK_BYTES) == 1
+    config = mf.presets.luo_1d(width=40, t_max=20.0, n_saves=60)
+    layouts, data = [], []
+    for seconds in (0.0, 1e9):
+        out = tmp_path / f"every_{seconds:g}.zarr"
+        ds = mf.simulate(config, progress=False, out=str(out), checkpoint_seconds=seconds)
+        chunks = {p.parent.name: json.loads(p.read_text())["chunks"]
+                  for p in out.glob("*/.zarray")}
+        files = sorted(str(p.relative_to(out)) for p in out.glob("*/*") if p.name[0].isdigit())
+        layouts.append((chunks, files))
+        data.append(ds.load().drop_attrs())
+        assert read_progress(str(out))["chunks_done"] > 2
+    assert layouts[0] == layouts[1]
+    xr.testing.assert_identical(*data)
+    chunks, files = layouts[0]
+    assert chunks["loss"] == [data[0].sizes["t"]]  # the whole run in one file
+    assert [f for f in files if f.startswith("loss/")] == ["loss/0"]

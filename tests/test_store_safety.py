@@ -33,7 +33,10 @@ def reference():
 
 
 @pytest.fixture
-def finished(tmp_path, reference):
+def finished(tmp_path, reference, monkeypatch):
+    """A finished store with a chunk file per record of each appended array (as a store of a
+    long run holds many files), committed after every compiled chunk."""
+    monkeypatch.setattr(store, "CHUNK_BYTES", 1)
     out = str(tmp_path / "run.zarr")
     mf.simulate(small(), progress=False, out=out, checkpoint_seconds=0)
     return out
