@@ -1,7 +1,10 @@
 """Initial particle laws, sampled neuron by neuron from ``fold_in(key, k)`` (docs/theory/model.md).
 
 Neuron k depends only on (key, k), so the first m neurons of a width-2m run equal the width-m
-run (coupled width sweeps) and the result does not depend on chunking or device layout.
+run (coupled width sweeps) and the result does not depend on chunking or device layout:
+bitwise for the Gaussian law; the sphere and balanced laws take the norm |w|, a reduction that
+XLA may round differently for different numbers of neurons, so there the neurons agree to one or
+two units in the last place.
 With ASI, neurons 2j and 2j+1 share w and have opposite a, so f_0 = 0.
 """
 

@@ -33,6 +33,29 @@ def test_width_coupling_and_layout_invariance(law, dtype):
     assert small.w.dtype == dtype and small.a.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", (jnp.float32, jnp.float64))
+def test_width_coupling_is_bitwise_for_gaussian_and_to_two_ulp_for_norm_laws(dtype):
+    """Widths 1000 and 2000 (whose batched norm XLA rounds differently at d = 1, 2): the
+    Gaussian law is coupled bitwise, the sphere and balanced laws to one or two units in the last
+    place (as the docs say), and neither is merely close by chance: another key is far off."""
+    key = jax.random.key(7)
+    for law in (pt.InitialLaw(kind="gaussian", sigma_a=0.7, sigma_w=1.3),
+                pt.InitialLaw(kind="sphere", scale=0.1),
+                pt.InitialLaw(kind="balanced", scale=0.01, signs="random")):
+        for d in (1, 2):
+            small = pt.init_particles(key, pt.ModelSpec(width=1000, init=law), d, dtype=dtype)
+            big = pt.init_particles(key, pt.ModelSpec(width=2000, init=law), d, dtype=dtype)
+            for x, y in ((small.a, big.a[:1000]), (small.w, big.w[:1000])):
+                x, y = np.asarray(x), np.asarray(y)
+                if law.kind == "gaussian":
+                    assert np.array_equal(x, y)
+                else:
+                    np.testing.assert_array_max_ulp(x, y, maxulp=2)
+            other = pt.init_particles(jax.random.key(8), pt.ModelSpec(width=1000, init=law), d,
+                                      dtype=dtype)
+            assert np.median(np.abs(np.asarray(other.w) - np.asarray(small.w))) > 1e-3 * 0.01
+
+
 def test_gaussian_coupling_under_width_dependent_scales():
     """Mean-field-normalised Luo scales depend on m; the standardised draws are still coupled."""
     key = jax.random.key(3)
