@@ -132,7 +132,9 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
         solver instead and ``t`` counts its iterations (``meanfield.analytic_run``).
     Raises:
         DivergenceError / StepBudgetError: with ``.dataset`` holding what was recorded.
-        RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded.
+        RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded
+            (KeyboardInterrupt if that Dataset cannot be built, e.g. after a Ctrl-C in the
+            middle of a first import; a store keeps its last commit either way).
         meanfield.store.StoreError: ``out`` is unreadable or belongs to another config.
     """
     mesh = resolve_mesh(devices)
@@ -207,6 +209,10 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         bar.update(recorder.count)
     last_commit, committed_state, committed_chunks = time.time(), state, 0
     early = None  # a stop reason of meanfield.stops
+    # Import what the result needs (xarray loads dask on its first Dataset) before the loop: a
+    # Ctrl-C that lands in a first import leaves a half-imported module behind, which the
+    # interrupt path below would trip on; here it is a plain KeyboardInterrupt.
+    _result_of_records(recorder, started, "running")
     try:
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
@@ -240,10 +246,16 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             if done:
                 break
     except KeyboardInterrupt:
-        if store is not None and recorder.has_pending and committed_chunks:
-            store.append(recorder.pending_dataset(started), committed_state, committed_chunks)
-        raise RunInterrupted(_result(recorder, store, started, "interrupted",
-                                     finished=False)) from None
+        try:
+            if store is not None and recorder.has_pending and committed_chunks:
+                store.append(recorder.pending_dataset(started), committed_state,
+                             committed_chunks)
+            interrupted = _result(recorder, store, started, "interrupted", finished=False)
+        except Exception:  # e.g. a module the interrupt left half-imported
+            if store is not None:
+                store.close()  # the last commit stands: resumable
+            raise KeyboardInterrupt from None
+        raise RunInterrupted(interrupted) from None
     finally:
         if bar is not None:
             bar.close()
@@ -299,16 +311,23 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
 def _result(recorder, store, started: float, stop_reason: str, finished: bool = True):
     """The run's Dataset with its phases: from the store (finalised) when streaming, else from
     memory."""
-    from meanfield.condensation import phase_variables, with_phase_summary
+    from meanfield.condensation import phase_variables
     from meanfield.io import open_run
 
     if store is None or not store.written:
-        return with_phase_summary(recorder.dataset(started, stop_reason))
+        return _result_of_records(recorder, started, stop_reason)
     ds = open_run(store.path, dask=False)  # each variable the phases use is read once, whole
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},
                  finished=finished,
                  extra=phase_variables(ds.assign_attrs(stop_reason=stop_reason)))
     return open_run(store.path)
+
+
+def _result_of_records(recorder, started: float, stop_reason: str):
+    """The in-memory Dataset of what ``recorder`` holds, with its phases."""
+    from meanfield.condensation import with_phase_summary
+
+    return with_phase_summary(recorder.dataset(started, stop_reason))
 
 
 class _Recorder:

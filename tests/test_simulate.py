@@ -119,6 +119,32 @@ def test_ctrl_c_before_the_first_record_gives_an_empty_dataset(monkeypatch, tmp_
     assert np.all(np.isnan(ds.phase_time.values))
 
 
+def test_ctrl_c_whose_result_cannot_be_built_is_still_a_clean_interrupt(monkeypatch, tmp_path,
+                                                                         capsys):
+    """A Ctrl-C in the middle of a first import leaves a half-imported module, and building the
+    partial result then fails (a NameError inside the module): the run still ends as an
+    interrupt (KeyboardInterrupt; the CLI's exit 130), never an internal error, and the store
+    keeps its last commit."""
+    from meanfield import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def half_imported(*args, **kwargs):
+        raise NameError("name 'functoolz' is not defined")
+
+    monkeypatch.setattr(sim, "run_chunk", interrupted)
+    monkeypatch.setattr(sim, "_result", half_imported)
+    path = tmp_path / "run.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        mf.simulate(small_luo(n_saves=10), progress=False, out=str(path))
+    assert not path.exists()  # created, never written: removed, nothing to resume
+    assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--out", str(path),
+                     "--no-progress", "--no-plots"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "internal error" not in err
+
+
 def test_step_budget_error():
     with pytest.raises(mf.StepBudgetError, match="max_steps=5"):
         mf.simulate(small_luo(max_steps=5), progress=False)
