@@ -182,6 +182,10 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
                                             else config.loss_tol, dtype))
     state = init_state(integrator, problem, particles)
     recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
+    # Import what the result needs (xarray loads dask on its first Dataset) before the store and
+    # the loop: a Ctrl-C that lands in a first import leaves a half-imported module behind, which
+    # the interrupt path below would trip on; here it is a plain KeyboardInterrupt.
+    _result_of_records(recorder, started, "running")
     store, first_chunk = None, 0
     # sizes the store's chunk files: every record, and a snapshot at the start, after the
     # chunks that end on a snapshot time and at the end
@@ -209,10 +213,6 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         bar.update(recorder.count)
     last_commit, committed_state, committed_chunks = time.time(), state, 0
     early = None  # a stop reason of meanfield.stops
-    # Import what the result needs (xarray loads dask on its first Dataset) before the loop: a
-    # Ctrl-C that lands in a first import leaves a half-imported module behind, which the
-    # interrupt path below would trip on; here it is a plain KeyboardInterrupt.
-    _result_of_records(recorder, started, "running")
     try:
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
