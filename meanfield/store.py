@@ -94,15 +94,14 @@ def _dims_with(ds: xr.Dataset, dim: str) -> xr.Dataset:
     return ds[names]
 
 
-def append_chunk_length(planned: int, item_bytes: int, chunk_bytes: int | None = None) -> int:
+def append_chunk_length(planned: int, item_bytes: int) -> int:
     """Items per chunk file along an appended dimension: all ``planned`` items of the run, or
-    as many as fit in ``chunk_bytes`` (default ``CHUNK_BYTES``; at least one).
+    as many as fit in ``CHUNK_BYTES`` (at least one).
 
     The layout then depends on the config alone, not on how many records the first commit
     happened to hold (a run whose first chunk compiles commits after a few records).
     """
-    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    return max(1, min(int(planned), chunk_bytes // max(int(item_bytes), 1)))
+    return max(1, min(int(planned), CHUNK_BYTES // max(int(item_bytes), 1)))
 
 
 def append_encoding(ds: xr.Dataset, planned: dict) -> dict:
