@@ -17,8 +17,11 @@ Prints JSON with, for each case, the wall times of N fresh processes and their m
 
 The machine load (1-minute load average before and after each case, and the CPU count) is recorded
 beside the times: on a shared machine the ratios within one run are the figures to compare.
+``--baseline-src DIR`` also times the cold and warm ``wang_ma`` runs of another version of the
+package (its ``meanfield`` directory in DIR, e.g. from ``git archive``), the two versions'
+processes in turn, and adds the ratios baseline / current.
 
-    python benchmarks/bench_presets.py [--quick] [--repeat N] [--out FILE]
+    python benchmarks/bench_presets.py [--quick] [--repeat N] [--baseline-src DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -63,20 +66,30 @@ def run_cmd(preset_args: list[str], out: str) -> list[str]:
 
 def case(name: str, repeat: int, make) -> dict:
     """``make(i) -> (cmd, env, cwd)`` for repetition i; median of the wall times."""
+    return interleaved(repeat, {name: make})[name]
+
+
+def interleaved(repeat: int, makes: dict) -> dict:
+    """Records of several cases ``{name: make}`` measured in turn, repetition by repetition."""
     load_before = os.getloadavg()[0]
-    walls, steps = [], None
+    walls = {name: [] for name in makes}
+    steps = dict.fromkeys(makes)
     for i in range(repeat):
-        wall, text = timed(*make(i))
-        walls.append(wall)
-        steps = steps_from_summary(text) or steps
-    record = {"median_s": statistics.median(walls), "wall_s_all": walls,
-              "load_before": load_before, "load_after": os.getloadavg()[0]}
-    if steps is not None:
-        record["steps"] = steps
-    if name in TARGETS_S:
-        record["target_s"] = TARGETS_S[name]
-        record["holds"] = record["median_s"] <= TARGETS_S[name]
-    return record
+        for name, make in makes.items():
+            wall, text = timed(*make(i))
+            walls[name].append(wall)
+            steps[name] = steps_from_summary(text) or steps[name]
+    records = {}
+    for name in makes:
+        record = {"median_s": statistics.median(walls[name]), "wall_s_all": walls[name],
+                  "load_before": load_before, "load_after": os.getloadavg()[0]}
+        if steps[name] is not None:
+            record["steps"] = steps[name]
+        if name in TARGETS_S:
+            record["target_s"] = TARGETS_S[name]
+            record["holds"] = record["median_s"] <= TARGETS_S[name]
+        records[name] = record
+    return records
 
 
 def main(argv=None) -> dict:
@@ -84,6 +97,8 @@ def main(argv=None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="wang_ma only, one repetition")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline-src", help="a directory holding another version of the "
+                        "meanfield package to time beside this one")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else args.repeat
@@ -93,18 +108,31 @@ def main(argv=None) -> dict:
                "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         base_env = {**os.environ, "MPLBACKEND": "Agg"}
-        warm_env = {**base_env, CACHE_ENV: os.path.join(tmp, "warm-cache")}
         cases = results["cases"]
+        envs = {"": base_env}
+        if args.baseline_src:
+            src = os.path.abspath(args.baseline_src)
+            results["meta"]["baseline_src"] = src
+            envs["baseline_"] = {**base_env, "PYTHONPATH": os.pathsep.join(
+                p for p in (src, os.environ.get("PYTHONPATH")) if p)}
         cases["python_startup"] = case("python_startup", repeat, lambda i: (
             [sys.executable, "-c", "pass"], base_env, tmp))
         cases["import"] = case("import", repeat, lambda i: (
             [sys.executable, "-c", "import meanfield"], base_env, tmp))
-        cases["wang_ma_cold"] = case("wang_ma_cold", repeat, lambda i: (
-            run_cmd(WANG_MA, os.path.join(tmp, "cold.zarr")),
-            {**base_env, CACHE_ENV: os.path.join(tmp, f"cold-cache-{i}")}, tmp))
-        timed(run_cmd(WANG_MA, os.path.join(tmp, "warm.zarr")), warm_env, tmp)  # fill the cache
-        cases["wang_ma_warm"] = case("wang_ma_warm", repeat, lambda i: (
-            run_cmd(WANG_MA, os.path.join(tmp, "warm.zarr")), warm_env, tmp))
+        cases.update(interleaved(repeat, {
+            f"{prefix}wang_ma_cold": lambda i, prefix=prefix, env=env: (
+                run_cmd(WANG_MA, os.path.join(tmp, f"{prefix}cold.zarr")),
+                {**env, CACHE_ENV: os.path.join(tmp, f"{prefix}cold-cache-{i}")}, tmp)
+            for prefix, env in envs.items()}))
+        warm_envs = {prefix: {**env, CACHE_ENV: os.path.join(tmp, f"{prefix}warm-cache")}
+                     for prefix, env in envs.items()}
+        warm_env = warm_envs[""]
+        for prefix, env in warm_envs.items():  # fill the caches
+            timed(run_cmd(WANG_MA, os.path.join(tmp, f"{prefix}warm.zarr")), env, tmp)
+        cases.update(interleaved(repeat, {
+            f"{prefix}wang_ma_warm": lambda i, prefix=prefix, env=env: (
+                run_cmd(WANG_MA, os.path.join(tmp, f"{prefix}warm.zarr")), env, tmp)
+            for prefix, env in warm_envs.items()}))
         cases["wang_ma_warm_no_plots"] = case("wang_ma_warm_no_plots", repeat, lambda i: (
             run_cmd(WANG_MA, os.path.join(tmp, "warm.zarr")) + ["--no-plots"], warm_env, tmp))
         cases["stack_import"] = case("stack_import", repeat, lambda i: (
@@ -120,6 +148,10 @@ def main(argv=None) -> dict:
     results["ratios"] = {"wang_ma_cold_over_warm": cold / warm,
                          "wang_ma_warm_over_import": warm / cases["import"]["median_s"],
                          "wang_ma_warm_over_stack_import": warm / cases["stack_import"]["median_s"]}
+    if args.baseline_src:
+        for kind in ("cold", "warm"):
+            results["ratios"][f"wang_ma_{kind}_baseline_over_current"] = (
+                cases[f"baseline_wang_ma_{kind}"]["median_s"] / cases[f"wang_ma_{kind}"]["median_s"])
     emit(results, args.out)
     return results
 

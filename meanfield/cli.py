@@ -194,6 +194,10 @@ def cmd_run(args) -> int:
         except ValueError as exc:
             print(f"meanfield: --devices: {exc}", file=sys.stderr)
             return 2
+    if not args.no_plots:
+        from meanfield.plot import import_figure_modules_in_background
+
+        import_figure_modules_in_background()
     try:
         ds = simulate(config, progress=progress, out=out, resume=resume,
                       overwrite=args.overwrite, devices=args.devices, **run_kwargs)

@@ -14,6 +14,7 @@ progress bar) is in ``meanfield.setup``, the errors in ``meanfield.errors``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 
@@ -40,6 +41,7 @@ from meanfield.stops import (
     step_collapsed,
 )
 from meanfield.setup import (
+    CHUNK_SAVES,
     chunk_plan,
     custom_initial,
     padded_targets,
@@ -96,6 +98,38 @@ def run_chunk(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval,
 def init_state(integrator: pt.TimeIntegrator, problem, particles):
     """The integrator's initial state (compiled per integrator structure, like ``run_chunk``)."""
     return integrator.init(problem, particles)
+
+
+def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval,
+                  particles, spec, dtype) -> threading.Thread:
+    """Start compiling the ``run_chunk`` program of a run in a background thread.
+
+    XLA compiles without holding the GIL, so the initial state, the store and the modules of the
+    result are prepared meanwhile. ``jax.jit`` keeps the compiled program in its cache and the
+    loop's first call finds it there: the same program, so nothing the run computes changes.
+    The thread is not a daemon: an interrupted process waits for the compiler before it exits.
+
+    Args:
+        integrator, stop, problem, x_eval, particles, spec: the arguments the loop passes to
+            ``run_chunk`` (the state and the save targets are taken abstractly).
+        dtype: the run's float dtype (of the save targets).
+    Returns:
+        The started thread; join it before the first ``run_chunk`` call (two compilations of
+        one program are not shared).
+    """
+    def compile_run_chunk():
+        try:
+            state = jax.eval_shape(init_state, integrator, problem, particles)
+            targets = jax.ShapeDtypeStruct((CHUNK_SAVES,), dtype)
+            real = jax.ShapeDtypeStruct((CHUNK_SAVES,), np.bool_)
+            run_chunk.lower(integrator, stop, problem, x_eval, state, targets, real, particles,
+                            spec).compile()
+        except Exception:  # the loop's own call then compiles, and raises what went wrong
+            pass
+
+    thread = threading.Thread(target=compile_run_chunk, name="meanfield-compile-ahead")
+    thread.start()
+    return thread
 
 
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
@@ -174,12 +208,15 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     m_pad = particles.a.shape[0]
     particles = place(particles, mesh, m_pad)
     integrator = solver.with_dtype(dtype)
-    times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
-    plan = chunk_plan(times, snap)
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
     stop = pt.StopRule(max_steps=jnp.asarray(config.max_steps, jnp.int32),
                        loss_tol=jnp.asarray(-jnp.inf if config.loss_tol is None
                                             else config.loss_tol, dtype))
+    # on a particle mesh the programs are compiled under its context, in this thread
+    ahead = (compile_ahead(integrator, stop, problem, x_eval, particles, spec, dtype)
+             if mesh is None else None)
+    times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
+    plan = chunk_plan(times, snap)
     state = init_state(integrator, problem, particles)
     recorder = _Recorder(config, {"initial": "custom"} if initial is not None else {})
     # Import what the result needs (xarray loads dask on its first Dataset) before the store and
@@ -214,6 +251,8 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     last_commit, committed_state, committed_chunks = time.time(), state, 0
     early = None  # a stop reason of meanfield.stops
     try:
+        if ahead is not None:
+            ahead.join()
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
             targets, real = padded_targets(times, start, end)

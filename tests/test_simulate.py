@@ -1,7 +1,9 @@
 """simulate(): recording, stop rules, errors that keep data, reproducibility, no recompilation, CLI."""
 
 import json
+import threading
 
+import jax
 import numpy as np
 import pytest
 import xarray as xr
@@ -67,6 +69,29 @@ def test_no_recompilation_for_width_seed_step_or_tolerance():
     after_euler = sim.TRACE_COUNT["run_chunk"]
     mf.simulate(euler.replace(solver=mf.Solver(kind="euler", dt=5e-3), seed=2), progress=False)
     assert sim.TRACE_COUNT["run_chunk"] == after_euler
+
+
+def test_run_program_is_compiled_ahead_in_a_thread_and_the_loop_reuses_it():
+    # every trace, lowering or compilation of run_chunk, with the thread that did it; the
+    # width pads to 208 particles, a shape no other test of this module compiles
+    events = []
+
+    def record(name, duration, **kw):
+        if "run_chunk" in str(kw.get("fun_name", "")):
+            events.append((name.rsplit("/", 1)[-1], threading.current_thread().name))
+
+    jax.monitoring.register_event_duration_secs_listener(record)
+    try:
+        before = sim.TRACE_COUNT["run_chunk"]
+        ds = mf.simulate(small_luo(width=202, t_max=1.0), progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(record)
+    assert sim.TRACE_COUNT["run_chunk"] == before + 1
+    kinds = {kind for kind, _ in events}
+    assert {"jaxpr_trace_duration", "jaxpr_to_mlir_module_duration"} <= kinds, events
+    # the loop's call neither traced, lowered nor compiled again
+    assert {thread for _, thread in events} == {"meanfield-compile-ahead"}, events
+    assert ds.attrs["stop_reason"] == "t_max"
 
 
 def test_divergence_stops_with_clear_error_and_keeps_records():
