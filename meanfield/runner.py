@@ -238,7 +238,8 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             return open_run(out)
         state = store.load_state(to_host(state)) or state  # host template: shards of all processes
         first_chunk = store.progress["chunks_done"]
-        recorder.resume(store.last_record(), store.progress["records"])
+        recorder.resume(store.last_record(), store.progress["records"],
+                        store.last_snapshot_time())
         store = store if is_writer() else None
     elif out is not None and is_writer():
         store = RunStore.create(out, config.to_json(), overwrite=overwrite, planned=planned)
@@ -384,11 +385,18 @@ class _Recorder:
         self.pending_records: dict[str, np.ndarray] = {}
         self.pending_snapshots: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._last: dict[str, float] = {}
+        self._last_snapshot_time: float | None = None  # of the snapshots stored before a resume
         self.count = 0
 
-    def resume(self, last: dict, count: int) -> None:
-        """Continue after records already stored (only the last one matters here)."""
+    def resume(self, last: dict, count: int, last_snapshot_time: float | None = None) -> None:
+        """Continue after records and snapshots already stored (only the last ones matter).
+
+        A Ctrl-C between a chunk's computation and its commit stores that chunk's records and
+        end snapshot beside the state before it, so the resumed run computes them again: records
+        up to ``last["t"]`` and snapshots up to ``last_snapshot_time`` are not kept twice.
+        """
         self._last, self.count = dict(last), count
+        self._last_snapshot_time = last_snapshot_time
 
     def add(self, records) -> int:
         records = jax.device_get(records)
@@ -428,6 +436,8 @@ class _Recorder:
         m = self.config.model.width
         t = float(state.t)
         if self.snapshots and self.snapshots[-1][0] == t:
+            return
+        if self._last_snapshot_time is not None and t <= self._last_snapshot_time:
             return
         # sliced on the host: a slice on the device compiles a program per run
         a, w = to_host((state.particles.a, state.particles.w))

@@ -768,3 +768,11 @@ class RunStore:
             ds = xr.open_zarr(self.path, consolidated=False)
         last = ds.isel(t=self.progress["records"] - 1)
         return {k: float(last[k]) for k in ("t", "loss", "n_steps", "status") if k in last}
+
+    def last_snapshot_time(self) -> float | None:
+        """Time of the last committed particle snapshot (None before the first)."""
+        if not self.progress["snapshots"]:
+            return None
+        with quiet_zarr():
+            ds = xr.open_zarr(self.path, consolidated=False)
+        return float(ds.t_snapshot[self.progress["snapshots"] - 1])

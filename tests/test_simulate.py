@@ -170,6 +170,33 @@ def test_ctrl_c_whose_result_cannot_be_built_is_still_a_clean_interrupt(monkeypa
     assert "interrupted" in err and "internal error" not in err
 
 
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_ctrl_c_before_a_chunk_is_committed_then_resume_equals_the_uninterrupted_run(
+        chunk, monkeypatch, tmp_path):
+    """Ctrl-C after a chunk has been computed and its end snapshot taken, before its commit:
+    the interrupted run stores that chunk's records and snapshot beside the state before it, so
+    the resumed run computes the chunk again; it must not keep its records or snapshot twice."""
+    cfg = mf.presets.luo_1d(width=20, t_max=5.0, n_saves=20, precision="float64")
+    reference = mf.simulate(cfg, progress=False).drop_attrs()
+    agree, calls = sim.agree, []
+
+    def interrupt_at_the_commit_of_chunk(flag):
+        calls.append(flag)
+        if len(calls) == chunk + 1:
+            raise KeyboardInterrupt
+        return agree(flag)
+
+    monkeypatch.setattr(sim, "agree", interrupt_at_the_commit_of_chunk)
+    out = str(tmp_path / "run.zarr")
+    with pytest.raises(mf.RunInterrupted):
+        mf.simulate(cfg, progress=False, out=out, checkpoint_seconds=0)
+    monkeypatch.setattr(sim, "agree", agree)
+    stored = mf.open_run(out)
+    assert stored.sizes["t_snapshot"] >= 2  # the interrupted chunk's end snapshot is kept
+    resumed = mf.simulate(cfg, progress=False, out=out, resume=True, checkpoint_seconds=0)
+    xr.testing.assert_identical(resumed.load().drop_attrs(), reference)
+
+
 def test_step_budget_error():
     with pytest.raises(mf.StepBudgetError, match="max_steps=5"):
         mf.simulate(small_luo(max_steps=5), progress=False)
