@@ -101,10 +101,12 @@ def neuron_output(a, w, x):
 def neuron_preactivation(w, x):
     """Pre-activation w . x_j of one neuron at every input, shape (n,). w: (D,), x: (n, D).
 
+    Also the adaptive flow's other products of a D-vector with the inputs (x_j . G).
     Written as D scalar-times-column multiply-adds rather than ``x @ w``: vmapped over a chunk,
     XLA:CPU emits the (chunk, n) result as one elementwise loop fusion that it fuses with its
     consumer (the mask or the ReLU), where a dot with a width-D contraction is a separate
-    library call writing its own (chunk, n) buffer (benchmarks/bench_engine.py).
+    library call writing its own (chunk, n) buffer (benchmarks/bench_engine.py,
+    benchmarks/bench_flow.py).
     """
     z = w[0] * x[:, 0]
     for k in range(1, x.shape[1]):
