@@ -185,7 +185,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
               checkpoint_seconds: float, initial, mesh) -> xr.Dataset:
     """``simulate`` under the context of its particle mesh (None: one device)."""
     from meanfield.io import open_run
-    from meanfield.store import RunStore, read_progress
+    from meanfield.store import RunStore, deferred_interrupt, read_progress
 
     started = time.time()
     check_positive("checkpoint_seconds", checkpoint_seconds, allow_zero=True)
@@ -266,17 +266,20 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             done = done or early is not None
             if done or snapshot_after:
                 recorder.snapshot(state)
-            # process 0's clock decides for all: gathering the state is collective
-            if agree(out is not None and (done or index + 1 == len(plan) or
-                                          time.time() - last_commit >= checkpoint_seconds)):
-                checkpoint = to_host(state)
-                if store is not None:
-                    store.append(recorder.pending_dataset(started), checkpoint, index + 1)
-                recorder.clear_pending()
-                last_commit = time.time()
-            elif store is None:
-                recorder.clear_pending()
-            committed_state, committed_chunks = state, index + 1
+            # a commit and its bookkeeping are one step for a Ctrl-C: taken after both, the
+            # interrupt path never writes the committed records a second time
+            with deferred_interrupt():
+                # process 0's clock decides for all: gathering the state is collective
+                if agree(out is not None and (done or index + 1 == len(plan) or
+                                              time.time() - last_commit >= checkpoint_seconds)):
+                    checkpoint = to_host(state)
+                    if store is not None:
+                        store.append(recorder.pending_dataset(started), checkpoint, index + 1)
+                    recorder.clear_pending()
+                    last_commit = time.time()
+                elif store is None:
+                    recorder.clear_pending()
+                committed_state, committed_chunks = state, index + 1
             if bar is not None:
                 bar.update(kept)
                 # time reached, steps and step size: a stalling run shows as a shrinking h

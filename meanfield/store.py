@@ -43,6 +43,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 import warnings
 import zlib
 
@@ -535,6 +537,31 @@ def save_dataset(ds: xr.Dataset, path: str, *, overwrite: bool = False) -> None:
 
 # -- the run store -------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it when the block ends.
+
+    zarr carries out a write on its own event-loop thread; a KeyboardInterrupt raised in the
+    waiting thread would abandon the write half done, with its files still landing after the
+    interrupt handler has looked at the store. Outside the main thread (where Python delivers
+    signals) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if received and previous is not signal.SIG_IGN:
+            if callable(previous):
+                previous(signal.SIGINT, received[0])
+            else:
+                raise KeyboardInterrupt
+
+
 class RunStore:
     """Append-only writer of one run's zarr store (see module docstring).
 
@@ -660,9 +687,11 @@ class RunStore:
 
     def append(self, chunk: xr.Dataset, state, chunks_done: int) -> None:
         """Append one chunk (records on ``t``, snapshots on ``t_snapshot``), checkpoint the
-        state, then commit the new counts and checksums."""
+        state, then commit the new counts and checksums. A Ctrl-C meanwhile takes effect once
+        the commit is written (``deferred_interrupt``)."""
         try:
-            self._append(chunk, state, chunks_done)
+            with deferred_interrupt():
+                self._append(chunk, state, chunks_done)
         except OSError:  # full disk, read-only: the last commit stands; let go of the store
             self.close()
             raise
@@ -725,7 +754,7 @@ class RunStore:
         """Record final attributes and derived variables (``extra``, e.g. the phases, replaced
         if present), commit, move an overwrite into place and release the store;
         ``finished=False`` (an interrupted run) leaves the store resumable."""
-        with quiet_zarr():
+        with deferred_interrupt(), quiet_zarr():
             group = _group(self.path, "r+")
             kept = dict(group.attrs)
             if extra is not None:
@@ -735,8 +764,8 @@ class RunStore:
                 consolidate(self.path)  # xarray's append reads the metadata: no deleted array
                 extra.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
             group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
-        self.progress["finished"] = finished
-        self._commit()
+            self.progress["finished"] = finished
+            self._commit()
         if self.path != self.target:
             _exchange(self.target, self.path)
             shutil.rmtree(self.path)  # now the replaced store
