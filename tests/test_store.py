@@ -118,3 +118,21 @@ def test_chunk_files_depend_on_the_config_not_on_when_the_run_commits(tmp_path):
     chunks, files = layouts[0]
     assert chunks["loss"] == [data[0].sizes["t"]]  # the whole run in one file
     assert [f for f in files if f.startswith("loss/")] == ["loss/0"]
+
+
+def test_ctrl_c_inside_a_store_write_is_delivered_when_the_write_ends():
+    from meanfield.store import deferred_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    if before is not signal.default_int_handler:
+        pytest.skip("this process does not turn SIGINT into KeyboardInterrupt")
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs the (holding) handler here
+            finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is before
+    with deferred_interrupt():  # no signal: nothing raised
+        pass
