@@ -379,6 +379,26 @@ def emit(report: dict, out: str | None) -> None:
             fh.write(text + "\n")
 
 
+def baseline_env(src: str, env: dict) -> dict:
+    """``env`` with ``src`` first on PYTHONPATH, so that a process imports the ``meanfield``
+    package in ``src/meanfield`` (another version, e.g. ``git archive COMMIT meanfield``).
+
+    Only what that folder holds is replaced: ``meanfield.particles`` and
+    ``meanfield.validation`` come from the installed tree unless ``src/meanfield/particles``
+    (or ``validation``) exists too.
+
+    Raises:
+        SystemExit: ``src`` holds no ``meanfield`` package (the baseline would silently be the
+            current version).
+    """
+    src = os.path.abspath(src)
+    if not os.path.isfile(os.path.join(src, "meanfield", "__init__.py")):
+        raise SystemExit(f"--baseline-src {src}: no meanfield package there (expected "
+                         f"{os.path.join(src, 'meanfield', '__init__.py')})")
+    path = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return {**env, "PYTHONPATH": path}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",

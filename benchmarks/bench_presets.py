@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from bench_engine import emit
+from bench_engine import baseline_env, emit
 
 CACHE_ENV = "MEANFIELD_COMPILATION_CACHE"  # meanfield.compilation.ENV_VAR (not imported: timing)
 WANG_MA = ["wang_ma"]
@@ -111,10 +111,8 @@ def main(argv=None) -> dict:
         cases = results["cases"]
         envs = {"": base_env}
         if args.baseline_src:
-            src = os.path.abspath(args.baseline_src)
-            results["meta"]["baseline_src"] = src
-            envs["baseline_"] = {**base_env, "PYTHONPATH": os.pathsep.join(
-                p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+            envs["baseline_"] = baseline_env(args.baseline_src, base_env)
+            results["meta"]["baseline_src"] = os.path.abspath(args.baseline_src)
         cases["python_startup"] = case("python_startup", repeat, lambda i: (
             [sys.executable, "-c", "pass"], base_env, tmp))
         cases["import"] = case("import", repeat, lambda i: (

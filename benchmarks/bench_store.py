@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from bench_engine import emit
+from bench_engine import baseline_env, emit
 
 CHECKPOINT_SECONDS = {"commit_every_chunk": 0.0, "default": 5.0}
 
@@ -68,9 +68,7 @@ def main(argv=None) -> dict:
                "cases": {}}
     envs = {"current": dict(os.environ)}
     if args.baseline_src:
-        path = os.pathsep.join(p for p in (os.path.abspath(args.baseline_src),
-                                           os.environ.get("PYTHONPATH")) if p)
-        envs["baseline"] = {**os.environ, "PYTHONPATH": path}
+        envs["baseline"] = baseline_env(args.baseline_src, dict(os.environ))
         results["meta"]["baseline_src"] = os.path.abspath(args.baseline_src)
     with tempfile.TemporaryDirectory() as tmp:
         for label, env in envs.items():  # one cache per version: its own programs
