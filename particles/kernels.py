@@ -25,6 +25,15 @@ from meanfield.particles.losses import loss_derivative, loss_value
 # and power-of-two chunks (4096, 65536) were no slower than their neighbours.
 DEFAULT_CHUNK = 4_000
 
+# Chunks evaluated side by side in one iteration of the chunk loop on CPU. XLA:CPU runs the
+# independent operations of a program concurrently on its thread pool: two chunks per iteration
+# give it two independent chains, where one chunk's operations were each split over the
+# threads and joined (the Euler pass at m = 10^6: ~1.5x, benchmarks/bench_engine.py). Each
+# concurrent chunk is one more copy of the chunk body to compile (a third for the last chunk
+# of an odd count), so only passes with a small body use it; the results are those of one
+# chunk at a time, bit for bit.
+CPU_CONCURRENT_CHUNKS = 2
+
 
 @pytree_dataclass
 class Particles:
@@ -135,7 +144,13 @@ def neuron_velocity(a, w, x, residual, trainable: bool):
 
 # ----------------------------------------------------------------------------- chunked passes
 
-def scan_chunks(fn: Callable, tree, n_chunks: int, summed_init):
+def concurrent_chunks() -> int:
+    """Chunks per iteration of the chunk loop for a small chunk body on the default backend
+    (``CPU_CONCURRENT_CHUNKS`` on CPU; 1 on GPU and TPU, where one chunk fills the device)."""
+    return CPU_CONCURRENT_CHUNKS if jax.default_backend() == "cpu" else 1
+
+
+def scan_chunks(fn: Callable, tree, n_chunks: int, summed_init, *, concurrent: int = 1):
     """Apply ``fn`` chunk by chunk, stacking per-particle outputs and summing the rest.
 
     Args:
@@ -144,6 +159,8 @@ def scan_chunks(fn: Callable, tree, n_chunks: int, summed_init):
         tree: pytree with leading axis m_pad = n_chunks * chunk.
         n_chunks: static number of chunks.
         summed_init: start of the sums, with the structure of summed_tree.
+        concurrent: chunks per loop iteration (``concurrent_chunks``); the same results for
+            any value.
     Returns:
         (per_particle_tree with leading axis m_pad, summed_init + the chunk sums in chunk order).
 
@@ -151,15 +168,15 @@ def scan_chunks(fn: Callable, tree, n_chunks: int, summed_init):
     computes the sums of its own chunks, the per-chunk sums are gathered, and every device adds
     them in chunk order (``ordered_sum``).
     """
-    per_particle, partials = chunk_partials(fn, tree, n_chunks)
+    per_particle, partials = chunk_partials(fn, tree, n_chunks, concurrent=concurrent)
     return per_particle, ordered_sum(partials, summed_init)
 
 
-def chunk_partials(fn: Callable, tree, n_chunks: int):
+def chunk_partials(fn: Callable, tree, n_chunks: int, *, concurrent: int = 1):
     """Apply ``fn`` chunk by chunk; per-particle outputs stacked, summed outputs kept per chunk.
 
     Args:
-        fn, tree, n_chunks: as in ``scan_chunks``.
+        fn, tree, n_chunks, concurrent: as in ``scan_chunks``.
     Returns:
         (per_particle_tree with leading axis m_pad, summed_tree of every chunk with leading
         axis n_chunks). Under a particle mesh the per-particle tree stays sharded and the
@@ -168,9 +185,9 @@ def chunk_partials(fn: Callable, tree, n_chunks: int):
     if sharding.mesh_size():
         local = sharding.local_chunks(n_chunks)
         return sharding.per_shard(
-            lambda shard: _gathered(_scan(fn, shard, local)), (tree,),
+            lambda shard: _gathered(_scan(fn, shard, local, concurrent)), (tree,),
             (sharding.SHARDED, sharding.REPLICATED))
-    return _scan(fn, tree, n_chunks)
+    return _scan(fn, tree, n_chunks, concurrent)
 
 
 def _gathered(result):
@@ -179,10 +196,11 @@ def _gathered(result):
     return per_particle, sharding.all_gather(partials)
 
 
-def _scan(fn: Callable, tree, n_chunks: int):
+def _scan(fn: Callable, tree, n_chunks: int, concurrent: int):
     """``chunk_partials`` on the particles at hand."""
     chunked = jax.tree.map(lambda v: v.reshape((n_chunks, -1) + v.shape[1:]), tree)
-    stacked, partials = jax.lax.map(fn, chunked)
+    _, (stacked, partials) = jax.lax.scan(lambda carry, chunk: (carry, fn(chunk)), None,
+                                          chunked, unroll=concurrent)
     flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), stacked)
     return flat, partials
 
@@ -249,7 +267,7 @@ def velocity(problem: Problem, particles: Particles, residual):
         da, dw = kernel(chunk.a, chunk.w, problem.x, residual, problem.trainable)
         return Particles(a=da, w=dw), None
 
-    vel, _ = scan_chunks(fn, particles, problem.n_chunks, None)
+    vel, _ = scan_chunks(fn, particles, problem.n_chunks, None, concurrent=concurrent_chunks())
     return vel
 
 
@@ -279,7 +297,8 @@ def euler_pass(problem: Problem, particles: Particles, residual, dt):
         return new, chunk_output(new, problem.x)
 
     new, total = scan_chunks(fn, particles, problem.n_chunks,
-                             jnp.zeros(problem.x.shape[0], problem.x.dtype))
+                             jnp.zeros(problem.x.shape[0], problem.x.dtype),
+                             concurrent=concurrent_chunks())
     return new, total * problem.inv_width
 
 

@@ -110,3 +110,32 @@ def test_chunk_layout_bounds():
         n_chunks, chunk = pt.chunk_layout(m)
         assert n_chunks * chunk >= m
         assert n_chunks * chunk - m < max(chunk, 8) + 8 * n_chunks
+
+
+@pytest.mark.parametrize("dtype", (jnp.float32, jnp.float64))
+def test_concurrent_chunks_give_the_same_bits(rng, dtype):
+    """Chunks evaluated side by side in one loop iteration (any count, including an odd
+    remainder) give bitwise the results of one chunk at a time."""
+    _, problem, parts, m = random_problem(rng, loss="squared", bias=True, trainable=True,
+                                          m=75, chunk=16)
+    assert problem.n_chunks == 5
+    parts = jax.tree.map(lambda v: v.astype(dtype), parts)
+    x = problem.x.astype(dtype)
+    residual = jnp.asarray(rng.standard_normal(x.shape[0]), dtype)
+
+    def fn(chunk):
+        g = jax.vmap(pt.kernels.neuron_velocity, in_axes=(0, 0, None, None, None))(
+            chunk.a, chunk.w, x, residual, True)
+        return g, pt.kernels.chunk_output(chunk, x)
+
+    def run(concurrent):
+        return jax.jit(lambda p: pt.kernels.scan_chunks(
+            fn, p, problem.n_chunks, jnp.zeros(x.shape[0], dtype), concurrent=concurrent))(parts)
+
+    one_at_a_time = run(1)
+    for concurrent in (2, 3, 5, 8):
+        result = run(concurrent)
+        for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(one_at_a_time)):
+            np.testing.assert_array_equal(got, want)
+    assert pt.kernels.concurrent_chunks() == (
+        pt.kernels.CPU_CONCURRENT_CHUNKS if jax.default_backend() == "cpu" else 1)
