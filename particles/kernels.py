@@ -25,13 +25,15 @@ from meanfield.particles.losses import loss_derivative, loss_value
 # and power-of-two chunks (4096, 65536) were no slower than their neighbours.
 DEFAULT_CHUNK = 4_000
 
-# Chunks evaluated side by side in one iteration of the chunk loop on CPU. XLA:CPU runs the
-# independent operations of a program concurrently on its thread pool: two chunks per iteration
-# give it two independent chains, where one chunk's operations were each split over the
-# threads and joined (the Euler pass at m = 10^6: ~1.5x, benchmarks/bench_engine.py). Each
-# concurrent chunk is one more copy of the chunk body to compile (a third for the last chunk
-# of an odd count), so only passes with a small body use it; the results are those of one
-# chunk at a time, bit for bit.
+# Chunks evaluated side by side in one iteration of the Euler pass's chunk loop on CPU.
+# XLA:CPU runs the independent operations of a program concurrently on its thread pool: two
+# chunks per iteration give it two independent chains, where one chunk's operations were each
+# split over the threads and joined (1.3-1.5x at m = 10^4..10^7, benchmarks/bench_engine.py).
+# Each concurrent chunk is one more copy of the chunk body to compile (a third for the last
+# chunk of an odd count). Only the Euler pass uses it, where every integrator keeps the bits
+# of one chunk at a time (tests/test_kernels.py); the adaptive flow's motion pass and Heun's
+# two velocity passes rounded differently when unrolled (XLA fuses the unrolled program
+# differently), by one ulp.
 CPU_CONCURRENT_CHUNKS = 2
 
 
@@ -145,7 +147,7 @@ def neuron_velocity(a, w, x, residual, trainable: bool):
 # ----------------------------------------------------------------------------- chunked passes
 
 def concurrent_chunks() -> int:
-    """Chunks per iteration of the chunk loop for a small chunk body on the default backend
+    """Chunks per iteration of the Euler pass's chunk loop on the default backend
     (``CPU_CONCURRENT_CHUNKS`` on CPU; 1 on GPU and TPU, where one chunk fills the device)."""
     return CPU_CONCURRENT_CHUNKS if jax.default_backend() == "cpu" else 1
 
@@ -198,9 +200,14 @@ def _gathered(result):
 
 def _scan(fn: Callable, tree, n_chunks: int, concurrent: int):
     """``chunk_partials`` on the particles at hand."""
+    if not isinstance(concurrent, int) or concurrent < 1:
+        raise ValueError(f"concurrent={concurrent!r} must be a positive integer")
     chunked = jax.tree.map(lambda v: v.reshape((n_chunks, -1) + v.shape[1:]), tree)
+    # One chunk keeps its loop of one trip, so a one-chunk program is the one it always was:
+    # unrolled, the chunk is inlined into the program around it (a luo_1d Heun run at one
+    # chunk then differed from the previous version by one ulp).
     _, (stacked, partials) = jax.lax.scan(lambda carry, chunk: (carry, fn(chunk)), None,
-                                          chunked, unroll=concurrent)
+                                          chunked, unroll=concurrent if n_chunks > 1 else 1)
     flat = jax.tree.map(lambda v: v.reshape((-1,) + v.shape[2:]), stacked)
     return flat, partials
 
@@ -267,7 +274,7 @@ def velocity(problem: Problem, particles: Particles, residual):
         da, dw = kernel(chunk.a, chunk.w, problem.x, residual, problem.trainable)
         return Particles(a=da, w=dw), None
 
-    vel, _ = scan_chunks(fn, particles, problem.n_chunks, None, concurrent=concurrent_chunks())
+    vel, _ = scan_chunks(fn, particles, problem.n_chunks, None)
     return vel
 
 

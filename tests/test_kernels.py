@@ -139,3 +139,55 @@ def test_concurrent_chunks_give_the_same_bits(rng, dtype):
             np.testing.assert_array_equal(got, want)
     assert pt.kernels.concurrent_chunks() == (
         pt.kernels.CPU_CONCURRENT_CHUNKS if jax.default_backend() == "cpu" else 1)
+
+
+@pytest.mark.parametrize("m", (10, 30, 40, 75))  # 1, 2, 3 and 5 chunks of 16
+def test_concurrent_euler_chunks_keep_every_integrators_bits(rng, m, monkeypatch):
+    """The integrators built on the Euler pass (Euler, Heun, optax) give the same bits with
+    the pass's chunks side by side as one at a time, inside their own programs."""
+    import meanfield.particles.integrators as integrators
+
+    _, problem, parts, _ = random_problem(rng, loss="squared", bias=True, trainable=True, m=m,
+                                          chunk=16)
+    parts = jax.tree.map(lambda v: v.astype(jnp.float32), parts)
+    problem = pt.make_problem(x_unique=np.asarray(problem.x), inverse=np.asarray(problem.inverse),
+                              y=np.asarray(problem.y), weights=np.asarray(problem.weights),
+                              width=m, loss="squared", trainable=True,
+                              n_chunks=problem.n_chunks, dtype=jnp.float32)
+    solvers = (integrators.Euler(dt=0.05), integrators.Heun(dt=0.05),
+               integrators.OptaxSolver(dt=0.05, optimizer="adam",
+                                       optimizer_kwargs={"learning_rate": 0.05}))
+
+    def run(concurrent):
+        monkeypatch.setattr(pt.kernels, "CPU_CONCURRENT_CHUNKS", concurrent)
+        results = []
+        for solver in solvers:
+            solver = solver.with_dtype(jnp.float32)
+            steps = jax.jit(lambda s: jax.lax.fori_loop(
+                0, 3, lambda _, st: solver.step(problem, st, jnp.inf), s))
+            results.append(steps(solver.init(problem, parts)))
+        return results
+
+    one_at_a_time, side_by_side = run(1), run(2)
+    for want, got in zip(one_at_a_time, side_by_side):
+        for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("width", (1000, 12000))  # 1 and 3 chunks
+def test_concurrent_euler_chunks_keep_a_heun_runs_bits(width, monkeypatch):
+    """A whole run (Heun: the Euler pass beside two velocity passes in one compiled program)
+    gives the same Dataset with the Euler pass's chunks side by side as one at a time."""
+    import dataclasses
+
+    import meanfield as mf
+
+    config = dataclasses.replace(mf.presets.luo_1d(width=width, t_max=2.0, n_saves=3),
+                                 solver=mf.Solver(kind="heun", dt=0.01))
+    runs = []
+    for concurrent in (1, 2):
+        monkeypatch.setattr(pt.kernels, "CPU_CONCURRENT_CHUNKS", concurrent)
+        jax.clear_caches()
+        runs.append(mf.simulate(config, progress=False))
+    for name in runs[0].data_vars:
+        np.testing.assert_array_equal(runs[1][name].values, runs[0][name].values, err_msg=name)
