@@ -27,6 +27,7 @@ processes in turn, and adds the ratios baseline / current.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -41,6 +42,12 @@ CACHE_ENV = "MEANFIELD_COMPILATION_CACHE"  # meanfield.compilation.ENV_VAR (not 
 WANG_MA = ["wang_ma"]
 LUO = ["luo_1d", "--set", "gamma=1.75", "--width", "4000"]
 TARGETS_S = {"import": 0.6, "wang_ma_cold": 5.0, "wang_ma_warm": 2.0}
+
+
+def package_versions() -> dict:
+    """Versions of the libraries a run imports: their import costs differ between releases."""
+    names = ("jax", "jaxlib", "ml_dtypes", "numpy", "xarray", "zarr", "matplotlib")
+    return {name: importlib.metadata.version(name) for name in names}
 
 
 def timed(cmd: list[str], env: dict, cwd: str) -> tuple[float, str]:
@@ -104,7 +111,8 @@ def main(argv=None) -> dict:
     repeat = 1 if args.quick else args.repeat
     results = {"meta": {"repeat": repeat, "quick": args.quick, "cpus": os.cpu_count(),
                         "python": platform.python_version(), "platform": platform.platform(),
-                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "versions": package_versions()},
                "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         base_env = {**os.environ, "MPLBACKEND": "Agg"}
