@@ -202,7 +202,7 @@ def peak_rss_mib() -> float:
 def measure(method: str, width: int, args) -> dict:
     """Run one (method, width) measurement in this process and return its record."""
     baseline, load = peak_rss_mib(), os.getloadavg()[0]
-    x, y = make_data(N_SAMPLES, INPUT_DIM, SEED)
+    x, y = make_data(N_SAMPLES, args.input_dim, SEED)
     if method == "naive":
         run, state, layout = naive_runner(width, x, y)
     else:
@@ -258,6 +258,7 @@ def run_subprocess(method: str, width: int, args) -> dict:
            "--min-seconds", str(args.min_seconds), "--repeats", str(args.repeats)]
     if args.chunk is not None:
         cmd += ["--chunk", str(args.chunk)]
+    cmd += ["--input-dim", str(args.input_dim)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -342,8 +343,8 @@ def metadata(args, widths) -> dict:
             "host": platform.node(), "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "n": N_SAMPLES, "d": INPUT_DIM,
-            "D": INPUT_DIM + 1, "dtype": "float32", "loss": "squared", "euler_dt": EULER_DT,
+            "backend": jax.default_backend(), "n": N_SAMPLES, "d": args.input_dim,
+            "D": args.input_dim + 1, "dtype": "float32", "loss": "squared", "euler_dt": EULER_DT,
             "chunk_size": kernels.DEFAULT_CHUNK if args.chunk is None else args.chunk,
             "widths": list(widths), "methods": list(args.methods), "quick": args.quick,
             "min_seconds": args.min_seconds, "repeats": args.repeats, "rounds": args.rounds}
@@ -406,6 +407,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="also write the JSON document to this file")
     parser.add_argument("--chunk", type=int, default=None,
                         help="engine chunk size (default meanfield.particles.kernels.DEFAULT_CHUNK)")
+    parser.add_argument("--input-dim", type=int, default=INPUT_DIM,
+                        help=f"input dimension d (D = d + 1 with the bias; default {INPUT_DIM})")
     parser.add_argument("--min-seconds", type=float, default=None,
                         help="minimum wall time of one timing (default 1, quick 0.05)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -432,6 +435,8 @@ def parse_args(argv=None):
         parser.error(f"--methods {','.join(unknown)} not allowed: choose from {','.join(METHODS)}")
     if args.rounds < 1:
         parser.error(f"--rounds must be a positive integer, got {args.rounds}")
+    if args.input_dim < 1:
+        parser.error(f"--input-dim must be a positive integer, got {args.input_dim}")
     if args.widths is not None and min(args.widths) < 1:
         parser.error(f"--widths must be positive integers, got {args.widths}")
     return args

@@ -36,6 +36,11 @@ DEFAULT_CHUNK = 4_000
 # differently), by one ulp.
 CPU_CONCURRENT_CHUNKS = 2
 
+# Widest D whose pre-activations are multiply-adds rather than a dot (neuron_preactivation).
+# Euler steps at m = 1e5, n = 100, float32: multiply-adds 1.5x faster at D = 4, a dot 1.1x
+# faster at D = 5, 2.9x at D = 7, 12x at D = 101.
+MULTIPLY_ADD_MAX_DIM = 4
+
 
 @pytree_dataclass
 class Particles:
@@ -109,16 +114,19 @@ def neuron_output(a, w, x):
     return a * neuron_activation(w, x)
 
 
-def neuron_preactivation(w, x):
+def neuron_preactivation(w, x, max_multiply_add_dim: int = MULTIPLY_ADD_MAX_DIM):
     """Pre-activation w . x_j of one neuron at every input, shape (n,). w: (D,), x: (n, D).
 
     Also the adaptive flow's other products of a D-vector with the inputs (x_j . G).
-    Written as D scalar-times-column multiply-adds rather than ``x @ w``: vmapped over a chunk,
-    XLA:CPU emits the (chunk, n) result as one elementwise loop fusion that it fuses with its
-    consumer (the mask or the ReLU), where a dot with a width-D contraction is a separate
-    library call writing its own (chunk, n) buffer (benchmarks/bench_engine.py,
-    benchmarks/bench_flow.py).
+    Up to ``max_multiply_add_dim`` inputs it is written as D scalar-times-column multiply-adds:
+    vmapped over a chunk, XLA:CPU emits the (chunk, n) result as one elementwise loop fusion
+    that it fuses with its consumer (the mask or the ReLU), where a dot with a width-D
+    contraction is a separate library call writing its own (chunk, n) buffer. Wider, the
+    unrolled loop costs more than the buffer (and grows the program), so it is ``x @ w``
+    (``benchmarks/bench_engine.py --input-dim``).
     """
+    if x.shape[1] > max_multiply_add_dim:
+        return x @ w
     z = w[0] * x[:, 0]
     for k in range(1, x.shape[1]):
         z = z + w[k] * x[:, k]

@@ -93,8 +93,36 @@ def test_network_output_independent_of_chunking(rng):
         np.testing.assert_allclose(out, direct, rtol=1e-12)
 
 
-def test_euler_pass_equals_velocity_update(rng):
-    data, problem, parts, m = random_problem(rng, loss="logistic", bias=False, trainable=True)
+@pytest.mark.parametrize("d", (3, 4, 20))  # D = d + 1: multiply-adds, just past them, a dot
+def test_wide_inputs_velocity_equals_minus_m_grad(rng, d):
+    data, problem, parts, m = random_problem(rng, loss="squared", bias=True, trainable=True, d=d)
+    a, w = parts.a[:m], parts.w[:m]
+    grad_a, grad_w = jax.grad(reference_risk, argnums=(0, 1))(a, w, data, True, "squared")
+    f = pt.network_output(parts, problem.x, problem.inv_width, problem.n_chunks)
+    vel = pt.velocity(problem, parts, pt.residuals(problem, f))
+    np.testing.assert_allclose(vel.w[:m], -m * grad_w, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(vel.a[:m], -m * grad_a, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dim", (1, 2, 4, 5, 8, 9, 21))
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_preactivation_equals_float64_product(rng, dim, dtype, rtol):
+    """Both formulations (multiply-adds up to the threshold given, a dot beyond) against a
+    float64 matrix product, at the thresholds of the Euler pass and of the motion pass."""
+    x = rng.standard_normal((11, dim))
+    w = rng.standard_normal((6, dim))
+    want = w @ x.T
+    for max_dim in (pt.kernels.MULTIPLY_ADD_MAX_DIM, 8, 0, dim):
+        got = jax.vmap(pt.kernels.neuron_preactivation, (0, None, None))(
+            jnp.asarray(w, dtype), jnp.asarray(x, dtype), max_dim)
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("d", (3, 20))
+def test_euler_pass_equals_velocity_update(rng, d):
+    data, problem, parts, m = random_problem(rng, loss="logistic", bias=False, trainable=True,
+                                             d=d)
     f = pt.network_output(parts, problem.x, problem.inv_width, problem.n_chunks)
     r = pt.residuals(problem, f)
     vel = pt.velocity(problem, parts, r)
