@@ -139,7 +139,8 @@ def neuron_velocity(a, w, x, residual, trainable: bool):
     With the masked residual field g = sum_j R_j 1[w . x_j > 0] x_j, dw/dt = -a g and, since
     relu(z) = z 1[z > 0], da/dt = -sum_j R_j relu(w . x_j) = -w . g: one reduction over the
     inputs serves both layers. Vmapped over a chunk, the masked residuals form one (chunk, n)
-    loop fusion (``neuron_preactivation``) and g is one (chunk, n) x (n, D) matrix product.
+    loop fusion (``neuron_preactivation``, for narrow inputs) and g is one (chunk, n) x (n, D)
+    matrix product.
 
     Args:
         a: (), w: (D,), x: (n, D) distinct inputs, residual: (n,) aggregated residuals R.
@@ -289,8 +290,9 @@ def velocity(problem: Problem, particles: Particles, residual):
 def chunk_output(chunk: Particles, x):
     """sum_k a_k relu(w_k . x_j) over one chunk, shape (n,).
 
-    The activations are stacked as (chunk, n), one loop fusion of the D multiply-adds and the
-    ReLU (``neuron_preactivation``), and contracted with a as one vector-matrix product.
+    The activations are stacked as (chunk, n), for narrow inputs one loop fusion of the D
+    multiply-adds and the ReLU (``neuron_preactivation``), and contracted with a as one
+    vector-matrix product.
     ``network_output`` keeps ``neuron_output`` (a dot per neuron): the adaptive flow starts from
     it, and its results stay bitwise those of the committed validation reports.
     """
