@@ -179,7 +179,7 @@ def _masked_field(mask, residual, x):
 
     Two products of D multiply-adds per input (the inputs' Gram matrix would cost n); x_j . G
     is formed like the margins (``_preactivation``: vmapped and up to
-    ``FLOW_MULTIPLY_ADD_MAX_DIM`` inputs, one loop fusion with the (particles, n) layout of the
+    D = ``FLOW_MULTIPLY_ADD_MAX_DIM``, one loop fusion with the (particles, n) layout of the
     margins rather than a dot with a width-D contraction).
     """
     field = _dot(jnp.where(mask, residual, 0.0), x)

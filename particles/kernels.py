@@ -114,17 +114,19 @@ def neuron_output(a, w, x):
     return a * neuron_activation(w, x)
 
 
-def neuron_preactivation(w, x, max_multiply_add_dim: int = MULTIPLY_ADD_MAX_DIM):
+def neuron_preactivation(w, x, max_multiply_add_dim: int | None = None):
     """Pre-activation w . x_j of one neuron at every input, shape (n,). w: (D,), x: (n, D).
 
     Also the adaptive flow's other products of a D-vector with the inputs (x_j . G).
-    Up to ``max_multiply_add_dim`` inputs it is written as D scalar-times-column multiply-adds:
+    For D <= ``max_multiply_add_dim`` it is written as D scalar-times-column multiply-adds:
     vmapped over a chunk, XLA:CPU emits the (chunk, n) result as one elementwise loop fusion
     that it fuses with its consumer (the mask or the ReLU), where a dot with a width-D
     contraction is a separate library call writing its own (chunk, n) buffer. Wider, the
     unrolled loop costs more than the buffer (and grows the program), so it is ``x @ w``
-    (``benchmarks/bench_engine.py --input-dim``).
+    (``benchmarks/bench_engine.py --input-dim``). ``None``: ``MULTIPLY_ADD_MAX_DIM``.
     """
+    if max_multiply_add_dim is None:
+        max_multiply_add_dim = MULTIPLY_ADD_MAX_DIM
     if x.shape[1] > max_multiply_add_dim:
         return x @ w
     z = w[0] * x[:, 0]
