@@ -20,9 +20,13 @@ uses the best throughput of every (method, width) (robust to a load that varies 
 
 Usage::
 
-    python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N]
+    python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N] [--input-dim d]
         [--methods engine_euler,engine_euler_baseline] [--widths 10000,1000000,10000000]
         [--rounds R]
+
+The targets are stated for the default d = 3 (D = 4); with ``--input-dim`` above 3 the engine's
+pre-activations are a dot, like the baseline's, so ``engine_euler_baseline`` no longer measures
+the multiply-add formulation.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from meanfield.particles.kernels import (Particles, chunk_partials, neuron_preac
 # Widest D whose products with the inputs are multiply-adds (``neuron_preactivation``): the
 # motion pass gains from them up to a wider D than the Euler pass (adaptive steps at
 # m = 1e4, n = 100, float32: multiply-adds 1.4x faster at D = 5, 1.1x at D = 8; a dot 1.4x
-# faster at D = 11, 2.6x at D = 21).
+# faster at D = 11, 2.1-2.6x at D = 21; benchmarks/bench_engine.py --input-dim).
 FLOW_MULTIPLY_ADD_MAX_DIM = 8
 
 
@@ -177,7 +177,7 @@ def _margins(w, x, xx, band_eps):
 def _masked_field(mask, residual, x):
     """(G (D,), x_j . G (n,)) of the field G = sum_{j in mask} R_j x_j.
 
-    Two products of D multiply-adds per input (the inputs' Gram matrix would cost n); x_j . G
+    Two products of length D per input (the inputs' Gram matrix would cost n); x_j . G
     is formed like the margins (``_preactivation``: vmapped and up to
     D = ``FLOW_MULTIPLY_ADD_MAX_DIM``, one loop fusion with the (particles, n) layout of the
     margins rather than a dot with a width-D contraction).

@@ -123,7 +123,15 @@ def neuron_preactivation(w, x, max_multiply_add_dim: int | None = None):
     that it fuses with its consumer (the mask or the ReLU), where a dot with a width-D
     contraction is a separate library call writing its own (chunk, n) buffer. Wider, the
     unrolled loop costs more than the buffer (and grows the program), so it is ``x @ w``
-    (``benchmarks/bench_engine.py --input-dim``). ``None``: ``MULTIPLY_ADD_MAX_DIM``.
+    (``benchmarks/bench_engine.py --input-dim``).
+
+    Args:
+        w: (D,) weights (or any D-vector).
+        x: (n, D) inputs.
+        max_multiply_add_dim: a Python int, the widest D written as multiply-adds (static: it
+            picks the program); None reads ``MULTIPLY_ADD_MAX_DIM`` when called.
+    Returns:
+        (n,) the products x_j . w.
     """
     if max_multiply_add_dim is None:
         max_multiply_add_dim = MULTIPLY_ADD_MAX_DIM

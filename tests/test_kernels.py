@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import meanfield.particles as pt
+from meanfield.particles.flow import FLOW_MULTIPLY_ADD_MAX_DIM, move_particle
 from meanfield.particles.losses import loss_derivative, loss_value
 
 VARIANTS = list(itertools.product(("squared", "exponential", "logistic"), (True, False),
@@ -39,9 +40,11 @@ def reference_risk(a, w, data, bias, loss):
     return jnp.sum(jnp.asarray(data.weights) * loss_value(loss, f, jnp.asarray(data.y)))
 
 
+@pytest.mark.parametrize("d", (3, 20))  # D = 3, 4: multiply-adds; D = 20, 21: a dot
 @pytest.mark.parametrize("loss,bias,trainable", VARIANTS)
-def test_velocity_equals_minus_m_grad(rng, loss, bias, trainable):
-    data, problem, parts, m = random_problem(rng, loss=loss, bias=bias, trainable=trainable)
+def test_velocity_equals_minus_m_grad(rng, loss, bias, trainable, d):
+    data, problem, parts, m = random_problem(rng, loss=loss, bias=bias, trainable=trainable,
+                                             d=d)
     a, w = parts.a[:m], parts.w[:m]
     grad_a, grad_w = jax.grad(reference_risk, argnums=(0, 1))(a, w, data, bias, loss)
     f = pt.network_output(parts, problem.x, problem.inv_width, problem.n_chunks)
@@ -93,17 +96,6 @@ def test_network_output_independent_of_chunking(rng):
         np.testing.assert_allclose(out, direct, rtol=1e-12)
 
 
-@pytest.mark.parametrize("d", (3, 4, 20))  # D = d + 1: multiply-adds, just past them, a dot
-def test_wide_inputs_velocity_equals_minus_m_grad(rng, d):
-    data, problem, parts, m = random_problem(rng, loss="squared", bias=True, trainable=True, d=d)
-    a, w = parts.a[:m], parts.w[:m]
-    grad_a, grad_w = jax.grad(reference_risk, argnums=(0, 1))(a, w, data, True, "squared")
-    f = pt.network_output(parts, problem.x, problem.inv_width, problem.n_chunks)
-    vel = pt.velocity(problem, parts, pt.residuals(problem, f))
-    np.testing.assert_allclose(vel.w[:m], -m * grad_w, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(vel.a[:m], -m * grad_a, rtol=1e-10, atol=1e-14)
-
-
 @pytest.mark.parametrize("dim", (1, 2, 4, 5, 8, 9, 21))
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
 def test_preactivation_equals_float64_product(rng, dim, dtype, rtol):
@@ -112,11 +104,41 @@ def test_preactivation_equals_float64_product(rng, dim, dtype, rtol):
     x = rng.standard_normal((11, dim))
     w = rng.standard_normal((6, dim))
     want = w @ x.T
-    for max_dim in (None, 8, 0, dim):
+    for max_dim in (None, FLOW_MULTIPLY_ADD_MAX_DIM, 0, dim):
         got = jax.vmap(pt.kernels.neuron_preactivation, (0, None, None))(
             jnp.asarray(w, dtype), jnp.asarray(x, dtype), max_dim)
         assert got.dtype == dtype and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+def _dots(fn, *args) -> int:
+    """Matrix products in the jaxpr of ``fn(*args)``."""
+    return str(jax.make_jaxpr(fn)(*args)).count("dot_general")
+
+
+def test_each_pass_switches_to_a_dot_above_its_threshold(rng):
+    """The Euler pass's kernels take multiply-adds up to MULTIPLY_ADD_MAX_DIM and a dot above
+    it; the motion pass up to FLOW_MULTIPLY_ADD_MAX_DIM (the two formulations agree to
+    rounding, so only the programs tell which one runs)."""
+    euler_max = pt.kernels.MULTIPLY_ADD_MAX_DIM
+    for dim in (1, euler_max, euler_max + 1, 21):
+        x, w = jnp.ones((5, dim)), jnp.ones(dim)
+        assert (_dots(pt.kernels.neuron_preactivation, w, x) == 1) == (dim > euler_max)
+
+    def velocity_dots(dim):
+        x, r = jnp.ones((5, dim)), jnp.ones(5)
+        return _dots(lambda a, w: pt.kernels.neuron_velocity(a, w, x, r, True), 1.0,
+                     jnp.ones(dim))
+
+    assert velocity_dots(euler_max - 1) == velocity_dots(euler_max) < velocity_dots(euler_max + 1)
+
+    def motion_dots(dim):
+        x = jnp.asarray(rng.standard_normal((5, dim)))
+        args = (x, jnp.sum(x * x, 1), jnp.ones(5), jnp.asarray(0.1), 1e-6, 0.0, True)
+        return _dots(lambda a, w: move_particle(a, w, *args), 1.0, jnp.ones(dim))
+
+    flow_max = FLOW_MULTIPLY_ADD_MAX_DIM
+    assert motion_dots(flow_max - 1) == motion_dots(flow_max) < motion_dots(flow_max + 1)
 
 
 @pytest.mark.parametrize("d", (3, 20))
