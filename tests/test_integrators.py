@@ -212,8 +212,10 @@ def test_heun_is_second_order_and_converges_to_the_flow():
     exact-in-frozen-field adaptive flow at a tight tolerance (an independent integrator)."""
     f = {dt: _final_f("heun", dt=dt) for dt in (0.04, 0.02, 0.01)}
     ratio = np.max(np.abs(f[0.04] - f[0.02])) / np.max(np.abs(f[0.02] - f[0.01]))
-    assert 3.5 < ratio < 4.5, ratio
     e = {dt: _final_f("euler", dt=dt) for dt in (0.04, 0.02, 0.01)}
+    # one default run gave exactly Euler's ratio here (not reproduced since): say which runs
+    # are bitwise Euler's if it happens again
+    assert 3.5 < ratio < 4.5, (ratio, {dt: bool(np.array_equal(f[dt], e[dt])) for dt in f})
     euler_ratio = np.max(np.abs(e[0.04] - e[0.02])) / np.max(np.abs(e[0.02] - e[0.01]))
     assert 1.7 < euler_ratio < 2.3, euler_ratio
     flow = _final_f("adaptive", rtol=1e-9)
