@@ -13,6 +13,7 @@ progress bar) is in ``meanfield.setup``, the errors in ``meanfield.errors``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -100,6 +101,23 @@ def init_state(integrator: pt.TimeIntegrator, problem, particles):
     return integrator.init(problem, particles)
 
 
+_compile_threads = threading.local()  # the compile-ahead threads of the run in this thread
+
+
+@contextlib.contextmanager
+def _joined_compile_threads():
+    """Join the compile-ahead threads started inside, on every way out (an early return such
+    as a finished store resumed, an error): none outlives its run to trace beside the next."""
+    outer = getattr(_compile_threads, "started", None)
+    _compile_threads.started = started = []
+    try:
+        yield
+    finally:
+        _compile_threads.started = outer
+        for thread in started:
+            thread.join()
+
+
 def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval,
                   particles, spec, dtype) -> threading.Thread:
     """Start compiling the ``run_chunk`` program of a run in a background thread.
@@ -129,6 +147,9 @@ def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_e
 
     thread = threading.Thread(target=compile_run_chunk, name="meanfield-compile-ahead")
     thread.start()
+    started = getattr(_compile_threads, "started", None)
+    if started is not None:
+        started.append(thread)
     return thread
 
 
@@ -176,7 +197,7 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if mesh is not None and config.solver.kind == "analytic":
         raise ValueError("devices: solver.kind='analytic' runs on the host; devices apply "
                          "to the particle integrators (euler, heun, optax, adaptive)")
-    with scope(mesh):
+    with scope(mesh), _joined_compile_threads():
         return _simulate(config, progress=progress, out=out, resume=resume, overwrite=overwrite,
                          checkpoint_seconds=checkpoint_seconds, initial=initial, mesh=mesh)
 

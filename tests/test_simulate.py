@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import jax
 import numpy as np
@@ -92,6 +93,24 @@ def test_run_program_is_compiled_ahead_in_a_thread_and_the_loop_reuses_it():
     # the loop's call neither traced, lowered nor compiled again
     assert {thread for _, thread in events} == {"meanfield-compile-ahead"}, events
     assert ds.attrs["stop_reason"] == "t_max"
+
+
+def test_no_compile_thread_outlives_its_run(tmp_path, monkeypatch):
+    """Resuming a finished store returns before the loop: the compile-ahead thread it started
+    is joined anyway, so it never traces beside the next run."""
+    cfg = small_luo(width=30, t_max=0.5, n_saves=5)
+    out = str(tmp_path / "run.zarr")
+    mf.simulate(cfg, progress=False, out=out)
+
+    class SlowCompile:  # the thread's compilation, slowed down (the loop never calls it here)
+        def lower(self, *args):
+            time.sleep(1.0)
+            raise RuntimeError("not compiled")
+
+    monkeypatch.setattr(sim, "run_chunk", SlowCompile())
+    resumed = mf.simulate(cfg, progress=False, out=out, resume=True)
+    assert resumed.attrs["stop_reason"] == "t_max"
+    assert not [t for t in threading.enumerate() if t.name == "meanfield-compile-ahead"]
 
 
 def test_divergence_stops_with_clear_error_and_keeps_records():
