@@ -101,23 +101,6 @@ def init_state(integrator: pt.TimeIntegrator, problem, particles):
     return integrator.init(problem, particles)
 
 
-_compile_threads = threading.local()  # the compile-ahead threads of the run in this thread
-
-
-@contextlib.contextmanager
-def _joined_compile_threads():
-    """Join the compile-ahead threads started inside, on every way out (an early return such
-    as a finished store resumed, an error): none outlives its run to trace beside the next."""
-    outer = getattr(_compile_threads, "started", None)
-    _compile_threads.started = started = []
-    try:
-        yield
-    finally:
-        _compile_threads.started = outer
-        for thread in started:
-            thread.join()
-
-
 def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval,
                   particles, spec, dtype) -> threading.Thread:
     """Start compiling the ``run_chunk`` program of a run in a background thread.
@@ -147,9 +130,6 @@ def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_e
 
     thread = threading.Thread(target=compile_run_chunk, name="meanfield-compile-ahead")
     thread.start()
-    started = getattr(_compile_threads, "started", None)
-    if started is not None:
-        started.append(thread)
     return thread
 
 
@@ -197,14 +177,16 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
     if mesh is not None and config.solver.kind == "analytic":
         raise ValueError("devices: solver.kind='analytic' runs on the host; devices apply "
                          "to the particle integrators (euler, heun, optax, adaptive)")
-    with scope(mesh), _joined_compile_threads():
+    with scope(mesh), contextlib.ExitStack() as on_exit:
         return _simulate(config, progress=progress, out=out, resume=resume, overwrite=overwrite,
-                         checkpoint_seconds=checkpoint_seconds, initial=initial, mesh=mesh)
+                         checkpoint_seconds=checkpoint_seconds, initial=initial, mesh=mesh,
+                         on_exit=on_exit)
 
 
 def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrite: bool,
-              checkpoint_seconds: float, initial, mesh) -> xr.Dataset:
-    """``simulate`` under the context of its particle mesh (None: one device)."""
+              checkpoint_seconds: float, initial, mesh, on_exit) -> xr.Dataset:
+    """``simulate`` under the context of its particle mesh (None: one device); ``on_exit``
+    (an ``ExitStack``) runs its callbacks on every way out."""
     from meanfield.io import open_run
     from meanfield.store import RunStore, deferred_interrupt, read_progress
 
@@ -236,6 +218,8 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     # on a particle mesh the programs are compiled under its context, in this thread
     ahead = (compile_ahead(integrator, stop, problem, x_eval, particles, spec, dtype)
              if mesh is None else None)
+    if ahead is not None:  # also on an early return (a finished store resumed) or an error:
+        on_exit.callback(ahead.join)  # no compile thread outlives its run
     times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
     state = init_state(integrator, problem, particles)
