@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield.particles.kernels import matmul
+
 __all__ = [
     "MAX_PATTERN_POINTS", "ActivationStats", "activation_patterns", "active_matrix",
     "alive_mask", "amplitude", "bias_plane_basis", "boursier_references", "cosine_density",
@@ -216,7 +218,7 @@ def neuron_angles(w, basis) -> jax.Array:
         w: (m, D) input weights (bias last). basis: (2, D) orthonormal rows b0, b1.
     """
     basis = jnp.asarray(basis, w.dtype)
-    c, s = w @ basis[0], w @ basis[1]
+    c, s = matmul(w, basis[0]), matmul(w, basis[1])
     angle = jnp.arctan2(s, c)
     angle = jnp.where(angle <= -jnp.pi, jnp.pi, angle)
     return jnp.where((c == 0) & (s == 0), jnp.nan, angle)
@@ -232,7 +234,7 @@ def cosines(w, references) -> jax.Array:
     r = jnp.asarray(references, w.dtype)
     r = r / jnp.linalg.norm(r, axis=-1, keepdims=True)
     norm = jnp.linalg.norm(w, axis=-1, keepdims=True)
-    cos = (w @ r.T) / jnp.where(norm > 0, norm, 1.0)
+    cos = matmul(w, r.T) / jnp.where(norm > 0, norm, 1.0)
     return jnp.where(norm > 0, jnp.clip(cos, -1.0, 1.0), jnp.nan)
 
 
@@ -362,7 +364,7 @@ def active_matrix(w, x, band_eps=0.0) -> jax.Array:
             half-width of the band (0: strict w . x_j > 0).
     """
     x = jnp.asarray(x, w.dtype)
-    z = w @ x.T
+    z = matmul(w, x.T)
     band = band_eps * jnp.linalg.norm(w, axis=-1)[:, None] * jnp.linalg.norm(x, axis=-1)[None, :]
     return z > band
 

@@ -23,6 +23,7 @@ from meanfield.particles.kernels import (
     Problem,
     chunk_layout,
     make_problem,
+    matmul,
     network_output,
     neuron_output,
     neuron_velocity,
@@ -44,6 +45,6 @@ __all__ = [
     "InitialLaw", "ModelSpec", "OptaxSolver", "Parametrisation", "Particles", "Problem",
     "StopRule", "TimeIntegrator", "TrainingData", "chunk_layout", "default_band_eps",
     "init_particles", "is_classification", "loss_derivative", "loss_value", "make_problem",
-    "network_output", "neuron_output", "neuron_velocity", "regime_of", "residuals", "risk",
-    "velocity",
+    "matmul", "network_output", "neuron_output", "neuron_velocity", "regime_of", "residuals",
+    "risk", "velocity",
 ]

@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from meanfield.particles import sharding
-from meanfield.particles.kernels import (Particles, chunk_partials, neuron_preactivation,
-                                         ordered_sum)
+from meanfield.particles.kernels import (Particles, chunk_partials, matmul,
+                                         neuron_preactivation, ordered_sum)
 
 # Widest D whose products with the inputs are multiply-adds (``neuron_preactivation``): the
 # motion pass gains from them up to a wider D than the Euler pass (adaptive steps at
@@ -55,11 +55,6 @@ FLOW_MULTIPLY_ADD_MAX_DIM = 8
 def _preactivation(w, x):
     """x_j . w for every input, shape (n,) (``neuron_preactivation``)."""
     return neuron_preactivation(w, x, FLOW_MULTIPLY_ADD_MAX_DIM)
-
-
-def _dot(c, m):
-    """``c @ m`` (a dot, also under vmap)."""
-    return jnp.tensordot(c, m, axes=1)
 
 
 def _second_smallest(v):
@@ -102,8 +97,8 @@ def free_motion(a, w, field, t, trainable: bool):
     Returns:
         (a(t), w(t), phi(t)) with w(t) = w + phi(t) G. Zero field leaves (a, w) bit-exact.
     """
-    g = jnp.sqrt(_dot(field, field))
-    a_t, phi = _motion(a, _dot(field, w), g, t, trainable)
+    g = jnp.sqrt(matmul(field, field))
+    a_t, phi = _motion(a, matmul(field, w), g, t, trainable)
     return a_t, w + phi * field, phi
 
 
@@ -154,13 +149,13 @@ def face_time(a, w, field, phi_star, h, trainable: bool):
     Returns:
         tau ().
     """
-    g = jnp.sqrt(_dot(field, field))
-    return _face_time(a, _dot(field, w), g, phi_star, h, trainable)
+    g = jnp.sqrt(matmul(field, field))
+    return _face_time(a, matmul(field, w), g, phi_star, h, trainable)
 
 
 def _one_sided_rates(a, field_without, x_j, xx_j, r_j):
     """Normal rates dz_j/dt on the inactive (-) and active (+) side of face j."""
-    g_dot = _dot(field_without, x_j)
+    g_dot = matmul(field_without, x_j)
     return -a * g_dot, -a * (g_dot + r_j * xx_j)
 
 
@@ -170,7 +165,7 @@ def _margins(w, x, xx, band_eps):
     """(z (n,) margins x_j . w, in_band (n,) within ``band_eps |w| |x_j|`` of face j,
     strict (n,) active beyond the band)."""
     z = _preactivation(w, x)
-    band = band_eps * jnp.sqrt(_dot(w, w)) * jnp.sqrt(xx)
+    band = band_eps * jnp.sqrt(matmul(w, w)) * jnp.sqrt(xx)
     return z, jnp.abs(z) <= band, z > band
 
 
@@ -182,7 +177,7 @@ def _masked_field(mask, residual, x):
     D = ``FLOW_MULTIPLY_ADD_MAX_DIM``, one loop fusion with the (particles, n) layout of the
     margins rather than a dot with a width-D contraction).
     """
-    field = _dot(jnp.where(mask, residual, 0.0), x)
+    field = matmul(jnp.where(mask, residual, 0.0), x)
     return field, _preactivation(field, x)
 
 
@@ -202,7 +197,7 @@ class _Start(NamedTuple):
     def of(cls, w, z, in_band, active, field, x_field):
         """The start with |G| and G . w computed from ``field`` and ``w``."""
         return cls(w=w, z=z, in_band=in_band, active=active, field=field, x_field=x_field,
-                   g=jnp.sqrt(_dot(field, field)), gw=_dot(field, w))
+                   g=jnp.sqrt(matmul(field, field)), gw=matmul(field, w))
 
 
 class _Moved(NamedTuple):
@@ -240,7 +235,7 @@ def _start(a, w, x, xx, residual, band_eps) -> _Start:
     field_band, x_band = _masked_field(active_band, residual, x)
     field, x_field = field_strict + field_band, x_strict + x_band
     # Onto face s: zero terms unless sliding.
-    x_s = _dot(slide.astype(x.dtype), x)
+    x_s = matmul(slide.astype(x.dtype), x)
     gram_s = _preactivation(x_s, x)
     field_ratio = jnp.sum(jnp.where(slide, x_field / xx, 0.0))  # G . x_s / |x_s|^2
     snap_ratio = jnp.sum(jnp.where(slide, z / xx, 0.0))  # w . x_s / |x_s|^2
@@ -274,7 +269,8 @@ def _filippov_slides(a_e, field, field_without, x_e, xx_e, r_e, band_eps):
     """
     rate_minus, rate_plus = _one_sided_rates(a_e, field_without, x_e, xx_e, r_e)
     norm_x = jnp.sqrt(xx_e)
-    tol = band_eps * jnp.abs(a_e) * (jnp.sqrt(_dot(field, field)) + jnp.abs(r_e) * norm_x) * norm_x
+    field_norm = jnp.sqrt(matmul(field, field))
+    tol = band_eps * jnp.abs(a_e) * (field_norm + jnp.abs(r_e) * norm_x) * norm_x
     return (rate_minus > tol) & (rate_plus < -tol)
 
 
@@ -291,17 +287,17 @@ def _event_step(a, start: _Start, crossed, x, xx, residual, h, band_eps,
     field_without = start.field - was_active * r_e * x_e
     slide_e = _filippov_slides(a_e, start.field, field_without, x_e, xx_e, r_e, band_eps)
     side = jnp.where(slide_e, 0.0, 1.0 - 2.0 * was_active)  # -1: crossed into inactive
-    margin = side * _SIDE_FRACTION * band_eps * jnp.sqrt(_dot(w_e, w_e) * xx_e)
-    w_e = w_e - ((_dot(x_e, w_e) - margin) / xx_e) * x_e
+    margin = side * _SIDE_FRACTION * band_eps * jnp.sqrt(matmul(w_e, w_e) * xx_e)
+    w_e = w_e - ((matmul(x_e, w_e) - margin) / xx_e) * x_e
     field_after = jnp.where(
         slide_e,
-        field_without - (_dot(field_without, x_e) / xx_e) * x_e,
+        field_without - (matmul(field_without, x_e) / xx_e) * x_e,
         field_without + (1.0 - was_active) * r_e * x_e,
     )
     a_2, w_2, _ = free_motion(a_e, w_e, field_after, h - tau, trainable)
     return _Moved(a=a_2, w=w_2, z=_preactivation(w_2, x),
                   x_field=_preactivation(field_after, x),
-                  g=jnp.sqrt(_dot(field_after, field_after)))
+                  g=jnp.sqrt(matmul(field_after, field_after)))
 
 
 def _full_step(a, w, x, xx, residual, h, band_eps, trainable: bool):
@@ -319,7 +315,7 @@ def _finish(moved: _Moved, xx, band_eps, mass_floor):
     tau2: linearised time to the second face not in the band (inf for particles with
     amplitude |a| |w| below ``mass_floor``).
     """
-    norm_w = jnp.sqrt(_dot(moved.w, moved.w))
+    norm_w = jnp.sqrt(matmul(moved.w, moved.w))
     rate = -moved.a * moved.x_field
     approaching = (jnp.abs(moved.z) > band_eps * norm_w * jnp.sqrt(xx)) & (moved.z * rate < 0)
     times = jnp.where(approaching, -moved.z / jnp.where(rate == 0, 1.0, rate), jnp.inf)
@@ -444,7 +440,7 @@ def _move_chunks(a, w, x, xx, residual, h, band_eps, mass_floor, trainable: bool
         # Particles in a face band or with a face event are redone below: their fast step
         # does not count.
         kept = ~special if redo else jnp.ones_like(special)
-        partial = {"total": _dot(jnp.where(kept, moved.a, 0.0), jax.nn.relu(moved.z))}
+        partial = {"total": matmul(jnp.where(kept, moved.a, 0.0), jax.nn.relu(moved.z))}
         if outputs == "total":
             return {"special": special}, partial
         tau2, amplitude = _bounds(moved, xx, band_eps, mass_floor)

@@ -41,6 +41,12 @@ CPU_CONCURRENT_CHUNKS = 2
 # faster at D = 5, 2.9x at D = 7, 12x at D = 101.
 MULTIPLY_ADD_MAX_DIM = 4
 
+# Precision of every matrix product of the engine (``matmul``). JAX's default lets TPUs
+# multiply float32 operands in one bfloat16 pass (about 3 significant digits) and GPUs in
+# TF32 (about 4); HIGHEST keeps float32 products float32, as the multiply-adds of narrow
+# inputs are. On CPU both give the same bits (docs/precision.md).
+MATMUL_PRECISION = jax.lax.Precision.HIGHEST
+
 
 @pytree_dataclass
 class Particles:
@@ -104,9 +110,15 @@ def chunk_layout(width: int, chunk_size: int | None = None,
 
 # ----------------------------------------------------------------------------- one neuron
 
+def matmul(a, b):
+    """``a @ b`` (``jnp.matmul``) at ``MATMUL_PRECISION``: the engine's one matrix product."""
+    return jnp.matmul(a, b, precision=MATMUL_PRECISION)
+
+
+
 def neuron_activation(w, x):
     """Hidden activation relu(w . x_j) of one neuron at every input, shape (n,)."""
-    return jax.nn.relu(x @ w)
+    return jax.nn.relu(matmul(x, w))
 
 
 def neuron_output(a, w, x):
@@ -122,8 +134,8 @@ def neuron_preactivation(w, x, max_multiply_add_dim: int | None = None):
     vmapped over a chunk, XLA:CPU emits the (chunk, n) result as one elementwise loop fusion
     that it fuses with its consumer (the mask or the ReLU), where a dot with a width-D
     contraction is a separate library call writing its own (chunk, n) buffer. Wider, the
-    unrolled loop costs more than the buffer (and grows the program), so it is ``x @ w``
-    (``benchmarks/bench_engine.py --input-dim``).
+    unrolled loop costs more than the buffer (and grows the program), so it is
+    ``matmul(x, w)`` (``benchmarks/bench_engine.py --input-dim``).
 
     Args:
         w: (D,) weights (or any D-vector).
@@ -136,7 +148,7 @@ def neuron_preactivation(w, x, max_multiply_add_dim: int | None = None):
     if max_multiply_add_dim is None:
         max_multiply_add_dim = MULTIPLY_ADD_MAX_DIM
     if x.shape[1] > max_multiply_add_dim:
-        return x @ w
+        return matmul(x, w)
     z = w[0] * x[:, 0]
     for k in range(1, x.shape[1]):
         z = z + w[k] * x[:, k]
@@ -158,8 +170,8 @@ def neuron_velocity(a, w, x, residual, trainable: bool):
     Returns:
         (da/dt (), dw/dt (D,)).
     """
-    g = jnp.where(neuron_preactivation(w, x) > 0, residual, 0) @ x
-    da = -jnp.dot(w, g) if trainable else jnp.zeros_like(a)
+    g = matmul(jnp.where(neuron_preactivation(w, x) > 0, residual, 0), x)
+    da = -matmul(w, g) if trainable else jnp.zeros_like(a)
     return da, -a * g
 
 
@@ -307,7 +319,7 @@ def chunk_output(chunk: Particles, x):
     it, and its results stay bitwise those of the committed validation reports.
     """
     relu_preactivation = lambda w: jax.nn.relu(neuron_preactivation(w, x))
-    return chunk.a @ jax.vmap(relu_preactivation)(chunk.w)
+    return matmul(chunk.a, jax.vmap(relu_preactivation)(chunk.w))
 
 
 def euler_pass(problem: Problem, particles: Particles, residual, dt):

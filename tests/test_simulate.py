@@ -270,3 +270,59 @@ def test_cli_rejects_bad_values(capsys):
     assert "solver.rtl" in capsys.readouterr().err
     assert cli.main(["run", "wang_ma", "--set", "novalue", "--no-progress"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+class _ArgumentsTaken(Exception):
+    """Raised by the stand-in ``run_chunk`` once it has the loop's arguments."""
+
+
+def _run_chunk_arguments(config, monkeypatch) -> tuple:
+    """The arguments ``simulate(config)`` passes to ``run_chunk`` (nothing is compiled)."""
+    taken = []
+
+    class TakeArguments:
+        def lower(self, *args):  # the compile-ahead thread: nothing to compile here
+            raise RuntimeError("not compiled")
+
+        def __call__(self, *args):
+            taken.append(args)
+            raise _ArgumentsTaken
+
+    monkeypatch.setattr(sim, "run_chunk", TakeArguments())
+    with pytest.raises(_ArgumentsTaken):
+        mf.simulate(config, progress=False)
+    monkeypatch.undo()
+    return taken[0]
+
+
+def _equations(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in it (loops, branches, calls)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+@pytest.mark.parametrize("case", ["luo_adaptive", "wang_ma_adaptive", "wang_ma_euler",
+                                  "wang_ma_heun", "wang_ma_adam"])
+def test_every_float_product_of_a_run_asks_for_full_precision(case, monkeypatch):
+    """On TPU and GPU a matrix product at JAX's default precision multiplies float32 in
+    bfloat16 or TF32: every float dot of the run program (integrator steps, observables) asks
+    for HIGHEST. Wang & Ma (D = 21) takes the dot path of the pre-activations, Luo (D = 2) the
+    multiply-adds; the programs are traced, not compiled."""
+    solvers = {"adaptive": mf.Solver(kind="adaptive"), "euler": mf.Solver(kind="euler", dt=0.1),
+               "heun": mf.Solver(kind="heun", dt=0.1),
+               "adam": mf.Solver(kind="optax", optimizer="adam", dt=0.1,
+                                 optimizer_kwargs={"learning_rate": 0.01})}
+    preset, solver = case.split("_", 1) if case.startswith("luo") else case.rsplit("_", 1)
+    config = (small_luo() if preset == "luo" else mf.presets.wang_ma()).replace(
+        solver=solvers[solver], precision="float32")
+    jaxpr = jax.make_jaxpr(sim.run_chunk)(*_run_chunk_arguments(config, monkeypatch)).jaxpr
+    dots = [e for e in _equations(jaxpr) if e.primitive.name == "dot_general"]
+    floats = [e for e in dots if np.issubdtype(e.invars[0].aval.dtype, np.floating)]
+    assert len(floats) >= 3  # the velocity or motion, the output and an observable
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert [e.params["precision"] for e in floats] == [highest] * len(floats)

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield.particles.kernels import matmul
+
 __all__ = ["amplitude_near_extremal", "escape_time_slope", "extremal_vectors",
            "extremal_vectors_circle", "g0", "predicted_escape_slope", "small_scale_condensation"]
 
@@ -96,14 +98,14 @@ def extremal_vectors(x_aug, y, weights=None, *, sign: int = 1, n_starts: int = 6
     xa = jnp.asarray(x_aug)
 
     def value(u):
-        return jnp.maximum(xa @ u, 0.0) @ coef
+        return matmul(jnp.maximum(matmul(xa, u), 0.0), coef)
 
     grad = jax.grad(value)
 
     def ascend(u):
         def body(k, u):
             g = grad(u)
-            g = g - (g @ u) * u
+            g = g - matmul(g, u) * u
             norm = jnp.linalg.norm(g)
             eta = step * (final_step / step) ** (k / n_iter)
             u = u + jnp.where(norm > 0, eta / jnp.where(norm > 0, norm, 1.0), 0.0) * g
