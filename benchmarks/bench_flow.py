@@ -27,6 +27,12 @@ Cases (float32 unless said):
   and per ``Euler`` step (dt = ``bench_engine.EULER_DT``), both in the same process, and
   their ratio (target: at most 4).
 
+``--profile M`` instead prints where the time of an adaptive step goes at width M on the
+random data: XLA:CPU's profiler trace of accepted steps from the mid-run state, summed per
+compiled operation (a fusion, a dot, a reduction), each named with the JAX operation it was
+compiled from (its ``op_name``), as microseconds per step and shares of the traced operation
+time (the profiler slows every operation down; the shares are the figures to read).
+
 Timings are the minimum over repeats of wall time (``*_s``) and of process CPU time
 (``*_cpu_s``, less sensitive to other processes on a shared machine). The parent prints one
 JSON document: records, new/reference ratios and the targets (full Luo runs at m = 4e4 at
@@ -35,18 +41,24 @@ least 2.5x faster; an accepted adaptive step at most 4x an Euler step).
 Usage::
 
     python benchmarks/bench_flow.py [--quick] [--out FILE] [--repeats N]
+    python benchmarks/bench_flow.py --profile 100000 [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
+import glob
+import gzip
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
 
 KERNELS = ("reference", "new")
@@ -73,6 +85,7 @@ WARM_STEPS = {"luo": 150, "wang_ma": 100, "random": 10}  # steps to the mid-run 
 MIN_SECONDS = 0.3  # minimum wall time of one step timing
 SUBPROCESS_TIMEOUT = 1800.0
 SEED = 0
+PROFILE_STEPS = 20  # adaptive steps traced by --profile
 
 
 # ----------------------------------------------------------------------------- one kernel
@@ -290,6 +303,85 @@ def measure_ratio(case: dict, repeats: int) -> dict:
     return record
 
 
+def compiled_operations(compiled_text: str) -> dict[str, str]:
+    """{HLO instruction name: the JAX operation it was compiled from and its source line,
+    "op_name (file.py:line function)"} of a compiled program's text (instructions without
+    metadata: their opcode)."""
+    tables: dict[str, dict[int, str]] = {}
+    section = None
+    for line in compiled_text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            section, tables[line] = line, {}
+        elif section and re.match(r"\d+ ", line):
+            key, value = line.split(" ", 1)
+            tables[section][int(key)] = value
+        else:
+            section = None
+
+    def field(text, name):
+        return int(re.search(name + r"=(\d+)", text).group(1))
+
+    def source(frame: int) -> str:
+        try:
+            location = tables["FileLocations"][field(tables["StackFrames"][frame],
+                                                     "file_location_id")]
+            path = tables["FileNames"][field(location, "file_name_id")].strip('"')
+            function = tables["FunctionNames"][field(location, "function_name_id")].strip('"')
+            return f" ({os.path.basename(path)}:{field(location, 'line')} {function})"
+        except (KeyError, AttributeError):
+            return ""
+
+    ops = {}
+    for line in compiled_text.splitlines():
+        match = re.match(r"\s*(?:ROOT )?%(\S+) = \S+ (\S+?)\(", line)
+        if match:
+            op_name = re.search(r'op_name="([^"]+)"', line)
+            frame = re.search(r"stack_frame_id=(\d+)", line)
+            ops[match.group(1)] = ((op_name.group(1).rsplit("/", 1)[-1] if op_name
+                                    else match.group(2))
+                                   + (source(int(frame.group(1))) if frame else ""))
+    return ops
+
+
+def measure_profile(m: int, steps: int = PROFILE_STEPS) -> dict:
+    """Per compiled operation, the time of an accepted adaptive step (``--profile``)."""
+    import jax
+    import jax.numpy as jnp
+
+    problem, particles, flow = problem_of({"data": "random", "m": m})
+    t_end = jnp.asarray(jnp.inf, problem.x.dtype)
+    warm = jax.jit(lambda s, k: jax.lax.fori_loop(
+        0, k, lambda _, s: flow.step(problem, s, t_end), s), static_argnums=1)
+    state = jax.block_until_ready(warm(jax.jit(flow.init)(problem, particles),
+                                       WARM_STEPS["random"]))
+    step = jax.jit(lambda s: flow.step(problem, s, t_end))
+    ops = compiled_operations(step.lower(state).compile().as_text())
+    jax.block_until_ready(step(state))
+    totals, counts = collections.Counter(), collections.Counter()
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory):
+            current, start = state, time.perf_counter()
+            for _ in range(steps):
+                current = jax.block_until_ready(step(current))
+            wall = time.perf_counter() - start
+        trace_file = glob.glob(os.path.join(directory, "**", "*.trace.json.gz"),
+                               recursive=True)[0]
+        with gzip.open(trace_file) as fh:
+            for event in json.load(fh)["traceEvents"]:
+                if event.get("ph") == "X" and event.get("name") in ops:
+                    totals[event["name"]] += event.get("dur", 0.0)
+                    counts[event["name"]] += 1
+    accepted = int(current.n_steps - state.n_steps)
+    traced = sum(totals.values())
+    rows = [{"operation": name, "jax_op": ops[name], "us_per_step": us / steps,
+             "calls_per_step": counts[name] / steps, "share": us / traced}
+            for name, us in totals.most_common()]
+    return {"m": m, "m_pad": int(particles.a.shape[0]), "n": int(problem.x.shape[0]),
+            "D": int(problem.x.shape[1]), "dtype": str(problem.x.dtype), "steps": steps,
+            "accepted": accepted, "profiled_wall_s_per_step": wall / steps,
+            "traced_operation_us_per_step": traced / steps, "operations": rows}
+
+
 def measure(kernel: str, name: str, repeats: int) -> dict:
     case = {**PASS_CASES, **RUN_CASES, **RATIO_CASES}[name]
     record = {"kernel": kernel, "case": name, "m": case["m"], "data": case["data"],
@@ -393,6 +485,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="also write the JSON document to this file")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timings per measurement, best kept (default 3, quick 1)")
+    parser.add_argument("--profile", type=int, metavar="M",
+                        help="print where an adaptive step's time goes at width M (random data)")
     parser.add_argument("--single", nargs=2, metavar=("KERNEL", "CASE"),
                         help="internal: measure one (kernel, case) and print one JSON line")
     args = parser.parse_args(argv)
@@ -400,6 +494,8 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 3
     if args.repeats < 1:
         parser.error(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.profile is not None and args.profile < 1:
+        parser.error(f"--profile M must be a positive width, got {args.profile}")
     if args.single is not None:
         kernel, name = args.single
         if kernel not in KERNELS:
@@ -415,7 +511,12 @@ def main(argv=None):
     if args.single is not None:
         print(json.dumps(measure(*args.single, args.repeats)), flush=True)
         return
-    text = json.dumps(run_all(args), indent=2)
+    if args.profile is not None:
+        document = {"meta": {**metadata(args), "load_average": list(os.getloadavg())},
+                    "profile": measure_profile(args.profile)}
+    else:
+        document = run_all(args)
+    text = json.dumps(document, indent=2)
     print(text)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
