@@ -15,7 +15,8 @@ import meanfield as mf
 import meanfield.particles as pt
 from meanfield import runner
 from meanfield.config import SOLVER_KINDS
-from meanfield.particles.integrators import DIVERGED, OK, IController
+from meanfield.particles._pytree import pytree_dataclass
+from meanfield.particles.integrators import DIVERGED, OK, Heun, IController
 from meanfield.runner import init_state
 from meanfield.setup import prepare
 
@@ -205,6 +206,48 @@ def test_configs_compare_and_hash_by_value():
 
 # ----------------------------------------------------------------------------- Heun
 
+def test_classes_with_the_same_fields_have_different_tree_structures():
+    """jax 0.10's ``register_dataclass`` gives two classes with the same fields equal tree
+    structures (only their hashes differ), so a compiled-program cache that matched part of a
+    hash and then compared structures could run Euler's program for Heun: the likely cause
+    of the Heun test below once giving exactly Euler's numbers. ``pytree_dataclass``
+    registers its classes so that the class is part of the structure."""
+    assert (jax.tree_util.tree_structure(pt.Euler(dt=0.1))
+            != jax.tree_util.tree_structure(Heun(dt=0.1)))
+
+    @pytree_dataclass(static=("kind",))
+    class First:
+        value: float
+        kind: str = "a"
+
+    @pytree_dataclass(static=("kind",))
+    class Second:
+        value: float
+        kind: str = "a"
+
+    first, second = First(value=1.0), Second(value=1.0)
+    assert jax.tree_util.tree_structure(first) != jax.tree_util.tree_structure(second)
+    leaves, tree = jax.tree_util.tree_flatten(first)
+    assert leaves == [1.0] and jax.tree_util.tree_unflatten(tree, [2.0]) == First(value=2.0)
+    assert [str(path) for path, _ in jax.tree_util.tree_flatten_with_path(first)[0]] == [
+        "(GetAttrKey(name='value'),)"]
+
+
+def test_jit_runs_the_program_of_each_class():
+    """The failure the structures above caused: with ``register_dataclass``, a jitted
+    function whose program depends on the class of its argument ran another class's
+    program for about one call in six among 2000 such classes (the first at the 13th class).
+    Every class here gets its own program."""
+    classes = []
+    for tag in range(80):
+        cls = pytree_dataclass(type(f"Tagged{tag}", (), {"__annotations__": {"x": "float"},
+                                                        "tag": float(tag)}))
+        classes.append(cls)
+    program_of = jax.jit(lambda obj: obj.x * 0.0 + type(obj).tag)
+    ran = [float(program_of(cls(x=1.0))) for cls in classes]
+    assert ran == [float(cls.tag) for cls in classes]
+
+
 _TRACES = []  # (kind, dt, whether the run traced run_chunk) of every _final_f run
 
 
@@ -228,11 +271,12 @@ print(json.dumps([float(v).hex() for v in mf.simulate(config, progress=False).f_
 
 
 def _heun_diagnosis(f: dict, e: dict) -> dict:
-    """Where the Heun runs came from, when they fail: one default run gave exactly Euler's
-    step-halving ratio (all three Heun runs bitwise Euler's) and has not been reproduced.
-    Tells a program mixed up in this process (the rerun after clearing JAX's caches, or a
-    fresh process on the same compilation cache, differs) from the persistent cache or the
-    code (they do not)."""
+    """Where the Heun runs came from, when they fail: one run of the suite gave exactly
+    Euler's step-halving ratio (all three Heun runs bitwise Euler's) and a later one failed
+    here too, both before the tree structures of the two classes were made unequal (the
+    test above). Tells a program mixed
+    up in this process (the rerun after clearing JAX's caches, or a fresh process on the same
+    compilation cache, differs) from the persistent cache or the code (they do not)."""
     jax.clear_caches()
     again = _final_f("heun", dt=0.04)
     fresh = subprocess.run([sys.executable, "-c", _FRESH_HEUN], capture_output=True, text=True)
