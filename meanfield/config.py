@@ -12,8 +12,8 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from meanfield.particles._validate import (SEED_MAX, check_choice, check_positive, closest,
-                                           normalise_int)
+from meanfield.particles._validate import (SEED_MAX, check_bool, check_choice, check_positive,
+                                           closest, normalise_int)
 from meanfield.particles.analytic import AnalyticConfig, AnalyticSolver
 from meanfield.particles.integrators import (
     DEFAULT_RTOL,
@@ -80,11 +80,6 @@ SOLVER_KINDS: dict[str, SolverKind] = {
 SOLVERS = tuple(SOLVER_KINDS)
 
 
-def _check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of (True, False)")
-
-
 # validation of each Solver field a kind takes (run only for the kinds that take it)
 PARAMETER_CHECKS: dict[str, Callable[["Solver"], None]] = {
     "rtol": lambda s: check_positive("solver.rtol", s.rtol),
@@ -93,7 +88,7 @@ PARAMETER_CHECKS: dict[str, Callable[["Solver"], None]] = {
     "optimizer_kwargs": lambda s: None,
     "iterations": lambda s: normalise_int(s, "iterations", "solver.iterations", minimum=1),
     "ridge": lambda s: check_positive("solver.ridge", s.ridge, allow_zero=True),
-    "output_bias": lambda s: _check_bool("solver.output_bias", s.output_bias),
+    "output_bias": lambda s: check_bool("solver.output_bias", s.output_bias),
 }
 
 

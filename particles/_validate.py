@@ -45,6 +45,11 @@ def check_positive(name: str, value, *, allow_zero: bool = False, allow_none: bo
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number {bound}")
 
 
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of (True, False)")
+
+
 def check_int(name: str, value, *, minimum: int = 1, maximum: int = INT32_MAX) -> int:
     """``value`` as a Python int; any integer type (numpy's included) is accepted, bools not.
     ``maximum`` defaults to what an int32 of the compiled program holds."""

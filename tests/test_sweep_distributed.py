@@ -7,6 +7,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -218,6 +220,70 @@ def test_a_float32_point_does_not_depend_on_the_process_x64_flag(serial):
                 np.testing.assert_array_equal(value, want[name].values, err_msg=name)
 
 
+# ----------------------------------------------------------------------------- worker cores
+
+TWO_CORES = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two usable cores")
+
+
+def _pid_and_cores(seconds: float) -> tuple[int, tuple[int, ...]]:
+    """A point's stand-in: which worker ran it and on which cores (a pause lets both take some)."""
+    time.sleep(seconds)
+    return os.getpid(), tuple(sorted(os.sched_getaffinity(0)))
+
+
+def _cores_of_workers(executor) -> dict[int, tuple[int, ...]]:
+    with executor:
+        return dict(result for _, result in executor.map_unordered(_pid_and_cores,
+                                                                   [(0.3,)] * 6))
+
+
+def _assert_own_shares(seen: dict, workers: int) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert all(len(share) == cores // workers for share in seen.values()), seen
+    shares = [set(share) for share in seen.values()]
+    assert all(a.isdisjoint(b) for i, a in enumerate(shares) for b in shares[i + 1:]), seen
+
+
+@TWO_CORES
+def test_pin_to_cores_splits_the_usable_cores():
+    """Worker i of n gets the i-th n-th of the usable cores; more workers than cores: all."""
+    cores = sorted(os.sched_getaffinity(0))
+    code = ("import os, sys; from meanfield.validation.executors import pin_to_cores; "
+            "print(sorted(pin_to_cores(int(sys.argv[1]), int(sys.argv[2]))), "
+            "sorted(os.sched_getaffinity(0)))")
+
+    def run(index, workers):
+        out = subprocess.run([sys.executable, "-c", code, str(index), str(workers)],
+                             capture_output=True, text=True, check=True).stdout
+        return out.strip()
+
+    half = len(cores) // 2
+    assert run(1, 2) == f"{cores[half:]} {cores[half:]}"
+    assert run(0, 2) == f"{cores[:half]} {cores[:half]}"
+    assert run(0, len(cores) + 1) == f"{cores} {cores}"
+
+
+@TWO_CORES
+@pytest.mark.parametrize("pin", [True, False])
+def test_local_process_workers_compute_on_their_own_cores(pin):
+    """XLA:CPU sizes its thread pools by a process's cores: pinned workers do not compete
+    for each other's (two side by side: 1.5x faster); unpinned (the default), every worker
+    may use every core."""
+    seen = _cores_of_workers(LocalProcesses(workers=2, pin_cores=pin))
+    if pin:
+        _assert_own_shares(seen, 2)
+    else:
+        assert set(seen.values()) == {tuple(sorted(os.sched_getaffinity(0)))}
+
+
+@pytest.mark.slow
+@TWO_CORES
+def test_local_dask_workers_compute_on_their_own_cores():
+    _assert_own_shares(_cores_of_workers(DaskCluster(workers=2, pin_cores=True)), 2)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("make, match", [
@@ -228,6 +294,8 @@ def test_a_float32_point_does_not_depend_on_the_process_x64_flag(serial):
     (lambda: DaskCluster(address="tcp://127.0.0.1:8786", workers=2), "own workers"),
     (lambda: DaskCluster(address=""), "address='' is not allowed"),
     (lambda: DaskCluster(timeout=0), "timeout=0 is not allowed"),
+    (lambda: LocalProcesses(pin_cores=1), "pin_cores=1 is not allowed"),
+    (lambda: DaskCluster(pin_cores="yes"), "pin_cores='yes' is not allowed"),
     (lambda: check_executor("dask"), "executor='dask' is not allowed"),
     (lambda: executor_from_options("tcp://127.0.0.1:8786", 2), "--workers is not allowed"),
     (lambda: executor_from_options(None, 0), "--workers=0 is not allowed"),
