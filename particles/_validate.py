@@ -46,6 +46,7 @@ def check_positive(name: str, value, *, allow_zero: bool = False, allow_none: bo
 
 
 def check_bool(name: str, value) -> None:
+    """Raise unless ``value`` is a bool (1 and "yes" are refused)."""
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is not allowed; choose one of (True, False)")
 

@@ -115,7 +115,6 @@ def matmul(a, b):
     return jnp.matmul(a, b, precision=MATMUL_PRECISION)
 
 
-
 def neuron_activation(w, x):
     """Hidden activation relu(w . x_j) of one neuron at every input, shape (n,)."""
     return jax.nn.relu(matmul(x, w))

@@ -63,7 +63,7 @@ def pin_to_cores(index: int, workers: int) -> frozenset[int]:
     a process may use, so each worker then computes on its own cores instead of every
     worker's threads competing for all of them (two luo_1d runs at m = 40000 side by side
     on two cores: 1.5-1.6 s each pinned against 2.2-2.7 s unpinned; a sweep of 12 such
-    points 1.33x faster, benchmarks/bench_workers.py). Nothing is changed with more workers
+    points 1.33-1.35x faster, benchmarks/bench_workers.py). Nothing is changed with more workers
     than cores, or where the platform has no affinity.
 
     The last digits of a point can then differ from an unpinned run's: XLA:CPU splits some
@@ -258,18 +258,17 @@ class DaskCluster:
         if self.address is not None:
             return {"client": Client(self.address, timeout=self.timeout, set_as_default=False),
                     "cluster": None}
-        from distributed import WorkerPlugin
-
         workers = self.workers or os.cpu_count()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0")
         client = Client(cluster, timeout=self.timeout, set_as_default=False)
-
-        class PinToCores(WorkerPlugin):  # pickled by value: defined where distributed is
-            def setup(self, worker):
-                pin_to_cores(int(worker.name), workers)
-
         if self.pin_cores:
+            from distributed import WorkerPlugin
+
+            class PinToCores(WorkerPlugin):  # pickled by value: defined where distributed is
+                def setup(self, worker):
+                    pin_to_cores(int(worker.name), workers)
+
             client.register_plugin(PinToCores(), name="meanfield-pin-to-cores")
         return {"client": client, "cluster": cluster}
 
