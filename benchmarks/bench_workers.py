@@ -3,12 +3,11 @@
 Two local workers run one sweep of luo_1d points at the widths where a sweep spends its time
 (the luo-diagram grid's m = 20000 and 40000; 3 gammas x 2 gamma' rows, 12 points), with
 ``pin_cores=True`` (each worker on its own share of the cores) and ``pin_cores=False``
-(both on every core, the executors' default). Each whole run is a fresh subprocess (Python start,
-worker start, compilation once per width and worker, the points); the modes alternate, so
-load drifts hit both alike. Prints one JSON document: per mode the wall times and their
-median, the ratio shared / pinned, whether every store equals the first pinned one (every
-variable but wall times: pinned and shared points can differ in their last digits, see
-``pin_to_cores``), and the machine load.
+(both on every core). Each whole run is a fresh subprocess (Python start, worker start,
+compilation once per width and worker, the points); the modes alternate, so load drifts hit
+both alike. Prints one JSON document: per mode the wall times and their median, the ratio
+shared / pinned, whether every store equals the first pinned one (every variable but wall
+times; a run does not depend on its number of cores, so they must), and the machine load.
 
 Usage::
 

@@ -485,10 +485,11 @@ def displacement_sums(a, w, a0, w0, valid=None) -> dict:
     """Squared norms behind ``relative_displacements``, scalars that add up over groups of
     neurons: ``{"da2": |a - a0|^2, "a02": |a0|^2, "dw2": |w - w0|_F^2, "w02": |w0|_F^2}``."""
     keep = _valid(valid, w.shape[0])
-    return {"da2": jnp.sum(jnp.where(keep, (a - a0) ** 2, 0)),
-            "a02": jnp.sum(jnp.where(keep, a0 ** 2, 0)),
-            "dw2": jnp.sum(jnp.where(keep[:, None], (w - w0) ** 2, 0)),
-            "w02": jnp.sum(jnp.where(keep[:, None], w0 ** 2, 0))}
+    # Per neuron first, then over neurons: a flat sum over all (m, D) entries may be split
+    # over the backend's threads, which would make the last bits depend on the core count.
+    per_neuron = {"da2": (a - a0) ** 2, "a02": a0 ** 2,
+                  "dw2": jnp.sum((w - w0) ** 2, axis=1), "w02": jnp.sum(w0 ** 2, axis=1)}
+    return {name: jnp.sum(jnp.where(keep, v, 0)) for name, v in per_neuron.items()}
 
 
 @jax.jit

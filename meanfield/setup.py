@@ -17,7 +17,7 @@ import numpy as np
 
 import meanfield.particles as pt
 from meanfield.config import SimulationConfig
-from meanfield.particles.integrators import kernel_scale
+from meanfield.particles.integrators import kernel_scale, mean_squares
 
 CHUNK_SAVES = 16  # save targets per compiled chunk (host sees progress this often)
 
@@ -76,8 +76,8 @@ def time_scales(problem: pt.Problem, particles: pt.Particles):
     turn by its own size, and 1 / (kernel scale * sum |R|)."""
     f0 = pt.network_output(particles, problem.x, problem.inv_width, problem.n_chunks)
     r_sum = jnp.sum(jnp.abs(pt.residuals(problem, f0))) + 1e-30
-    rms_a = jnp.sqrt(jnp.sum(particles.a ** 2) * problem.inv_width) + 1e-30
-    rms_w = jnp.sqrt(jnp.sum(particles.w ** 2) * problem.inv_width) + 1e-30
+    mean_a2, mean_w2 = mean_squares(problem, particles)
+    rms_a, rms_w = jnp.sqrt(mean_a2) + 1e-30, jnp.sqrt(mean_w2) + 1e-30
     x_max = jnp.sqrt(jnp.max(jnp.sum(problem.x ** 2, axis=1)))
     rotation = rms_w / (rms_a * x_max * r_sum)
     kernel = 1.0 / (kernel_scale(problem, particles) * r_sum + 1e-30)

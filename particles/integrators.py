@@ -90,11 +90,18 @@ def _finite(*arrays):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in arrays]))
 
 
-def kernel_scale(problem: Problem, particles: Particles):
-    """Scale of the tangent kernel, (mean a^2 + mean |w|^2) max |x_j|^2 (rate of f per unit R)."""
+def mean_squares(problem: Problem, particles: Particles):
+    """(mean a^2, mean |w|^2) over the width's particles, scalars; summed chunk by chunk in
+    chunk order (``particle_sum``), so the bits depend neither on the device count nor on how
+    many threads the backend splits a reduction over."""
     width = 1.0 / problem.inv_width
     sum_a2, sum_w2 = particle_sum((particles.a ** 2, particles.w ** 2), problem.n_chunks)
-    mean_a2, mean_w2 = sum_a2 / width, jnp.sum(sum_w2) / width
+    return sum_a2 / width, jnp.sum(sum_w2) / width
+
+
+def kernel_scale(problem: Problem, particles: Particles):
+    """Scale of the tangent kernel, (mean a^2 + mean |w|^2) max |x_j|^2 (rate of f per unit R)."""
+    mean_a2, mean_w2 = mean_squares(problem, particles)
     xmax = jnp.max(jnp.sum(problem.x ** 2, axis=1))
     return (mean_a2 + jnp.where(problem.trainable, mean_w2, 0.0)) * xmax
 

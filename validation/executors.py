@@ -66,11 +66,9 @@ def pin_to_cores(index: int, workers: int) -> frozenset[int]:
     points 1.33-1.35x faster, benchmarks/bench_workers.py). Nothing is changed with more workers
     than cores, or where the platform has no affinity.
 
-    The last digits of a point can then differ from an unpinned run's: XLA:CPU splits some
-    large reductions over its threads (the sums over all particles of the initial time
-    scale, which sets the default save times), so they round differently with another
-    number of usable cores (1 point of those 12 moved, by 2e-5 in its RD). Off by default:
-    the committed reports were computed by workers sharing every core.
+    A point's results are the same bits on any number of cores: the engine's sums over
+    particles go chunk by chunk in chunk order, and per neuron first within a chunk, never
+    as one flat reduction that XLA:CPU could split over its threads (tests/test_cores.py).
 
     Returns:
         The cores this process may use afterwards.
@@ -129,12 +127,13 @@ class LocalProcesses:
         restarts: how often a pool broken by a dead worker is restarted (its points without a
             result resubmitted) before the sweep fails.
         pin_cores: give each worker its own share of the cores (``pin_to_cores``): faster
-            when the workers fill the machine, but see ``pin_to_cores`` on the last digits.
+            when the workers fill the machine, and the same results; False lets every
+            worker use every core (e.g. beside other work that is pinned to some cores).
     """
 
     workers: int = 2
     restarts: int = DEFAULT_RESTARTS
-    pin_cores: bool = False
+    pin_cores: bool = True
     in_process = False
 
     def __post_init__(self):
@@ -202,14 +201,13 @@ class DaskCluster:
             be None with an ``address`` (the cluster has its own workers).
         timeout: seconds to wait for the connection to the scheduler.
         pin_cores: give each worker of the local cluster its own share of the cores
-            (``pin_to_cores``, and its note on the last digits); the workers of a running
-            cluster are left as they are.
+            (``pin_to_cores``); the workers of a running cluster are left as they are.
     """
 
     address: str | None = None
     workers: int | None = None
     timeout: float = 30.0
-    pin_cores: bool = False
+    pin_cores: bool = True
     in_process = False
     # the client (and local cluster) of an open ``with`` block
     _session: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
