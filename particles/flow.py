@@ -237,8 +237,12 @@ def _start(a, w, x, xx, residual, band_eps) -> _Start:
     # Onto face s: zero terms unless sliding.
     x_s = matmul(slide.astype(x.dtype), x)
     gram_s = _preactivation(x_s, x)
-    field_ratio = jnp.sum(jnp.where(slide, x_field / xx, 0.0))  # G . x_s / |x_s|^2
-    snap_ratio = jnp.sum(jnp.where(slide, z / xx, 0.0))  # w . x_s / |x_s|^2
+    # The face's entries are picked before dividing: divided by the whole vector xx (the
+    # same in every step), XLA may turn the division into a product with 1/xx in one
+    # compiled program and not in another, and a sharded run would then round differently.
+    xx_s = jnp.sum(jnp.where(slide, xx, 0.0)) + (1.0 - jnp.any(slide))  # 1 if none slides
+    field_ratio = jnp.sum(jnp.where(slide, x_field, 0.0)) / xx_s  # G . x_s / |x_s|^2
+    snap_ratio = jnp.sum(jnp.where(slide, z, 0.0)) / xx_s  # w . x_s / |x_s|^2
     return _Start.of(w=w - snap_ratio * x_s, z=z - snap_ratio * gram_s, in_band=in_band,
                      active=strict | active_band, field=field - field_ratio * x_s,
                      x_field=x_field - field_ratio * gram_s)
