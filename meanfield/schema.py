@@ -185,6 +185,19 @@ def versions() -> dict[str, str]:
     return dict(_versions())
 
 
+# What a run's numbers depend on besides its config: a store is resumed only with the same.
+NUMERIC_VERSIONS = ("meanfield_version", "jax_version", "jaxlib_version", "backend")
+
+
+def changed_versions(stored: dict) -> dict[str, tuple[str, str]]:
+    """``{key: (stored value, this process's)}`` for each of ``NUMERIC_VERSIONS`` in which the
+    attributes of a store differ from this process (keys the store does not record are
+    skipped)."""
+    current = _versions()
+    return {key: (str(stored[key]), current[key]) for key in NUMERIC_VERSIONS
+            if key in stored and str(stored[key]) != current[key]}
+
+
 @functools.cache  # fixed for the life of a process; a run builds a Dataset at every commit
 def _versions() -> dict[str, str]:
     import jax

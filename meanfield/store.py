@@ -184,6 +184,26 @@ def stored_attrs(path: str) -> dict:
         return {}
 
 
+def check_resumable_versions(path: str) -> None:
+    """Refuse to resume the store at ``path`` in a process with other library, jax or backend
+    versions than those it records (``schema.NUMERIC_VERSIONS``): its stored part and the
+    resumed part would not be one computation. Raised before anything is written.
+
+    Raises:
+        StoreError: naming each version that differs.
+    """
+    from meanfield.schema import changed_versions
+
+    changed = changed_versions(stored_attrs(path))
+    if changed:
+        listed = "; ".join(f"{key.removesuffix('_version')} {old} (this process: {new})"
+                           for key, (old, new) in changed.items())
+        raise StoreError(f"{path} was computed with {listed}: resuming it would mix results of "
+                         "two versions in one store; nothing was overwritten (resume it with "
+                         "those versions, or start afresh at another output path or with "
+                         "overwrite)")
+
+
 def store_status(path: str) -> str:
     """What ``path`` holds: ``absent``; ``empty`` (a store created but never written: only its
     lock files); ``first_save`` (a run stopped during its first save: resumable from the
@@ -650,6 +670,8 @@ class RunStore:
                 raise StoreError(f"{path} holds a run of another config; nothing was "
                                  "overwritten (choose another output path, or overwrite "
                                  "explicitly)")
+            if not progress["finished"]:
+                check_resumable_versions(path)
             store = cls(path, config_json, locks=(lock,))
             store.progress = {**store.progress, **progress}
             if not progress["finished"]:

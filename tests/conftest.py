@@ -64,3 +64,21 @@ def _compiled_programs_per_module():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def _files_under(path) -> dict[str, bytes]:
+    """Every file under ``path`` (path relative to it) with its bytes."""
+    out = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as fh:
+                out[os.path.relpath(full, path)] = fh.read()
+    return out
+
+
+@pytest.fixture
+def files_under():
+    """``files_under(path)``: every file under a folder with its bytes (to check that a
+    refused call wrote nothing)."""
+    return _files_under

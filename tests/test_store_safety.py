@@ -284,3 +284,38 @@ def test_manifest_names_every_committed_chunk(finished):
     assert not any(f.startswith("_progress") for f in files)
     assert json.loads(json.dumps(progress)) == progress
     assert np.all(np.isfinite(mf.open_run(finished).loss.values))
+
+
+def test_a_store_is_not_resumed_with_other_versions(tmp_path, monkeypatch, files_under,
+                                                    reference):
+    from meanfield import schema
+
+    out = str(tmp_path / "run.zarr")
+    real = store.RunStore._write_state
+    calls = {"n": 0}
+
+    def full_disk(self, slot, state):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", self.path)
+        return real(self, slot, state)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store.RunStore, "_write_state", full_disk)
+        with pytest.raises(OSError):
+            mf.simulate(small(), progress=False, out=out, checkpoint_seconds=0)
+    assert not read_progress(out)["finished"]
+    before = files_under(out)
+    stored = mf.open_run(out).attrs["jax_version"]
+    other = {**schema.versions(), "jax_version": "0.0.1"}
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "_versions", lambda: other)
+        with pytest.raises(StoreError, match=rf"jax {stored} \(this process: 0.0.1\).*mix"):
+            mf.simulate(small(), progress=False, out=out, resume=True)
+        assert files_under(out) == before  # refused before anything was written
+    ds = mf.simulate(small(), progress=False, out=out, resume=True)
+    xr.testing.assert_identical(data(ds), data(reference))
+    with monkeypatch.context() as patch:  # a finished store is only read
+        patch.setattr(schema, "_versions", lambda: other)
+        finished = mf.simulate(small(), progress=False, out=out, resume=True)
+    xr.testing.assert_identical(data(finished), data(reference))

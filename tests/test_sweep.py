@@ -349,3 +349,34 @@ def test_a_damaged_sweep_store_is_an_error_and_resume_recomputes_only_the_damage
         np.testing.assert_array_equal(resumed[name].values, ds[name].values, err_msg=name)
     assert verify_store(path, hashes=True)["finished"]
     assert main(["verify", path]) == 0
+
+
+def test_a_sweep_is_not_resumed_with_other_versions(tmp_path, monkeypatch, files_under):
+    from meanfield import schema
+
+    sweep = Sweep(axes={"seed": (0, 1)}, fixed={"width": 40, "n_saves": 40})
+    path = str(tmp_path / "interrupted.zarr")
+    real_run_point = sw.run_point
+
+    def interrupted(config, summary):
+        if config.seed == 1:
+            raise KeyboardInterrupt
+        return real_run_point(config, summary)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sw, "run_point", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(sweep, path, progress=False)
+    assert sw.read_progress(path)["done"] == [0]
+    before = files_under(path)
+    other = {**schema.versions(), "meanfield_version": "0.0.1"}
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "_versions", lambda: other)
+        with pytest.raises(StoreError, match=r"meanfield \S+ \(this process: 0.0.1\).*mix"):
+            run_sweep(sweep, path, progress=False)
+    assert files_under(path) == before  # refused before anything was written
+    resumed = run_sweep(sweep, path, progress=False)
+    assert bool(resumed.done.all()) and sw.read_progress(path)["sessions"] == 2
+    with monkeypatch.context() as patch:  # a finished sweep is only read
+        patch.setattr(schema, "_versions", lambda: other)
+        assert bool(run_sweep(sweep, path, progress=False).done.all())

@@ -92,10 +92,10 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from meanfield.store import (PROGRESS, chunk_manifest, consolidate,  # one commit protocol
-                             damaged_chunks, file_manifest, quiet_zarr, read_progress,
-                             remove_store, verify_store, write_json_atomic,
-                             write_part_manifest)
+from meanfield.store import (PROGRESS, check_resumable_versions,  # one commit protocol
+                             chunk_manifest, consolidate, damaged_chunks, file_manifest,
+                             quiet_zarr, read_progress, remove_store, verify_store,
+                             write_json_atomic, write_part_manifest)
 from meanfield.validation.executors import check_executor
 from meanfield.particles._validate import check_positive, normalise_int
 
@@ -721,6 +721,12 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
         if not resume:
             raise FileExistsError(f"{path} exists; pass resume=True to continue it or "
                                   "overwrite=True to replace it")
+        try:
+            left = len((read_progress(path) or {}).get("done", ())) < sweep.size
+        except (OSError, ValueError, AttributeError):
+            left = False  # not a sweep store: SweepStore.open says so
+        if left:
+            check_resumable_versions(path)
         store = SweepStore.open(path, spec)
     else:
         variables, coords = _layout(sweep, configs)
