@@ -186,8 +186,9 @@ def test_store_created_but_never_written_is_no_obstacle(tmp_path, reference):
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
 
 
-def test_full_disk_stops_cleanly_and_resumes_bitwise(tmp_path, monkeypatch, reference, capsys):
-    out = str(tmp_path / "run.zarr")
+def full_disk_at_third_checkpoint():
+    """A ``RunStore._write_state`` that fails with ENOSPC at its third call (two chunks
+    committed)."""
     real = store.RunStore._write_state
     calls = {"n": 0}
 
@@ -197,7 +198,12 @@ def test_full_disk_stops_cleanly_and_resumes_bitwise(tmp_path, monkeypatch, refe
             raise OSError(errno.ENOSPC, "No space left on device", self.path)
         return real(self, slot, state)
 
-    monkeypatch.setattr(store.RunStore, "_write_state", full_disk)
+    return full_disk
+
+
+def test_full_disk_stops_cleanly_and_resumes_bitwise(tmp_path, monkeypatch, reference, capsys):
+    out = str(tmp_path / "run.zarr")
+    monkeypatch.setattr(store.RunStore, "_write_state", full_disk_at_third_checkpoint())
     argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--out",
             out, "--no-progress", "--no-plots", "--set", "checkpoint_seconds=0"]
     assert cli.main(argv) == 1
@@ -291,17 +297,8 @@ def test_a_store_is_not_resumed_with_other_versions(tmp_path, monkeypatch, files
     from meanfield import schema
 
     out = str(tmp_path / "run.zarr")
-    real = store.RunStore._write_state
-    calls = {"n": 0}
-
-    def full_disk(self, slot, state):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(errno.ENOSPC, "No space left on device", self.path)
-        return real(self, slot, state)
-
     with monkeypatch.context() as patch:
-        patch.setattr(store.RunStore, "_write_state", full_disk)
+        patch.setattr(store.RunStore, "_write_state", full_disk_at_third_checkpoint())
         with pytest.raises(OSError):
             mf.simulate(small(), progress=False, out=out, checkpoint_seconds=0)
     assert not read_progress(out)["finished"]
