@@ -269,8 +269,8 @@ def test_pin_to_cores_splits_the_usable_cores():
 @pytest.mark.parametrize("pin", [True, False])
 def test_local_process_workers_compute_on_their_own_cores(pin):
     """XLA:CPU sizes its thread pools by a process's cores: pinned workers do not compete
-    for each other's (two side by side: 1.5x faster); unpinned (the default), every worker
-    may use every core."""
+    for each other's (two side by side: 1.5x faster; pinned is the default); unpinned, every
+    worker may use every core."""
     seen = _cores_of_workers(LocalProcesses(workers=2, pin_cores=pin))
     if pin:
         _assert_own_shares(seen, 2)

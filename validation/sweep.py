@@ -539,7 +539,8 @@ class SweepStore:
 
     @classmethod
     def open(cls, path: str, spec_json: str) -> "SweepStore":
-        """Reopen a store to resume it; the sweep spec must match exactly."""
+        """Reopen a store to resume it; the sweep spec must match exactly, and with points left
+        to run, the versions it records (``check_resumable_versions``)."""
         from meanfield.store import StoreError
 
         progress = read_progress(path)
@@ -555,6 +556,8 @@ class SweepStore:
         if stored != spec_json:
             raise StoreError(f"{path} holds another sweep (its spec differs); nothing was "
                              "overwritten (choose another output path, or overwrite=True)")
+        if len(progress.get("done", ())) < group["done"].size:  # points are left to run
+            check_resumable_versions(path)
         progress = {**progress, "sessions": progress.get("sessions", 1) + 1, "finished": False}
         progress["done"] = _drop_damaged_points(path, progress)
         metadata = os.path.join(path, ".zmetadata")
@@ -721,12 +724,6 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
         if not resume:
             raise FileExistsError(f"{path} exists; pass resume=True to continue it or "
                                   "overwrite=True to replace it")
-        try:
-            left = len((read_progress(path) or {}).get("done", ())) < sweep.size
-        except (OSError, ValueError, AttributeError):
-            left = False  # not a sweep store: SweepStore.open says so
-        if left:
-            check_resumable_versions(path)
         store = SweepStore.open(path, spec)
     else:
         variables, coords = _layout(sweep, configs)
