@@ -189,6 +189,13 @@ def versions() -> dict[str, str]:
 NUMERIC_VERSIONS = ("meanfield_version", "jax_version", "jaxlib_version", "backend")
 
 
+def numeric_versions() -> dict[str, str]:
+    """This process's values of ``NUMERIC_VERSIONS`` (what another process's must equal for
+    its numbers to join this one's)."""
+    current = _versions()
+    return {key: current[key] for key in NUMERIC_VERSIONS}
+
+
 def changed_versions(stored: dict) -> dict[str, tuple[str, str]]:
     """``{key: (stored value, this process's)}`` for each of ``NUMERIC_VERSIONS`` in which the
     attributes of a store differ from this process (keys the store does not record are

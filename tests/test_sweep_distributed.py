@@ -6,6 +6,7 @@ recomputed); a float32 point does not depend on JAX's process-wide x64 flag; bad
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,13 +20,15 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from meanfield import schema
 from meanfield.store import read_progress
 from meanfield.validation import executors as ex
 from meanfield.validation import run_study
 from meanfield.validation.executors import (DaskCluster, LocalProcesses, Serial, check_executor,
                                             executor_from_options)
-from meanfield.validation.sweep import (Summary, Sweep, build_configs, run_order, run_point,
-                                        run_point_in_worker, run_sweep)
+from meanfield.validation import sweep as sweep_module
+from meanfield.validation.sweep import (Summary, Sweep, WorkerVersionError, build_configs,
+                                        run_order, run_point, run_point_in_worker, run_sweep)
 
 # float64 and float32 points in one sweep: a worker runs both, in either order
 TINY = Sweep(axes={"precision": ("float64", "float32"), "seed": (0, 1, 2, 3),
@@ -206,11 +209,12 @@ def test_a_float32_point_does_not_depend_on_the_process_x64_flag(serial):
     f32, f64 = (TINY.config(precision=p, seed=1, gamma=1.75) for p in ("float32", "float64"))
     on = run_point(f32, TINY.summary)
     try:
-        off = run_point_in_worker(f32, TINY.summary, False)
+        own = schema.numeric_versions()
+        off = run_point_in_worker(f32, TINY.summary, False, own)
         assert not jax.config.jax_enable_x64
-        run_point_in_worker(f64, TINY.summary, False)
+        run_point_in_worker(f64, TINY.summary, False, own)
         assert jax.config.jax_enable_x64  # a float64 point switches it on, as in the caller
-        after = run_point_in_worker(f32, TINY.summary, False)
+        after = run_point_in_worker(f32, TINY.summary, False, own)
     finally:
         jax.config.update("jax_enable_x64", True)  # the test session's setting (conftest)
     want = serial.sel(precision="float32", seed=1, gamma=1.75)
@@ -218,6 +222,53 @@ def test_a_float32_point_does_not_depend_on_the_process_x64_flag(serial):
         for name, value in values.items():
             if name != "wall_time":
                 np.testing.assert_array_equal(value, want[name].values, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- versions
+
+def other_versions(**changed) -> dict:
+    return {**schema.numeric_versions(), **changed}
+
+
+def test_a_worker_with_other_versions_refuses_its_points_before_any_compute(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep_module, "run_point", lambda *args: calls.append(args) or {})
+    config = TINY.config(precision="float32", seed=0, gamma=0.5)
+    jax_version = schema.numeric_versions()["jax_version"]
+    with pytest.raises(WorkerVersionError,
+                       match=rf"runs jax {re.escape(jax_version)} \(the sweep: 0\.0\.1\)"):
+        run_point_in_worker(config, TINY.summary, True, other_versions(jax_version="0.0.1"))
+    with pytest.raises(WorkerVersionError, match=r"meanfield .* \(the sweep: 9\.9\); backend cpu "
+                                                 r"\(the sweep: tpu\)"):
+        run_point_in_worker(config, TINY.summary, True,
+                            other_versions(meanfield_version="9.9", backend="tpu"))
+    assert calls == []
+    run_point_in_worker(config, TINY.summary, True, schema.numeric_versions())
+    assert len(calls) == 1
+
+
+def _report_jax_version(version):
+    """Make this (worker) process report ``version`` as its jax version (None: its own)."""
+    import meanfield.schema as worker_schema
+
+    own = getattr(worker_schema, "_own_versions", None) or worker_schema._versions
+    worker_schema._own_versions = own
+    worker_schema._versions = own if version is None else (
+        lambda: {**own(), "jax_version": version})
+
+
+@pytest.mark.slow
+def test_dask_workers_with_other_versions_stop_the_sweep_and_write_nothing(cluster, tmp_path):
+    local, client, _ = cluster
+    path = str(tmp_path / "versions.zarr")
+    client.run(_report_jax_version, "0.0.1")
+    try:
+        with pytest.raises(WorkerVersionError, match=r"runs jax 0\.0\.1 \(the sweep: "):
+            run_sweep(TINY, path, progress=False,
+                      executor=DaskCluster(address=local.scheduler_address))
+    finally:
+        client.run(_report_jax_version, None)
+    assert read_progress(path)["done"] == []
 
 
 # ----------------------------------------------------------------------------- worker cores

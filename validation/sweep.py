@@ -59,7 +59,10 @@ index, so the store does not depend on the executor or on the completion order (
 but ``wall_time``). A worker process sets JAX's process-wide ``jax_enable_x64`` to the caller's
 value before each point (``run_point_in_worker``; float64 points switch it on, as in the
 caller), so whatever it ran before, a point gives the caller's numbers: float32 runs use
-explicit dtypes and do not depend on the flag.
+explicit dtypes and do not depend on the flag. A worker whose meanfield, jax or jaxlib version
+or backend (``meanfield.schema.NUMERIC_VERSIONS``) differs from the caller's refuses the point
+before computing it (``WorkerVersionError``), and the sweep stops with the points finished so
+far committed: a Dask cluster may span machines with their own installations.
 
 **Store.** With ``out``, every finished point is written at its grid index (one zarr chunk per
 point, so a point's write never touches another's data; zarr writes each chunk file
@@ -83,6 +86,7 @@ import inspect
 import json
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -451,11 +455,32 @@ def run_point(config, summary: Summary) -> dict[str, np.ndarray]:
 _WORKER_POINT = threading.Lock()
 
 
-def run_point_in_worker(config, summary: Summary, x64: bool) -> dict[str, np.ndarray]:
+class WorkerVersionError(RuntimeError):
+    """A worker whose library, jax or backend versions differ from the sweep's: its points
+    would not be the computation of the others."""
+
+
+def run_point_in_worker(config, summary: Summary, x64: bool,
+                        versions: Mapping[str, str]) -> dict[str, np.ndarray]:
     """``run_point`` in a worker process, with the caller's ``jax_enable_x64`` (``x64``) set
-    first, so the point does not depend on what the worker ran before."""
+    first, so the point does not depend on what the worker ran before.
+
+    Raises:
+        WorkerVersionError: the worker's ``meanfield.schema.NUMERIC_VERSIONS`` differ from the
+            caller's ``versions`` (raised before any compute, naming each of them).
+    """
     import jax
 
+    from meanfield.schema import changed_versions
+
+    changed = changed_versions(dict(versions))
+    if changed:
+        listed = "; ".join(f"{key.removesuffix('_version')} {new} (the sweep: {old})"
+                           for key, (old, new) in changed.items())
+        raise WorkerVersionError(
+            f"the worker on {socket.gethostname()} (process {os.getpid()}) runs {listed}: its "
+            "points would mix results of two versions in one sweep; install the sweep's "
+            "versions on every worker")
     with _WORKER_POINT:
         if jax.config.jax_enable_x64 != x64:
             jax.config.update("jax_enable_x64", x64)
@@ -740,9 +765,11 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, resume: boo
     else:
         import jax
 
-        x64 = bool(jax.config.jax_enable_x64)
+        from meanfield.schema import numeric_versions
+
+        x64, own = bool(jax.config.jax_enable_x64), numeric_versions()
         fn = run_point_in_worker
-        calls = [(configs[index], sweep.summary, x64) for index in pending]
+        calls = [(configs[index], sweep.summary, x64, own) for index in pending]
     bar = _progress_bar(progress, sweep.size, store.n_done, sweep.name)
     results = executor.map_unordered(fn, calls)
     try:
