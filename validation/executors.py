@@ -61,10 +61,9 @@ def pin_to_cores(index: int, workers: int) -> frozenset[int]:
     With ``workers`` local workers on C usable cores (C >= workers), worker i gets cores
     [i C / workers, (i + 1) C / workers) of them. XLA:CPU sizes its thread pools by the cores
     a process may use, so each worker then computes on its own cores instead of every
-    worker's threads competing for all of them (two luo_1d runs at m = 40000 side by side
-    on two cores: 1.5-1.6 s each pinned against 2.2-2.7 s unpinned; a sweep of 12 such
-    points 1.33-1.35x faster, benchmarks/bench_workers.py). Nothing is changed with more workers
-    than cores, or where the platform has no affinity.
+    worker's threads competing for all of them (``benchmarks/bench_workers.py`` measures the
+    gain). Nothing is changed with more workers than cores, or where the platform has no
+    affinity.
 
     A point's results are the same bits on any number of cores: the engine's sums over
     particles go chunk by chunk in chunk order, and per neuron first within a chunk, never
