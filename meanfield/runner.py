@@ -59,7 +59,7 @@ def _observables(problem: pt.Problem, x_eval, state, initial, spec):
     loss = pt.risk(problem, state.f)
     correct = (problem.y * f_train > 0).astype(f_train.dtype)
     return {
-        "t": state.t, "loss": loss, "accuracy": jnp.sum(problem.weights * correct),
+        "t": state.t, "loss": loss, "accuracy": pt.sample_sum(problem.weights * correct),
         "f_train": f_train,
         "f_eval": pt.network_output(state.particles, x_eval, problem.inv_width, problem.n_chunks),
         "n_steps": state.n_steps, "n_rejected": state.n_rejected, "step_size": state.h,

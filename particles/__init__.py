@@ -29,6 +29,7 @@ from meanfield.particles.kernels import (
     neuron_velocity,
     residuals,
     risk,
+    sample_sum,
     velocity,
 )
 from meanfield.particles.losses import is_classification, loss_derivative, loss_value
@@ -46,5 +47,5 @@ __all__ = [
     "StopRule", "TimeIntegrator", "TrainingData", "chunk_layout", "default_band_eps",
     "init_particles", "is_classification", "loss_derivative", "loss_value", "make_problem",
     "matmul", "network_output", "neuron_output", "neuron_velocity", "regime_of", "residuals",
-    "risk", "velocity",
+    "risk", "sample_sum", "velocity",
 ]

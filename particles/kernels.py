@@ -41,6 +41,11 @@ CPU_CONCURRENT_CHUNKS = 2
 # faster at D = 5, 2.9x at D = 7, 12x at D = 101.
 MULTIPLY_ADD_MAX_DIM = 4
 
+# Longest sum over samples taken as one flat reduction (``sample_sum``). XLA:CPU splits a
+# longer flat reduction over its threads (a weighted count over 50000 float32 samples rounded
+# differently on one core than on two); shorter ones, every preset's, keep their programs.
+SAMPLE_SUM_BLOCK = 4_096
+
 # Precision of every matrix product of the engine (``matmul``). JAX's default lets TPUs
 # multiply float32 operands in one bfloat16 pass (about 3 significant digits) and GPUs in
 # TF32 (about 4); HIGHEST keeps float32 products float32, as the multiply-adds of narrow
@@ -259,6 +264,20 @@ def ordered_sum(partials, init):
     return total
 
 
+def sample_sum(values):
+    """Sum of ``values`` (n,) over the samples, the same bits on any number of cores.
+
+    Up to ``SAMPLE_SUM_BLOCK`` entries one flat reduction; longer, the sums of blocks of
+    ``SAMPLE_SUM_BLOCK`` entries (a row reduction, whose rows XLA:CPU may spread over its
+    threads but never splits) added in block order (``ordered_sum``).
+    """
+    n = values.shape[0]
+    if n <= SAMPLE_SUM_BLOCK:
+        return jnp.sum(values)
+    blocks = jnp.pad(values, (0, -n % SAMPLE_SUM_BLOCK)).reshape(-1, SAMPLE_SUM_BLOCK)
+    return ordered_sum(blocks.sum(axis=1), jnp.zeros((), values.dtype))
+
+
 def particle_sum(values, n_chunks: int):
     """Sum of every leaf of ``values`` over its leading (particle) axis of n_chunks * chunk
     entries, chunk by chunk in chunk order (``scan_chunks``: independent of the device count).
@@ -289,7 +308,8 @@ def residuals(problem: Problem, f_unique):
 
 def risk(problem: Problem, f_unique):
     """Training loss R = sum_i weight_i l(f(x_i), y_i), scalar."""
-    return jnp.sum(problem.weights * loss_value(problem.loss, f_unique[problem.inverse], problem.y))
+    return sample_sum(problem.weights * loss_value(problem.loss, f_unique[problem.inverse],
+                                                   problem.y))
 
 
 def velocity(problem: Problem, particles: Particles, residual):

@@ -11,7 +11,8 @@ Each side is this file run as a script (``CORES OUT``) with the compilation cach
 compiles its own programs: ``one`` restricts itself to one core before JAX starts, ``all``
 keeps every usable core. The cases are wide enough that a flat float32 sum over their
 particles differs between one and two cores (checked when this test was written: the initial
-time scale of the luo_1d case, and so its save times and its step count, 467 against 469).
+time scale of the luo_1d case, and so its save times and its step count, 467 against 469), and
+the third case has enough samples that a flat sum over them differs too (its accuracy).
 """
 
 from __future__ import annotations
@@ -25,13 +26,31 @@ import sys
 import numpy as np
 import pytest
 
+from meanfield.particles import TrainingData
+from meanfield.particles.kernels import SAMPLE_SUM_BLOCK
+
+
+
+def many_samples(n: int = 60000) -> TrainingData:
+    """A classification set of n samples in 3 dimensions, longer than one flat sample sum
+    (``SAMPLE_SUM_BLOCK``): its weighted accuracy, as one flat sum, differed between one
+    core and two."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3))
+    return TrainingData(x=x, y=np.sign(x[:, 0] + 0.3 * x[:, 1]), x_eval=x[:8], name="many")
+
+
 # name -> (preset, preset arguments, config fields)
 CASES = {
     "luo_1d_adaptive": ("luo_1d", {"gamma": 1.2, "gamma_prime": 0.0, "width": 20000,
                                    "t_max": 2000.0, "n_saves": 20}, {}),
     "wang_ma_euler": ("wang_ma", {"t_max": 2.0, "n_saves": 4},
                       {"model.width": 100000, "solver.kind": "euler", "solver.dt": 0.05}),
+    "many_samples_euler": ("wang_ma", {"d": 3, "t_max": 1.0, "n_saves": 4},
+                           {"data": many_samples(), "model.width": 64, "solver.kind": "euler",
+                            "solver.dt": 0.05}),
 }
+assert CASES["many_samples_euler"][2]["data"].x.shape[0] > SAMPLE_SUM_BLOCK
 
 
 def digests(ds) -> dict:

@@ -241,3 +241,26 @@ def test_concurrent_euler_chunks_keep_a_heun_runs_bits(width, monkeypatch):
         runs.append(mf.simulate(config, progress=False))
     for name in runs[0].data_vars:
         np.testing.assert_array_equal(runs[1][name].values, runs[0][name].values, err_msg=name)
+
+
+@pytest.mark.parametrize("n", [1, 4096, 4097, 50000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sample_sum_is_a_flat_sum_up_to_a_block_then_block_sums_in_block_order(n, dtype):
+    from meanfield.particles.kernels import SAMPLE_SUM_BLOCK
+
+    values = np.random.default_rng(n).normal(size=n).astype(dtype)
+    got = jax.jit(pt.sample_sum)(values)
+    assert got.dtype == dtype
+    # within the rounding of n additions of the float64 reference
+    reference = np.sum(values.astype(np.float64))
+    bound = n * np.finfo(dtype).eps * np.sum(np.abs(values.astype(np.float64)))
+    assert abs(float(got) - reference) <= bound
+    if n <= SAMPLE_SUM_BLOCK:  # the flat reduction it always was
+        assert got == jax.jit(jnp.sum)(values)
+        return
+    blocks = np.asarray(jax.jit(lambda v: v.sum(axis=1))(
+        np.pad(values, (0, -n % SAMPLE_SUM_BLOCK)).reshape(-1, SAMPLE_SUM_BLOCK)))
+    total = dtype(0)
+    for partial in blocks:  # one IEEE addition after the other, in block order
+        total = dtype(total + partial)
+    assert got == total
