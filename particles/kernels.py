@@ -175,7 +175,10 @@ def neuron_velocity(a, w, x, residual, trainable: bool):
         (da/dt (), dw/dt (D,)).
     """
     g = matmul(jnp.where(neuron_preactivation(w, x) > 0, residual, 0), x)
-    da = -matmul(w, g) if trainable else jnp.zeros_like(a)
+    # w . g as multiply-adds for narrow inputs (``neuron_preactivation`` at the one input w):
+    # vmapped, a dot of width D per neuron is a library call per chunk that cost as much as
+    # the (chunk, n) x (n, D) product above
+    da = -neuron_preactivation(g, w[None, :])[0] if trainable else jnp.zeros_like(a)
     return da, -a * g
 
 

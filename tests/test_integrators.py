@@ -13,6 +13,7 @@ import pytest
 
 import meanfield as mf
 import meanfield.particles as pt
+import meanfield.particles.integrators as integrators
 from meanfield import runner
 from meanfield.config import SOLVER_KINDS
 from meanfield.particles._pytree import pytree_dataclass
@@ -99,6 +100,31 @@ def test_reports_divergence(kind):
     assert float(state.t) == t_before
     np.testing.assert_array_equal(np.delete(np.asarray(state.particles.w), 3, axis=0),
                                   np.delete(w_before, 3, axis=0))
+
+
+@pytest.mark.parametrize("kind", [k for k in TIME_KINDS if k != "adaptive"])
+def test_fixed_steps_keep_the_same_state_with_a_select_and_with_a_cond(kind, monkeypatch):
+    """Wide runs pick the accepted or the kept state with a ``cond`` (``COND_MIN_ENTRIES``),
+    narrow ones with a select: the same bits, for accepted steps and for a divergence."""
+    problem, integrator, state = started(kind)
+    t_end = jnp.asarray(jnp.inf, state.t.dtype)
+    poisoned = dataclasses.replace(state, particles=pt.Particles(
+        a=state.particles.a, w=state.particles.w.at[3, 0].set(jnp.nan)))
+
+    def steps(start):  # traced anew: the threshold is read when traced
+        run = lambda s: jax.lax.fori_loop(0, 20, lambda _, s: integrator.step(problem, s, t_end),
+                                          s)
+        return jax.jit(run)(start), str(jax.make_jaxpr(run)(start))
+
+    select = [steps(s) for s in (state, poisoned)]
+    monkeypatch.setattr(integrators, "COND_MIN_ENTRIES", 0)
+    cond = [steps(s) for s in (state, poisoned)]
+    assert "cond[" in cond[0][1] and "cond[" not in select[0][1]
+    for (want, _), (got, _) in zip(select, cond):
+        for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_array_equal(x, y)
+    assert int(select[0][0].status) == OK and int(select[0][0].n_steps) == 20
+    assert int(select[1][0].status) == DIVERGED and int(select[1][0].n_steps) == 0
 
 
 @pytest.mark.parametrize("kind", TIME_KINDS)
