@@ -65,3 +65,18 @@ def test_wheel_installs_beside_unrelated_particles_and_validation(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok")
+
+
+def test_python_started_in_the_checkout_imports_the_subpackages():
+    """``pip install .`` maps particles/ and validation/ into the installed package, but Python
+    started in the root of the checkout imports the folder meanfield/ there: it must find its
+    subpackages beside it (here with the editable install's finder removed, as after
+    ``pip install .``)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            "import meanfield, meanfield.particles, meanfield.validation.sweep\n"
+            "print(meanfield.particles.__file__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == os.path.join(root, "particles", "__init__.py")
