@@ -319,12 +319,14 @@ def cmd_limit(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from meanfield.io import load_run
+    from meanfield.io import check_new_file, export_netcdf, load_run
     from meanfield.limits.compare import compare
 
     try:
+        if args.out:
+            check_new_file(args.out, args.overwrite)
         result = compare(load_run(args.run), load_run(args.limit))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     for name in result.data_vars:
@@ -334,7 +336,11 @@ def cmd_compare(args) -> int:
     for item in filter(None, result.attrs["not_computed"].split("; ")):
         print(f"not computed  {item}")
     if args.out:
-        result.to_netcdf(args.out)
+        try:
+            export_netcdf(result, args.out, overwrite=args.overwrite)
+        except FileExistsError as exc:
+            print(f"meanfield: {exc}", file=sys.stderr)
+            return 2
         print(f"saved      {args.out}")
     return 0
 
@@ -343,7 +349,10 @@ def cmd_export(args) -> int:
     from meanfield.io import export_netcdf
 
     try:
-        print(export_netcdf(args.run, args.out))
+        print(export_netcdf(args.run, args.out, overwrite=args.overwrite))
+    except (FileExistsError, ValueError) as exc:
+        print(f"meanfield: {exc}", file=sys.stderr)
+        return 2
     except FileNotFoundError as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
@@ -418,10 +427,12 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     comp.add_argument("run", help="run store")
     comp.add_argument("limit", help="limit store")
     comp.add_argument("--out", help="netCDF file for the distances")
+    comp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     comp.set_defaults(func=cmd_compare)
     export = sub.add_parser("export", help="write a run store to a netCDF file")
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file")
     export.set_defaults(func=cmd_export)
     if command not in sub.choices:
         for plugin in metadata.entry_points(group=COMMANDS_GROUP):

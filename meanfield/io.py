@@ -146,16 +146,47 @@ def _refuse_sweep(ds: xr.Dataset, path: str) -> None:
                          "with meanfield.validation.sweep.open_sweep")
 
 
-def export_netcdf(run: str | os.PathLike | xr.Dataset, path: str | os.PathLike) -> str:
-    """Write a Dataset of any kind (or a store path) to a netCDF file; returns the path.
+def check_new_file(path: str | os.PathLike, overwrite: bool) -> str:
+    """``path`` as a string if a file may be written there: it does not exist, or it is a file
+    and ``overwrite`` is True.
 
-    Attributes netCDF cannot hold (booleans, None) are written as strings.
+    Raises:
+        FileExistsError: naming the path and how to go on.
     """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileExistsError(f"{path} is a directory; give a file name such as run.nc")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another file name or pass overwrite=True "
+                              "(--overwrite) to replace it")
+    return path
+
+
+def export_netcdf(run: str | os.PathLike | xr.Dataset, path: str | os.PathLike, *,
+                  overwrite: bool = False) -> str:
+    """Write a Dataset (or the store at a path) to a netCDF file; returns the path.
+
+    Attributes netCDF cannot hold (booleans, None) are written as strings. The file is written
+    beside ``path`` under a temporary name and then renamed onto it, so a failed write (a full
+    disk) leaves no partial file and whatever ``path`` held before.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is a
+            directory (never replaced).
+    """
+    path = check_new_file(path, overwrite)
     ds = load_run(run) if isinstance(run, (str, os.PathLike)) else run.load()
     ds = ds.copy()
     ds.attrs = {k: (str(v) if isinstance(v, bool) or v is None else v) for k, v in ds.attrs.items()}
-    ds.to_netcdf(os.fspath(path))
-    return os.fspath(path)
+    partial = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(path)}.{os.getpid()}.partial")
+    try:
+        ds.to_netcdf(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.lexists(partial):
+            os.remove(partial)
+    return path
 
 
 def run_config(ds: xr.Dataset):

@@ -316,3 +316,37 @@ def test_a_store_is_not_resumed_with_other_versions(tmp_path, monkeypatch, files
         patch.setattr(schema, "_versions", lambda: other)
         finished = mf.simulate(small(), progress=False, out=out, resume=True)
     xr.testing.assert_identical(data(finished), data(reference))
+
+
+def test_netcdf_exports_never_replace_a_file_unasked_nor_leave_a_partial_one(
+        tmp_path, reference, monkeypatch, capsys):
+    """``export`` and ``compare --out`` refuse an existing file without --overwrite (and a
+    directory always); with it, a write that fails (a full disk) keeps the old file whole."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    for argv in (["export", "x.zarr", str(tmp_path)], ["export", "x.zarr", str(notes)],
+                 ["compare", "a.zarr", "b.zarr", "--out", str(tmp_path), "--overwrite"],
+                 ["compare", "a.zarr", "b.zarr", "--out", str(notes)]):
+        assert cli.main(argv) == 2  # refused before the (missing) stores are read
+        err = capsys.readouterr().err
+        assert ("is a directory" in err or "exists; choose another" in err), (argv, err)
+    out = str(tmp_path / "run.zarr")
+    mf.save_run(reference, out)
+    assert cli.main(["export", out, str(notes)]) == 2
+    assert "exists" in capsys.readouterr().err and notes.read_text() == "my notes"
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        mf.export_netcdf(reference, notes)
+
+    def full_disk(self, path, *args, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        mf.export_netcdf(reference, notes, overwrite=True)
+    assert notes.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "run.zarr"]
+    monkeypatch.undo()
+    assert cli.main(["export", out, str(notes), "--overwrite"]) == 0
+    np.testing.assert_array_equal(xr.open_dataset(notes).loss.values, reference.loss.values)

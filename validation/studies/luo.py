@@ -93,7 +93,7 @@ def _run(sweep: Sweep, out_dir: str, executor=None):
     started = time.perf_counter()
     ds = run_sweep(sweep, os.path.join(out_dir, "sweeps", f"{sweep.name}.zarr"),
                    progress=None, executor=executor).load()
-    export_netcdf(ds, os.path.join(out_dir, f"{sweep.name}.nc"))
+    export_netcdf(ds, os.path.join(out_dir, f"{sweep.name}.nc"), overwrite=True)  # the report's
     return ds, time.perf_counter() - started
 
 
