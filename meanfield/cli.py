@@ -199,8 +199,10 @@ def cmd_run(args) -> int:
 
         import_figure_modules_in_background()
     try:
-        ds = simulate(config, progress=progress, out=out, resume=resume,
-                      overwrite=args.overwrite, devices=args.devices, **run_kwargs)
+        with warnings.catch_warnings():  # said below, with the run's summary
+            warnings.filterwarnings("ignore", message="run stopped at", category=RuntimeWarning)
+            ds = simulate(config, progress=progress, out=out, resume=resume,
+                          overwrite=args.overwrite, devices=args.devices, **run_kwargs)
     except (RunError, RunInterrupted) as exc:
         if store_status(out) not in ("absent", "empty"):
             print(f"meanfield: everything recorded so far is in {out}"
@@ -468,13 +470,27 @@ def _error_message(exc: Exception) -> tuple[str, int]:
             "traceback)"), 1
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``meanfield: ...`` line (the source line is for --debug)."""
+    text = str(message)
+    print(text if text.startswith("meanfield: ") else f"meanfield: {text}",
+          file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     """Run one command; every failure ends in a one-line message (exit status 2 for a command
-    line that cannot run as typed, 1 for a failed run, 130 for Ctrl-C), ``--debug`` shows the
-    traceback instead."""
+    line that cannot run as typed, 1 for a failed run, 130 for Ctrl-C), and so does every
+    warning; ``--debug`` shows tracebacks and warnings' source lines instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        return _main(argv, debug)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
         args = make_parser(_command_of(argv)).parse_args(argv)
         return args.func(args)

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -207,3 +208,19 @@ def test_installed_command_ends_in_a_message(argv, status, text):
     proc = subprocess.run([sys.executable, "-c", "from meanfield.cli import console_main; "
                            "console_main()", *argv], capture_output=True, text=True, timeout=300)
     assert proc.returncode == status and text in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_warnings_are_one_line_messages_but_not_under_debug(capsys, monkeypatch):
+    def noted(args):
+        warnings.warn("rays.png skipped: the dataset has no particle snapshots", stacklevel=2)
+        warnings.warn("meanfield: compilation cache disabled", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_presets", noted)
+    assert cli.main(["presets"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["meanfield: rays.png skipped: the dataset has no particle "
+                                "snapshots", "meanfield: compilation cache disabled"]
+    seen = []
+    monkeypatch.setattr(cli, "cmd_presets", lambda args: seen.append(warnings.showwarning) or 0)
+    assert cli.main(["presets", "--debug"]) == 0 and seen[0] is not cli._show_warning
