@@ -212,7 +212,7 @@ def simulate_analytic(config, *, progress: bool | None = None, out=None, resume:
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding the iterations done.
     """
     from meanfield.io import open_run, save_run
-    from meanfield.store import StoreError
+    from meanfield.store import StoreError, config_changes
 
     started = time.time()
     check_analytic(config)
@@ -223,8 +223,10 @@ def simulate_analytic(config, *, progress: bool | None = None, out=None, resume:
         if resume:
             stored = open_run(out)
             if stored.attrs.get("config") != config.to_json():
-                raise StoreError(f"{out} holds a run of another config; nothing was overwritten "
-                                 "(choose another output path, or overwrite explicitly)")
+                raise StoreError(f"{out} holds a run of another config ("
+                                 f"{config_changes(stored.attrs.get('config'), config.to_json())}"
+                                 "); nothing was overwritten (choose another output path, or "
+                                 "overwrite explicitly)")
             return stored
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to return it "

@@ -180,10 +180,15 @@ def cmd_run(args) -> int:
                               "continue it (or --overwrite to start again)",
                 "first_save": "holds a run of this config stopped during its first save: pass "
                               "--resume to continue it",
-                "other": "holds a run of another config: choose another --out, or pass "
-                         "--overwrite to replace it",
+                "other": "holds a run of another config ({changes}): choose another "
+                         "--out, or pass --overwrite to replace it",
                 "foreign": "is not a meanfield run store (or holds files a store never "
                            "writes): choose another --out"}[kind]
+        if kind == "other":
+            from meanfield.store import config_changes, stored_attrs
+
+            hint = hint.format(changes=config_changes(stored_attrs(out).get("config"),
+                                                      config.to_json()))
         raise UsageError(f"{out} {hint}")
     progress = False if args.no_progress else None
     if args.devices is not None:

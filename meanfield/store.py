@@ -175,6 +175,30 @@ def _foreign_entries(path: str, *, root: bool = True) -> list[str]:
     return foreign
 
 
+def config_changes(stored_json: str | None, config_json: str, limit: int = 6) -> str:
+    """The fields in which a stored config differs from another, for a message:
+    ``"t_max (stored 100.0, given 20.0); model.width (stored 100, given 500)"`` (dotted
+    names, at most ``limit`` of them; long values shortened)."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items()
+                    for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    def short(value) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    try:
+        old, new = flat(json.loads(stored_json)), flat(json.loads(config_json))
+    except (TypeError, ValueError):
+        return "the stored config is unreadable"
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k, None) != new.get(k, None)]
+    listed = [f"{k} (stored {short(old.get(k))}, given {short(new.get(k))})"
+              for k in keys[:limit]]
+    return "; ".join(listed + ([f"and {len(keys) - limit} more"] if len(keys) > limit else []))
+
+
 def stored_attrs(path: str) -> dict:
     """The group attributes of the store at ``path`` ({} if it has none)."""
     try:
@@ -654,9 +678,10 @@ class RunStore:
             stored_config = stored_attrs(path).get("config")
             if status in ("empty", "first_save"):
                 if stored_config not in (None, config_json):
-                    raise StoreError(f"{path} holds a run of another config; nothing was "
-                                     "overwritten (choose another output path, or overwrite "
-                                     "explicitly)")
+                    raise StoreError(f"{path} holds a run of another config ("
+                                     f"{config_changes(stored_config, config_json)}); nothing "
+                                     "was overwritten (choose another output path, or "
+                                     "overwrite explicitly)")
                 for name in os.listdir(path):  # only this library's files (status checked)
                     if name not in _OWN_FILES:
                         full = os.path.join(path, name)
@@ -667,7 +692,8 @@ class RunStore:
                 raise StoreError(f"{path} has store format {progress.get('format')}, expected "
                                  f"{FORMAT_VERSION}")
             if stored_config != config_json:
-                raise StoreError(f"{path} holds a run of another config; nothing was "
+                raise StoreError(f"{path} holds a run of another config ("
+                                 f"{config_changes(stored_config, config_json)}); nothing was "
                                  "overwritten (choose another output path, or overwrite "
                                  "explicitly)")
             if not progress["finished"]:

@@ -53,15 +53,19 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert mf.simulate(config(), progress=False, out=out, resume=True).sizes == resumed.sizes
 
 
-def test_store_of_another_config_is_never_overwritten(tmp_path):
+def test_store_of_another_config_is_never_overwritten(tmp_path, capsys):
     out = str(tmp_path / "run.zarr")
     small = mf.presets.wang_ma(width=20, t_max=5.0, n_saves=20)
     mf.simulate(small, progress=False, out=out)
     with pytest.raises(FileExistsError, match="resume"):
         mf.simulate(small, progress=False, out=out)
-    with pytest.raises(StoreError, match="another config"):
+    with pytest.raises(StoreError, match=r"another config \(seed \(stored 0, given 1\)\)"):
         mf.simulate(small.replace(seed=1), progress=False, out=out, resume=True)
     assert mf.open_run(out).attrs["seed"] == 0
+    # the command line names what differs too
+    assert cli.main(["run", "wang_ma", "--width", "20", "--set", "t_max=6.0", "--set",
+                     "n_saves=20", "--out", out, "--no-progress"]) == 2
+    assert "t_max (stored 5.0, given 6.0)" in capsys.readouterr().err
 
 
 def test_corrupt_store_gives_clear_error(tmp_path):
