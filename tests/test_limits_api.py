@@ -42,3 +42,14 @@ def test_margin_loss_without_asi_has_a_kernel_limit():
     assert limit.attrs["limit"] == "kernel" and limit.attrs["mc_samples"] == 16
     assert limit.attrs["initial_function"] == "gaussian process: Monte Carlo"
     assert limit.f_eval_var.shape == (3, 21) and limit.accuracy.dims == ("t",)
+
+
+@pytest.mark.parametrize("kind, typo, match", [
+    ("kernel", "sample", r"option 'sample' is not one of the kernel limit's options \(did you "
+                         r"mean 'samples'\?\): t, part, samples, seed"),
+    ("wang_ma", "rho_pls", r"\(did you mean 'rho_plus'\?\)"),
+])
+def test_a_mistyped_limit_option_names_the_options(kind, typo, match):
+    config = mf.presets.wang_ma() if kind == "wang_ma" else mf.presets.luo_1d(gamma=0.5, width=500)
+    with pytest.raises(ValueError, match=match):  # before any compute: a TypeError otherwise
+        infinite_width(config, kind=kind, **{typo: 3})

@@ -143,5 +143,21 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         from meanfield.limits.reference import mean_field_reference as solve
     else:
         from meanfield.limits.kernel import kernel_limit as solve
+    check_options(solve, kind, options)
     return solve(config, **options).assign_attrs(limit_of=config.to_json(),
                                                  limit_options=_options_json(options))
+
+
+def check_options(solve, kind: str, options: dict) -> None:
+    """Raise a ValueError naming an option the solver of limit ``kind`` does not take, with
+    its options and the closest one (before any compute)."""
+    import inspect
+
+    from meanfield.particles._validate import closest
+
+    allowed = list(inspect.signature(solve).parameters)[1:]  # after the config
+    for name in options:
+        if name not in allowed:
+            raise ValueError(f"option {name!r} is not one of the {kind} limit's options"
+                             f"{closest(name, allowed)}: "
+                             f"{', '.join(allowed) if allowed else 'it takes none'}")
