@@ -170,8 +170,10 @@ class SaveAt:
             log-spaced times from ``t_min`` to ``t_max``.
         t_min: first log-spaced save time (default: 1e-3 of the initial particle time scale).
         n: number of log-spaced save times.
-        snapshots: particle snapshots on a sparse clock: a count of log-spaced save times
-            (plus t = 0 and the final time), or explicit times (added to the save times).
+        snapshots: particle snapshots on a sparse clock: a count k of save times nearest k
+            log-spaced times from the first save time to the final time (the last is the
+            final time; with t = 0, k + 1 snapshots), or explicit times (added to the save
+            times; with t = 0 and the final time).
     """
 
     t: tuple[float, ...] | None = None
