@@ -321,7 +321,9 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         warnings.warn(f"run stopped at t={t_final:.6g} ({early}): {STOP_REASONS[early]}",
                       RuntimeWarning, stacklevel=2)
         return _result(recorder, store, started, early)
-    reason = "t_max" if t_final >= config.t_max * (1 - 1e-12) else "loss_tol"
+    # t is kept in the run's precision: a float32 t_max is t_max rounded (a few ulps below)
+    reached = t_final >= config.t_max * (1 - 4 * float(np.finfo(np.dtype(config.precision)).eps))
+    reason = "t_max" if reached or config.loss_tol is None else "loss_tol"
     return _result(recorder, store, started, reason)
 
 
@@ -333,10 +335,11 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
     change, checked on the host between compiled chunks, or None.
 
     * ``all_dead``: the last record has no alive neuron, confirmed on the particles;
-    * ``loss_stalled``: over the last ``STALL_RECORDS`` records the loss and the relative
-      displacement of the particles are both unchanged to working precision while time at
-      least doubled (a plateau of a small initialisation keeps its loss but its particles
-      grow: not a stall);
+    * ``loss_stalled``: over the last ``STALL_RECORDS`` records the loss, the relative
+      displacement of the particles and the output at every training input are unchanged to
+      working precision while time at least doubled (a plateau of a small initialisation
+      keeps its loss but its particles and outputs grow: not a stall; the outputs also tell
+      when the displacement underflows, e.g. output weights of 1e-20 in float32);
     * ``step_collapsed``: t + h == t in the run's precision.
     """
     alive = recorder.recent("alive_fraction", 1)
@@ -349,7 +352,9 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
     moved = recorder.recent("rd", STALL_RECORDS)
     if (t.size == STALL_RECORDS and t[0] > 0 and t[-1] >= 2 * t[0]
             and loss_stalled(loss, config.precision, window=STALL_RECORDS)
-            and loss_stalled(moved, config.precision, window=STALL_RECORDS)):
+            and loss_stalled(moved, config.precision, window=STALL_RECORDS)
+            and all(loss_stalled(f, config.precision, window=STALL_RECORDS)
+                    for f in recorder.recent("f_train", STALL_RECORDS).T)):
         return "loss_stalled"
     if step_collapsed(float(state.h), float(state.t), config.precision):
         return "step_collapsed"

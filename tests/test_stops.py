@@ -122,3 +122,37 @@ def test_huge_labels_and_a_huge_t_max_end_in_a_message_or_a_result(tmp_path):
     assert main(["run", "luo_1d", "--width", "1000", "--set", "gamma=1.75", "--t-max", "1e12",
                  "--no-plots", "--no-progress", "--out", out]) == 0
     assert mf.open_run(out).attrs["stop_reason"] == "loss_tol"
+
+
+class Records:
+    """The recorder interface ``early_stop`` reads: the last records of a variable."""
+
+    def __init__(self, **values):
+        self.values = values
+
+    def recent(self, name, count):
+        return np.asarray(self.values[name])[-count:]
+
+
+def test_a_stall_needs_the_outputs_unchanged_too():
+    """Loss and displacement constant to working precision while every output still moves
+    (output weights of 1e-20 in float32: the displacement underflows to 0) is no stall."""
+    from meanfield.runner import STALL_RECORDS, early_stop
+
+    k = STALL_RECORDS
+    config = mf.presets.wang_ma(precision="float32")
+    state = type("State", (), {"h": 1e-3, "t": 1.0})()
+    frozen = dict(t=np.geomspace(1e-23, 1e-21, k), loss=np.ones(k), rd=np.zeros(k),
+                  alive_fraction=np.ones((k, 3)), f_train=np.full((k, 5), -1e-22))
+    assert early_stop(Records(**frozen), state, None, config) == "loss_stalled"
+    moving = np.linspace(-1.0e-22, -1.2e-22, k)[:, None] * np.ones(5)
+    assert early_stop(Records(**{**frozen, "f_train": moving}), state, None, config) is None
+
+
+def test_a_tiny_float32_initialisation_is_not_taken_for_a_stall():
+    """...and its end is t_max although float32 rounds 1e-19 down (it was called loss_tol,
+    with no loss tolerance set)."""
+    ds = mf.simulate(mf.presets.wang_ma(kappa=1e-20, precision="float32", t_max=1e-19,
+                                        n_saves=40), progress=False)
+    assert ds.attrs["stop_reason"] == "t_max"
+    assert float(ds.rd[-1]) == 0 and float(ds.f_train[-1, 0]) != float(ds.f_train[1, 0])
