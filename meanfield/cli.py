@@ -222,6 +222,10 @@ def cmd_run(args) -> int:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 1
     ds = open_run(out, dask=False)  # read once per variable used: snapshots only for figures
+    if args.overwrite:  # the replaced run's figures do not describe this one
+        from meanfield.plot import remove_figures
+
+        remove_figures(_default_plot_dir(out))
     print(_summary(ds, out))
     from meanfield.stops import STOP_REASONS
 

@@ -794,6 +794,22 @@ def luo_scatter(ds: xr.Dataset, times=None):
     return fig
 
 
+# every figure save_all may write
+FIGURE_NAMES = ("training_curves.png", "density.png", "rays.png", "luo_scatter.png")
+
+
+def remove_figures(out_dir: str | os.PathLike) -> None:
+    """Remove the figures ``save_all`` wrote to ``out_dir`` (only its file names), and the
+    folder if nothing else is left in it: the figures of a run that was replaced."""
+    out_dir = os.fspath(out_dir)
+    for name in FIGURE_NAMES:
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+    with contextlib.suppress(OSError):  # absent, or holding something else: kept
+        os.rmdir(out_dir)
+
+
 # figures a run of its kind would have, left out for lack of data (said when skipped)
 SKIP_NOTES = {"density.png": "the dataset has neither a density nor particle snapshots",
               "rays.png": "the dataset has no particle snapshots",

@@ -350,3 +350,20 @@ def test_netcdf_exports_never_replace_a_file_unasked_nor_leave_a_partial_one(
     monkeypatch.undo()
     assert cli.main(["export", out, str(notes), "--overwrite"]) == 0
     np.testing.assert_array_equal(xr.open_dataset(notes).loss.values, reference.loss.values)
+
+
+def test_overwrite_removes_the_replaced_runs_figures_and_keeps_the_users_files(tmp_path,
+                                                                            capsys):
+    out = str(tmp_path / "run.zarr")
+    plots = tmp_path / "run_plots"
+    base = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20",
+            "--out", out, "--no-progress"]
+    assert cli.main(base) == 0
+    assert sorted(p.name for p in plots.iterdir()) == ["density.png", "luo_scatter.png",
+                                                       "rays.png", "training_curves.png"]
+    assert cli.main(base[:5] + ["6"] + base[6:] + ["--overwrite", "--no-plots"]) == 0
+    assert not plots.exists()  # figures of the replaced run: gone with it
+    assert cli.main(base + ["--overwrite"]) == 0
+    (plots / "my_notes.txt").write_text("mine")
+    assert cli.main(base[:5] + ["6"] + base[6:] + ["--overwrite", "--no-plots"]) == 0
+    assert [p.name for p in plots.iterdir()] == ["my_notes.txt"]
