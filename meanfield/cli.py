@@ -72,8 +72,15 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
             raise UsageError(f"--set {key}: unknown preset argument or config field"
                              f"{closest(key, sorted(known))}; preset arguments: "
                              f"{', '.join(allowed)}; config fields: "
-                             f"{', '.join(sorted(known - set(allowed)))}")
+                             f"{', '.join(sorted(known - set(allowed)))}; run options: "
+                             f"{', '.join(SIMULATE_ARGUMENTS)}")
     config = presets.get(preset, **kwargs)
+    for key in fields:
+        group = getattr(config, key, None)
+        if dataclasses.is_dataclass(group):  # e.g. --set solver=euler
+            names = [f.name for f in dataclasses.fields(group)]
+            raise UsageError(f"--set {key}: {key} is a group of config fields; set one of them "
+                             f"(--set {key}.{names[0]}=...): {', '.join(names)}")
     return config.replace(**fields) if fields else config
 
 
@@ -275,6 +282,10 @@ def cmd_plot(args) -> int:
     from meanfield.io import load_run
     from meanfield.plot import save_all
 
+    if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
+        print(f"meanfield: --out {args.out} is a file; give a folder for the figures",
+              file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always")

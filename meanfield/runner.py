@@ -199,6 +199,11 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         return DRIVERS[solver.clock](config, progress=progress, out=out, resume=resume,
                                      overwrite=overwrite, initial=initial)
     if out is not None and os.path.exists(out) and not (resume or overwrite):
+        from meanfield.store import store_status
+
+        if store_status(out) == "foreign":  # never replaced, not even with overwrite=True
+            raise FileExistsError(f"{out} exists and is not a meanfield run store (or holds "
+                                  "files a store never writes); choose another out")
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
                               "or overwrite=True (CLI --overwrite) to replace it")
     if initial is not None and out is not None and resume:

@@ -162,7 +162,7 @@ BAD_SETS = ["kappa=-1", "mse_tol=0", "mse_tol=abc", "gamma=nan", "gamma=inf", "w
             "observe.n_angle_bins=3", "solver.kind=rk4", "solver.rtol=0", "solver.rtl=1",
             "model.width=0", "model.loss=hinge", "model.init.kind=uniform", "t_max.x=1",
             "nonsense=1", "gama=1", "novalue", "=3", "checkpoint_seconds=-1",
-            "checkpoint_seconds=abc", "name=5", "data.x=abc"]
+            "checkpoint_seconds=abc", "name=5", "data.x=abc", "solver=euler", "save=3"]
 BAD_LINES = ([RUN + ["--set", item] for item in BAD_SETS] + [
     ["run", "wangma"], ["run", "luo"], ["run"], [], ["bogus"], ["run", "luo_1d", "--width", "x"],
     ["run", "luo_1d", "--width", "-4", "--no-progress"],
@@ -173,6 +173,24 @@ BAD_LINES = ([RUN + ["--set", item] for item in BAD_SETS] + [
     ["verify", "/nonexistent/run.zarr"], ["plot", "/nonexistent/run.zarr"],
     ["export", "/nonexistent/run.zarr", "x.nc"], ["run", "luo_1d", "--checkpoint-seconds", "x"],
 ])
+
+
+def test_messages_say_how_to_go_on(capsys, tmp_path):
+    assert cli.main(RUN + ["--set", "solver=euler"]) == 2
+    assert ("solver is a group of config fields; set one of them (--set solver.kind=...)"
+            in capsys.readouterr().err)
+    assert cli.main(RUN + ["--set", "nonsense=1"]) == 2
+    assert "run options: checkpoint_seconds" in capsys.readouterr().err
+    (tmp_path / "figures").write_text("mine")
+    assert cli.main(["plot", "/nonexistent/run.zarr", "--out", str(tmp_path / "figures")]) == 2
+    assert "is a file; give a folder for the figures" in capsys.readouterr().err
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a meanfield run store") as info:
+        mf.simulate(presets.luo_1d(width=20, t_max=1.0), out=str(tmp_path / "folder"),
+                    progress=False)
+    assert "overwrite" not in str(info.value)
+    assert (tmp_path / "folder" / "notes.txt").read_text() == "mine"
 
 
 def test_at_least_50_bad_command_lines():
