@@ -302,7 +302,8 @@ def cmd_plot(args) -> int:
 
 def cmd_limit(args) -> int:
     from meanfield.io import open_run, save_run
-    from meanfield.limits.api import infinite_width, is_limit_of, resolve_kind, store_name
+    from meanfield.limits.api import (infinite_width, is_limit_of, limit_differences,
+                                      resolve_kind, store_name)
     from meanfield.errors import RunError
 
     try:
@@ -316,13 +317,15 @@ def cmd_limit(args) -> int:
     out = args.out or os.path.join("runs", store_name(config, kind))
     if os.path.exists(out) and not args.overwrite:
         try:
-            same = is_limit_of(open_run(out), config, kind, options)
+            stored = open_run(out)
+            same = is_limit_of(stored, config, kind, options)
+            differs = "" if same else f" ({limit_differences(stored, config, kind, options)})"
         except Exception:  # unreadable store: never overwrite silently
-            same = False
+            same, differs = False, ""
         if not same:
             print(f"meanfield: {out} exists and holds something else (not the {kind} limit of "
-                  "this config and --option's); choose another --out or pass --overwrite",
-                  file=sys.stderr)
+                  f"this config and --option's{differs}); choose another --out or pass "
+                  "--overwrite", file=sys.stderr)
             return 2
         print(f"limit      {kind}  already computed\nsaved      {out}  (--overwrite recomputes it)")
         return 0

@@ -119,6 +119,29 @@ def is_limit_of(ds: xr.Dataset, config, kind: str, options: dict | None = None) 
             and neutral(ds.attrs["limit_of"]) == neutral(config.to_json()))
 
 
+def limit_differences(ds: xr.Dataset, config, kind: str, options: dict | None = None) -> str:
+    """What keeps ``ds`` from being the ``kind`` limit of ``config`` with ``options``
+    (``is_limit_of``), for a message: its kind, its options or the config fields that
+    differ, stored and given; "" if nothing."""
+    from meanfield.schema import kind_of
+    from meanfield.store import config_changes
+
+    if kind_of(ds) != f"limit:{kind}" or "limit_of" not in ds.attrs:
+        return f"a store of kind {kind_of(ds)!r}, not 'limit:{kind}'"
+    stored_options, given = ds.attrs.get("limit_options", "{}"), _options_json(options or {})
+    parts = [] if stored_options == given else [f"options (stored {stored_options}, given "
+                                                f"{given})"]
+
+    def neutral(text):  # width and seed only where the limit depends on them
+        d = json.loads(text)
+        if kind not in DEPENDS_ON_WIDTH_AND_SEED:
+            d["seed"], d["model"]["width"] = None, None
+        return json.dumps(d)
+
+    changed = config_changes(neutral(ds.attrs["limit_of"]), neutral(config.to_json()))
+    return "; ".join(parts + ([changed] if changed else []))
+
+
 def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
     """The infinite-width limit Dataset of ``config`` (same variable names as a run).
 
