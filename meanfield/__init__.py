@@ -16,11 +16,12 @@ from meanfield.lazy import lazy_attributes
 # An installed package holds particles/ and validation/ inside it (pyproject.toml's
 # package-dir); a source checkout keeps them beside this folder. Python started in the root of
 # a checkout imports this folder even when the package is installed, so look beside it too.
-_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "particles"))
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_checkout = _os.path.dirname(_here)
+if (not _os.path.isdir(_os.path.join(_here, "particles"))
         and _os.path.isfile(_os.path.join(_checkout, "particles", "__init__.py"))):
     __path__.append(_checkout)
-del _checkout
+del _here, _checkout
 
 __version__ = "0.1.0"
 

@@ -102,21 +102,24 @@ def _options_json(options: dict) -> str:
     return json.dumps(options, sort_keys=True, default=str)
 
 
+def _as_limit_of(config_json: str, kind: str) -> dict:
+    """A config's JSON as the ``kind`` limit sees it: width and seed dropped unless it depends
+    on them (``DEPENDS_ON_WIDTH_AND_SEED``)."""
+    d = json.loads(config_json)
+    if kind not in DEPENDS_ON_WIDTH_AND_SEED:
+        d["seed"], d["model"]["width"] = None, None
+    return d
+
+
 def is_limit_of(ds: xr.Dataset, config, kind: str, options: dict | None = None) -> bool:
     """True when ``ds`` (written by ``infinite_width``) is the ``kind`` limit of ``config`` with
     these solver ``options``: equal configs, up to width and seed unless ``kind`` depends on
     them (``DEPENDS_ON_WIDTH_AND_SEED``)."""
     from meanfield.schema import kind_of
 
-    def neutral(text):
-        d = json.loads(text)
-        if kind not in DEPENDS_ON_WIDTH_AND_SEED:
-            d["seed"], d["model"]["width"] = None, None
-        return d
-
     return (kind_of(ds) == f"limit:{kind}" and "limit_of" in ds.attrs
             and ds.attrs.get("limit_options", "{}") == _options_json(options or {})
-            and neutral(ds.attrs["limit_of"]) == neutral(config.to_json()))
+            and _as_limit_of(ds.attrs["limit_of"], kind) == _as_limit_of(config.to_json(), kind))
 
 
 def limit_differences(ds: xr.Dataset, config, kind: str, options: dict | None = None) -> str:
@@ -131,14 +134,8 @@ def limit_differences(ds: xr.Dataset, config, kind: str, options: dict | None = 
     stored_options, given = ds.attrs.get("limit_options", "{}"), _options_json(options or {})
     parts = [] if stored_options == given else [f"options (stored {stored_options}, given "
                                                 f"{given})"]
-
-    def neutral(text):  # width and seed only where the limit depends on them
-        d = json.loads(text)
-        if kind not in DEPENDS_ON_WIDTH_AND_SEED:
-            d["seed"], d["model"]["width"] = None, None
-        return json.dumps(d)
-
-    changed = config_changes(neutral(ds.attrs["limit_of"]), neutral(config.to_json()))
+    changed = config_changes(json.dumps(_as_limit_of(ds.attrs["limit_of"], kind)),
+                             json.dumps(_as_limit_of(config.to_json(), kind)))
     return "; ".join(parts + ([changed] if changed else []))
 
 
