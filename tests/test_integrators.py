@@ -17,7 +17,7 @@ import meanfield.particles.integrators as integrators
 from meanfield import runner
 from meanfield.config import SOLVER_KINDS
 from meanfield.particles._pytree import pytree_dataclass
-from meanfield.particles.integrators import DIVERGED, OK, Heun, IController
+from meanfield.particles.integrators import DIVERGED, OK, STEP_UNDERFLOW, Heun, IController
 from meanfield.runner import init_state
 from meanfield.setup import prepare
 
@@ -100,6 +100,31 @@ def test_reports_divergence(kind):
     assert float(state.t) == t_before
     np.testing.assert_array_equal(np.delete(np.asarray(state.particles.w), 3, axis=0),
                                   np.delete(w_before, 3, axis=0))
+
+
+def test_adaptive_step_underflows_only_when_rejected_below_its_threshold():
+    """A rejected adaptive step stops with STEP_UNDERFLOW iff its next proposal is below
+    h_min_rel (t + 1/(kernel scale + 1)), the kernel scale computed here in numpy; an accepted
+    step never does, whatever h_min_rel."""
+    problem, integrator, state = started("adaptive")
+    state = advance(problem, integrator, state, 0.01)
+    step = jax.jit(lambda solver, s: solver.step(problem, s, jnp.asarray(1.0, s.t.dtype)))
+    strict = dataclasses.replace(integrator, rtol=1e-30)  # every step rejected
+    rejected = step(strict, state)
+    assert int(rejected.n_rejected) == int(state.n_rejected) + 1
+    assert int(rejected.n_steps) == int(state.n_steps) and int(rejected.status) == OK
+
+    a, w = np.asarray(state.particles.a), np.asarray(state.particles.w)
+    width = 1.0 / float(problem.inv_width)
+    x_max = np.max(np.sum(np.asarray(problem.x) ** 2, axis=1))
+    scale = (np.sum(a ** 2) + np.sum(w ** 2)) / width * x_max  # trainable output
+    threshold_ratio = float(rejected.h) / (float(state.t) + 1.0 / (scale + 1.0))
+    for factor, status in ((2.0, STEP_UNDERFLOW), (0.5, OK)):
+        solver = dataclasses.replace(strict, h_min_rel=factor * threshold_ratio)
+        assert int(step(solver, state).status) == status, factor
+
+    accepted = step(dataclasses.replace(integrator, h_min_rel=1e30), state)
+    assert int(accepted.n_steps) == int(state.n_steps) + 1 and int(accepted.status) == OK
 
 
 @pytest.mark.parametrize("kind", [k for k in TIME_KINDS if k != "adaptive"])
