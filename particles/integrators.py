@@ -477,13 +477,14 @@ class AdaptiveFlow(TimeIntegrator):
         accept = trial.finite & (trial.err <= 1.0)
         h_next = self.controller.adapt(h, trial.err, trial.finite, accept, clipped, state.h)
         h_face, g_max, mass_floor = self._bounds(trial.motion, width, dtype)
+
+        # Only a rejected step can underflow, so the kernel scale (a pass over the particles)
+        # is computed only then.
         def underflows():
             t_scale = state.t + 1.0 / (kernel_scale(problem, state.particles) + 1.0)
             # written as "not >=" so that a NaN scale (non-finite particles) counts as underflow
             return ~(h_next >= self.h_min_rel * t_scale)
 
-        # Only a rejected step can underflow: the kernel scale (a pass over the particles) is
-        # computed then.
         underflow = jax.lax.cond(accept, lambda: jnp.asarray(False), underflows)
         pick = lambda u, v: jax.tree.map(lambda p, q: jnp.where(accept, p, q), u, v)
         return FlowState(
