@@ -1,13 +1,17 @@
-"""Sweep workers on their own cores against workers sharing every core.
+"""Sweep workers on their own cores against workers sharing every core, and against workers
+started with Dask's MALLOC_TRIM_THRESHOLD_.
 
 Two local workers run one sweep of luo_1d points at the widths where a sweep spends its time
-(the luo-diagram grid's m = 20000 and 40000; 3 gammas x 2 gamma' rows, 12 points), with
-``pin_cores=True`` (each worker on its own share of the cores) and ``pin_cores=False``
-(both on every core). Each whole run is a fresh subprocess (Python start, worker start,
-compilation once per width and worker, the points); the modes alternate, so load drifts hit
-both alike. Prints one JSON document: per mode the wall times and their median, the ratio
-shared / pinned, whether every store equals the first pinned one (every variable but wall
-times; a run does not depend on its number of cores, so they must), and the machine load.
+(the luo-diagram grid's m = 20000 and 40000; 3 gammas x 2 gamma' rows, 12 points), in three
+modes: ``pinned`` (``pin_cores=True``: each worker on its own share of the cores, the
+default), ``shared`` (``pin_cores=False``: both on every core) and ``malloc-trim`` (pinned,
+the workers started with MALLOC_TRIM_THRESHOLD_=65536 as Dask's nanny starts them by default;
+``meanfield.validation.executors.UNSET_WORKER_ENVIRON``). Each whole run is a fresh
+subprocess (Python start, worker start, compilation once per width and worker, the points);
+the modes alternate, so load drifts hit all alike. Prints one JSON document: per mode the wall
+times and their median, the ratios shared / pinned and malloc-trim / pinned, whether every
+store equals the first pinned one (every variable but wall times; a run depends neither on its
+number of cores nor on malloc, so they must), and the machine load.
 
 Usage::
 
@@ -32,7 +36,7 @@ from bench_engine import emit
 GAMMAS = (0.8, 1.0, 1.2)
 GAMMA_PRIMES = (0.0, -0.2)
 WIDTHS = (20000, 40000)
-MODES = ("pinned", "shared")
+MODES = ("pinned", "shared", "malloc-trim")
 
 
 def single(executor: str, mode: str, path: str) -> dict:
@@ -44,9 +48,11 @@ def single(executor: str, mode: str, path: str) -> dict:
     sweep = pdg.diagram_sweep(gammas=GAMMAS, gamma_primes=GAMMA_PRIMES, widths=WIDTHS,
                               name="bench-workers")
     kind = {"local": LocalProcesses, "dask": DaskCluster}[executor]
+    if mode == "malloc-trim":  # the workers inherit it from this process
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
     started = time.perf_counter()
     ds = run_sweep(sweep, path, progress=False,
-                   executor=kind(workers=2, pin_cores=mode == "pinned"))
+                   executor=kind(workers=2, pin_cores=mode != "shared"))
     return {"wall_s": time.perf_counter() - started, "points": int(ds.stop_reason.size),
             "converged": int((ds.stop_reason == "loss_tol").sum())}
 
@@ -104,8 +110,10 @@ def main(argv=None) -> dict:
     for entry in results["modes"].values():
         entry["median_process_wall_s"] = statistics.median(
             r["process_wall_s"] for r in entry["runs"])
-    results["shared_over_pinned"] = (results["modes"]["shared"]["median_process_wall_s"]
-                                     / results["modes"]["pinned"]["median_process_wall_s"])
+    pinned = results["modes"]["pinned"]["median_process_wall_s"]
+    results["shared_over_pinned"] = results["modes"]["shared"]["median_process_wall_s"] / pinned
+    results["malloc_trim_over_pinned"] = (results["modes"]["malloc-trim"]["median_process_wall_s"]
+                                          / pinned)
     results["machine"]["load_average_after"] = os.getloadavg()
     emit(results, args.out)
     return results

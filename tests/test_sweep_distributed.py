@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 
 import jax
@@ -69,9 +70,12 @@ def cluster(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("jax-cache"))
     env = {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", env=env) as local, \
-            Client(local, set_as_default=False) as client:
+    import dask
+
+    with dask.config.set({ex.UNSET_WORKER_ENVIRON: None}):  # as DaskCluster starts its own
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                             dashboard_address=":0", env=env)
+    with local, Client(local, set_as_default=False) as client:
         plugin = Transitions()
         local.scheduler.add_plugin(plugin)
         yield local, client, plugin
@@ -333,6 +337,59 @@ def test_local_process_workers_compute_on_their_own_cores(pin):
 @TWO_CORES
 def test_local_dask_workers_compute_on_their_own_cores():
     _assert_own_shares(_cores_of_workers(DaskCluster(workers=2, pin_cores=True)), 2)
+
+
+# ----------------------------------------------------------------------------- worker malloc
+
+def _malloc_variables(seconds: float) -> dict[str, str]:
+    """A point's stand-in: the glibc malloc variables of the worker that ran it."""
+    time.sleep(seconds)
+    return ex.malloc_environ()
+
+
+def test_local_dask_workers_start_without_dasks_malloc_trim_threshold(monkeypatch):
+    """Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536 (and sets it in the process
+    that starts them), which froze glibc's mmap threshold and made luo_1d steps at m = 40000
+    4.5x slower in a worker. The local cluster's workers start without it, and the caller's
+    environment is left as it was."""
+    import dask
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # Dask's default, still in force
+    with DaskCluster(workers=1, pin_cores=False) as executor:
+        seen = [env for _, env in executor.map_unordered(_malloc_variables, [(0.0,)] * 2)]
+    assert seen == [{}, {}]
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # only the cluster's start changed
+
+
+class _FakeClient:
+    """The two Client methods ``warn_slow_malloc`` calls, on workers with given environments."""
+
+    def __init__(self, environments: dict):
+        self.environments = environments
+
+    def run(self, fn):
+        assert fn is ex.malloc_environ
+        return self.environments
+
+    def scheduler_info(self):
+        return {"workers": dict.fromkeys(self.environments)}
+
+
+def test_workers_of_a_running_cluster_with_a_malloc_variable_are_warned_about(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
+    assert ex.malloc_environ() == {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
+    slow = {"tcp://a:1": {"MALLOC_TRIM_THRESHOLD_": "65536"}, "tcp://b:1": {}}
+    with pytest.warns(RuntimeWarning, match=r"1 of the cluster's 2 workers run with "
+                                            r"MALLOC_TRIM_THRESHOLD_ set.*pre-spawn-environ"):
+        ex.warn_slow_malloc(_FakeClient(slow))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ex.warn_slow_malloc(_FakeClient({"tcp://a:1": {}, "tcp://b:1": {}}))
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -14,7 +14,8 @@ it arrives (only the calling process writes the store: workers return summaries,
                                         worker processes, started and closed by the sweep
 ``DaskCluster(address="tcp://h:8786")`` the workers of a running Dask cluster (its scheduler
                                         address); start workers with ``--nthreads 1`` (JAX
-                                        uses the cores of a process itself)
+                                        uses the cores of a process itself) and without
+                                        Dask's MALLOC_TRIM_THRESHOLD_ (``warn_slow_malloc``)
 =====================================  ====================================================
 
 Why Dask (and not Ray) for clusters: the users of sweep stores work with xarray and zarr,
@@ -53,6 +54,17 @@ from meanfield.particles._validate import check_bool, check_int
 
 LOG = logging.getLogger(__name__)
 DEFAULT_RESTARTS = 3  # process-pool breakages tolerated in one sweep, like Dask's allowed-failures
+
+# Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, so that freed memory goes
+# back to the system at once. Any such glibc variable also fixes the threshold above which
+# malloc maps fresh pages from the system (128 KiB) instead of letting it grow with the
+# program's buffers: XLA:CPU's buffers of a step are then mapped, zero-filled and unmapped at
+# every step, and a luo_1d run at m = 40000 ran 4.5x slower (``benchmarks/bench_workers.py``).
+# The local cluster's workers are started without it (None unsets a Dask environment setting).
+UNSET_WORKER_ENVIRON = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+# glibc variables that freeze its mmap threshold (mallopt(3)); a worker that has one is slow
+MALLOC_ENVIRON = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
+                  "MALLOC_MMAP_MAX_")
 
 
 def pin_to_cores(index: int, workers: int) -> frozenset[int]:
@@ -253,11 +265,15 @@ class DaskCluster:
         # set_as_default=False: xarray / dask computations of the caller (loading the store
         # it wrote, on its own file system) stay on its local scheduler
         if self.address is not None:
-            return {"client": Client(self.address, timeout=self.timeout, set_as_default=False),
-                    "cluster": None}
+            client = Client(self.address, timeout=self.timeout, set_as_default=False)
+            warn_slow_malloc(client)
+            return {"client": client, "cluster": None}
         workers = self.workers or os.cpu_count()
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
+        import dask
+
+        with dask.config.set({UNSET_WORKER_ENVIRON: None}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0")
         client = Client(cluster, timeout=self.timeout, set_as_default=False)
         if self.pin_cores:
             from distributed import WorkerPlugin
@@ -299,6 +315,29 @@ class DaskCluster:
         finally:
             if own:
                 _close(**session)
+
+
+def malloc_environ() -> dict[str, str]:
+    """This process's glibc variables that freeze malloc's mmap threshold (``MALLOC_ENVIRON``)."""
+    return {name: os.environ[name] for name in MALLOC_ENVIRON if name in os.environ}
+
+
+def warn_slow_malloc(client) -> None:
+    """Warn if workers of ``client``'s cluster run with a ``MALLOC_ENVIRON`` variable (their
+    steps are then several times slower, see ``UNSET_WORKER_ENVIRON``), naming the fix."""
+    found = {worker: env for worker, env in client.run(malloc_environ).items() if env}
+    if found:
+        import warnings
+
+        names = sorted({name for env in found.values() for name in env})
+        warnings.warn(
+            f"{len(found)} of the cluster's {len(client.scheduler_info()['workers'])} workers "
+            f"run with {', '.join(names)} set (Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 "
+            "by default): glibc then maps and unmaps XLA's buffers at every step, and the "
+            "points run several times slower. Start the workers with the Dask setting "
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null (a YAML file in "
+            "the workers' Dask config directory) or with dask worker --no-nanny; the results "
+            "are the same either way", RuntimeWarning, stacklevel=4)
 
 
 def _close(client, cluster) -> None:
