@@ -363,33 +363,25 @@ def test_local_dask_workers_start_without_dasks_malloc_trim_threshold(monkeypatc
     assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # only the cluster's start changed
 
 
-class _FakeClient:
-    """The two Client methods ``warn_slow_malloc`` calls, on workers with given environments."""
-
-    def __init__(self, environments: dict):
-        self.environments = environments
-
-    def run(self, fn):
-        assert fn is ex.malloc_environ
-        return self.environments
-
-    def scheduler_info(self):
-        return {"workers": dict.fromkeys(self.environments)}
-
-
-def test_workers_of_a_running_cluster_with_a_malloc_variable_are_warned_about(monkeypatch):
+def test_workers_with_a_malloc_variable_are_warned_about(monkeypatch, tmp_path):
+    """Workers of a running Dask cluster (their environments, as ``client.run`` returns them)
+    and of a process pool (this process's, which they inherit) with a malloc variable are
+    named in a warning that says how to start them without it."""
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
     assert ex.malloc_environ() == {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
     slow = {"tcp://a:1": {"MALLOC_TRIM_THRESHOLD_": "65536"}, "tcp://b:1": {}}
-    with pytest.warns(RuntimeWarning, match=r"1 of the cluster's 2 workers run with "
+    with pytest.warns(RuntimeWarning, match=r"1 of the 2 workers run with "
                                             r"MALLOC_TRIM_THRESHOLD_ set.*pre-spawn-environ"):
-        ex.warn_slow_malloc(_FakeClient(slow))
+        ex.warn_slow_malloc(slow, ex.DASK_MALLOC_FIX)
+    with pytest.warns(RuntimeWarning, match=r"2 of the 2 workers run with MALLOC_TOP_PAD_, "
+                                            r"MALLOC_TRIM_THRESHOLD_ set.*inherit it"):
+        list(LocalProcesses(workers=2).map_unordered(_malloc_variables, []))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ex.warn_slow_malloc(_FakeClient({"tcp://a:1": {}, "tcp://b:1": {}}))
+        ex.warn_slow_malloc({"tcp://a:1": {}, "tcp://b:1": {}}, ex.DASK_MALLOC_FIX)
 
 
 # ----------------------------------------------------------------------------- bad input

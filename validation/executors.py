@@ -65,6 +65,13 @@ UNSET_WORKER_ENVIRON = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOL
 # glibc variables that freeze its mmap threshold (mallopt(3)); a worker that has one is slow
 MALLOC_ENVIRON = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
                   "MALLOC_MMAP_MAX_")
+DASK_MALLOC_FIX = ("Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 by default: start the workers "
+                   "with the Dask setting distributed.nanny.pre-spawn-environ."
+                   "MALLOC_TRIM_THRESHOLD_: null (a YAML file in the workers' Dask config "
+                   "directory) or with dask worker --no-nanny")
+POOL_MALLOC_FIX = ("The workers inherit it from this process: unset it before Python starts (a "
+                   "Dask LocalCluster started in this process with Dask's default settings "
+                   "sets MALLOC_TRIM_THRESHOLD_ here too)")
 
 
 def pin_to_cores(index: int, workers: int) -> frozenset[int]:
@@ -167,6 +174,8 @@ class LocalProcesses:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
 
+        warn_slow_malloc({f"worker {k}": malloc_environ() for k in range(self.workers)},
+                         POOL_MALLOC_FIX)
         remaining = set(range(len(calls)))
         breakages = 0
         while remaining:
@@ -266,7 +275,7 @@ class DaskCluster:
         # it wrote, on its own file system) stay on its local scheduler
         if self.address is not None:
             client = Client(self.address, timeout=self.timeout, set_as_default=False)
-            warn_slow_malloc(client)
+            warn_slow_malloc(client.run(malloc_environ), DASK_MALLOC_FIX)
             return {"client": client, "cluster": None}
         workers = self.workers or os.cpu_count()
         import dask
@@ -322,22 +331,23 @@ def malloc_environ() -> dict[str, str]:
     return {name: os.environ[name] for name in MALLOC_ENVIRON if name in os.environ}
 
 
-def warn_slow_malloc(client) -> None:
-    """Warn if workers of ``client``'s cluster run with a ``MALLOC_ENVIRON`` variable (their
-    steps are then several times slower, see ``UNSET_WORKER_ENVIRON``), naming the fix."""
-    found = {worker: env for worker, env in client.run(malloc_environ).items() if env}
+def warn_slow_malloc(environments: dict, fix: str) -> None:
+    """Warn if workers run with a ``MALLOC_ENVIRON`` variable (their steps are then several
+    times slower, see ``UNSET_WORKER_ENVIRON``).
+
+    Args:
+        environments: {worker: its ``malloc_environ()``}.
+        fix: how to start the workers without it (the end of the message).
+    """
+    found = {worker: env for worker, env in environments.items() if env}
     if found:
         import warnings
 
-        names = sorted({name for env in found.values() for name in env})
+        names = ", ".join(sorted({name for env in found.values() for name in env}))
         warnings.warn(
-            f"{len(found)} of the cluster's {len(client.scheduler_info()['workers'])} workers "
-            f"run with {', '.join(names)} set (Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 "
-            "by default): glibc then maps and unmaps XLA's buffers at every step, and the "
-            "points run several times slower. Start the workers with the Dask setting "
-            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null (a YAML file in "
-            "the workers' Dask config directory) or with dask worker --no-nanny; the results "
-            "are the same either way", RuntimeWarning, stacklevel=4)
+            f"{len(found)} of the {len(environments)} workers run with {names} set: glibc "
+            "then maps and unmaps XLA's buffers at every step, and the points run several "
+            f"times slower (with the same results). {fix}", RuntimeWarning, stacklevel=4)
 
 
 def _close(client, cluster) -> None:
