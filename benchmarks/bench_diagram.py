@@ -26,17 +26,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench_engine import emit
+from bench_engine import emit, header
 
 REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "validation",
                       "reports", "luo-diagram", "luo-diagram.nc")
@@ -104,17 +102,9 @@ def main(argv=None) -> dict:
         return {}
     if args.repeats < 1 or args.workers < 1:
         parser.error("--repeats and --workers must be positive integers")
-    results = {"benchmark": "luo-diagram grid on local workers",
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-               "command": " ".join(["python", "benchmarks/bench_diagram.py"]
-                                   + list(sys.argv[1:] if argv is None else argv)),
-               "machine": {"cores": len(os.sched_getaffinity(0))
-                           if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                           "platform": platform.platform(),
-                           "python": platform.python_version(),
-                           "load_average_before": os.getloadavg()},
-               "executor": args.executor, "workers": args.workers,
-               "malloc_trim": args.malloc_trim, "runs": []}
+    results = header("luo-diagram grid on local workers", "bench_diagram.py", argv)
+    results.update(executor=args.executor, workers=args.workers, malloc_trim=args.malloc_trim,
+                   runs=[])
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             path = os.path.join(tmp, f"grid-{repeat}.zarr")

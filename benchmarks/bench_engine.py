@@ -374,6 +374,21 @@ def run_all(args) -> dict:
             "targets": targets}
 
 
+def header(benchmark: str, script: str, argv) -> dict:
+    """The start of a whole-run benchmark's JSON document: its name, the date, the command
+    (``python benchmarks/SCRIPT`` and ``argv``, None: this process's arguments) and the machine
+    (usable cores, platform, Python, the load average before the runs)."""
+    return {"benchmark": benchmark,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "command": " ".join(["python", f"benchmarks/{script}"]
+                                + list(sys.argv[1:] if argv is None else argv)),
+            "machine": {"cores": len(os.sched_getaffinity(0))
+                        if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                        "platform": platform.platform(),
+                        "python": platform.python_version(),
+                        "load_average_before": os.getloadavg()}}
+
+
 def emit(report: dict, out: str | None) -> None:
     """Print the JSON document ``report`` and, with ``out``, also write it there."""
     text = json.dumps(report, indent=2)

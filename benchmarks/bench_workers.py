@@ -21,17 +21,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench_engine import emit
+from bench_engine import emit, header
 
 GAMMAS = (0.8, 1.0, 1.2)
 GAMMA_PRIMES = (0.0, -0.2)
@@ -80,17 +78,9 @@ def main(argv=None) -> dict:
         return {}
     if args.repeats < 1:
         parser.error(f"--repeats must be a positive integer, got {args.repeats}")
-    results = {"benchmark": "sweep workers on own cores vs shared",
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-               "command": " ".join(["python", "benchmarks/bench_workers.py"]
-                                   + list(sys.argv[1:] if argv is None else argv)),
-               "machine": {"cores": len(os.sched_getaffinity(0))
-                           if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                           "platform": platform.platform(),
-                           "python": platform.python_version(),
-                           "load_average_before": os.getloadavg()},
-               "sweep": {"gammas": GAMMAS, "gamma_primes": GAMMA_PRIMES, "widths": WIDTHS},
-               "executor": args.executor, "modes": {}}
+    results = header("sweep workers on own cores vs shared", "bench_workers.py", argv)
+    results.update(sweep={"gammas": GAMMAS, "gamma_primes": GAMMA_PRIMES, "widths": WIDTHS},
+                   executor=args.executor, modes={})
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for mode in MODES:
