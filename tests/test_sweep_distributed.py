@@ -355,12 +355,12 @@ def test_local_dask_workers_start_without_dasks_malloc_trim_threshold(monkeypatc
     import dask
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # Dask's default, still in force
-    with DaskCluster(workers=1, pin_cores=False) as executor:
-        seen = [env for _, env in executor.map_unordered(_malloc_variables, [(0.0,)] * 2)]
+    with dask.config.set({ex.UNSET_WORKER_ENVIRON: 65536}):  # Dask's default
+        with DaskCluster(workers=1, pin_cores=False) as executor:
+            seen = [env for _, env in executor.map_unordered(_malloc_variables, [(0.0,)] * 2)]
+        assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # only the start unset it
     assert seen == [{}, {}]
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
-    assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # only the cluster's start changed
 
 
 def test_workers_with_a_malloc_variable_are_warned_about(monkeypatch, tmp_path):
