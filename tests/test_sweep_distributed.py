@@ -347,41 +347,76 @@ def _malloc_variables(seconds: float) -> dict[str, str]:
     return ex.malloc_environ()
 
 
+def _without_malloc_variables(monkeypatch) -> None:
+    for name in ex.MALLOC_ENVIRON:
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_local_dask_workers_start_without_dasks_malloc_trim_threshold(monkeypatch):
     """Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536 (and sets it in the process
-    that starts them), which froze glibc's mmap threshold and made luo_1d steps at m = 40000
-    4.5x slower in a worker. The local cluster's workers start without it, and the caller's
-    environment is left as it was."""
+    that starts them), which froze glibc's mmap threshold: the luo-diagram grid ran 2.8x
+    slower on two Dask workers. The local cluster's workers start without it, with no
+    warning, and the caller's environment and Dask config are left as they were."""
     import dask
 
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with dask.config.set({ex.UNSET_WORKER_ENVIRON: 65536}):  # Dask's default
+    _without_malloc_variables(monkeypatch)
+    with dask.config.set({ex.UNSET_WORKER_ENVIRON: 65536}), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
         with DaskCluster(workers=1, pin_cores=False) as executor:
             seen = [env for _, env in executor.map_unordered(_malloc_variables, [(0.0,)] * 2)]
         assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # only the start unset it
     assert seen == [{}, {}]
-    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert ex.malloc_environ() == {}
 
 
-def test_workers_with_a_malloc_variable_are_warned_about(monkeypatch, tmp_path):
-    """Workers of a running Dask cluster (their environments, as ``client.run`` returns them)
-    and of a process pool (this process's, which they inherit) with a malloc variable are
-    named in a warning that says how to start them without it."""
+def test_workers_with_a_malloc_variable_are_warned_about(monkeypatch):
+    """A variable this process has reaches the local Dask workers and the pool's workers,
+    and the workers of a running cluster may have it: each case is named in a warning that
+    says how to start them without it (the points still run)."""
+    _without_malloc_variables(monkeypatch)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    inherited = r"1 of the 1 workers run with MALLOC_TRIM_THRESHOLD_ set.*inherit it"
+    with pytest.warns(RuntimeWarning, match=inherited):
+        local = DaskCluster(workers=1, pin_cores=False).__enter__()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"1 of the 1 workers run with "
+                                                r"MALLOC_TRIM_THRESHOLD_ set.*pre-spawn-environ"):
+            with DaskCluster(address=local._session["cluster"].scheduler_address) as running:
+                assert [env for _, env in running.map_unordered(_malloc_variables, [(0.0,)])] \
+                    == [{"MALLOC_TRIM_THRESHOLD_": "65536"}]
+    finally:
+        local.__exit__(None, None, None)
+    with pytest.warns(RuntimeWarning, match=inherited):
+        assert [pid for _, pid in LocalProcesses(workers=1).map_unordered(os.getpid, [()])]
+
+
+class _Client:
+    """``client.run`` of ``worker_malloc_environs`` on workers with given results."""
+
+    def __init__(self, results: dict):
+        self.results = results
+
+    def run(self, fn, on_error):
+        assert fn is ex.malloc_environ and on_error == "return"
+        return self.results
+
+
+def test_malloc_warning_counts_the_workers_and_skips_those_that_cannot_answer(monkeypatch):
+    _without_malloc_variables(monkeypatch)
     monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
-    assert ex.malloc_environ() == {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
-    slow = {"tcp://a:1": {"MALLOC_TRIM_THRESHOLD_": "65536"}, "tcp://b:1": {}}
-    with pytest.warns(RuntimeWarning, match=r"1 of the 2 workers run with "
-                                            r"MALLOC_TRIM_THRESHOLD_ set.*pre-spawn-environ"):
-        ex.warn_slow_malloc(slow, ex.DASK_MALLOC_FIX)
-    with pytest.warns(RuntimeWarning, match=r"2 of the 2 workers run with MALLOC_TOP_PAD_, "
-                                            r"MALLOC_TRIM_THRESHOLD_ set.*inherit it"):
-        list(LocalProcesses(workers=2).map_unordered(_malloc_variables, []))
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    assert ex.malloc_environ() == {"MALLOC_TOP_PAD_": "0", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    environments = ex.worker_malloc_environs(_Client({
+        "tcp://a:1": {"MALLOC_TOP_PAD_": "0"}, "tcp://b:1": {}, "tcp://c:1": {},
+        "tcp://d:1": ModuleNotFoundError("No module named 'meanfield'")}))
+    assert set(environments) == {"tcp://a:1", "tcp://b:1", "tcp://c:1"}
+    with pytest.warns(RuntimeWarning, match=r"^1 of the 3 workers run with MALLOC_TOP_PAD_ set"):
+        ex.warn_slow_malloc(environments, ex.DASK_MALLOC_FIX)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ex.warn_slow_malloc({"tcp://a:1": {}, "tcp://b:1": {}}, ex.DASK_MALLOC_FIX)
+        ex.warn_slow_malloc({}, ex.DASK_MALLOC_FIX)
+        list(LocalProcesses(workers=2).map_unordered(os.getpid, []))  # no points, no warning
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -58,9 +58,10 @@ DEFAULT_RESTARTS = 3  # process-pool breakages tolerated in one sweep, like Dask
 # Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, so that freed memory goes
 # back to the system at once. Any such glibc variable also fixes the threshold above which
 # malloc maps fresh pages from the system (128 KiB) instead of letting it grow with the
-# program's buffers: XLA:CPU's buffers of a step are then mapped, zero-filled and unmapped at
-# every step, and a luo_1d run at m = 40000 ran 4.5x slower (``benchmarks/bench_workers.py``).
-# The local cluster's workers are started without it (None unsets a Dask environment setting).
+# program's buffers: XLA:CPU's buffers are then mapped, zero-filled and unmapped at every step,
+# and the full luo-diagram grid ran 2.8x slower on two Dask workers
+# (``benchmarks/bench_diagram.py --malloc-trim``). The local cluster's workers are started
+# without it (None unsets a Dask environment setting).
 UNSET_WORKER_ENVIRON = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 # glibc variables that freeze its mmap threshold (mallopt(3)); a worker that has one is slow
 MALLOC_ENVIRON = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
@@ -69,9 +70,9 @@ DASK_MALLOC_FIX = ("Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 by default: s
                    "with the Dask setting distributed.nanny.pre-spawn-environ."
                    "MALLOC_TRIM_THRESHOLD_: null (a YAML file in the workers' Dask config "
                    "directory) or with dask worker --no-nanny")
-POOL_MALLOC_FIX = ("The workers inherit it from this process: unset it before Python starts (a "
-                   "Dask LocalCluster started in this process with Dask's default settings "
-                   "sets MALLOC_TRIM_THRESHOLD_ here too)")
+INHERITED_MALLOC_FIX = ("The workers inherit it from this process: unset it before Python "
+                        "starts (a Dask LocalCluster started in this process with Dask's "
+                        "default settings sets MALLOC_TRIM_THRESHOLD_ here too)")
 
 
 def pin_to_cores(index: int, workers: int) -> frozenset[int]:
@@ -174,8 +175,9 @@ class LocalProcesses:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
 
-        warn_slow_malloc({f"worker {k}": malloc_environ() for k in range(self.workers)},
-                         POOL_MALLOC_FIX)
+        if calls:
+            warn_slow_malloc({f"worker {k}": malloc_environ() for k in range(self.workers)},
+                             INHERITED_MALLOC_FIX)
         remaining = set(range(len(calls)))
         breakages = 0
         while remaining:
@@ -222,6 +224,10 @@ class DaskCluster:
         timeout: seconds to wait for the connection to the scheduler.
         pin_cores: give each worker of the local cluster its own share of the cores
             (``pin_to_cores``); the workers of a running cluster are left as they are.
+
+    The local cluster's workers start without Dask's MALLOC_TRIM_THRESHOLD_ (also when a Dask
+    config sets it: ``UNSET_WORKER_ENVIRON``); workers that still have such a variable (a
+    running cluster's, or inherited from this process) are named in a warning.
     """
 
     address: str | None = None
@@ -269,21 +275,21 @@ class DaskCluster:
             _close(**session)
 
     def _connect(self) -> dict:
+        import dask
         from distributed import Client, LocalCluster
 
         # set_as_default=False: xarray / dask computations of the caller (loading the store
         # it wrote, on its own file system) stay on its local scheduler
         if self.address is not None:
             client = Client(self.address, timeout=self.timeout, set_as_default=False)
-            warn_slow_malloc(client.run(malloc_environ), DASK_MALLOC_FIX)
+            warn_slow_malloc(worker_malloc_environs(client), DASK_MALLOC_FIX)
             return {"client": client, "cluster": None}
         workers = self.workers or os.cpu_count()
-        import dask
-
         with dask.config.set({UNSET_WORKER_ENVIRON: None}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0")
         client = Client(cluster, timeout=self.timeout, set_as_default=False)
+        warn_slow_malloc(worker_malloc_environs(client), INHERITED_MALLOC_FIX)
         if self.pin_cores:
             from distributed import WorkerPlugin
 
@@ -327,11 +333,24 @@ class DaskCluster:
 
 
 def malloc_environ() -> dict[str, str]:
-    """This process's glibc variables that freeze malloc's mmap threshold (``MALLOC_ENVIRON``)."""
+    """This process's glibc variables that freeze malloc's mmap threshold (``MALLOC_ENVIRON``;
+    none where the C library is not glibc, which does not read them)."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return {}
     return {name: os.environ[name] for name in MALLOC_ENVIRON if name in os.environ}
 
 
-def warn_slow_malloc(environments: dict, fix: str) -> None:
+def worker_malloc_environs(client) -> dict[str, dict[str, str]]:
+    """{worker address: its ``malloc_environ()``} of a Dask cluster's workers; a worker that
+    cannot run it (e.g. without meanfield) is left out: its points fail with their own
+    error."""
+    results = client.run(malloc_environ, on_error="return")
+    return {worker: env for worker, env in results.items() if isinstance(env, dict)}
+
+
+def warn_slow_malloc(environments: dict[str, dict[str, str]], fix: str) -> None:
     """Warn if workers run with a ``MALLOC_ENVIRON`` variable (their steps are then several
     times slower, see ``UNSET_WORKER_ENVIRON``).
 
