@@ -398,6 +398,8 @@ class _Client:
 
     def run(self, fn, on_error):
         assert fn is ex.malloc_environ and on_error == "return"
+        if isinstance(self.results, Exception):
+            raise self.results
         return self.results
 
 
@@ -410,6 +412,7 @@ def test_malloc_warning_counts_the_workers_and_skips_those_that_cannot_answer(mo
         "tcp://a:1": {"MALLOC_TOP_PAD_": "0"}, "tcp://b:1": {}, "tcp://c:1": {},
         "tcp://d:1": ModuleNotFoundError("No module named 'meanfield'")}))
     assert set(environments) == {"tcp://a:1", "tcp://b:1", "tcp://c:1"}
+    assert ex.worker_malloc_environs(_Client(OSError("Timed out trying to connect"))) == {}
     with pytest.warns(RuntimeWarning, match=r"^1 of the 3 workers run with MALLOC_TOP_PAD_ set"):
         ex.warn_slow_malloc(environments, ex.DASK_MALLOC_FIX)
     with warnings.catch_warnings():

@@ -345,8 +345,13 @@ def malloc_environ() -> dict[str, str]:
 def worker_malloc_environs(client) -> dict[str, dict[str, str]]:
     """{worker address: its ``malloc_environ()``} of a Dask cluster's workers; a worker that
     cannot run it (e.g. without meanfield) is left out: its points fail with their own
-    error."""
-    results = client.run(malloc_environ, on_error="return")
+    error. The check only advises: if the cluster cannot be asked at all, it is skipped."""
+    try:
+        results = client.run(malloc_environ, on_error="return")
+    except Exception as exc:  # never fail a sweep over advice
+        LOG.warning("could not read the workers' malloc settings: %s: %s", type(exc).__name__,
+                    exc)
+        return {}
     return {worker: env for worker, env in results.items() if isinstance(env, dict)}
 
 
