@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from bench_engine import emit, header
+from bench_engine import emit, header, variables_that_differ
 
 REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "validation",
                       "reports", "luo-diagram", "luo-diagram.nc")
@@ -67,7 +67,6 @@ def single(executor: str, workers: int, malloc_trim: bool, path: str) -> dict:
 def compare_with_report(path: str) -> dict:
     """Whether every variable of the store at ``path`` but wall times equals the report's,
     and the boundaries of both."""
-    import numpy as np
     import xarray as xr
 
     from meanfield.validation import phase_diagram as pdg
@@ -75,9 +74,7 @@ def compare_with_report(path: str) -> dict:
 
     got = open_sweep(path).load()
     want = xr.open_dataset(REPORT).load()
-    differ = [name for name in want.data_vars if name != "wall_time" and not (
-        name in got and np.array_equal(got[name].values, want[name].values,
-                                       equal_nan=want[name].dtype.kind == "f"))]
+    differ = variables_that_differ(got, want)
 
     def boundary(ds):
         return [round(float(v), 6) for v in

@@ -389,6 +389,17 @@ def header(benchmark: str, script: str, argv) -> dict:
                         "load_average_before": os.getloadavg()}}
 
 
+def variables_that_differ(got, want) -> list[str]:
+    """Data variables of the Dataset ``want`` that ``got`` lacks or holds other values of
+    (bitwise, NaN equal to NaN), wall times aside: a run's numbers do not depend on where or
+    how fast it ran."""
+    import numpy as np
+
+    return [name for name in want.data_vars if name != "wall_time" and not (
+        name in got and np.array_equal(got[name].values, want[name].values,
+                                       equal_nan=want[name].dtype.kind == "f"))]
+
+
 def emit(report: dict, out: str | None) -> None:
     """Print the JSON document ``report`` and, with ``out``, also write it there."""
     text = json.dumps(report, indent=2)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from bench_engine import emit, header
+from bench_engine import emit, header, variables_that_differ
 
 GAMMAS = (0.8, 1.0, 1.2)
 GAMMA_PRIMES = (0.0, -0.2)
@@ -56,13 +56,9 @@ def single(executor: str, mode: str, path: str) -> dict:
 
 
 def same_store(a: str, b: str) -> bool:
-    import numpy as np
-
     from meanfield.validation.sweep import open_sweep
 
-    x, y = open_sweep(a).load(), open_sweep(b).load()
-    return all(np.array_equal(x[n].values, y[n].values, equal_nan=x[n].dtype.kind == "f")
-               for n in x.data_vars if n != "wall_time")
+    return not variables_that_differ(open_sweep(a).load(), open_sweep(b).load())
 
 
 def main(argv=None) -> dict:

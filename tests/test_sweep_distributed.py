@@ -341,9 +341,8 @@ def test_local_dask_workers_compute_on_their_own_cores():
 
 # ----------------------------------------------------------------------------- worker malloc
 
-def _malloc_variables(seconds: float) -> dict[str, str]:
+def _malloc_variables() -> dict[str, str]:
     """A point's stand-in: the glibc malloc variables of the worker that ran it."""
-    time.sleep(seconds)
     return ex.malloc_environ()
 
 
@@ -363,7 +362,7 @@ def test_local_dask_workers_start_without_dasks_malloc_trim_threshold(monkeypatc
     with dask.config.set({ex.UNSET_WORKER_ENVIRON: 65536}), warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         with DaskCluster(workers=1, pin_cores=False) as executor:
-            seen = [env for _, env in executor.map_unordered(_malloc_variables, [(0.0,)] * 2)]
+            seen = [env for _, env in executor.map_unordered(_malloc_variables, [()] * 2)]
         assert dask.config.get(ex.UNSET_WORKER_ENVIRON) == 65536  # only the start unset it
     assert seen == [{}, {}]
     assert ex.malloc_environ() == {}
@@ -382,7 +381,7 @@ def test_workers_with_a_malloc_variable_are_warned_about(monkeypatch):
         with pytest.warns(RuntimeWarning, match=r"1 of the 1 workers run with "
                                                 r"MALLOC_TRIM_THRESHOLD_ set.*pre-spawn-environ"):
             with DaskCluster(address=local._session["cluster"].scheduler_address) as running:
-                assert [env for _, env in running.map_unordered(_malloc_variables, [(0.0,)])] \
+                assert [env for _, env in running.map_unordered(_malloc_variables, [()])] \
                     == [{"MALLOC_TRIM_THRESHOLD_": "65536"}]
     finally:
         local.__exit__(None, None, None)

@@ -47,6 +47,7 @@ import dataclasses
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -175,8 +176,9 @@ class LocalProcesses:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
 
-        if calls:
-            warn_slow_malloc({f"worker {k}": malloc_environ() for k in range(self.workers)},
+        if calls:  # the workers inherit this process's environment
+            inherited = malloc_environ()
+            warn_slow_malloc({f"worker {k}": inherited for k in range(self.workers)},
                              INHERITED_MALLOC_FIX)
         remaining = set(range(len(calls)))
         breakages = 0
@@ -365,8 +367,6 @@ def warn_slow_malloc(environments: dict[str, dict[str, str]], fix: str) -> None:
     """
     found = {worker: env for worker, env in environments.items() if env}
     if found:
-        import warnings
-
         names = ", ".join(sorted({name for env in found.values() for name in env}))
         warnings.warn(
             f"{len(found)} of the {len(environments)} workers run with {names} set: glibc "
