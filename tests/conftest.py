@@ -6,6 +6,10 @@ directory (``.pytest_cache``; ``pytest --cache-clear`` empties it; a temporary d
 the user's own cache directory. After each test module the in-memory compiled programs are
 dropped and the freed memory returned to the system, which bounds the session's peak memory; a
 later module that needs one of them again reads it from the persistent cache.
+
+Garbage collection: what the collected test modules imported, and whatever is still alive after a
+module's full collection, is moved to the collector's permanent generation (``gc.freeze``), so
+that the full collections of later tests walk only what those tests made.
 """
 
 import ctypes
@@ -46,9 +50,14 @@ def pytest_unconfigure(config):
         os.environ[ENV_VAR] = previous
 
 
+def pytest_collection_finish(session):
+    gc.freeze()  # jax, xarray, zarr, matplotlib, hypothesis...: alive for the whole session
+
+
 def _release_memory() -> None:
     jax.clear_caches()
     gc.collect()
+    gc.freeze()  # what survived a full collection is alive
     try:  # glibc keeps freed arenas otherwise
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

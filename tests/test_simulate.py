@@ -189,6 +189,40 @@ def test_ctrl_c_whose_result_cannot_be_built_is_still_a_clean_interrupt(monkeypa
     assert "interrupted" in err and "internal error" not in err
 
 
+def test_only_the_command_process_freezes_what_it_imported(monkeypatch, tmp_path):
+    """``meanfield run`` freezes the collector's view of its imports (after them, and again
+    before the figures) in its own process only: ``main`` called from a program never does."""
+    import gc
+
+    before = gc.get_freeze_count()
+    calls = []
+    freeze = cli.freeze_imported
+
+    def recorded():
+        freeze()
+        calls.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(cli, "freeze_imported", recorded)
+    assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--no-progress",
+                     "--out", str(tmp_path / "run.zarr")]) == 0
+    # asked twice, nothing frozen (frozen objects may die: the count can only shrink)
+    assert len(calls) == 2 and max(calls) <= before
+
+    seen = []
+
+    def command():
+        seen.append(cli._OWN_PROCESS)
+        freeze()
+        return 0
+
+    monkeypatch.setattr(cli, "_OWN_PROCESS", False)
+    monkeypatch.setattr(cli, "main", command)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C
+    with pytest.raises(SystemExit) as leaving:
+        cli.console_main()
+    assert leaving.value.code == 0 and seen == [True] and gc.get_freeze_count() > before
+
+
 @pytest.mark.parametrize("chunk", [1, 2])
 def test_ctrl_c_before_a_chunk_is_committed_then_resume_equals_the_uninterrupted_run(
         chunk, monkeypatch, tmp_path):
