@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -153,27 +154,38 @@ def _summary(ds, out: str | None) -> str:
 _OWN_PROCESS = False
 
 
-def freeze_imported() -> None:
-    """In the ``meanfield`` command's own process, move every object alive now to the cyclic
-    garbage collector's permanent generation (``gc.freeze``); elsewhere do nothing.
+@contextlib.contextmanager
+def frozen_imports():
+    """In the ``meanfield`` command's own process: import with the cyclic garbage collector
+    paused, then move every object alive to its permanent generation (``gc.freeze``).
+    Elsewhere: nothing.
 
     The imports of jax, xarray, zarr and matplotlib leave some 300 000 objects that live as long
-    as the process. Every full collection walks them again: six during a warm ``meanfield run
-    wang_ma`` and more at exit, half a second of its 3.7 s. Frozen, they are skipped; objects made
-    later are collected as before. ``main`` called from a program (a notebook, the tests) leaves
-    that program's collector alone: there a frozen object would never be collected.
+    as the process. Every full collection walks them again: three during those imports, six
+    during a warm ``meanfield run wang_ma`` and more at exit, half a second of its 3.6 s.
+    Frozen, they are skipped; objects made later are collected as before. ``main`` called from
+    a program (a notebook, the tests) leaves that program's collector alone: there a frozen
+    object would never be collected.
     """
-    if _OWN_PROCESS:
+    if not _OWN_PROCESS:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
         gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def cmd_run(args) -> int:
-    from meanfield.io import open_run
-    from meanfield.errors import RunError, RunInterrupted
-    from meanfield.runner import simulate
-    from meanfield.store import store_status
-
-    freeze_imported()
+    with frozen_imports():
+        from meanfield.io import open_run
+        from meanfield.errors import RunError, RunInterrupted
+        from meanfield.runner import simulate
+        from meanfield.store import store_status
 
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: --resume continues the "
@@ -261,9 +273,8 @@ def cmd_run(args) -> int:
     if failed:  # a run that could no longer change is no success
         print(f"meanfield: the run stopped early: {failed}", file=sys.stderr)
     if not args.no_plots:
-        from meanfield.plot import save_all
-
-        freeze_imported()  # the run is over: its objects live until the process ends
+        with frozen_imports():  # and the run's objects: they live until the process ends
+            from meanfield.plot import save_all
         plots = save_all(ds.load(), _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
@@ -301,10 +312,10 @@ def _default_plot_dir(run: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from meanfield.io import load_run
-    from meanfield.plot import save_all
+    with frozen_imports():
+        from meanfield.io import load_run
+        from meanfield.plot import save_all
 
-    freeze_imported()
     if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
         print(f"meanfield: --out {args.out} is a file; give a folder for the figures",
               file=sys.stderr)
@@ -560,7 +571,7 @@ def console_main() -> None:
 
     A second Ctrl-C while the first is being handled (the store committing) is ignored, and
     the process leaves with ``os._exit`` so that no XLA thread still compiling can crash the
-    interpreter's shutdown. The commands freeze what they imported (``freeze_imported``).
+    interpreter's shutdown. Commands freeze what they import (``frozen_imports``).
     """
     global _OWN_PROCESS
 

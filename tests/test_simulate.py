@@ -190,37 +190,32 @@ def test_ctrl_c_whose_result_cannot_be_built_is_still_a_clean_interrupt(monkeypa
 
 
 def test_only_the_command_process_freezes_what_it_imported(monkeypatch, tmp_path):
-    """``meanfield run`` freezes the collector's view of its imports (after them, and again
-    before the figures) in its own process only: ``main`` called from a program never does."""
+    """``meanfield run`` in its own process freezes its imports (and, before the figures, the
+    run) for the garbage collector, which it leaves enabled; ``main`` called from a program
+    never touches the program's collector."""
     import gc
 
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--no-progress"]
     before = gc.get_freeze_count()
-    calls = []
-    freeze = cli.freeze_imported
-
-    def recorded():
-        freeze()
-        calls.append(gc.get_freeze_count())
-
-    monkeypatch.setattr(cli, "freeze_imported", recorded)
-    assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--no-progress",
-                     "--out", str(tmp_path / "run.zarr")]) == 0
-    # asked twice, nothing frozen (frozen objects may die: the count can only shrink)
-    assert len(calls) == 2 and max(calls) <= before
+    assert cli.main([*argv, "--out", str(tmp_path / "a.zarr")]) == 0
+    # nothing frozen (frozen objects may die: the count can only shrink)
+    assert gc.get_freeze_count() <= before and gc.isenabled()
 
     seen = []
-
-    def command():
-        seen.append(cli._OWN_PROCESS)
-        freeze()
-        return 0
-
     monkeypatch.setattr(cli, "_OWN_PROCESS", False)
-    monkeypatch.setattr(cli, "main", command)
+    monkeypatch.setattr(cli, "main", lambda: seen.append(cli._OWN_PROCESS) or 0)
     monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C
     with pytest.raises(SystemExit) as leaving:
         cli.console_main()
-    assert leaving.value.code == 0 and seen == [True] and gc.get_freeze_count() > before
+    assert leaving.value.code == 0 and seen == [True]  # the command's own process
+
+    monkeypatch.undo()  # main back
+    monkeypatch.setattr(cli, "_OWN_PROCESS", True)  # as if this process were the command
+    frozen, freeze = [], gc.freeze
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(gc.isenabled()) or freeze())
+    assert cli.main([*argv, "--out", str(tmp_path / "b.zarr")]) == 0
+    # after the imports (collector paused during them) and before the figures
+    assert frozen == [False, False] and gc.isenabled() and gc.get_freeze_count() > before
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
