@@ -156,23 +156,21 @@ _OWN_PROCESS = False
 
 @contextlib.contextmanager
 def frozen_imports():
-    """In the ``meanfield`` command's own process: import with the cyclic garbage collector
-    paused, then move every object alive to its permanent generation (``gc.freeze``).
-    Elsewhere: nothing.
+    """Import with the garbage collector paused, then freeze what exists (``gc.freeze``): in
+    the ``meanfield`` command's own process only.
 
     The imports of jax, xarray, zarr and matplotlib leave some 300 000 objects that live as long
-    as the process. Every full collection walks them again: three during those imports, six
-    during a warm ``meanfield run wang_ma`` and more at exit, half a second of its 3.6 s.
-    Frozen, they are skipped; objects made later are collected as before. ``main`` called from
-    a program (a notebook, the tests) leaves that program's collector alone: there a frozen
-    object would never be collected.
+    as the process; frozen, the collector's full passes (during the run and at exit) no longer
+    walk them, and objects made later are collected as before. ``main`` called from a program (a
+    notebook, the tests) leaves that program's collector alone: there a frozen object would
+    never be collected.
     """
     if not _OWN_PROCESS:
         yield
         return
     enabled = gc.isenabled()
-    gc.disable()
     try:
+        gc.disable()
         yield
     finally:
         gc.freeze()
@@ -239,10 +237,11 @@ def cmd_run(args) -> int:
         except ValueError as exc:
             print(f"meanfield: --devices: {exc}", file=sys.stderr)
             return 2
+    figure_imports = None
     if not args.no_plots:
         from meanfield.plot import import_figure_modules_in_background
 
-        import_figure_modules_in_background()
+        figure_imports = import_figure_modules_in_background()
     try:
         with warnings.catch_warnings():  # said below, with the run's summary
             warnings.filterwarnings("ignore", message="run stopped at", category=RuntimeWarning)
@@ -273,8 +272,10 @@ def cmd_run(args) -> int:
     if failed:  # a run that could no longer change is no success
         print(f"meanfield: the run stopped early: {failed}", file=sys.stderr)
     if not args.no_plots:
+        from meanfield.plot import save_all
+
         with frozen_imports():  # and the run's objects: they live until the process ends
-            from meanfield.plot import save_all
+            figure_imports.join()
         plots = save_all(ds.load(), _default_plot_dir(out))
         print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
               f"({', '.join(os.path.basename(p) for p in plots)})")
@@ -313,8 +314,11 @@ def _default_plot_dir(run: str) -> str:
 
 def cmd_plot(args) -> int:
     with frozen_imports():
+        import meanfield.store  # noqa: F401 (zarr, for load_run)
         from meanfield.io import load_run
-        from meanfield.plot import save_all
+        from meanfield.plot import import_figure_modules, save_all
+
+        import_figure_modules()
 
     if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
         print(f"meanfield: --out {args.out} is a file; give a folder for the figures",
@@ -571,7 +575,7 @@ def console_main() -> None:
 
     A second Ctrl-C while the first is being handled (the store committing) is ignored, and
     the process leaves with ``os._exit`` so that no XLA thread still compiling can crash the
-    interpreter's shutdown. Commands freeze what they import (``frozen_imports``).
+    interpreter's shutdown. ``run`` and ``plot`` freeze what they import (``frozen_imports``).
     """
     global _OWN_PROCESS
 

@@ -26,8 +26,8 @@ import os
 
 ENV_VAR = "MEANFIELD_COMPILATION_CACHE"
 OFF_VALUES = ("off", "0", "false", "no", "none")
-# programs compiling faster than this are written to no cache entry: a program of one elementwise
-# op compiles in ~36 ms and is read back in ~8 ms; the figures' small programs (~0.1 s) are kept
+# programs compiling faster than this are not written to the cache (reading them back would save
+# little); a one-operation program compiles in ~36 ms and is read back in ~8 ms
 MIN_COMPILE_SECONDS = 0.02
 MAX_CACHE_BYTES = 2 * 1024**3  # least recently used entries are evicted beyond this
 

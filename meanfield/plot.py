@@ -821,16 +821,20 @@ FIGURE_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "matpl
                   "matplotlib.lines", "matplotlib.ticker")
 
 
+def import_figure_modules() -> None:
+    """Import the matplotlib modules of ``save_all``."""
+    for name in FIGURE_MODULES:
+        importlib.import_module(name)
+
+
 def import_figure_modules_in_background() -> threading.Thread:
-    """Start importing the matplotlib modules of ``save_all`` in a background thread.
+    """Start ``import_figure_modules`` in a background thread.
 
     For a caller that draws after a run: the run's XLA compilation does not hold the GIL, so
     the import (about 0.3 s) then costs no wall time. Not a daemon thread: a process that stops
     meanwhile waits for the import to finish rather than leaving it half done.
     """
-    thread = threading.Thread(target=lambda: [importlib.import_module(name)
-                                              for name in FIGURE_MODULES],
-                              name="meanfield-import-figures")
+    thread = threading.Thread(target=import_figure_modules, name="meanfield-import-figures")
     thread.start()
     return thread
 

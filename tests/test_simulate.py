@@ -190,32 +190,31 @@ def test_ctrl_c_whose_result_cannot_be_built_is_still_a_clean_interrupt(monkeypa
 
 
 def test_only_the_command_process_freezes_what_it_imported(monkeypatch, tmp_path):
-    """``meanfield run`` in its own process freezes its imports (and, before the figures, the
-    run) for the garbage collector, which it leaves enabled; ``main`` called from a program
-    never touches the program's collector."""
+    """``meanfield run`` and ``meanfield plot`` in their own process import with the garbage
+    collector paused and then freeze (``run`` again before its figures), leaving the collector
+    enabled; ``main`` called from a program never touches the program's collector."""
     import gc
 
-    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--no-progress"]
-    before = gc.get_freeze_count()
-    assert cli.main([*argv, "--out", str(tmp_path / "a.zarr")]) == 0
-    # nothing frozen (frozen objects may die: the count can only shrink)
-    assert gc.get_freeze_count() <= before and gc.isenabled()
+    frozen = []  # the collector's state at each freeze; nothing is really frozen here
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(gc.isenabled()))
+    monkeypatch.setattr(cli, "_OWN_PROCESS", False)  # restored after the console call below
+    run = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--no-progress", "--out"]
+    assert cli.main([*run, str(tmp_path / "a.zarr")]) == 0
+    assert frozen == [] and gc.isenabled()
 
     seen = []
-    monkeypatch.setattr(cli, "_OWN_PROCESS", False)
-    monkeypatch.setattr(cli, "main", lambda: seen.append(cli._OWN_PROCESS) or 0)
-    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C
-    with pytest.raises(SystemExit) as leaving:
-        cli.console_main()
+    with monkeypatch.context() as console:
+        console.setattr(cli, "main", lambda: seen.append(cli._OWN_PROCESS) or 0)
+        console.setattr(cli.signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C
+        with pytest.raises(SystemExit) as leaving:
+            cli.console_main()
     assert leaving.value.code == 0 and seen == [True]  # the command's own process
 
-    monkeypatch.undo()  # main back
-    monkeypatch.setattr(cli, "_OWN_PROCESS", True)  # as if this process were the command
-    frozen, freeze = [], gc.freeze
-    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(gc.isenabled()) or freeze())
-    assert cli.main([*argv, "--out", str(tmp_path / "b.zarr")]) == 0
-    # after the imports (collector paused during them) and before the figures
-    assert frozen == [False, False] and gc.isenabled() and gc.get_freeze_count() > before
+    cli._OWN_PROCESS = True  # as if this process were the command (as console_main left it)
+    assert cli.main([*run, str(tmp_path / "b.zarr")]) == 0
+    assert frozen == [False, False] and gc.isenabled()  # after the imports, before the figures
+    assert cli.main(["plot", str(tmp_path / "b.zarr"), "--out", str(tmp_path / "figures")]) == 0
+    assert frozen == [False, False, False] and gc.isenabled()
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
