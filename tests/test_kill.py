@@ -120,7 +120,7 @@ def test_ctrl_c_at_any_moment_is_a_clean_exit_130(moment, tmp_path, env, timing,
     out = str(tmp_path / "run.zarr")
     proc = subprocess.Popen([sys.executable, "-c", CLI, *CLI_ARGS, "--out", out], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if moment == "compilation":  # a quarter of a cold start: imports or compiling, warm
+    if moment == "compilation":  # a quarter of a cold start: this warm command is still starting
         time.sleep(0.25 * timing[0])
     else:
         while proc.poll() is None and not (read_progress(out) or {}).get("chunks_done"):
