@@ -36,7 +36,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from meanfield.particles._pytree import pytree_dataclass
 from meanfield.particles.flow import Motion, move_particles
@@ -228,8 +227,16 @@ class Heun(FixedStep):
         return new, network_output(new, problem.x, problem.inv_width, problem.n_chunks)
 
 
+def _optax():
+    """The optax module, imported when an optax run or check first needs it (~40 ms that
+    every other run's start would pay)."""
+    import optax
+
+    return optax
+
+
 def _optax_factory(name: str):
-    factory = getattr(optax, name, None) if isinstance(name, str) else None
+    factory = getattr(_optax(), name, None) if isinstance(name, str) else None
     if not callable(factory):
         raise ValueError(f"optimizer={name!r} is not an optax optimiser name (e.g. 'adam', "
                          "'sgd', 'rmsprop')")
@@ -310,7 +317,7 @@ class OptaxSolver(TimeIntegrator):
         vel = velocity(problem, state.particles, residuals(problem, state.f))
         grads = jax.tree.map(jnp.negative, vel)
         updates, opt_state = self.transformation.update(grads, state.opt_state, state.particles)
-        new = optax.apply_updates(state.particles, updates)
+        new = _optax().apply_updates(state.particles, updates)
         if not problem.trainable:
             new = Particles(a=state.particles.a, w=new.w)
         f = network_output(new, problem.x, problem.inv_width, problem.n_chunks)

@@ -13,7 +13,8 @@ import pytest
 
 from meanfield import compilation
 
-# a small run in a fresh process; prints the run's numbers and jax's persistent-cache events
+# a small run in a fresh process; prints the run's numbers, jax's persistent-cache events and
+# whether optax was imported (only optax runs need it)
 RUN = """
 import json, sys
 import jax.monitoring
@@ -23,7 +24,8 @@ jax.monitoring.register_event_listener(
     lambda name, **kw: events.append(name.rsplit("/", 1)[-1]) if "compilation_cache" in name else None)
 ds = mf.simulate(mf.presets.wang_ma(width=8, t_max=1.0), progress=False)
 print(json.dumps({"hits": events.count("cache_hits"), "misses": events.count("cache_misses"),
-                  "loss": ds.loss.values.tolist(), "dir": mf.compilation.enable_compilation_cache()}))
+                  "loss": ds.loss.values.tolist(), "dir": mf.compilation.enable_compilation_cache(),
+                  "optax": "optax" in sys.modules}))
 """
 
 
@@ -48,6 +50,7 @@ def test_concurrent_processes_share_the_cache_and_a_later_one_reads_it(tmp_path)
     first, other = (result(proc) for proc in both)
     assert first["dir"].startswith(str(tmp_path)) and f"jax-{jax.__version__}-" in first["dir"]
     assert first["misses"] > 0 and other["loss"] == first["loss"]
+    assert not first["optax"]  # an adaptive run leaves optax unimported
     written = entries(tmp_path)
     assert any(path.name.startswith("jit_run_chunk-") for path in written)
     # every program written is read (programs that compile faster than
