@@ -125,7 +125,8 @@ def use_reference_kernel():
     import meanfield.particles.integrators as integrators
     from meanfield.particles.flow import Motion
 
-    def move(problem, particles, residual, h, band_eps, mass_floor, outputs):
+    def move(problem, particles, residual, h, band_eps, mass_floor, outputs, event_block=None):
+        del outputs, event_block  # the previous kernel moves every particle the one way
         new, f, diag = reference_motion_pass(problem, particles, residual, h, band_eps,
                                              mass_floor)
         return Motion(total=f / problem.inv_width, a=new.a, w=new.w,
