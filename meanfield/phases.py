@@ -3,9 +3,10 @@
 ``label_phases(ds)`` returns a ``phase`` variable on ``t`` (integer labels) whose attrs hold the
 phase names, the boundary times and any markers, using
 
-* ``wang_ma`` rules (arXiv 2305.12467, docs/theory/wang-ma.md): end of I when every alive positive neuron is
-  within cosine 0.99 of mu; end of II at the maximum of f(x_-); end of III when f(x_-) crosses 0
-  (100% accuracy); Phase IV markers at the activation-pattern changes after that;
+* ``wang_ma`` rules (arXiv 2305.12467, docs/theory/wang-ma.md): end of I when every alive
+  positive neuron is within cosine 0.99 of mu; end of II at the maximum of f(x_-), once f(x_-)
+  has fallen after it (a run stopped while it still rises ends in Phase II); end of III when
+  f(x_-) crosses 0 (100% accuracy); Phase IV markers at the activation-pattern changes after it;
 * ``boursier`` rules (arXiv 2206.00939, docs/theory/boursier.md): alignment with D_+- (references
   ``D_plus``/``D_minus``), then the plateau / escape segments of the general detector;
 * a ``general`` detector: plateaus of log-loss against log-time (|d log L / d log t| below a
@@ -69,7 +70,13 @@ def wang_ma_phases(ds: xr.Dataset, *, cosine: float = 0.99) -> xr.DataArray:
     search = t >= (end_one or 0.0)
     if end_three is not None:
         search &= t <= end_three
-    end_two = float(t[search][np.argmax(f_minus[search])]) if search.any() else None
+    end_two = None
+    if search.any():
+        peak = np.flatnonzero(search)[np.argmax(f_minus[search])]
+        # a maximum only once f(x_-) has fallen after it: a run that stops while f(x_-) still
+        # rises is still in Phase II
+        if f_minus[peak + 1:].size and f_minus[peak + 1:].min() < f_minus[peak]:
+            end_two = float(t[peak])
     boundaries = [b for b in (end_one, end_two, end_three) if b is not None]
     names = ["I: initial condensation", "II: saddle to plateau", "III: plateau and escape",
              "IV: pattern changes"][:len(boundaries) + 1]

@@ -32,6 +32,24 @@ def test_wang_ma_phase_boundaries_match_the_rules(wang_ma_run):
     assert np.all(np.diff(ds.phase.values) >= 0) and ds.phase.values[-1] == 3
 
 
+def test_a_run_stopped_before_the_maximum_of_f_minus_ends_in_phase_two(wang_ma_run):
+    from meanfield.condensation import phase_summary
+
+    ds = wang_ma_run.drop_vars("phase")
+    full = list(boundaries(wang_ma_run.phase).values())
+    f_minus = ds.f_train.isel(sample=-1)
+    for t_stop in (5.0, 20.0):  # f(x_-) still rises at the last record
+        cut = ds.sel(t=slice(None, t_stop))
+        assert np.argmax(f_minus.sel(t=slice(None, t_stop)).values) == cut.sizes["t"] - 1
+        phase = label_phases(cut)
+        assert list(boundaries(phase)) == ["I: initial condensation", "II: saddle to plateau"]
+        assert list(boundaries(phase).values())[1] == full[1]
+        summary = phase_summary(cut.assign(phase=phase))
+        assert summary.sizes["phase"] == 2 and np.isfinite(summary.loss.values).all()
+    cut = ds.sel(t=slice(None, 2 * full[2]))  # past the maximum: the same end of Phase II
+    assert list(boundaries(label_phases(cut)).values())[:3] == full[:3]
+
+
 def test_wang_ma_densities_condense_on_mu_and_x_plus_perp(wang_ma_run):
     ds = wang_ma_run
     end_one, end_two = list(boundaries(ds.phase).values())[1:3]
