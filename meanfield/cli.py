@@ -204,7 +204,8 @@ def cmd_run(args) -> int:
     out = args.out or _default_out(config)
     _check_out(out)
     kind = _existing_store(out, config)
-    resume = args.resume or kind == "empty"  # a store created but never written
+    # a store created but never written is continued, unless replaced
+    resume = args.resume or (kind == "empty" and not args.overwrite)
     if args.overwrite and kind not in ("absent", "empty"):
         from meanfield.store import check_replaceable
 

@@ -102,8 +102,8 @@ class Solver:
     Attributes:
         kind: a key of ``SOLVER_KINDS``: ``adaptive`` (the gradient flow, error-controlled:
             ``meanfield.particles.integrators.AdaptiveFlow``), ``euler`` (fixed step dt = plain
-            GD), ``optax`` (an optax optimiser fed with the mean-field gradient; t advances by
-            dt), or ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972,
+            GD), ``heun`` (Heun's method, second order, fixed step dt), ``optax`` (an optax
+            optimiser fed with the mean-field gradient; t advances by dt), or ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972,
             docs/theory/analytic.md: ``meanfield.particles.analytic``; not a gradient flow: the
             run's time axis ``t`` counts iterations, see ``meanfield.analytic_run``).
         rtol: relative tolerance on the residual field (adaptive).
@@ -353,6 +353,30 @@ class SimulationConfig:
                              f"{fan_in} (input dim + bias)")
         if self.save.t_min is not None and self.save.t_min >= self.t_max:
             raise ValueError(f"save.t_min={self.save.t_min} must be below t_max={self.t_max}")
+        self._check_angle_plane(fan_in)
+
+    def _check_angle_plane(self, fan_in: int) -> None:
+        """Every run records the neurons' angles in a plane of weight space
+        (``meanfield.recording.angle_plane``): refuse a config without one before any compute."""
+        from meanfield.recording import angle_plane
+
+        if fan_in < 2:
+            raise ValueError(
+                f"model.bias={self.model.bias!r} with {self.data.input_dim}-dimensional inputs gives "
+                f"each neuron a weight of length {fan_in}: no plane of neuron angles exists (every "
+                "run records one); use model.bias=True or inputs of dimension 2 or more")
+        try:
+            angle_plane(self, self.data.unique_inputs(self.model.bias)[0])
+        except ValueError as exc:
+            if self.observe.plane is not None:
+                raise ValueError(f"observe.plane={self.observe.plane!r} is not allowed: "
+                                 f"{str(exc).partition(': ')[2]}; it must be two independent "
+                                 f"vectors of length {fan_in}") from None
+            with_bias = " with the bias" if self.model.bias else ""
+            raise ValueError(
+                f"observe.plane=None takes the plane of neuron angles from the training "
+                f"inputs{with_bias}, but they span fewer than 2 dimensions; pass "
+                f"observe.plane=(u, v), two independent vectors of length {fan_in}") from None
 
     def replace(self, **changes) -> "SimulationConfig":
         """Copy with changes; dotted keys reach nested fields: ``replace(**{"solver.rtol": 1e-4})``."""

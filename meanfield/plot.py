@@ -1,4 +1,4 @@
-"""Figures of a run Dataset (see ``meanfield.io`` for the schema).
+"""Figures of a run Dataset (see ``meanfield.schema`` for the schema).
 
 Every function takes the Dataset of one run and returns a ``matplotlib.figure.Figure``:
 

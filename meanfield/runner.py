@@ -29,7 +29,7 @@ from meanfield.analytic_run import simulate_analytic
 from meanfield.compilation import enable_compilation_cache
 from meanfield.config import SimulationConfig
 from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
-from meanfield.particles._validate import check_positive
+from meanfield.particles._validate import check_bool, check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES
 from meanfield.recording import make_spec, measure
 from meanfield.sharding import (agree, check_precision, device_count, is_writer, place,
@@ -133,6 +133,30 @@ def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_e
     return thread
 
 
+def check_run_arguments(config, *, progress, out, resume, overwrite) -> None:
+    """Refuse ``simulate`` arguments of the wrong type, or that would be ignored, before any
+    compute."""
+    if not isinstance(config, SimulationConfig):
+        hint = " (SimulationConfig.from_dict builds one from a dict)" if isinstance(
+            config, dict) else ""
+        raise ValueError(f"config of type {type(config).__name__} is not allowed; it must be a "
+                         f"meanfield.SimulationConfig, e.g. meanfield.presets.wang_ma(){hint}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress={progress!r} is not allowed; choose one of (None, True, False)")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"out={out!r} is not allowed; it must be a directory path (str or "
+                         "os.PathLike) or None")
+    check_bool("resume", resume)
+    check_bool("overwrite", overwrite)
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other: resume continues "
+                         "the run in out, overwrite replaces it")
+    if out is None and (resume or overwrite):
+        flag, what = ("resume", "continue") if resume else ("overwrite", "replace")
+        raise ValueError(f"{flag}=True needs out=, the store to {what} (without out the run is "
+                         "kept in memory only)")
+
+
 def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None,
              resume: bool = False, overwrite: bool = False,
              checkpoint_seconds: float = 5.0, initial: pt.Particles | None = None,
@@ -162,16 +186,19 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             same for any number of devices (sums over particles are added chunk by chunk in
             one order).
     Returns:
-        ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.io`` for the schema);
+        ``xarray.Dataset`` on the time coordinate ``t`` (see ``meanfield.schema`` for the schema);
         with ``out``, the store opened lazily. ``solver.kind="analytic"`` runs Barbu's analytic
         solver instead and ``t`` counts its iterations (``meanfield.analytic_run``).
     Raises:
+        ValueError: an argument of the wrong type, ``resume`` with ``overwrite``, or either
+            without ``out`` (before any compute).
         DivergenceError / StepBudgetError: with ``.dataset`` holding what was recorded.
         RunInterrupted: on Ctrl-C, with ``.dataset`` holding what was recorded
             (KeyboardInterrupt if that Dataset cannot be built, e.g. after a Ctrl-C in the
             middle of a first import; a store keeps its last commit either way).
         meanfield.store.StoreError: ``out`` is unreadable or belongs to another config.
     """
+    check_run_arguments(config, progress=progress, out=out, resume=resume, overwrite=overwrite)
     mesh = resolve_mesh(devices)
     check_precision(config.precision, mesh)
     if mesh is not None and config.solver.kind == "analytic":

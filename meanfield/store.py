@@ -134,8 +134,11 @@ def write_json_atomic(path: str, obj) -> None:
 
 def read_progress(path: str) -> dict | None:
     """The committed progress of a store (None for a store without a commit record)."""
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise StoreError(f"{path} is a file, not a store (a store is a directory)")
     try:
-        with open(os.path.join(os.fspath(path), PROGRESS)) as fh:
+        with open(os.path.join(path, PROGRESS)) as fh:
             return json.load(fh)
     except FileNotFoundError:
         return None

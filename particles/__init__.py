@@ -12,6 +12,7 @@ from meanfield.particles.integrators import (
     Euler,
     FixedStepState,
     FlowState,
+    Heun,
     IController,
     OptaxSolver,
     StopRule,
@@ -42,7 +43,8 @@ from meanfield.particles.model import (
 )
 
 __all__ = [
-    "STATUS_NAMES", "AdaptiveFlow", "Euler", "FixedStepState", "FlowState", "IController",
+    "STATUS_NAMES", "AdaptiveFlow", "Euler", "FixedStepState", "FlowState", "Heun",
+    "IController",
     "InitialLaw", "ModelSpec", "OptaxSolver", "Parametrisation", "Particles", "Problem",
     "StopRule", "TimeIntegrator", "TrainingData", "chunk_layout", "default_band_eps",
     "init_particles", "is_classification", "loss_derivative", "loss_value", "make_problem",

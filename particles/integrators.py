@@ -127,9 +127,17 @@ class TimeIntegrator:
         return jax.tree.map(lambda v: jnp.asarray(v, dtype), self)
 
     def init(self, problem: Problem, particles: Particles):
+        """The state at t = 0 of ``particles`` (a (m_pad,), w (m_pad, D)) on ``problem``:
+        the particles, f at the distinct inputs (n_u,), t, counters, status and the first step
+        size (``FlowState`` or ``FixedStepState``)."""
         raise NotImplementedError
 
     def step(self, problem: Problem, state, t_target):
+        """One step attempt from ``state``: accepted (t and ``n_steps`` advance) or, when
+        an error-controlled step fails its test, rejected (particles and t kept,
+        ``n_rejected`` + 1, a smaller step proposed for the next call). Integrators with
+        ``exact_targets`` never pass ``t_target`` (a scalar of the run's dtype); the others
+        ignore it."""
         raise NotImplementedError
 
 
@@ -146,6 +154,8 @@ class StopRule:
     loss_tol: Any
 
     def stopped(self, problem: Problem, state: RunState):
+        """A bool scalar: the state is abnormal (``state.status``), the step budget is spent,
+        or the training loss ``risk(problem, state.f)`` is at most ``loss_tol``."""
         return ((state.status != OK) | (state.n_steps >= self.max_steps)
                 | (risk(problem, state.f) <= self.loss_tol))
 

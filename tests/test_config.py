@@ -81,6 +81,26 @@ def test_simulation_config_errors():
         mf.presets.wang_ma().replace(**{"solver.rtl": 1e-4})
 
 
+def test_a_config_without_a_plane_of_neuron_angles_is_refused_at_construction():
+    line = pt.TrainingData(x=[[1.0, 1.0], [2.0, 2.0]], y=[1.0, 2.0])  # collinear inputs
+    no_bias = pt.ModelSpec(width=4, bias=False)
+    with pytest.raises(ValueError, match=r"model.bias=False with 1-dimensional inputs .*"
+                                         "model.bias=True"):
+        mf.SimulationConfig(model=no_bias, data=pt.TrainingData(x=[[1.0], [2.0]], y=[1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"observe.plane=None .* span fewer than 2 dimensions; "
+                                         r"pass observe.plane=\(u, v\)"):
+        mf.SimulationConfig(model=no_bias, data=line)
+    for plane, reason in ((((1.0, 1.0), (2.0, 2.0)), "parallel"), (((0.0, 0.0), (1.0, 0.0)),
+                                                                     "nonzero")):
+        with pytest.raises(ValueError, match=rf"observe.plane=.* is not allowed: .*{reason}"):
+            mf.SimulationConfig(model=no_bias, data=line, observe=mf.Observe(plane=plane))
+    # what is accepted runs: an explicit plane, or the bias adding the second dimension
+    for config in (mf.SimulationConfig(model=no_bias, data=line, t_max=0.1,
+                                       observe=mf.Observe(plane=((1.0, 1.0), (1.0, -1.0)))),
+                   mf.SimulationConfig(model=pt.ModelSpec(width=4), data=line, t_max=0.1)):
+        assert np.isfinite(mf.simulate(config, progress=False).density.values).all()
+
+
 @given(st.sampled_from([np.int8, np.int32, np.int64, np.uint16]), st.integers(1, 60))
 def test_numpy_integers_are_stored_as_python_ints(kind, value):
     width, seed = 2 * value, value  # luo_1d is antisymmetric: an even width

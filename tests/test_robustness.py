@@ -108,6 +108,16 @@ TARGETS = [
      st.one_of(st.integers(), st.lists(st.integers(), max_size=1))),
     (lambda **kw: mf.simulate(base, progress=False, **kw), "checkpoint_seconds",
      "checkpoint_seconds", bad_positive(zero_ok=True)),
+    (lambda **kw: mf.simulate(progress=False, **kw), "config", "config",
+     st.one_of(st.integers(), st.none(), JUNK, st.just({"t_max": 1.0}))),
+    (lambda **kw: mf.simulate(base, **kw), "progress", "progress",
+     st.one_of(st.integers(), JUNK, st.just("yes"))),
+    (lambda **kw: mf.simulate(base, progress=False, **kw), "out", "out",
+     st.one_of(st.integers(), st.floats(), st.lists(st.text(), min_size=1, max_size=2))),
+    (lambda **kw: mf.simulate(base, progress=False, out="never-written.zarr", **kw), "resume",
+     "resume", st.one_of(st.integers(), st.none(), JUNK)),
+    (lambda **kw: mf.simulate(base, progress=False, out="never-written.zarr", **kw), "overwrite",
+     "overwrite", st.one_of(st.integers(), st.none(), JUNK)),
 ]
 EXAMPLES = 10  # per target: len(TARGETS) * 10 >= 300 inputs
 tried = {"n": 0}

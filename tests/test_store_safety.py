@@ -6,6 +6,7 @@ import errno
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -184,6 +185,23 @@ def test_store_created_but_never_written_is_no_obstacle(tmp_path, reference):
     assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20",
                      "--out", out, "--no-progress", "--no-plots"]) == 0
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+    shutil.rmtree(out)
+    os.makedirs(out)
+    open(os.path.join(out, store.LOCK), "w").close()
+    assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20",
+                     "--out", out, "--no-progress", "--no-plots", "--overwrite"]) == 0
+    xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
+
+
+def test_resume_and_overwrite_are_refused_where_they_would_be_ignored(tmp_path):
+    out = str(tmp_path / "run.zarr")
+    for flags, message in (({"resume": True}, "resume=True needs out="),
+                           ({"overwrite": True}, "overwrite=True needs out="),
+                           ({"resume": True, "overwrite": True, "out": out},
+                            "exclude each other")):
+        with pytest.raises(ValueError, match=message):
+            mf.simulate(small(), progress=False, **flags)
+    assert not os.path.exists(out)
 
 
 def full_disk_at_third_checkpoint():

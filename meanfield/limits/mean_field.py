@@ -51,6 +51,7 @@ import numpy as np
 import xarray as xr
 
 from meanfield.config import SimulationConfig
+from meanfield.particles._validate import check_bool, check_int, check_positive
 from meanfield.schema import build
 
 SIGNS = ("+", "-", "all")
@@ -243,11 +244,15 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
     from meanfield.setup import particle_time_scale, prepare
 
     check_config(config)
-    n_cells = int(n_cells)
-    if n_cells < 4:
-        raise ValueError(f"n_cells={n_cells} must be >= 4")
-    if not 0 < cfl <= 0.5:
+    n_cells = check_int("n_cells", n_cells, minimum=4)
+    check_positive("cfl", cfl)
+    if not cfl <= 0.5:
         raise ValueError(f"cfl={cfl} must be in (0, 1/2] (positivity of the upwind step)")
+    for name, value in (("reaction", reaction), ("kernel", kernel)):
+        check_positive(name, value)
+    for name, value in (("transport", transport), ("react", react),
+                        ("stop_at_loss_tol", stop_at_loss_tol)):
+        check_bool(name, value)
     started = time.time()
     if t is None:
         scale = math.nan

@@ -61,6 +61,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
+from meanfield.particles._validate import check_int
 from meanfield.schema import build
 
 DEFAULT_LEVELS = (2 ** 12, 2 ** 14, 2 ** 16)
@@ -265,10 +266,18 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
     """
     from meanfield.runner import simulate
 
-    levels = tuple(int(n) for n in levels)
+    try:
+        levels = tuple(check_int("levels", n, minimum=2) for n in levels)
+    except (TypeError, ValueError):
+        raise ValueError(f"levels={levels!r} is not allowed; it must be >= 2 strictly "
+                         "increasing powers of two") from None
     if len(levels) < 2 or any(not _is_power_of_two(n) for n in levels) or \
             any(b <= a for a, b in zip(levels, levels[1:])):
         raise ValueError(f"levels={levels} must be >= 2 strictly increasing powers of two")
+    check_int("seed", seed, minimum=0, maximum=2**32 - 1)  # numpy's seed range
+    if stop_at_loss_tol is not None and not isinstance(stop_at_loss_tol, bool):
+        raise ValueError(f"stop_at_loss_tol={stop_at_loss_tol!r} is not allowed; choose one of "
+                         "(None, True, False)")
     check_config(config)
     if t is None:
         times = _default_times(config, levels[-1])
