@@ -178,6 +178,36 @@ SWEEP_SUMMARY = {
     "particles_a": "snapshot_a at the first and last snapshot (dim stage)",
     "particles_w": "snapshot_w at the first and last snapshot (dim stage)",
 }
+# units and the run variable of the sweep-summary names that are not NAME_end or CURVE
+_SWEEP_UNITS = {"t_end": TIME_UNITS, "n_steps": "1", "wall_time": "s", "density": "1",
+                "density_end": "1", "particles_a": "1", "particles_w": "1", "t": TIME_UNITS,
+                "t_density": TIME_UNITS, "stage": "", "neuron": ""}
+_SWEEP_COORDS = {"t": "common log-time grid of the curves",
+                 "t_density": "times of the density curve", "stage": "snapshot stage",
+                 "neuron": "neuron index"}
+
+
+def sweep_summary_attrs(name: str) -> dict[str, str]:
+    """``units`` and ``long_name`` of the sweep-summary variable or coordinate ``name``
+    (``SWEEP_SUMMARY``): a summarised run variable keeps its units; an empty one is left out
+    (as ``variable`` does), and a sweep axis has none."""
+    return {key: value for key, value in _sweep_summary_attrs(name).items() if value}
+
+
+def _sweep_summary_attrs(name: str) -> dict[str, str]:
+    if name.endswith("_end") and name[:-4] in VARIABLES:
+        run = VARIABLES[name[:-4]]
+        return {"units": run.units, "long_name": f"{run.long_name}, at the run's last record"}
+    if name in _SWEEP_COORDS:
+        return {"units": _SWEEP_UNITS[name], "long_name": _SWEEP_COORDS[name]}
+    if name in SWEEP_SUMMARY:
+        return {"units": _SWEEP_UNITS.get(name, ""), "long_name": SWEEP_SUMMARY[name]}
+    if name in VARIABLES and VARIABLES[name].dims == ("t",):  # a curve
+        run = VARIABLES[name]
+        return {"units": run.units, "long_name": f"{run.long_name}, on the common log-time grid"}
+    if name in COORDS:
+        return {"units": COORDS[name].units, "long_name": COORDS[name].long_name}
+    return {}
 
 
 def versions() -> dict[str, str]:

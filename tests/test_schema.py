@@ -73,7 +73,14 @@ def runs():
 def test_every_producer_writes_its_kind_within_the_schema(kinds):
     for kind, ds in kinds.items():
         assert schema.kind_of(ds) == kind == ds.attrs["kind"]
-        if kind == "sweep-summary":
+        if kind == "sweep-summary":  # named after run variables, with their units
+            for name in list(ds.data_vars) + ["t", "t_density", "sign", "angle"]:
+                assert ds[name].attrs.get("long_name"), name
+            for name in ("loss_end", "loss", "rd_w"):
+                run_name = name.removesuffix("_end")
+                assert ds[name].attrs["units"] == schema.VARIABLES[run_name].units, name
+            assert ds.t_end.attrs["units"] == ds.t.attrs["units"] == schema.TIME_UNITS
+            assert ds.wall_time.attrs["units"] == "s" and "units" not in ds.stop_reason.attrs
             continue
         allowed = set(schema.KIND_VARIABLES[kind])
         names = {n for n in ds.data_vars if not n.startswith(schema.ANALYTIC_PREFIX)}

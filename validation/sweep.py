@@ -102,6 +102,7 @@ from meanfield.store import (PROGRESS, check_resumable_versions,  # one commit p
                              write_json_atomic, write_part_manifest)
 from meanfield.validation.executors import check_executor
 from meanfield.particles._validate import check_positive, normalise_int
+from meanfield.schema import sweep_summary_attrs
 
 FORMAT_VERSION = 1
 FINAL = ("loss", "rd_w", "rd_a", "rd")  # kept at the end of training as NAME_end
@@ -548,11 +549,13 @@ class SweepStore:
                                attributes={"_ARRAY_DIMENSIONS": [name]})
         for name, (dim, values) in coords.items():
             group.create_array(name, data=np.asarray(values), fill_value=None,
-                               attributes={"_ARRAY_DIMENSIONS": [dim]})
+                               attributes={"_ARRAY_DIMENSIONS": [dim],
+                                           **sweep_summary_attrs(name)})
         for name, (extra_dims, extra_shape, dtype, fill) in variables.items():
             group.create_array(name, shape=shape + extra_shape, dtype=dtype, fill_value=fill,
                                chunks=(1,) * len(shape) + extra_shape,
-                               attributes={"_ARRAY_DIMENSIONS": list(dims + extra_dims)})
+                               attributes={"_ARRAY_DIMENSIONS": list(dims + extra_dims),
+                                           **sweep_summary_attrs(name)})
         group.attrs.put(attrs)
         group.create_group("_progress")  # holds the commit record (its .zattrs)
         progress = {"format": FORMAT_VERSION, "done": [], "sessions": 1, "finished": False,
@@ -642,7 +645,7 @@ class SweepStore:
             ds = ds.load()
         done = np.zeros(ds.done.size, bool)
         done[sorted(self._done)] = True
-        return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape)))
+        return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape), ds.done.attrs))
 
 
 def _chunk_file(array, name: str, index: tuple[int, ...]) -> str:
@@ -694,7 +697,7 @@ def open_sweep(path: str | os.PathLike) -> xr.Dataset:
         ds = xr.open_zarr(path, consolidated=os.path.exists(os.path.join(path, ".zmetadata")))
     done = np.zeros(ds.done.size, bool)
     done[progress["done"]] = True
-    return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape)))
+    return ds.assign(done=(ds.done.dims, done.reshape(ds.done.shape), ds.done.attrs))
 
 
 # ----------------------------------------------------------------------------- run
