@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from meanfield.particles._validate import (SEED_MAX, check_bool, check_choice, check_positive,
-                                           closest, normalise_int)
+                                           closest, named_arguments, normalise_int)
 from meanfield.particles.analytic import AnalyticConfig, AnalyticSolver
 from meanfield.particles.integrators import (
     DEFAULT_RTOL,
@@ -92,6 +92,7 @@ PARAMETER_CHECKS: dict[str, Callable[["Solver"], None]] = {
 }
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Solver:
     """How the particles are advanced in gradient-flow time t (or, ``analytic``, in iterations).
@@ -161,6 +162,7 @@ class Solver:
         return hash(value_key(self))
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SaveAt:
     """When to record (diffrax-style).
@@ -233,6 +235,7 @@ class SaveAt:
         return times, snap
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Observe:
     """What is measured at every save time (``meanfield.recording``).
@@ -292,6 +295,7 @@ class Observe:
         object.__setattr__(self, "references", tuple(refs))
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SimulationConfig:
     """Everything that determines a run (equal and hashed by value, arrays by content).

@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from meanfield.particles._validate import check_bool, check_int
 from meanfield.schema import require
 
 TIME_LABEL = "gradient-flow time $t$"
@@ -196,8 +197,10 @@ def snapshot_density(ds: xr.Dataset, *, weighted: bool = True,
     skipped. ``bins``: default the run's recorded ``angle`` coordinate size, else 90.
     """
     require(ds, ("snapshot_a", "snapshot_w"), "snapshot_density")
+    check_bool("weighted", weighted)
     if bins is None:
         bins = ds.sizes["angle"] if _records_density(ds) else 90
+    bins = check_int("bins", bins, minimum=1)
     edges = angle_bin_edges(bins)
     width = np.diff(edges)
     n_t = ds.sizes["t_snapshot"]
@@ -384,6 +387,7 @@ def training_curves(ds: xr.Dataset, *, phases: bool = True):
         Figure with 2 or 3 stacked axes sharing the log time axis (t = 0 is not shown).
     """
     require(ds, ("loss", "f_train", "x_train"), "training_curves")
+    check_bool("phases", phases)
     t = np.asarray(ds.t.values, dtype=float)
     keep = t > 0
     t = t[keep]
@@ -501,8 +505,11 @@ def density_heatmap(ds: xr.Dataset, *, weighted: bool = True, references=None,
     Returns:
         Figure with 2 image axes (sign +, sign -) and a colour bar.
     """
-    require(ds, ("density",) if "density" in ds else ("snapshot_a", "snapshot_w"),
+    recorded = isinstance(ds, xr.Dataset) and "density" in ds
+    require(ds, ("density",) if recorded else ("snapshot_a", "snapshot_w"),
             "density_heatmap (a recorded density or particle snapshots)")
+    check_bool("weighted", weighted)
+    check_bool("normalise", normalise)
     from matplotlib.colors import LogNorm
 
     da, times, tdim, from_snapshots = _density_source(ds, weighted)
@@ -607,6 +614,18 @@ def _spread(values, *, gap: float, lo: float, hi: float) -> list[float]:
     return out.tolist()
 
 
+def checked_times(times) -> np.ndarray:
+    """``times`` of a figure's panels as a 1-D float array: at least one finite time >= 0."""
+    try:
+        values = np.atleast_1d(np.asarray(times, dtype=float))
+    except (TypeError, ValueError):
+        values = np.array([np.nan])
+    if values.ndim != 1 or not values.size or not np.all(np.isfinite(values) & (values >= 0)):
+        raise ValueError(f"times={times!r} is not allowed; it must be one or more finite times "
+                         ">= 0 (or None for the default panels)")
+    return values
+
+
 def _snapshot_indices(ds: xr.Dataset, times, default: str) -> list[int]:
     t = np.asarray(ds.t_snapshot.values, dtype=float)
     if times is None:
@@ -617,7 +636,7 @@ def _snapshot_indices(ds: xr.Dataset, times, default: str) -> list[int]:
             if i not in out:
                 out.append(i)
         return out
-    return [int(np.argmin(np.abs(t - float(v)))) for v in np.atleast_1d(times)]
+    return [int(np.argmin(np.abs(t - v))) for v in checked_times(times)]
 
 
 def _time_title(t: float) -> str:
@@ -639,8 +658,8 @@ def _ray_panels(ds: xr.Dataset, times) -> list[tuple[int, str]]:
     panel of its own: the store's snapshots do not resolve it."""
     t = np.asarray(ds.t_snapshot.values, dtype=float)
     if times is not None:
-        return [(_nearest_in_log_time(t, float(v)), f"nearest snapshot to $t = {float(v):.4g}$")
-                for v in np.atleast_1d(times)]
+        return [(_nearest_in_log_time(t, v), f"nearest snapshot to $t = {v:.4g}$")
+                for v in checked_times(times)]
     info = phase_info(ds)
     if info is None or not info[1]:
         return [(i, "") for i in _snapshot_indices(ds, None, "first_mid_last")]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import os
 import platform
 from importlib import metadata
 from typing import TYPE_CHECKING
@@ -365,13 +366,26 @@ def missing(ds: xr.Dataset, needed, purpose: str) -> str | None:
             f"hold (it has: {', '.join(sorted(map(str, ds.data_vars))) or 'nothing'})")
 
 
+def check_dataset(ds, name: str) -> None:
+    """Refuse anything but an ``xarray.Dataset`` for the argument ``name`` (a store's path
+    included: ``meanfield.load_run`` reads it)."""
+    import xarray as xr
+
+    if not isinstance(ds, xr.Dataset):
+        hint = (f"; meanfield.load_run({ds!r}) reads the store at that path"
+                if isinstance(ds, (str, os.PathLike)) else "")
+        raise ValueError(f"{name} of type {type(ds).__name__} is not allowed; it must be an "
+                         f"xarray.Dataset (e.g. meanfield.simulate's result){hint}")
+
+
 def require(ds: xr.Dataset, needed, purpose: str) -> None:
     """Refuse, with a sentence naming what is absent, a Dataset ``purpose`` cannot use.
 
     Raises:
-        ValueError: ``ds`` is a sweep summary (many runs), or lacks a variable of ``needed``
-            (a snapshot variable with no snapshot counts as absent).
+        ValueError: ``ds`` is not a Dataset, is a sweep summary (many runs), or lacks a variable
+            of ``needed`` (a snapshot variable with no snapshot counts as absent).
     """
+    check_dataset(ds, f"the dataset of {purpose}")
     if kind_of(ds) == "sweep-summary":
         raise ValueError(f"{purpose} draws one dataset; this is a sweep summary (kind "
                          "'sweep-summary'): simulate the config of one sweep point and use that")

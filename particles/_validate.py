@@ -6,7 +6,9 @@ at construction time, before any compute.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import math
 import numbers
 from collections.abc import Iterable
@@ -72,3 +74,25 @@ def normalise_int(obj, field: str, name: str, *, minimum: int = 1,
 def check_finite(name: str, value) -> None:
     if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)):
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number")
+
+
+def named_arguments(cls):
+    """Class decorator over a keyword-only dataclass: a mistyped or positional argument is a
+    ``TypeError`` naming it, the closest field and every field, instead of Python's bare
+    "unexpected keyword argument"."""
+    init = cls.__init__
+    fields = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if args:
+            raise TypeError(f"{cls.__name__}() takes keyword arguments only, e.g. "
+                            f"{cls.__name__}({fields[0]}=...); its arguments: {', '.join(fields)}")
+        for key in kwargs:
+            if key not in fields:
+                raise TypeError(f"{cls.__name__}() has no argument {key!r}"
+                                f"{closest(key, fields)}; its arguments: {', '.join(fields)}")
+        init(self, **kwargs)
+
+    cls.__init__ = __init__
+    return cls

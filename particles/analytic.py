@@ -67,7 +67,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield.particles._pytree import pytree_dataclass
-from meanfield.particles._validate import check_choice, check_positive, normalise_int
+from meanfield.particles._validate import (check_choice, check_positive, named_arguments,
+                                            normalise_int)
 from meanfield.particles.kernels import Particles, Problem
 
 PATHS = ("auto", "assembled", "matrix_free")
@@ -84,6 +85,7 @@ PINV_RCOND = 1e-13
 MAX_FALLBACKS = 4
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AnalyticConfig:
     """Settings of the analytic alternating least-squares solver (arXiv 2304.02972).

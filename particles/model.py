@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from meanfield.particles._validate import check_choice, check_finite, check_positive, normalise_int
+from meanfield.particles._validate import (check_choice, check_finite, check_positive,
+                                            named_arguments, normalise_int)
 
 LOSSES = ("squared", "exponential", "logistic")
 PARAMETRISATIONS = ("mean_field", "ntk", "standard", "luo")
@@ -27,6 +28,7 @@ SIGN_RULES = ("alternating", "random")
 REGIMES = ("linear", "critical", "condensed")
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Parametrisation:
     """How the paper's network maps onto the mean-field normalisation (arXiv 2007.07497, docs/theory/phase-diagram.md).
@@ -131,6 +133,7 @@ def regime_of(gamma: float, gamma_prime: float, *, atol: float = 1e-9) -> str:
     return "condensed" if gamma > boundary else "linear"
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InitialLaw:
     """Law of the initial particles (docs/theory/model.md).
@@ -171,6 +174,7 @@ class InitialLaw:
                              "set sigma_a/sigma_w for gaussian")
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A two-layer ReLU particle system in the mean-field normalisation (docs/theory/model.md).
@@ -252,6 +256,7 @@ def value_key(value):
     return value
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class TrainingData:
     """Training inputs, labels, sample weights and an evaluation grid.

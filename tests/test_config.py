@@ -132,3 +132,23 @@ def test_save_rule_schedule_against_explicit_grids():
     assert times.tolist() == [0.0, 1.0, 5.0, 7.0] and snap.tolist() == [True, False, True, True]
     times, _ = SaveAt(n=3).schedule(1.0, 1e6)  # t_min capped at t_max / 10
     assert times[1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("make, typo, field", [
+    (lambda **kw: mf.SaveAt(**kw), "nn", "n"),
+    (lambda **kw: mf.Observe(**kw), "n_angle_bin", "n_angle_bins"),
+    (lambda **kw: mf.Solver(**kw), "rtoll", "rtol"),
+    (lambda **kw: pt.ModelSpec(**kw), "widht", "width"),
+    (lambda **kw: pt.InitialLaw(**kw), "scal", "scale"),
+    (lambda **kw: mf.SimulationConfig(**kw), "t_maxx", "t_max"),
+])
+def test_a_mistyped_argument_names_the_closest_field_and_all_of_them(make, typo, field):
+    with pytest.raises(TypeError, match=rf"has no argument '{typo}' \(did you mean "
+                                        rf"'{field}'\?\); its arguments: .*\b{field}\b"):
+        make(**{typo: 1})
+
+
+def test_positional_arguments_are_refused_with_the_field_names():
+    with pytest.raises(TypeError, match=r"SaveAt\(\) takes keyword arguments only, e.g. "
+                                        r"SaveAt\(t=...\); its arguments: t, t_min, n, snapshots"):
+        mf.SaveAt(5)

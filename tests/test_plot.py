@@ -262,3 +262,23 @@ def test_training_curves_name_inputs_and_draw_the_plateau(wm, luo):
     plateau = [line for line in fig.axes[0].lines if "plateau" in str(line.get_label())]
     assert len(plateau) == 1 and plateau[0].get_ydata()[0] == pytest.approx(0.8)  # p = 4
     assert plot.theory_plateau(luo) is None
+
+
+def test_bad_arguments_are_refused_naming_them(wm, luo, tmp_path):
+    path = str(tmp_path / "run.zarr")
+    for draw in (plot.training_curves, plot.density_heatmap, plot.neuron_rays,
+                 plot.luo_scatter, lambda ds: plot.save_all(ds, tmp_path / "plots")):
+        with pytest.raises(ValueError, match=r"of type str is not allowed; it must be an "
+                                             r"xarray.Dataset .*meanfield.load_run"):
+            draw(path)
+    for draw, name in ((lambda: plot.density_heatmap(wm, weighted="no"), "weighted"),
+                       (lambda: plot.density_heatmap(wm, normalise=1), "normalise"),
+                       (lambda: plot.training_curves(wm, phases="no"), "phases"),
+                       (lambda: plot.snapshot_density(wm, bins=0), "bins"),
+                       (lambda: plot.neuron_rays(wm, times=[-1.0]), "times"),
+                       (lambda: plot.neuron_rays(wm, times=[]), "times"),
+                       (lambda: plot.luo_scatter(luo, times="late"), "times")):
+        with pytest.raises(ValueError, match=rf"^{name}="):
+            draw()
+    with pytest.raises(ValueError, match="^run of type str"):
+        mf.compare(path, wm)

@@ -51,7 +51,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from meanfield.particles._validate import check_bool, check_int
+from meanfield.particles._validate import check_bool, check_int, named_arguments
 
 LOG = logging.getLogger(__name__)
 DEFAULT_RESTARTS = 3  # process-pool breakages tolerated in one sweep, like Dask's allowed-failures
@@ -116,6 +116,7 @@ def _pin_pool_worker(counter, workers: int) -> None:
     pin_to_cores(index, workers)
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Serial:
     """Run the points one after another in the calling process (today's ``run_sweep``)."""
@@ -137,6 +138,7 @@ class Serial:
             yield position, fn(*call)
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LocalProcesses:
     """A pool of worker processes on this machine (``concurrent.futures.ProcessPoolExecutor``
@@ -213,6 +215,7 @@ class LocalProcesses:
                             "points without a result", len(remaining))
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DaskCluster:
     """The workers of a Dask distributed cluster.

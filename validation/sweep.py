@@ -101,7 +101,7 @@ from meanfield.store import (PROGRESS, check_resumable_versions,  # one commit p
                              quiet_zarr, read_progress, remove_store, verify_store,
                              write_json_atomic, write_part_manifest)
 from meanfield.validation.executors import check_executor
-from meanfield.particles._validate import check_positive, normalise_int
+from meanfield.particles._validate import check_positive, named_arguments, normalise_int
 from meanfield.schema import sweep_summary_attrs
 
 FORMAT_VERSION = 1
@@ -115,6 +115,7 @@ RESERVED = ("t", "t_density", "sign", "angle", "stage", "neuron", "component")  
 
 # ----------------------------------------------------------------------------- spec
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Summary:
     """What is kept of each run of a sweep (summaries only: a 500-point sweep stays small).
@@ -206,6 +207,7 @@ def _json_default(value):
     return repr(value)
 
 
+@named_arguments
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Sweep:
     """A grid of runs (see module docstring).

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from meanfield.particles._validate import check_positive
-from meanfield.schema import kind_of
+from meanfield.schema import check_dataset, kind_of
 
 
 def _on_times(limit: xr.DataArray, t: np.ndarray) -> xr.DataArray:
@@ -60,6 +60,7 @@ def circular_mmd(p: np.ndarray, q: np.ndarray, angles: np.ndarray, bandwidth: fl
 
 
 def _refuse_kind(ds: xr.Dataset, role: str) -> None:
+    check_dataset(ds, role)
     if kind_of(ds) == "sweep-summary":
         raise ValueError(f"the {role} is a sweep summary (kind 'sweep-summary'), not one "
                          "dataset: compare one run (e.g. simulate the sweep's config at a point)")
