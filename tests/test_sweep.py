@@ -246,14 +246,14 @@ def test_bad_summaries_raise_value_errors(kwargs, match):
         Summary(**kwargs)
 
 
-def test_invalid_point_fails_before_any_run():
+def test_invalid_point_fails_at_construction_before_any_run():
     before = runner.TRACE_COUNT["run_chunk"]
-    sweep = Sweep(axes={"width": (40, 0)}, fixed={"n_saves": 40})
     with pytest.raises(ValueError, match=r"point \{'width': 0\}.*width"):
-        run_sweep(sweep, progress=False)
-    bad_field = Sweep(axes={"solver.rtl": (1e-3,)})
+        Sweep(axes={"width": (40, 0)}, fixed={"n_saves": 40})
+    with pytest.raises(ValueError, match=r"point \{'width': 41\}.*must be even"):
+        Sweep(axes={"width": (40, 41)})
     with pytest.raises(ValueError, match="unknown config key 'solver.rtl'"):
-        run_sweep(bad_field, progress=False)
+        Sweep(axes={"solver.rtl": (1e-3,)})
     with pytest.raises(ValueError, match="must be a meanfield.validation.sweep.Sweep"):
         run_sweep({"axes": {"seed": (0,)}})
     assert runner.TRACE_COUNT["run_chunk"] == before

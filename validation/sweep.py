@@ -221,6 +221,9 @@ class Sweep:
         fixed: {name: value} given to every point.
         summary: what is kept of each run.
         name: a label.
+
+    Every point's config is built once at construction: a bad name or value is a ValueError
+    naming the point, before any run.
     """
 
     preset: str | Callable[..., Any] = "luo_1d"
@@ -272,6 +275,7 @@ class Sweep:
             raise ValueError(f"sweep names {unknown} are neither arguments of the preset "
                              f"({sorted(self.builder_arguments)}) nor config fields "
                              f"({sorted(_config_fields())}, dotted for nested ones)")
+        build_configs(self)  # every point's config is valid (a dotted name, a value)
 
     # -- grid -----------------------------------------------------------------------
     @property
