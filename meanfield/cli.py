@@ -249,7 +249,11 @@ def cmd_run(args) -> int:
             ds = simulate(config, progress=progress, out=out, resume=resume,
                           overwrite=args.overwrite, devices=args.devices, **run_kwargs)
     except (RunError, RunInterrupted) as exc:
-        if store_status(out) not in ("absent", "empty"):
+        if isinstance(exc, RunInterrupted) and args.overwrite and kind not in ("absent",
+                                                                                "empty"):
+            print(f"meanfield: {out} is unchanged: the interrupted --overwrite run was "
+                  "discarded", file=sys.stderr)
+        elif store_status(out) not in ("absent", "empty"):
             print(f"meanfield: everything recorded so far is in {out}"
                   + (" (continue with --resume)" if isinstance(exc, RunInterrupted) else ""),
                   file=sys.stderr)

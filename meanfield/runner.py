@@ -170,7 +170,10 @@ def simulate(config: SimulationConfig, *, progress: bool | None = None, out=None
             None keeps the run in memory only.
         resume: continue the run already in ``out`` (same config required) from its last
             checkpoint; a finished run is returned as stored.
-        overwrite: replace an existing ``out`` (otherwise an existing store is an error).
+        overwrite: replace an existing ``out`` (otherwise an existing store is an error). The
+            new run is written beside it and replaces it when the run ends; a crash or a
+            Ctrl-C before leaves ``out`` as it was (after a Ctrl-C the interrupted run is
+            discarded: ``RunInterrupted.dataset`` holds it in memory).
         checkpoint_seconds: with ``out``, commit records and a state checkpoint at the end of
             the first compiled chunk that finishes this long after the previous commit (0:
             after every chunk). A SIGKILL loses at most what was computed since the last
@@ -400,6 +403,9 @@ def _result(recorder, store, started: float, stop_reason: str, finished: bool = 
     from meanfield.io import open_run
 
     if store is None or not store.written:
+        return _result_of_records(recorder, started, stop_reason)
+    if not finished and store.replaces:  # an interrupted overwrite: the old store stays
+        store.discard()
         return _result_of_records(recorder, started, stop_reason)
     ds = open_run(store.path, dask=False)  # each variable the phases use is read once, whole
     store.finish({"stop_reason": stop_reason, "wall_time_s": time.time() - started},

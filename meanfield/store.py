@@ -823,6 +823,19 @@ class RunStore:
             self.path = self.target
         self.close()
 
+    @property
+    def replaces(self) -> bool:
+        """Whether this store is written beside an existing one that ``finish`` replaces."""
+        return self.path != self.target
+
+    def discard(self) -> None:
+        """Remove a replacement written beside its target (an interrupted overwrite) and
+        release the store: the store it was to replace stays as it was."""
+        if self.replaces:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self.path)
+        self.close()
+
     def close(self) -> None:
         """Release the writer lock; a store created here and never written is removed."""
         if self.path == self.target and store_status(self.path) == "empty" and self._locks:

@@ -92,6 +92,34 @@ def test_overwrite_is_written_beside_and_swapped_in(finished, monkeypatch, refer
     assert sorted(os.listdir(parent)) == ["run.zarr"]  # the stale new store was cleaned up
 
 
+def test_ctrl_c_during_an_overwrite_leaves_the_old_store_and_keeps_the_run_in_memory(
+        finished, monkeypatch, reference, capsys):
+    from meanfield import runner
+
+    real, calls = runner.run_chunk, {"n": 0}
+
+    def interrupted_at_the_third_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:  # two chunks committed beside the old store
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_chunk", interrupted_at_the_third_chunk)
+    with pytest.raises(mf.RunInterrupted) as info:
+        mf.simulate(small(1), progress=False, out=finished, overwrite=True, checkpoint_seconds=0)
+    partial = info.value.dataset
+    assert partial.attrs["seed"] == 1 and 2 <= partial.sizes["t"] < reference.sizes["t"]
+    xr.testing.assert_identical(data(mf.open_run(finished)), data(reference))
+    argv = ["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20", "--seed",
+            "1", "--out", finished, "--overwrite", "--no-progress", "--no-plots",
+            "--checkpoint-seconds", "0"]
+    assert cli.main(argv) == 130
+    assert "is unchanged: the interrupted --overwrite run was discarded" in capsys.readouterr().err
+    assert store.store_status(finished) == "finished"
+    xr.testing.assert_identical(data(mf.open_run(finished)), data(reference))
+    assert sorted(os.listdir(os.path.dirname(finished))) == ["run.zarr"]  # nothing beside it
+
+
 def test_second_writer_is_refused_with_the_holders_pid(finished):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from meanfield.store import WriterLock; "
