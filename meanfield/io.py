@@ -136,8 +136,21 @@ def open_run(path: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
 
 def load_run(path: str | os.PathLike) -> xr.Dataset:
     """A whole store of any kind in memory: ``open_run(path, dask=False).load()``, one read per
-    variable instead of one dask task per chunk file (a streamed run has one chunk per record)."""
-    return open_run(path, dask=False).load()
+    variable instead of one dask task per chunk file (a streamed run has one chunk per record).
+
+    Raises:
+        meanfield.store.StoreCorrupt: a chunk file cannot be decoded (its bytes changed but not
+            its size, which ``open_run`` checks; ``meanfield verify`` finds it by checksum).
+    """
+    ds = open_run(path, dask=False)
+    try:
+        return ds.load()
+    except (RuntimeError, ValueError) as exc:  # the codec's error on damaged bytes
+        from meanfield.store import StoreCorrupt
+
+        raise StoreCorrupt(f"{os.fspath(path)}: a chunk file cannot be read ({exc}); "
+                           f"`meanfield verify {os.fspath(path)}` names the damaged "
+                           "ones") from None
 
 
 def _refuse_sweep(ds: xr.Dataset, path: str) -> None:

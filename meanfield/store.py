@@ -529,14 +529,19 @@ def verify_store(path: str, *, hashes: bool = False) -> dict | None:
 
     Every committed chunk file must exist with its committed size (and CRC-32 with
     ``hashes=True``). Raises ``StoreCorrupt`` naming the variable and records of the first
-    damaged chunks, and ``StoreError`` for a store with no commit yet (resumable).
+    damaged chunks, and ``StoreError`` for a store with no commit yet (resumable) or a path
+    that holds no store (an empty directory, a directory without a zarr group, a file).
     """
     path = os.fspath(path)
     status = store_status(path)
+    if os.path.isdir(path) and not os.listdir(path):
+        raise StoreError(f"{path} is an empty directory, not a store")
     if status in ("empty", "first_save"):
         raise StoreError(f"{path} holds no committed records yet (the run stopped during its "
                          "first save); continue it with --resume (resume=True)")
     progress = read_progress(path)
+    if progress is None and not os.path.exists(os.path.join(path, ".zgroup")):
+        raise StoreError(f"{path} is not a store: it holds no zarr group (.zgroup)")
     if progress is None:
         return None
     damaged = [text for _, text, _ in damaged_chunks(path, progress, hashes=hashes)]

@@ -78,6 +78,35 @@ def test_corrupt_store_gives_clear_error(tmp_path):
     assert (out / "garbage").exists()
 
 
+def test_a_path_without_a_store_is_never_verified_ok(tmp_path, capsys):
+    mine = tmp_path / "mydata"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile.zarr").write_text("x")
+    for path, message in ((mine, "is not a store: it holds no zarr group"),
+                          (tmp_path / "empty", "is an empty directory, not a store"),
+                          (tmp_path / "afile.zarr", "is a file, not a store")):
+        assert cli.main(["verify", str(path)]) == 2
+        assert message in capsys.readouterr().err
+        assert cli.main(["plot", str(path)]) == 2
+        assert message in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_a_chunk_damaged_at_its_size_is_a_store_error_naming_verify(tmp_path, capsys):
+    out = str(tmp_path / "run.zarr")
+    mf.simulate(mf.presets.luo_1d(width=20, t_max=2.0, n_saves=10), progress=False, out=out)
+    chunk = os.path.join(out, "loss", "0")
+    damaged = bytearray(open(chunk, "rb").read())
+    damaged[4:6] = bytes(b ^ 0xFF for b in damaged[4:6])  # the codec header; same size
+    open(chunk, "wb").write(bytes(damaged))
+    assert cli.main(["plot", out, "--out", str(tmp_path / "plots")]) == 1
+    assert f"meanfield verify {out}` names the damaged" in capsys.readouterr().err
+    assert cli.main(["verify", out]) == 1
+    assert "variable 'loss'" in capsys.readouterr().err
+
+
 def test_streamed_store_opens_with_plain_xarray(tmp_path):
     out = str(tmp_path / "run.zarr")
     mem = mf.simulate(mf.presets.luo_1d(width=40, t_max=5.0, n_saves=40), progress=False)
