@@ -169,7 +169,7 @@ class SaveAt:
 
     Attributes:
         t: explicit save times (sorted, > 0); t = 0 is always recorded. Default: ``n``
-            log-spaced times from ``t_min`` to ``t_max``.
+            log-spaced times from ``t_min`` to ``t_max`` (``n = 1``: t_max alone).
         t_min: first log-spaced save time (default: 1e-3 of the initial particle time scale).
         n: number of log-spaced save times.
         snapshots: particle snapshots on a sparse clock: a count k of save times nearest k
@@ -204,6 +204,10 @@ class SaveAt:
                                  f"{what}")
             object.__setattr__(self, "snapshots", tuple(sorted(set(snaps))))
 
+    def log_times(self, t_min: float, t_max: float) -> np.ndarray:
+        """``n`` log-spaced save times from ``t_min`` to ``t_max`` (n = 1: t_max alone)."""
+        return np.geomspace(t_min, t_max, self.n) if self.n > 1 else np.array([float(t_max)])
+
     def schedule(self, t_max: float, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
         """The save times of a run to ``t_max`` and which of them carry a particle snapshot.
 
@@ -220,7 +224,7 @@ class SaveAt:
             times = np.array([v for v in self.t if v <= t_max], dtype=float)
         else:
             t_min = self.t_min if self.t_min is not None else min(1e-3 * time_scale, t_max / 10)
-            times = np.geomspace(t_min, t_max, self.n)
+            times = self.log_times(t_min, t_max)
         if isinstance(self.snapshots, tuple):
             times = np.union1d(times, [v for v in self.snapshots if 0 < v <= t_max])
         times = np.concatenate([[0.0], times[times > 0]])

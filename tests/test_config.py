@@ -132,6 +132,12 @@ def test_save_rule_schedule_against_explicit_grids():
     assert times.tolist() == [0.0, 1.0, 5.0, 7.0] and snap.tolist() == [True, False, True, True]
     times, _ = SaveAt(n=3).schedule(1.0, 1e6)  # t_min capped at t_max / 10
     assert times[1] == pytest.approx(0.1)
+    times, snap = SaveAt(n=1).schedule(100.0, 2.0)  # one save: the end, never t_min
+    assert times.tolist() == [0.0, 100.0] and snap.tolist() == [True, True]
+    from meanfield.limits.wang_ma import wang_ma_limit
+
+    limit = wang_ma_limit(mf.presets.wang_ma(t_max=50.0, n_saves=1))
+    assert limit.t.values.tolist() == [0.0, 50.0]
 
 
 @pytest.mark.parametrize("make, typo, field", [

@@ -224,7 +224,7 @@ def _save_grid(config) -> np.ndarray:
     if save.t is not None:
         return np.r_[0.0, np.asarray(save.t, float)]
     t_min = save.t_min if save.t_min is not None else config.t_max * 1e-6
-    return np.r_[0.0, np.geomspace(t_min, config.t_max, save.n)]
+    return np.r_[0.0, save.log_times(t_min, config.t_max)]
 
 
 def wang_ma_limit(config, t=None, *, rho_plus: float | None = None,
