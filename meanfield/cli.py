@@ -335,7 +335,7 @@ def cmd_plot(args) -> int:
             paths = save_all(load_run(args.run), args.out or _default_plot_dir(args.run))
     except (FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, FileNotFoundError) else 2
+        return 2
     for path in paths:
         print(path)
     for note in notes:
@@ -345,8 +345,8 @@ def cmd_plot(args) -> int:
 
 def cmd_limit(args) -> int:
     from meanfield.io import open_run, save_run
-    from meanfield.limits.api import (infinite_width, is_limit_of, limit_differences,
-                                      resolve_kind, store_name)
+    from meanfield.limits.api import (check_options, infinite_width, is_limit_of,
+                                      limit_differences, resolve_kind, store_name)
     from meanfield.errors import RunError
 
     try:
@@ -354,6 +354,7 @@ def cmd_limit(args) -> int:
                               sets=args.set or ())
         kind = resolve_kind(config, args.kind)
         options = _parse_sets(list(args.option or ()))
+        check_options(kind, options)  # a mistyped option is no store clash
     except (ValueError, TypeError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
@@ -418,12 +419,9 @@ def cmd_export(args) -> int:
 
     try:
         print(export_netcdf(args.run, args.out, overwrite=args.overwrite))
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"meanfield: {exc}", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -514,7 +512,7 @@ def _os_message(exc: OSError) -> str:
         return (f"no space left on the device{where}: everything committed before is kept; "
                 "free some space and continue with --resume")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"cannot write{where}: {exc.strerror}; choose a writable --out"
+        return f"cannot write{where}: {exc.strerror}; choose a writable output path"
     if exc.errno == errno.ENAMETOOLONG:
         return f"file name too long{where}: choose a shorter --out"
     return f"{exc.strerror or exc}{where}"
@@ -528,8 +526,8 @@ def _error_message(exc: Exception) -> tuple[str, int]:
         return str(exc), 1
     if isinstance(exc, (UsageError, StoreError, FileExistsError, ValueError, TypeError)):
         return str(exc), 2
-    if isinstance(exc, FileNotFoundError) and not exc.filename:
-        return str(exc), 1
+    if isinstance(exc, FileNotFoundError) and not exc.filename:  # an input path as typed
+        return str(exc), 2
     if isinstance(exc, OSError):
         return _os_message(exc), 1
     return (f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "

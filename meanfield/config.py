@@ -350,6 +350,10 @@ class SimulationConfig:
         normalise_int(self, "max_steps", "max_steps", minimum=1)  # an int32 counter
         if not isinstance(self.name, str):
             raise ValueError(f"name={self.name!r} is not allowed; it must be a string")
+        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise ValueError(f"name={self.name!r} is not allowed; it must be a plain label (it "
+                             "names the default store runs/NAME-mM-sS.zarr): no path separator, "
+                             "not empty, not starting with '.'")
         if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
             raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
         if not isinstance(self.observe, Observe):

@@ -300,6 +300,11 @@ def _run_title(ds: xr.Dataset) -> str:
     par = cfg.get("model", {}).get("parametrisation", {})
     if par.get("kind") == "luo":
         extra = f", $\\gamma$={par.get('gamma')}, $\\gamma'$={par.get('gamma_prime')}"
+    limit = ds.attrs.get("limit")
+    if limit:  # no particles, no seed: the kernel limit is the flow of width m's kernel
+        width = cfg.get("model", {}).get("width")
+        at = f"kernel of m={width}" if limit == "kernel" else "m=$\\infty$"
+        return f"{preset}: {limit} limit ({at}{extra})"
     return f"{preset} (m={ds.attrs.get('width', '?')}, seed={ds.attrs.get('seed', '?')}{extra})"
 
 

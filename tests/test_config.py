@@ -79,6 +79,9 @@ def test_simulation_config_errors():
         mf.SaveAt(t=(1.0, 0.5))
     with pytest.raises(ValueError, match="unknown config key 'solver.rtl'"):
         mf.presets.wang_ma().replace(**{"solver.rtl": 1e-4})
+    for name in ("../../elsewhere", "a/b", "", ".hidden"):  # it names runs/NAME-mM-sS.zarr
+        with pytest.raises(ValueError, match="name=.* is not allowed; it must be a plain label"):
+            mf.presets.wang_ma().replace(name=name)
 
 
 def test_a_config_without_a_plane_of_neuron_angles_is_refused_at_construction():

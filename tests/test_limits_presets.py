@@ -87,6 +87,8 @@ def test_store_names_follow_what_the_limit_depends_on(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert "holds something else" in err and "t_max (stored 1500.0, given 10.0)" in err
     assert "model.width" not in err  # the wang_ma limit does not depend on it
+    assert main(["limit", "wang_ma", "--option", "foo=1"]) == 2  # a typo, not a clash
+    assert "option 'foo' is not one of the wang_ma limit's options" in capsys.readouterr().err
 
 
 def test_kind_help_lists_every_kind():

@@ -207,7 +207,7 @@ def test_cli_plot(luo, tmp_path, capsys):
     assert cli._default_plot_dir("runs/a") == "runs/a_plots"
     args = cli.make_parser().parse_args(["plot", str(store), "--out", "figs"])
     assert args.func is cli.cmd_plot and args.out == "figs"
-    assert cli.main(["plot", str(tmp_path / "missing.zarr")]) == 1
+    assert cli.main(["plot", str(tmp_path / "missing.zarr")]) == 2
 
 
 def test_rays_at_phase_boundaries_dead_grey_one_log_scale(wm):
@@ -282,3 +282,9 @@ def test_bad_arguments_are_refused_naming_them(wm, luo, tmp_path):
             draw()
     with pytest.raises(ValueError, match="^run of type str"):
         mf.compare(path, wm)
+
+
+def test_a_limit_is_titled_as_a_limit():
+    limit = mf.infinite_width(mf.presets.wang_ma(t_max=50.0), kind="wang_ma")
+    title = plot.training_curves(limit)._suptitle.get_text()
+    assert title == "wang_ma: wang_ma_reduced limit (m=$\\infty$)" and "seed" not in title

@@ -30,6 +30,8 @@ def test_validate_barbu_quick_writes_report(tmp_path, capsys):
 def test_validate_unknown_study_is_an_error(capsys):
     assert main(["validate", "no_such_study"]) == 2
     assert "unknown study" in capsys.readouterr().err
+    assert main(["validate", "wang_ma"]) == 2  # the preset's spelling
+    assert "did you mean 'wang-ma'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- pilot tuning rule

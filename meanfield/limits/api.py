@@ -155,6 +155,13 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         ValueError: naming the applicable limits and why the others do not apply.
     """
     kind = resolve_kind(config, kind)
+    check_options(kind, options)
+    return _solver(kind)(config, **options).assign_attrs(limit_of=config.to_json(),
+                                                         limit_options=_options_json(options))
+
+
+def _solver(kind: str):
+    """The function that computes the limit ``kind`` (imported when first needed)."""
     if kind == "wang_ma":
         from meanfield.limits.wang_ma import wang_ma_limit as solve
     elif kind == "mean_field":
@@ -163,19 +170,17 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         from meanfield.limits.reference import mean_field_reference as solve
     else:
         from meanfield.limits.kernel import kernel_limit as solve
-    check_options(solve, kind, options)
-    return solve(config, **options).assign_attrs(limit_of=config.to_json(),
-                                                 limit_options=_options_json(options))
+    return solve
 
 
-def check_options(solve, kind: str, options: dict) -> None:
+def check_options(kind: str, options: dict) -> None:
     """Raise a ValueError naming an option the solver of limit ``kind`` does not take, with
     its options and the closest one (before any compute)."""
     import inspect
 
     from meanfield.particles._validate import closest
 
-    allowed = list(inspect.signature(solve).parameters)[1:]  # after the config
+    allowed = list(inspect.signature(_solver(kind)).parameters)[1:]  # after the config
     for name in options:
         if name not in allowed:
             raise ValueError(f"option {name!r} is not one of the {kind} limit's options"

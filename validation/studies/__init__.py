@@ -81,7 +81,10 @@ def run_study(name: str, out_dir: str | None = None, quick: bool = False, execut
     from meanfield.validation.executors import Serial, check_executor  # imports jax
 
     if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; choose one of {sorted(STUDIES)}")
+        from meanfield.particles._validate import closest
+
+        raise ValueError(f"unknown study {name!r}{closest(str(name).replace('_', '-'), STUDIES)}"
+                         f"; choose one of {sorted(STUDIES)}")
     executor = check_executor(executor)
     if isinstance(executor, Serial):
         executor = None
