@@ -202,8 +202,9 @@ def cmd_run(args) -> int:
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid configuration: {exc}") from None
     out = args.out or _default_out(config)
-    _check_out(out)
     kind = _existing_store(out, config)
+    if not (kind == "finished" and not (args.resume or args.overwrite)):  # else nothing to write
+        _check_out(out)
     # a store created but never written is continued, unless replaced
     resume = args.resume or (kind == "empty" and not args.overwrite)
     if args.overwrite and kind not in ("absent", "empty"):

@@ -278,6 +278,8 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             return open_run(out)
         state = store.load_state(to_host(state)) or state  # host template: shards of all processes
         first_chunk = store.progress["chunks_done"]
+        if first_chunk:  # the wall time counts the earlier sessions up to their last commit
+            started -= _committed_wall_time(out)
         recorder.resume(store.last_record(), store.progress["records"],
                         store.last_snapshot_time())
         store = store if is_writer() else None
@@ -360,6 +362,15 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     reached = t_final >= config.t_max * (1 - 4 * float(np.finfo(np.dtype(config.precision)).eps))
     reason = "t_max" if reached or config.loss_tol is None else "loss_tol"
     return _result(recorder, store, started, reason)
+
+
+def _committed_wall_time(path: str) -> float:
+    """Seconds the run in the store at ``path`` had computed at its last commit (0 if the
+    store does not say)."""
+    from meanfield.store import stored_attrs
+
+    value = stored_attrs(path).get("wall_time_s")
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else 0.0
 
 
 STALL_RECORDS = 20  # records over which an unchanged loss means a stalled run

@@ -300,6 +300,8 @@ def test_read_only_target_is_a_message(tmpfs, reference, capsys):
             out, "--no-progress", "--no-plots"]
     assert cli.main(argv) == 0
     remount(tmpfs, "ro")
+    assert cli.main(argv) == 0  # a finished run is reported: nothing to write
+    assert "already complete" in capsys.readouterr().out
     for extra in (["--overwrite"], ["--resume"]):
         assert cli.main(argv + extra) in (0, 1)
         assert "Traceback" not in capsys.readouterr().err
@@ -413,3 +415,27 @@ def test_overwrite_removes_the_replaced_runs_figures_and_keeps_the_users_files(t
     (plots / "my_notes.txt").write_text("mine")
     assert cli.main(base[:5] + ["6"] + base[6:] + ["--overwrite", "--no-plots"]) == 0
     assert [p.name for p in plots.iterdir()] == ["my_notes.txt"]
+
+
+def test_a_resumed_run_counts_the_wall_time_of_its_earlier_sessions(tmp_path, monkeypatch):
+    from meanfield import runner
+
+    real, calls = runner.run_chunk, {"n": 0}
+
+    def interrupted_at_the_third_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = str(tmp_path / "run.zarr")
+    monkeypatch.setattr(runner, "run_chunk", interrupted_at_the_third_chunk)
+    with pytest.raises(mf.RunInterrupted):
+        mf.simulate(small(), progress=False, out=out, checkpoint_seconds=0)
+    monkeypatch.undo()
+    with store.quiet_zarr():  # as if the first session had computed for 1000 s
+        import zarr
+
+        zarr.open_group(out, mode="r+", zarr_format=2).attrs["wall_time_s"] = 1000.0
+    resumed = mf.simulate(small(), progress=False, out=out, resume=True)
+    assert 1000.0 < resumed.attrs["wall_time_s"] < 1000.0 + 300
