@@ -87,6 +87,9 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
 
 
 def _default_out(config) -> str:
+    from meanfield.store import check_store_label
+
+    check_store_label(config.name)
     solver = "" if config.solver.kind == "adaptive" else f"-{config.solver.kind}"
     return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}{solver}.zarr")
 
@@ -207,7 +210,8 @@ def cmd_run(args) -> int:
         _check_out(out)
     # a store created but never written is continued, unless replaced
     resume = args.resume or (kind == "empty" and not args.overwrite)
-    if args.overwrite and kind not in ("absent", "empty"):
+    replacing = args.overwrite and kind not in ("absent", "empty")
+    if replacing:
         from meanfield.store import check_replaceable
 
         check_replaceable(out)
@@ -249,9 +253,14 @@ def cmd_run(args) -> int:
             warnings.filterwarnings("ignore", message="run stopped at", category=RuntimeWarning)
             ds = simulate(config, progress=progress, out=out, resume=resume,
                           overwrite=args.overwrite, devices=args.devices, **run_kwargs)
+    except OSError as exc:  # a full disk, an unwritable folder: the old store of an overwrite
+        if not replacing:   # stays, the new run is gone (not resumable)
+            raise
+        print(f"meanfield: {_os_message(exc).partition(':')[0]}; {out} is unchanged: the "
+              "--overwrite run was discarded", file=sys.stderr)
+        return 1
     except (RunError, RunInterrupted) as exc:
-        if isinstance(exc, RunInterrupted) and args.overwrite and kind not in ("absent",
-                                                                                "empty"):
+        if isinstance(exc, RunInterrupted) and replacing:
             print(f"meanfield: {out} is unchanged: the interrupted --overwrite run was "
                   "discarded", file=sys.stderr)
         elif store_status(out) not in ("absent", "empty"):

@@ -350,10 +350,6 @@ class SimulationConfig:
         normalise_int(self, "max_steps", "max_steps", minimum=1)  # an int32 counter
         if not isinstance(self.name, str):
             raise ValueError(f"name={self.name!r} is not allowed; it must be a string")
-        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
-            raise ValueError(f"name={self.name!r} is not allowed; it must be a plain label (it "
-                             "names the default store runs/NAME-mM-sS.zarr): no path separator, "
-                             "not empty, not starting with '.'")
         if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
             raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
         if not isinstance(self.observe, Observe):
@@ -365,13 +361,14 @@ class SimulationConfig:
                              f"{fan_in} (input dim + bias)")
         if self.save.t_min is not None and self.save.t_min >= self.t_max:
             raise ValueError(f"save.t_min={self.save.t_min} must be below t_max={self.t_max}")
-        self._check_angle_plane(fan_in)
 
-    def _check_angle_plane(self, fan_in: int) -> None:
-        """Every run records the neurons' angles in a plane of weight space
-        (``meanfield.recording.angle_plane``): refuse a config without one before any compute."""
+    def check_angle_plane(self) -> None:
+        """Refuse, before any compute, a config whose runs would have no plane of neuron
+        angles: every particle run records the angles in one (``meanfield.recording.
+        angle_plane``); a limit that has no particles (the kernel limit) needs none."""
         from meanfield.recording import angle_plane
 
+        fan_in = self.model.fan_in(self.data.input_dim)
         if fan_in < 2:
             raise ValueError(
                 f"model.bias={self.model.bias!r} with {self.data.input_dim}-dimensional inputs gives "

@@ -262,6 +262,15 @@ def store_status(path: str) -> str:
     return "finished" if progress.get("finished") else "unfinished"
 
 
+def check_store_label(name: str) -> None:
+    """Raise ``StoreError`` unless the config name ``name`` can label a default store path
+    (``runs/NAME-...zarr``): a plain label, no path separator, not empty, no leading '.'."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise StoreError(f"name={name!r} cannot label the default store runs/NAME-....zarr (a "
+                         "path separator, empty, or a leading '.'); give the store's path (--out, "
+                         "out=) or a plain name")
+
+
 def check_store_path(path: str) -> None:
     """Raise ``StoreError`` if ``path`` is ``.``, ``~``, ``/`` or a parent of the working
     directory: a store is never written there."""
@@ -540,8 +549,9 @@ def verify_store(path: str, *, hashes: bool = False) -> dict | None:
         raise StoreError(f"{path} holds no committed records yet (the run stopped during its "
                          "first save); continue it with --resume (resume=True)")
     progress = read_progress(path)
-    if progress is None and not os.path.exists(os.path.join(path, ".zgroup")):
-        raise StoreError(f"{path} is not a store: it holds no zarr group (.zgroup)")
+    if progress is None and not any(os.path.exists(os.path.join(path, name))
+                                    for name in (".zgroup", "zarr.json")):  # zarr format 2, 3
+        raise StoreError(f"{path} is not a store: it holds no zarr group (.zgroup, zarr.json)")
     if progress is None:
         return None
     damaged = [text for _, text, _ in damaged_chunks(path, progress, hashes=hashes)]
@@ -822,10 +832,10 @@ class RunStore:
             group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
             self.progress["finished"] = finished
             self._commit()
-        if self.path != self.target:
-            _exchange(self.target, self.path)
-            shutil.rmtree(self.path)  # now the replaced store
-            self.path = self.target
+            if self.replaces and finished:  # one step for a Ctrl-C: new in place, old gone
+                _exchange(self.target, self.path)
+                shutil.rmtree(self.path)  # now the replaced store
+                self.path = self.target
         self.close()
 
     @property

@@ -85,13 +85,14 @@ def named_arguments(cls):
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
+        known = f"its arguments: {', '.join(fields)}" if fields else "it takes none"
         if args:
-            raise TypeError(f"{cls.__name__}() takes keyword arguments only, e.g. "
-                            f"{cls.__name__}({fields[0]}=...); its arguments: {', '.join(fields)}")
+            example = f", e.g. {cls.__name__}({fields[0]}=...)" if fields else ""
+            raise TypeError(f"{cls.__name__}() takes keyword arguments only{example}; {known}")
         for key in kwargs:
             if key not in fields:
                 raise TypeError(f"{cls.__name__}() has no argument {key!r}"
-                                f"{closest(key, fields)}; its arguments: {', '.join(fields)}")
+                                f"{closest(key, fields)}; {known}")
         init(self, **kwargs)
 
     cls.__init__ = __init__

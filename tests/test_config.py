@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import meanfield as mf
 import meanfield.particles as pt
+from meanfield import cli
 
 
 @given(st.integers(max_value=0))
@@ -79,29 +80,39 @@ def test_simulation_config_errors():
         mf.SaveAt(t=(1.0, 0.5))
     with pytest.raises(ValueError, match="unknown config key 'solver.rtl'"):
         mf.presets.wang_ma().replace(**{"solver.rtl": 1e-4})
-    for name in ("../../elsewhere", "a/b", "", ".hidden"):  # it names runs/NAME-mM-sS.zarr
-        with pytest.raises(ValueError, match="name=.* is not allowed; it must be a plain label"):
-            mf.presets.wang_ma().replace(name=name)
+    for name in ("../../elsewhere", "a/b", "", ".hidden"):  # labels the default store path
+        assert cli.main(["run", "luo_1d", "--set", f"name={name}", "--no-progress"]) == 2
+        assert mf.presets.wang_ma().replace(name=name).name == name  # an explicit out is fine
 
 
-def test_a_config_without_a_plane_of_neuron_angles_is_refused_at_construction():
+def test_a_run_without_a_plane_of_neuron_angles_is_refused_before_any_compute():
+    from meanfield import runner
+
+    before = runner.TRACE_COUNT["run_chunk"]
     line = pt.TrainingData(x=[[1.0, 1.0], [2.0, 2.0]], y=[1.0, 2.0])  # collinear inputs
     no_bias = pt.ModelSpec(width=4, bias=False)
+    one_d = mf.SimulationConfig(model=no_bias, data=pt.TrainingData(x=[[1.0], [2.0]],
+                                                                    y=[1.0, 2.0]))
     with pytest.raises(ValueError, match=r"model.bias=False with 1-dimensional inputs .*"
                                          "model.bias=True"):
-        mf.SimulationConfig(model=no_bias, data=pt.TrainingData(x=[[1.0], [2.0]], y=[1.0, 2.0]))
+        mf.simulate(one_d, progress=False)
     with pytest.raises(ValueError, match=r"observe.plane=None .* span fewer than 2 dimensions; "
                                          r"pass observe.plane=\(u, v\)"):
-        mf.SimulationConfig(model=no_bias, data=line)
+        mf.simulate(mf.SimulationConfig(model=no_bias, data=line), progress=False)
     for plane, reason in ((((1.0, 1.0), (2.0, 2.0)), "parallel"), (((0.0, 0.0), (1.0, 0.0)),
                                                                      "nonzero")):
         with pytest.raises(ValueError, match=rf"observe.plane=.* is not allowed: .*{reason}"):
-            mf.SimulationConfig(model=no_bias, data=line, observe=mf.Observe(plane=plane))
+            mf.simulate(mf.SimulationConfig(model=no_bias, data=line,
+                                            observe=mf.Observe(plane=plane)), progress=False)
+    assert runner.TRACE_COUNT["run_chunk"] == before
     # what is accepted runs: an explicit plane, or the bias adding the second dimension
     for config in (mf.SimulationConfig(model=no_bias, data=line, t_max=0.1,
                                        observe=mf.Observe(plane=((1.0, 1.0), (1.0, -1.0)))),
                    mf.SimulationConfig(model=pt.ModelSpec(width=4), data=line, t_max=0.1)):
         assert np.isfinite(mf.simulate(config, progress=False).density.values).all()
+    # a limit without particles needs no plane
+    kernel = mf.presets.luo_1d(gamma=0.5, width=20, t_max=1.0).replace(**{"model.bias": False})
+    assert np.isfinite(mf.infinite_width(kernel, kind="kernel").loss.values).all()
 
 
 @given(st.sampled_from([np.int8, np.int32, np.int64, np.uint16]), st.integers(1, 60))

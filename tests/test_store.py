@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import xarray as xr
 
 import meanfield as mf
 from meanfield import cli
+from meanfield.io import load_run
 from meanfield.store import StoreError, read_progress
 
 SCRIPT = """
@@ -92,6 +94,13 @@ def test_a_path_without_a_store_is_never_verified_ok(tmp_path, capsys):
         assert cli.main(["plot", str(path)]) == 2
         assert message in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me"
+    run = mf.simulate(mf.presets.luo_1d(width=20, t_max=1.0, n_saves=5), progress=False)
+    for zarr_format in (2, 3):  # a run saved with xarray itself is a store
+        path = str(tmp_path / f"v{zarr_format}.zarr")
+        with warnings.catch_warnings():  # zarr 3 on the string coordinates: not ours
+            warnings.simplefilter("ignore")
+            run.to_zarr(path, zarr_format=zarr_format)
+        np.testing.assert_array_equal(load_run(path).loss.values, run.loss.values)
 
 
 def test_a_chunk_damaged_at_its_size_is_a_store_error_naming_verify(tmp_path, capsys):

@@ -120,6 +120,40 @@ def test_ctrl_c_during_an_overwrite_leaves_the_old_store_and_keeps_the_run_in_me
     assert sorted(os.listdir(os.path.dirname(finished))) == ["run.zarr"]  # nothing beside it
 
 
+def test_every_way_out_of_an_overwrite_leaves_the_old_store_and_nothing_beside_it(
+        finished, monkeypatch, reference, capsys):
+    from meanfield import condensation, runner
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", self.path)
+
+    kept = []  # the exceptions, with their frames (a REPL keeps the last traceback)
+    for target, name, replacement in ((runner, "run_chunk", interrupt),  # before any commit
+                                      (condensation, "phase_variables", interrupt),  # at the end
+                                      (store.RunStore, "_write_state", full_disk)):
+        with monkeypatch.context() as patch:
+            patch.setattr(target, name, replacement)
+            with pytest.raises((KeyboardInterrupt, OSError)) as info:
+                mf.simulate(small(1), progress=False, out=finished, overwrite=True,
+                            checkpoint_seconds=0)
+            kept.append(info)
+        assert sorted(os.listdir(os.path.dirname(finished))) == ["run.zarr"], name
+        xr.testing.assert_identical(data(mf.open_run(finished)), data(reference))
+    with monkeypatch.context() as patch:
+        patch.setattr(store.RunStore, "_write_state", full_disk)
+        assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set", "n_saves=20",
+                         "--seed", "1", "--out", finished, "--overwrite", "--no-progress",
+                         "--no-plots"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "is unchanged: the --overwrite run was discarded" in err
+    assert "--resume" not in err
+    new = mf.simulate(small(1), progress=False, out=finished, overwrite=True)  # no lock left
+    assert new.attrs["seed"] == 1
+
+
 def test_second_writer_is_refused_with_the_holders_pid(finished):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from meanfield.store import WriterLock; "

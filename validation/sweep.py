@@ -715,6 +715,7 @@ def build_configs(sweep: Sweep) -> dict:
         coords = sweep.coords(index)
         try:
             configs[index] = sweep.config(**coords)
+            configs[index].check_angle_plane()  # every point is a particle run
         except (ValueError, TypeError) as exc:
             raise ValueError(f"sweep {sweep.name!r} point {coords}: {exc}") from None
     return configs

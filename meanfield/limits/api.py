@@ -93,6 +93,9 @@ def resolve_kind(config, kind: str = "auto") -> str:
 def store_name(config, kind: str) -> str:
     """File name of a limit store, from what the limit depends on: ``PRESET-limit-KIND.zarr``,
     with ``-mWIDTH-sSEED`` for the kinds in ``DEPENDS_ON_WIDTH_AND_SEED``."""
+    from meanfield.store import check_store_label
+
+    check_store_label(config.name)
     kind = resolve_kind(config, kind)
     tag = f"-m{config.model.width}-s{config.seed}" if kind in DEPENDS_ON_WIDTH_AND_SEED else ""
     return f"{config.name}{tag}-limit-{kind}.zarr"
