@@ -168,8 +168,9 @@ class SaveAt:
     """When to record (diffrax-style).
 
     Attributes:
-        t: explicit save times (sorted, > 0); t = 0 is always recorded. Default: ``n``
-            log-spaced times from ``t_min`` to ``t_max`` (``n = 1``: t_max alone).
+        t: explicit save times (sorted, > 0); t = 0 and t_max are always recorded, times
+            beyond t_max are not. Default: ``n`` log-spaced times from ``t_min`` to ``t_max``
+            (``n = 1``: t_max alone).
         t_min: first log-spaced save time (default: 1e-3 of the initial particle time scale).
         n: number of log-spaced save times.
         snapshots: particle snapshots on a sparse clock: a count k of save times nearest k
@@ -217,11 +218,13 @@ class SaveAt:
                 particle_time_scale``), which sets the default first save time; NaN when
                 ``t_min`` or ``t`` is given.
         Returns:
-            (times (k,) starting with 0 and ending at the last save <= t_max, snapshot mask
-            (k,) bool: t = 0, the last time and the snapshot times).
+            (times (k,) starting with 0 and ending at t_max, snapshot mask (k,) bool: t = 0,
+            the last time and the snapshot times).
         """
         if self.t is not None:
             times = np.array([v for v in self.t if v <= t_max], dtype=float)
+            if not times.size or times[-1] < t_max:  # a run always ends at t_max
+                times = np.append(times, float(t_max))
         else:
             t_min = self.t_min if self.t_min is not None else min(1e-3 * time_scale, t_max / 10)
             times = self.log_times(t_min, t_max)

@@ -143,7 +143,11 @@ def test_save_rule_schedule_against_explicit_grids():
     np.testing.assert_allclose(times, np.r_[0.0, np.geomspace(2e-3, 100.0, 5)])
     assert snap.tolist() == [True, True, False, True, False, True]  # t = 0, 3 log-spaced, end
     times, snap = SaveAt(t=(1.0, 5.0, 50.0), snapshots=(5.0, 7.0)).schedule(10.0, float("nan"))
-    assert times.tolist() == [0.0, 1.0, 5.0, 7.0] and snap.tolist() == [True, False, True, True]
+    assert times.tolist() == [0.0, 1.0, 5.0, 7.0, 10.0]  # t_max always, 50 beyond it not
+    assert snap.tolist() == [True, False, True, True, True]
+    run = mf.simulate(mf.presets.luo_1d(width=20, t_max=3.0).replace(
+        save=SaveAt(t=(1.0,), snapshots=0)), progress=False)  # the run reaches t_max
+    assert run.t.values.tolist() == [0.0, 1.0, 3.0] and run.attrs["stop_reason"] == "t_max"
     times, _ = SaveAt(n=3).schedule(1.0, 1e6)  # t_min capped at t_max / 10
     assert times[1] == pytest.approx(0.1)
     times, snap = SaveAt(n=1).schedule(100.0, 2.0)  # one save: the end, never t_min

@@ -221,8 +221,8 @@ def input_geometry(x, y) -> tuple[int, float]:
 
 def _save_grid(config) -> np.ndarray:
     save = config.save
-    if save.t is not None:
-        return np.r_[0.0, np.asarray(save.t, float)]
+    if save.t is not None:  # the run's own times (t = 0 and t_max added)
+        return save.schedule(config.t_max, math.nan)[0]
     t_min = save.t_min if save.t_min is not None else config.t_max * 1e-6
     return np.r_[0.0, save.log_times(t_min, config.t_max)]
 
