@@ -165,3 +165,20 @@ def test_site_builds_strict(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "site" / "theory" / "wang-ma" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "particles" / "index.html").is_file()
+
+
+def test_the_loop_of_your_own_reproduces_simulate():
+    """The example of docs/api/particles.md runs, and its losses are simulate's (the page says
+    so: to rounding, with the same step count)."""
+    import numpy as np
+
+    import meanfield as mf
+
+    page = (ROOT / "docs" / "api" / "particles.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", page, re.S | re.M)
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], "docs/api/particles.md", "exec"), namespace)
+    run = mf.simulate(namespace["config"], progress=False)
+    np.testing.assert_allclose(namespace["losses"], run.loss.values, rtol=1e-12, atol=0)
+    assert int(namespace["state"].n_steps) == int(run.n_steps[-1])
