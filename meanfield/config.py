@@ -104,9 +104,10 @@ class Solver:
         kind: a key of ``SOLVER_KINDS``: ``adaptive`` (the gradient flow, error-controlled:
             ``meanfield.particles.integrators.AdaptiveFlow``), ``euler`` (fixed step dt = plain
             GD), ``heun`` (Heun's method, second order, fixed step dt), ``optax`` (an optax
-            optimiser fed with the mean-field gradient; t advances by dt), or ``analytic`` (Barbu's alternating least squares, arXiv 2304.02972,
-            docs/theory/analytic.md: ``meanfield.particles.analytic``; not a gradient flow: the
-            run's time axis ``t`` counts iterations, see ``meanfield.analytic_run``).
+            optimiser fed with the mean-field gradient; t advances by dt), or ``analytic``
+            (Barbu's alternating least squares, arXiv 2304.02972, docs/theory/analytic.md:
+            ``meanfield.particles.analytic``; not a gradient flow: the run's time axis ``t``
+            counts iterations, see ``meanfield.analytic_run``).
         rtol: relative tolerance on the residual field (adaptive).
         dt: time step (euler, heun, optax).
         optimizer: name of an optax optimiser factory, e.g. ``adam``, ``sgd`` (optax).
@@ -374,9 +375,9 @@ class SimulationConfig:
         fan_in = self.model.fan_in(self.data.input_dim)
         if fan_in < 2:
             raise ValueError(
-                f"model.bias={self.model.bias!r} with {self.data.input_dim}-dimensional inputs gives "
-                f"each neuron a weight of length {fan_in}: no plane of neuron angles exists (every "
-                "run records one); use model.bias=True or inputs of dimension 2 or more")
+                f"model.bias={self.model.bias!r} with {self.data.input_dim}-dimensional inputs "
+                f"gives each neuron a weight of length {fan_in}: no plane of neuron angles exists "
+                "(every run records one); use model.bias=True or inputs of dimension 2 or more")
         try:
             angle_plane(self, self.data.unique_inputs(self.model.bias)[0])
         except ValueError as exc:

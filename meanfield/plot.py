@@ -619,7 +619,7 @@ def _spread(values, *, gap: float, lo: float, hi: float) -> list[float]:
     return out.tolist()
 
 
-def checked_times(times) -> np.ndarray:
+def _checked_times(times) -> np.ndarray:
     """``times`` of a figure's panels as a 1-D float array: at least one finite time >= 0."""
     try:
         values = np.atleast_1d(np.asarray(times, dtype=float))
@@ -641,7 +641,7 @@ def _snapshot_indices(ds: xr.Dataset, times, default: str) -> list[int]:
             if i not in out:
                 out.append(i)
         return out
-    return [int(np.argmin(np.abs(t - v))) for v in checked_times(times)]
+    return [int(np.argmin(np.abs(t - v))) for v in _checked_times(times)]
 
 
 def _time_title(t: float) -> str:
@@ -664,7 +664,7 @@ def _ray_panels(ds: xr.Dataset, times) -> list[tuple[int, str]]:
     t = np.asarray(ds.t_snapshot.values, dtype=float)
     if times is not None:
         return [(_nearest_in_log_time(t, v), f"nearest snapshot to $t = {v:.4g}$")
-                for v in checked_times(times)]
+                for v in _checked_times(times)]
     info = phase_info(ds)
     if info is None or not info[1]:
         return [(i, "") for i in _snapshot_indices(ds, None, "first_mid_last")]

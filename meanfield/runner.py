@@ -142,8 +142,7 @@ def check_run_arguments(config, *, progress, out, resume, overwrite) -> None:
         raise ValueError(f"config of type {type(config).__name__} is not allowed; it must be a "
                          f"meanfield.SimulationConfig, e.g. meanfield.presets.wang_ma(){hint}")
     config.check_angle_plane()
-    if progress is not None and not isinstance(progress, bool):
-        raise ValueError(f"progress={progress!r} is not allowed; choose one of (None, True, False)")
+    check_bool("progress", progress, allow_none=True)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"out={out!r} is not allowed; it must be a directory path (str or "
                          "os.PathLike) or None")
@@ -286,8 +285,8 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         store = store if is_writer() else None
     elif out is not None and is_writer():
         store = RunStore.create(out, config.to_json(), overwrite=overwrite, planned=planned)
-    if store is not None:
-        on_exit.callback(_release, store)
+    if store is not None:  # every way out: an overwrite not swapped in is discarded
+        on_exit.callback(store.discard)
     state = place(state, mesh, m_pad)
     if first_chunk == 0:
         recorder.snapshot(state)
@@ -409,16 +408,6 @@ def early_stop(recorder, state, problem: pt.Problem, config: SimulationConfig) -
     if step_collapsed(float(state.h), float(state.t), config.precision):
         return "step_collapsed"
     return None
-
-
-def _release(store) -> None:
-    """On every way out of a run: an overwrite that was not swapped in is discarded (the store
-    it was to replace stays as it was); any other store lets go of its lock (what it committed
-    stays resumable)."""
-    if store.replaces:
-        store.discard()
-    else:
-        store.close()
 
 
 def _result(recorder, store, started: float, stop_reason: str, finished: bool = True):

@@ -179,7 +179,8 @@ SWEEP_SUMMARY = {
     "particles_a": "snapshot_a at the first and last snapshot (dim stage)",
     "particles_w": "snapshot_w at the first and last snapshot (dim stage)",
 }
-# units and the run variable of the sweep-summary names that are not NAME_end or CURVE
+# units of the sweep-summary names that are not NAME_end or CURVE, and the coordinates'
+# long names
 _SWEEP_UNITS = {"t_end": TIME_UNITS, "n_steps": "1", "wall_time": "s", "density": "1",
                 "density_end": "1", "particles_a": "1", "particles_w": "1", "t": TIME_UNITS,
                 "t_density": TIME_UNITS, "stage": "", "neuron": ""}

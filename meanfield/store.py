@@ -844,8 +844,9 @@ class RunStore:
         return self.path != self.target
 
     def discard(self) -> None:
-        """Remove a replacement written beside its target (an interrupted overwrite) and
-        release the store: the store it was to replace stays as it was."""
+        """Release the store on a way out without ``finish``: a replacement written beside its
+        target (an interrupted overwrite) is removed, so the store it was to replace stays as it
+        was; any other store only lets go of its lock (what it committed stays resumable)."""
         if self.replaces:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self.path)

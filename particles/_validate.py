@@ -47,10 +47,13 @@ def check_positive(name: str, value, *, allow_zero: bool = False, allow_none: bo
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number {bound}")
 
 
-def check_bool(name: str, value) -> None:
-    """Raise unless ``value`` is a bool (1 and "yes" are refused)."""
+def check_bool(name: str, value, *, allow_none: bool = False) -> None:
+    """Raise unless ``value`` is a bool, or None with ``allow_none`` (1 and "yes" are refused)."""
+    if value is None and allow_none:
+        return
     if not isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of (True, False)")
+        allowed = "(None, True, False)" if allow_none else "(True, False)"
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}")
 
 
 def check_int(name: str, value, *, minimum: int = 1, maximum: int = INT32_MAX) -> int:

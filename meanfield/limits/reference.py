@@ -61,7 +61,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
-from meanfield.particles._validate import check_int
+from meanfield.particles._validate import check_bool, check_int
 from meanfield.schema import build
 
 DEFAULT_LEVELS = (2 ** 12, 2 ** 14, 2 ** 16)
@@ -275,9 +275,7 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
             any(b <= a for a, b in zip(levels, levels[1:])):
         raise ValueError(f"levels={levels} must be >= 2 strictly increasing powers of two")
     check_int("seed", seed, minimum=0, maximum=2**32 - 1)  # numpy's seed range
-    if stop_at_loss_tol is not None and not isinstance(stop_at_loss_tol, bool):
-        raise ValueError(f"stop_at_loss_tol={stop_at_loss_tol!r} is not allowed; choose one of "
-                         "(None, True, False)")
+    check_bool("stop_at_loss_tol", stop_at_loss_tol, allow_none=True)
     check_config(config)
     if t is None:
         times = _default_times(config, levels[-1])
