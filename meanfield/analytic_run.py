@@ -56,7 +56,8 @@ from meanfield.config import SaveAt
 from meanfield.errors import DivergenceError, RunInterrupted
 from meanfield.particles.analytic import AnalyticSolver, network
 from meanfield.recording import make_spec, measure
-from meanfield.setup import custom_initial, pad_particles, prepare, progress_bar
+from meanfield.setup import (custom_initial, draw_particles, pad_particles, particle_shapes,
+                             prepare_problem, progress_bar)
 
 ITERATION_UNITS = "iteration of the analytic solver (arXiv 2304.02972), not gradient-flow time"
 
@@ -232,9 +233,9 @@ def simulate_analytic(config, *, progress: bool | None = None, out=None, resume:
             raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to return it "
                                   "or overwrite=True (CLI --overwrite) to replace it")
     snap = snapshot_iterations(config)
-    problem, particles, _, dtype = prepare(config)
-    if initial is not None:
-        particles = custom_initial(config, initial, particles)
+    problem, _, dtype = prepare_problem(config)
+    particles = (draw_particles(config, problem, dtype) if initial is None
+                 else custom_initial(config, initial, particle_shapes(config, problem, dtype)))
     m = config.model.width
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
     solver = config.solver.build()

@@ -45,9 +45,11 @@ from meanfield.setup import (
     CHUNK_SAVES,
     chunk_plan,
     custom_initial,
+    draw_particles,
     padded_targets,
+    particle_shapes,
     particle_time_scale,
-    prepare,
+    prepare_problem,
     progress_bar,
 )
 
@@ -240,21 +242,24 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         raise ValueError("resume=True cannot be combined with initial=...: the store does not "
                          "record custom initial particles; rerun with overwrite=True instead")
     check_initial_scales(config)
-    problem, particles, x_eval, dtype = prepare(config, device_count(mesh))
-    if initial is not None:
-        particles = custom_initial(config, initial, particles)
-    m_pad = particles.a.shape[0]
-    particles = place(particles, mesh, m_pad)
+    problem, x_eval, dtype = prepare_problem(config, device_count(mesh))
     integrator = solver.with_dtype(dtype)
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
     stop = pt.StopRule(max_steps=jnp.asarray(config.max_steps, jnp.int32),
                        loss_tol=jnp.asarray(-jnp.inf if config.loss_tol is None
                                             else config.loss_tol, dtype))
-    # on a particle mesh the programs are compiled under its context, in this thread
-    ahead = (compile_ahead(integrator, stop, problem, x_eval, particles, spec, dtype)
+    # Started before the particles are drawn: the run program needs only their shapes, and
+    # the sampler then compiles beside it. On a particle mesh the programs are compiled under
+    # its context, in this thread.
+    shapes = particle_shapes(config, problem, dtype)
+    custom = None if initial is None else custom_initial(config, initial, shapes)
+    ahead = (compile_ahead(integrator, stop, problem, x_eval, shapes, spec, dtype)
              if mesh is None else None)
     if ahead is not None:  # also on an early return (a finished store resumed) or an error:
         on_exit.callback(ahead.join)  # no compile thread outlives its run
+    particles = draw_particles(config, problem, dtype) if custom is None else custom
+    m_pad = particles.a.shape[0]
+    particles = place(particles, mesh, m_pad)
     times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
     plan = chunk_plan(times, snap)
     state = init_state(integrator, problem, particles)

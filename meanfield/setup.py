@@ -32,17 +32,43 @@ def enable_precision(precision: str):
 def prepare(config: SimulationConfig, devices: int = 1):
     """Arrays of a run: (problem, initial particles, x_eval augmented, dtype); the particles
     are padded to whole chunks on each of ``devices`` (traced under their mesh: sharded)."""
+    problem, x_eval, dtype = prepare_problem(config, devices)
+    return problem, draw_particles(config, problem, dtype), x_eval, dtype
+
+
+def prepare_problem(config: SimulationConfig, devices: int = 1):
+    """``prepare`` without the initial particles: (problem, x_eval augmented, dtype)."""
     dtype = enable_precision(config.precision)
     spec, data = config.model, config.data
-    n_chunks, chunk = pt.chunk_layout(spec.width, config.chunk_size, devices)
+    n_chunks, _ = pt.chunk_layout(spec.width, config.chunk_size, devices)
     x_unique, inverse = data.unique_inputs(spec.bias)
     problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
                               weights=data.weights, width=spec.width, loss=spec.loss,
                               trainable=spec.trainable_output, n_chunks=n_chunks, dtype=dtype)
-    particles = pt.init_particles(jax.random.key(config.seed), spec, data.input_dim,
-                                  m_pad=n_chunks * chunk, dtype=dtype)
     x_eval = jnp.asarray(data.augmented(data.x_eval, spec.bias), dtype)
-    return problem, particles, x_eval, dtype
+    return problem, x_eval, dtype
+
+
+def _padded_width(config: SimulationConfig, problem: pt.Problem) -> int:
+    """m_pad of the run's particles: ``problem.n_chunks`` chunks of ``pt.chunk_layout``."""
+    _, chunk = pt.chunk_layout(config.model.width, config.chunk_size)
+    return problem.n_chunks * chunk
+
+
+def draw_particles(config: SimulationConfig, problem: pt.Problem, dtype) -> pt.Particles:
+    """The initial particles of ``config`` (seeded by ``config.seed``) in the chunk layout of
+    ``problem``: a (m_pad,), w (m_pad, D), zero beyond the width."""
+    return pt.init_particles(jax.random.key(config.seed), config.model, config.data.input_dim,
+                             m_pad=_padded_width(config, problem), dtype=dtype)
+
+
+def particle_shapes(config: SimulationConfig, problem: pt.Problem, dtype) -> pt.Particles:
+    """Shapes and dtypes of ``draw_particles`` (``jax.ShapeDtypeStruct`` leaves), without
+    drawing: what a program that takes the particles is compiled for."""
+    m_pad = _padded_width(config, problem)
+    fan_in = config.model.fan_in(config.data.input_dim)
+    return pt.Particles(a=jax.ShapeDtypeStruct((m_pad,), dtype),
+                        w=jax.ShapeDtypeStruct((m_pad, fan_in), dtype))
 
 
 def pad_particles(a, w, like: pt.Particles) -> pt.Particles:
@@ -56,7 +82,7 @@ def pad_particles(a, w, like: pt.Particles) -> pt.Particles:
 
 def custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> pt.Particles:
     """``initial`` (width,) / (width, D) validated and zero-padded like ``padded`` (the drawn
-    particles of ``prepare``, laid out by ``pt.chunk_layout``)."""
+    particles of ``prepare``, laid out by ``pt.chunk_layout``, or their ``particle_shapes``)."""
     if not isinstance(initial, pt.Particles):
         raise ValueError(f"initial must be a particles.Particles, got {type(initial).__name__}")
     m = config.model.width

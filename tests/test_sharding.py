@@ -230,7 +230,7 @@ def test_float64_is_refused_up_front_where_the_backend_has_none(monkeypatch):
 
     calls = []
     monkeypatch.setattr(sharding, "platform_of", lambda mesh: "tpu")
-    monkeypatch.setattr("meanfield.runner.prepare", lambda *a: calls.append(a))
+    monkeypatch.setattr("meanfield.runner.prepare_problem", lambda *a: calls.append(a))
     config = config_of("wang_ma_euler")
     assert config.precision == "float64"
     with pytest.raises(ValueError, match="float64.*tpu"):

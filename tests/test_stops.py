@@ -98,7 +98,7 @@ def test_simulate_refuses_an_underflowing_init_before_any_compute(monkeypatch):
     import meanfield.runner as runner
 
     calls = []
-    monkeypatch.setattr(runner, "prepare", lambda *a: calls.append(a))
+    monkeypatch.setattr(runner, "prepare_problem", lambda *a: calls.append(a))
     with pytest.raises(ValueError, match="precision='float64'"):
         mf.simulate(tiny_init(1e-30), progress=False)
     with pytest.raises(ValueError, match="larger initial scale"):

@@ -197,14 +197,16 @@ def _level_config(config, n: int, times: np.ndarray, stop_at_loss_tol: bool):
 
 
 def _default_times(config, n: int) -> np.ndarray:
-    from meanfield.setup import custom_initial, particle_time_scale, prepare
+    from meanfield.setup import (custom_initial, particle_shapes, particle_time_scale,
+                                 prepare_problem)
 
     if config.save.t is not None:
         times, _ = config.save.schedule(config.t_max, math.nan)
         return times
     level = config.replace(model=_with_width(config.model, n))
-    problem, drawn, _, _ = prepare(level)
-    particles = custom_initial(level, quadrature_particles(config, n), drawn)
+    problem, _, dtype = prepare_problem(level)
+    particles = custom_initial(level, quadrature_particles(config, n),
+                               particle_shapes(level, problem, dtype))
     times, _ = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
     return times
 
