@@ -65,11 +65,11 @@ def make_spec(config, x_unique: np.ndarray, band_eps: float, dtype) -> RecordSpe
     references = np.array(refs).reshape(len(refs), dim)
     bin_width = 2 * math.pi / observe.n_angle_bins
     return RecordSpec(
-        basis=jnp.asarray(angle_plane(config, x_unique), dtype),
-        references=jnp.asarray(references, dtype),
-        band_eps=jnp.asarray(band_eps, dtype),
-        delta_bins=jnp.asarray(int(round(observe.peak_delta / bin_width)), jnp.int32),
-        peaks=jnp.asarray(observe.peaks, jnp.int32),
+        basis=pt.to_device(angle_plane(config, x_unique), dtype),
+        references=pt.to_device(references, dtype),
+        band_eps=pt.to_device(band_eps, dtype),
+        delta_bins=pt.to_device(int(round(observe.peak_delta / bin_width)), np.int32),
+        peaks=pt.to_device(observe.peaks, np.int32),
         n_angle_bins=observe.n_angle_bins, n_cosine_bins=observe.n_cosine_bins,
         trainable=config.model.trainable_output,
         patterns=x_unique.shape[0] <= ob.MAX_PATTERN_POINTS,

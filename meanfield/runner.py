@@ -245,9 +245,9 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     problem, x_eval, dtype = prepare_problem(config, device_count(mesh))
     integrator = solver.with_dtype(dtype)
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
-    stop = pt.StopRule(max_steps=jnp.asarray(config.max_steps, jnp.int32),
-                       loss_tol=jnp.asarray(-jnp.inf if config.loss_tol is None
-                                            else config.loss_tol, dtype))
+    stop = pt.StopRule(max_steps=pt.to_device(config.max_steps, np.int32),
+                       loss_tol=pt.to_device(-np.inf if config.loss_tol is None
+                                             else config.loss_tol, dtype))
     # Started before the particles are drawn: the run program needs only their shapes, and
     # the sampler then compiles beside it. On a particle mesh the programs are compiled under
     # its context, in this thread.
@@ -308,7 +308,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             targets, real = padded_targets(times, start, end)
             # the numpy mask goes in as it is: jnp.asarray would compile a copy program
             state, done, records = run_chunk(integrator, stop, problem, x_eval, state,
-                                             jnp.asarray(targets, dtype), real, particles, spec)
+                                             pt.to_device(targets, dtype), real, particles, spec)
             done = bool(done)
             kept = recorder.add(records)
             early = early_stop(recorder, state, problem, config) if not done else None

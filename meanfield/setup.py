@@ -45,7 +45,7 @@ def prepare_problem(config: SimulationConfig, devices: int = 1):
     problem = pt.make_problem(x_unique=x_unique, inverse=inverse, y=data.y,
                               weights=data.weights, width=spec.width, loss=spec.loss,
                               trainable=spec.trainable_output, n_chunks=n_chunks, dtype=dtype)
-    x_eval = jnp.asarray(data.augmented(data.x_eval, spec.bias), dtype)
+    x_eval = pt.to_device(data.augmented(data.x_eval, spec.bias), dtype)
     return problem, x_eval, dtype
 
 
@@ -58,7 +58,7 @@ def _padded_width(config: SimulationConfig, problem: pt.Problem) -> int:
 def draw_particles(config: SimulationConfig, problem: pt.Problem, dtype) -> pt.Particles:
     """The initial particles of ``config`` (seeded by ``config.seed``) in the chunk layout of
     ``problem``: a (m_pad,), w (m_pad, D), zero beyond the width."""
-    return pt.init_particles(jax.random.key(config.seed), config.model, config.data.input_dim,
+    return pt.init_particles(config.seed, config.model, config.data.input_dim,
                              m_pad=_padded_width(config, problem), dtype=dtype)
 
 

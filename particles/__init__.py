@@ -31,6 +31,7 @@ from meanfield.particles.kernels import (
     residuals,
     risk,
     sample_sum,
+    to_device,
     velocity,
 )
 from meanfield.particles.losses import is_classification, loss_derivative, loss_value
@@ -49,5 +50,5 @@ __all__ = [
     "StopRule", "TimeIntegrator", "TrainingData", "chunk_layout", "default_band_eps",
     "init_particles", "is_classification", "loss_derivative", "loss_value", "make_problem",
     "matmul", "network_output", "neuron_output", "neuron_velocity", "regime_of", "residuals",
-    "risk", "sample_sum", "velocity",
+    "risk", "sample_sum", "to_device", "velocity",
 ]

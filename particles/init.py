@@ -14,9 +14,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from meanfield.particles import sharding
-from meanfield.particles.kernels import Particles
+from meanfield.particles.kernels import Particles, to_device
 from meanfield.particles.model import InitialLaw, ModelSpec
 
 
@@ -51,8 +52,10 @@ def _sample_neuron(key, k, params, *, kind: str, signs: str, asi: bool, dim: int
     return a.astype(dtype), w.astype(dtype)
 
 
-@partial(jax.jit, static_argnames=("kind", "signs", "asi", "dim", "m_pad", "dtype"))
-def _sample(key, width, params, *, kind, signs, asi, dim, m_pad, dtype):
+@partial(jax.jit, static_argnames=("kind", "signs", "asi", "dim", "m_pad", "dtype", "seeded"))
+def _sample(key, width, params, *, kind, signs, asi, dim, m_pad, dtype, seeded):
+    if seeded:  # key is the seed array of jax.random.key: the same key, made in this program
+        key = jax.random.key(key)
     k = jnp.arange(m_pad, dtype=jnp.int32)
     a, w = jax.vmap(
         partial(_sample_neuron, kind=kind, signs=signs, asi=asi, dim=dim, dtype=dtype),
@@ -69,7 +72,9 @@ def init_particles(key, spec: ModelSpec, input_dim: int, *, m_pad: int | None = 
     """Sample the initial particles of ``spec``.
 
     Args:
-        key: a PRNG key (e.g. ``jax.random.key(seed)``).
+        key: a PRNG key (e.g. ``jax.random.key(seed)``), or an integer seed: the key
+            ``jax.random.key(seed)`` is then made inside the compiled sampler (the same key,
+            without a program of its own).
         spec: the model (width, bias, initial law).
         input_dim: d, the raw input dimension (the bias adds one component).
         m_pad: total length including zero padding (default: the width).
@@ -80,8 +85,11 @@ def init_particles(key, spec: ModelSpec, input_dim: int, *, m_pad: int | None = 
     m_pad = spec.width if m_pad is None else m_pad
     if m_pad < spec.width:
         raise ValueError(f"m_pad={m_pad} must be >= model.width={spec.width}")
-    params = {k: jnp.asarray(v, dtype) for k, v in law_parameters(spec, input_dim).items()}
+    params = {k: to_device(v, dtype) for k, v in law_parameters(spec, input_dim).items()}
     law: InitialLaw = spec.init
-    return _sample(key, jnp.asarray(spec.width, jnp.int32), params, kind=law.kind,
+    seeded = isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+    if seeded:  # as jax.random.key converts a Python int
+        key = to_device(np.int64(key), np.int64)
+    return _sample(key, to_device(spec.width, np.int32), params, kind=law.kind,
                    signs=law.signs, asi=law.asi, dim=spec.fan_in(input_dim), m_pad=m_pad,
-                   dtype=jnp.dtype(dtype))
+                   dtype=jnp.dtype(dtype), seeded=seeded)

@@ -47,6 +47,7 @@ from meanfield.particles.kernels import (
     particle_sum,
     residuals,
     risk,
+    to_device,
     velocity,
 )
 
@@ -124,7 +125,8 @@ class TimeIntegrator:
 
     def with_dtype(self, dtype):
         """Copy whose numeric leaves are arrays of ``dtype`` (what ``simulate`` traces)."""
-        return jax.tree.map(lambda v: jnp.asarray(v, dtype), self)
+        return jax.tree.map(lambda v: (jnp.asarray(v, dtype) if isinstance(v, jax.Array)
+                                       else to_device(v, dtype)), self)
 
     def init(self, problem: Problem, particles: Particles):
         """The state at t = 0 of ``particles`` (a (m_pad,), w (m_pad, D)) on ``problem``:

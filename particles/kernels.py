@@ -363,14 +363,19 @@ def euler_pass(problem: Problem, particles: Particles, residual, dt):
     return new, total * problem.inv_width
 
 
+def to_device(value, dtype) -> jax.Array:
+    """Host data ``value`` as a device array of ``dtype``, converted on the host: a transfer
+    only (``jnp.asarray`` of host data, or a dtype conversion on the device, compiles a small
+    program for every shape and dtype)."""
+    return jax.device_put(np.asarray(value, dtype=dtype))
+
+
 def make_problem(*, x_unique, inverse, y, weights, width: int, loss: str, trainable: bool,
                  n_chunks: int, dtype) -> Problem:
     """Build a Problem from host arrays (see ``meanfield.particles.model.TrainingData.unique_inputs``)."""
     return Problem(
-        x=jnp.asarray(np.asarray(x_unique), dtype=dtype),
-        inverse=jnp.asarray(np.asarray(inverse), dtype=jnp.int32),
-        y=jnp.asarray(np.asarray(y), dtype=dtype),
-        weights=jnp.asarray(np.asarray(weights), dtype=dtype),
-        inv_width=jnp.asarray(1.0 / width, dtype=dtype),
+        x=to_device(x_unique, dtype), inverse=to_device(inverse, np.int32),
+        y=to_device(y, dtype), weights=to_device(weights, dtype),
+        inv_width=to_device(1.0 / width, dtype),
         loss=loss, trainable=trainable, n_chunks=n_chunks,
     )
