@@ -824,10 +824,11 @@ class RunStore:
             group = _group(self.path, "r+")
             kept = dict(group.attrs)
             if extra is not None:
-                for name in extra.data_vars:
-                    if name in group:
-                        del group[name]
-                consolidate(self.path)  # xarray's append reads the metadata: no deleted array
+                replaced = [name for name in extra.data_vars if name in group]
+                for name in replaced:
+                    del group[name]
+                if replaced:  # xarray's append reads the metadata: no deleted array
+                    consolidate(self.path)
                 extra.to_zarr(self.path, mode="a", zarr_format=2, consolidated=False)
             group.attrs.put({**kept, **attrs})  # xarray's append rewrites the group attrs
             self.progress["finished"] = finished
