@@ -86,6 +86,7 @@ def single(name: str) -> dict:
     times, snap = config.save.schedule(config.t_max, particle_time_scale(problem, particles))
     targets, real = padded_targets(times, *chunk_plan(times, snap)[0][:2])
     targets, real = jnp.asarray(targets, dtype), jnp.asarray(real)
+    budget = jnp.asarray(np.iinfo(np.int32).max, jnp.int32)  # one call runs the whole chunk
     spec = make_spec(config, np.asarray(problem.x), pt.default_band_eps(dtype), dtype)
     stop = pt.StopRule(max_steps=jnp.asarray(config.max_steps, jnp.int32),
                        loss_tol=jnp.asarray(-jnp.inf, dtype))
@@ -97,7 +98,7 @@ def single(name: str) -> dict:
         "step": (lambda i, p, s, t: i.step(p, s, t), (integrator, problem, state, targets[-1])),
         "observables": (runner._observables, (problem, x_eval, state, particles, spec)),
         "run_chunk": (runner.run_chunk.__wrapped__, (integrator, stop, problem, x_eval, state,
-                                                     targets, real, particles, spec)),
+                                                     targets, real, particles, spec, budget)),
     }
     out = {"width": config.model.width, "m_pad": int(particles.a.shape[0]),
            "n_samples": int(problem.x.shape[0]), "precision": config.precision,

@@ -32,8 +32,8 @@ from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
 from meanfield.particles._validate import check_bool, check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES
 from meanfield.recording import make_spec, measure
-from meanfield.sharding import (agree, check_precision, device_count, is_writer, place,
-                                resolve_mesh, scope, sync, to_host)
+from meanfield.sharding import (agree, agreed_int, check_precision, device_count, is_writer,
+                                place, resolve_mesh, scope, sync, to_host)
 from meanfield.stops import (
     STOP_REASONS,
     all_neurons_dead,
@@ -72,29 +72,59 @@ def _observables(problem: pt.Problem, x_eval, state, initial, spec):
 
 @jax.jit
 def run_chunk(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval, state,
-              targets, real, initial, spec):
-    """Advance through ``targets`` (K,), recording observables at each (``real`` masks padding).
+              targets, real, initial, spec, budget):
+    """Advance through ``targets`` (K,), recording observables at each (``real`` masks padding),
+    with at most ``budget`` step attempts (accepted or rejected).
 
     The integrator's class and static fields select the compiled program; its numbers, the
-    stop rule's and the arrays are traced.
+    stop rule's, the budget and the arrays are traced.
+
+    Returns:
+        (state, done, paused, records): ``done`` when the stop rule ended the run; ``paused``
+        when the budget ran out before a target, which is then recorded neither: the targets
+        before it are (``records["valid"]``), and a call from ``state`` with the rest of the
+        targets takes the same steps the one call would have taken.
     """
     TRACE_COUNT["run_chunk"] += 1
+    first_attempt = state.n_steps + state.n_rejected
+    # what a target not recorded (padding, after the stop, after a pause) records instead of
+    # computing the observables
+    blank = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), jax.eval_shape(
+        _observables, problem, x_eval, state, initial, spec))
 
     def one_target(carry, inputs):
-        state, done = carry
+        state, done, paused = carry
         target, is_real = inputs
 
         def cond(s):
-            return (~done) & (s.t < target) & ~stop.stopped(problem, s)
+            within_budget = s.n_steps + s.n_rejected - first_attempt < budget
+            return (~done) & (~paused) & (s.t < target) & ~stop.stopped(problem, s) & within_budget
 
         state = jax.lax.while_loop(cond, lambda s: integrator.step(problem, s, target), state)
-        record = _observables(problem, x_eval, state, initial, spec)
-        record["valid"] = (~done) & is_real
-        return (state, done | stop.stopped(problem, state)), record
+        stopped = stop.stopped(problem, state)
+        paused = paused | ((~done) & (state.t < target) & ~stopped)
+        valid = (~done) & (~paused) & is_real
+        record = jax.lax.cond(valid, lambda: _observables(problem, x_eval, state, initial, spec),
+                              lambda: blank)
+        return (state, done | stopped, paused), dict(record, valid=valid)
 
-    (state, done), records = jax.lax.scan(one_target, (state, jnp.asarray(False)),
-                                          (targets, real))
-    return state, done, records
+    (state, done, paused), records = jax.lax.scan(
+        one_target, (state, jnp.asarray(False), jnp.asarray(False)), (targets, real))
+    return state, done, paused, records
+
+
+CALL_SECONDS = 0.5  # a compiled call returns to the host about this often (Ctrl-C, progress)
+FIRST_CALL_ATTEMPTS = 64  # step attempts of a run's first call, before any is timed
+
+
+def next_call_attempts(attempts: int, used: int, seconds: float) -> int:
+    """Step attempts allowed in the next ``run_chunk`` call: about ``CALL_SECONDS`` of steps at
+    the pace of the last call (``used`` attempts in ``seconds``), at most four times its
+    ``attempts`` (a pace timed on a few steps is rough) and at least 16."""
+    if used <= 0 or seconds <= 0:
+        return attempts
+    paced = CALL_SECONDS * used / seconds
+    return int(min(max(paced, 16), 4 * attempts, np.iinfo(np.int32).max))
 
 
 @jax.jit
@@ -125,8 +155,9 @@ def compile_ahead(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_e
             state = jax.eval_shape(init_state, integrator, problem, particles)
             targets = jax.ShapeDtypeStruct((CHUNK_SAVES,), dtype)
             real = jax.ShapeDtypeStruct((CHUNK_SAVES,), np.bool_)
+            budget = jax.ShapeDtypeStruct((), np.int32)
             run_chunk.lower(integrator, stop, problem, x_eval, state, targets, real, particles,
-                            spec).compile()
+                            spec, budget).compile()
         except Exception:  # the loop's own call then compiles, and raises what went wrong
             pass
 
@@ -300,17 +331,31 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         bar.update(recorder.count)
     last_commit, committed_state, committed_chunks = time.time(), state, 0
     early = None  # a stop reason of meanfield.stops
+    attempts = FIRST_CALL_ATTEMPTS
     try:
         if ahead is not None:
             ahead.join()
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
-            targets, real = padded_targets(times, start, end)
-            # the numpy mask goes in as it is: jnp.asarray would compile a copy program
-            state, done, records = run_chunk(integrator, stop, problem, x_eval, state,
-                                             pt.to_device(targets, dtype), real, particles, spec)
-            done = bool(done)
-            kept = recorder.add(records)
+            while True:  # calls of at most `attempts` steps, each from where the last paused
+                targets, real = padded_targets(times, start, end)
+                called, before = time.perf_counter(), _attempts(state)
+                # the numpy mask goes in as it is: jnp.asarray would compile a copy program
+                state, done, paused, records = run_chunk(
+                    integrator, stop, problem, x_eval, state, pt.to_device(targets, dtype), real,
+                    particles, spec, pt.to_device(attempts, np.int32))
+                done, paused = bool(done), bool(paused)
+                start += int(np.sum(np.asarray(records["valid"])))
+                kept = recorder.add(records)
+                # process 0's pace decides for all: every process runs the same calls
+                attempts = agreed_int(next_call_attempts(
+                    attempts, _attempts(state) - before,
+                    time.perf_counter() - called))
+                if not paused:
+                    break
+                if bar is not None:
+                    bar.update(kept)
+                    _show_pace(bar, recorder, state)
             early = early_stop(recorder, state, problem, config) if not done else None
             done = done or early is not None
             if done or snapshot_after:
@@ -331,10 +376,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
                 committed_state, committed_chunks = state, index + 1
             if bar is not None:
                 bar.update(kept)
-                # time reached, steps and step size: a stalling run shows as a shrinking h
-                bar.set_postfix(t=f"{recorder.last('t'):.3g}", loss=f"{recorder.last('loss'):.3g}",
-                                steps=int(recorder.last("n_steps")),
-                                h=f"{recorder.last('step_size'):.2g}")
+                _show_pace(bar, recorder, state)
             if done:
                 break
     except KeyboardInterrupt:
@@ -370,6 +412,18 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     reached = t_final >= config.t_max * (1 - 4 * float(np.finfo(np.dtype(config.precision)).eps))
     reason = "t_max" if reached or config.loss_tol is None else "loss_tol"
     return _result(recorder, store, started, reason)
+
+
+def _attempts(state) -> int:
+    """Steps attempted so far, accepted or rejected (read on the host: no program)."""
+    return int(state.n_steps) + int(state.n_rejected)
+
+
+def _show_pace(bar, recorder, state) -> None:
+    """Time reached, last recorded loss, steps and step size on the progress bar: a stalling
+    run shows as a shrinking h."""
+    bar.set_postfix(t=f"{float(state.t):.3g}", loss=f"{recorder.last('loss'):.3g}",
+                    steps=int(state.n_steps), h=f"{float(state.h):.2g}")
 
 
 def _committed_wall_time(path: str) -> float:

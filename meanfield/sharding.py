@@ -121,6 +121,15 @@ def agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))
 
 
+def agreed_int(value: int) -> int:
+    """Process 0's ``value`` on every process (``agree`` for an integer)."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(int(value), np.int64)))
+
+
 # ----------------------------------------------------------------------------- backends
 
 # Platforms without native float64 arithmetic (XLA:TPU has none).

@@ -244,6 +244,72 @@ def test_ctrl_c_before_a_chunk_is_committed_then_resume_equals_the_uninterrupted
     xr.testing.assert_identical(resumed.load().drop_attrs(), reference)
 
 
+def _calls_of_at_most(attempts, monkeypatch):
+    """Make every run_chunk call of simulate take at most ``attempts`` step attempts; returns
+    the list of (done, paused) of the calls."""
+    real, calls = sim.run_chunk, []
+
+    def counted(*args):
+        out = real(*args)
+        calls.append((bool(out[1]), bool(out[2])))
+        return out
+
+    monkeypatch.setattr(sim, "FIRST_CALL_ATTEMPTS", attempts)
+    monkeypatch.setattr(sim, "next_call_attempts", lambda *args: attempts)
+    monkeypatch.setattr(sim, "run_chunk", counted)
+    return calls
+
+
+@pytest.mark.parametrize("solver", [None, mf.Solver(kind="euler", dt=0.05)],
+                         ids=["adaptive", "euler"])
+def test_calls_paused_by_their_step_budget_give_the_run_of_one_call_per_chunk(solver,
+                                                                           monkeypatch):
+    """A compiled call hands back to the host after its step budget (Ctrl-C, progress) and the
+    next call continues from there: the same steps, records and final state, bit for bit."""
+    cfg = small_luo(precision="float64", **({"solver": solver} if solver else {}))
+    reference = mf.simulate(cfg, progress=False).drop_attrs()
+    calls = _calls_of_at_most(3, monkeypatch)
+    paused = mf.simulate(cfg, progress=False).drop_attrs()
+    xr.testing.assert_identical(paused, reference)
+    assert sum(p for _, p in calls) > 10 and not calls[-1][1]  # paused often, not at the end
+    steps = int(reference.n_steps[-1]) + int(reference.n_rejected[-1])
+    assert len(calls) >= steps / 3
+
+
+def test_ctrl_c_between_paused_calls_then_resume_equals_the_uninterrupted_run(monkeypatch,
+                                                                           tmp_path):
+    """Ctrl-C in the middle of a chunk (between two calls of its step budget): the store keeps
+    its last commit and the records so far; the resumed run computes the chunk again."""
+    cfg = small_luo(precision="float64", n_saves=20)
+    reference = mf.simulate(cfg, progress=False).drop_attrs()
+    calls = _calls_of_at_most(2, monkeypatch)
+    counted = sim.run_chunk
+
+    def interrupted(*args):
+        if len(calls) == 25:
+            raise KeyboardInterrupt
+        return counted(*args)
+
+    monkeypatch.setattr(sim, "run_chunk", interrupted)
+    out = str(tmp_path / "run.zarr")
+    with pytest.raises(mf.RunInterrupted) as info:
+        mf.simulate(cfg, progress=False, out=out, checkpoint_seconds=0)
+    assert calls[-1][1]  # the call before the Ctrl-C paused inside a chunk
+    k = info.value.dataset.sizes["t"]
+    assert 0 < k < reference.sizes["t"]
+    monkeypatch.undo()
+    resumed = mf.simulate(cfg, progress=False, out=out, resume=True, checkpoint_seconds=0)
+    xr.testing.assert_identical(resumed.load().drop_attrs(), reference)
+
+
+def test_the_step_budget_of_a_call_follows_the_pace_of_the_last():
+    assert sim.next_call_attempts(64, 64, 0.5 * 64 / 1000) == 256  # at most 4x the last
+    assert sim.next_call_attempts(4096, 4096, 4096 / 1000) == 500  # 0.5 s at 1000 steps/s
+    assert sim.next_call_attempts(64, 64, 100.0) == 16  # a first call that compiled
+    assert sim.next_call_attempts(64, 0, 0.1) == 64  # nothing timed
+    assert sim.next_call_attempts(2**30, 2**30, 1e-9) == np.iinfo(np.int32).max
+
+
 def test_step_budget_error():
     with pytest.raises(mf.StepBudgetError, match="max_steps=5"):
         mf.simulate(small_luo(max_steps=5), progress=False)
