@@ -412,20 +412,22 @@ def emit(report: dict, out: str | None) -> None:
 
 def baseline_env(src: str, env: dict) -> dict:
     """``env`` with ``src`` first on PYTHONPATH, so that a process imports the ``meanfield``
-    package in ``src/meanfield`` (another version, e.g. ``git archive COMMIT meanfield``).
+    package in ``src/meanfield`` (another version) with its subpackages, laid out as installed::
 
-    Only what that folder holds is replaced: ``meanfield.particles`` and
-    ``meanfield.validation`` come from the installed tree unless ``src/meanfield/particles``
-    (or ``validation``) exists too.
+        git archive COMMIT meanfield particles validation | tar -x -C DIR
+        mv DIR/particles DIR/validation DIR/meanfield/
 
     Raises:
         SystemExit: ``src`` holds no ``meanfield`` package (the baseline would silently be the
-            current version).
+            current version), or one without ``particles`` or ``validation`` (its imports of
+            them would fail: the package's own folder is searched, not the installed tree).
     """
     src = os.path.abspath(src)
-    if not os.path.isfile(os.path.join(src, "meanfield", "__init__.py")):
-        raise SystemExit(f"--baseline-src {src}: no meanfield package there (expected "
-                         f"{os.path.join(src, 'meanfield', '__init__.py')})")
+    for part in ("__init__.py", os.path.join("particles", "__init__.py"),
+                 os.path.join("validation", "__init__.py")):
+        if not os.path.isfile(os.path.join(src, "meanfield", part)):
+            raise SystemExit(f"--baseline-src {src}: no {os.path.join(src, 'meanfield', part)};"
+                             " lay the package out as installed (bench_engine.baseline_env)")
     path = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return {**env, "PYTHONPATH": path}
 

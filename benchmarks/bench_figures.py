@@ -13,8 +13,9 @@ Stores: ``--wang-ma`` and ``--luo`` name stored runs; without them the runs are 
 
 Prints JSON with, per store, the medians over the repetitions of every time, all the values,
 and the machine load (1-minute load average before and after each case, and the CPU count).
-``--baseline-src DIR`` times another version of the package (its ``meanfield`` directory in DIR)
-in the same run, process by process in turn, and adds the ratios baseline / current.
+``--baseline-src DIR`` times another version of the package (its ``meanfield`` directory in DIR,
+laid out as installed: ``bench_engine.baseline_env``) in the same run, process by process in
+turn, and adds the ratios baseline / current.
 
     python benchmarks/bench_figures.py [--repeat N] [--warm N] [--wang-ma STORE] [--luo STORE]
         [--baseline-src DIR] [--out FILE]

@@ -18,8 +18,8 @@ Prints JSON with, for each case, the wall times of N fresh processes and their m
 The machine load (1-minute load average before and after each case, and the CPU count) is recorded
 beside the times: on a shared machine the ratios within one run are the figures to compare.
 ``--baseline-src DIR`` also times the cold and warm ``wang_ma`` runs of another version of the
-package (its ``meanfield`` directory in DIR, e.g. from ``git archive``), the two versions'
-processes in turn, and adds the ratios baseline / current.
+package (its ``meanfield`` directory in DIR, laid out as installed: ``bench_engine.baseline_env``),
+the two versions' processes in turn, and adds the ratios baseline / current.
 
     python benchmarks/bench_presets.py [--quick] [--repeat N] [--baseline-src DIR] [--out FILE]
 """

@@ -8,8 +8,9 @@ on a busy machine does; the default commits once for a run this short.
 
 Prints JSON with, per case, the medians over the repetitions, all the values and the machine
 load (1-minute load average before and after each case, and the CPU count).
-``--baseline-src DIR`` times another version of the package (its ``meanfield`` directory in DIR)
-in the same run, process by process in turn, and adds the ratios baseline / current.
+``--baseline-src DIR`` times another version of the package (its ``meanfield`` directory in DIR,
+laid out as installed: ``bench_engine.baseline_env``) in the same run, process by process in
+turn, and adds the ratios baseline / current.
 
     python benchmarks/bench_store.py [--preset NAME] [--repeat N] [--baseline-src DIR] [--out FILE]
 """
