@@ -497,8 +497,13 @@ class AdaptiveFlow(TimeIntegrator):
     def step(self, problem, state, t_target):
         dtype = state.t.dtype
         width = 1.0 / problem.inv_width
+        remaining = t_target - state.t
         h, clipped = self.controller.clip(state.h, state.h_face, state.g_max, problem.trainable,
-                                          t_target - state.t)
+                                          remaining)
+        # t within a subnormal distance below the target (t < ~1e-292 in float64): the
+        # difference flushes to zero on XLA:CPU, so h = 0; no motion is representable in that
+        # time, and the step lands on the target rather than repeating forever
+        t_next = jnp.where((remaining == 0) & (state.t < t_target), t_target, state.t + h)
         trial = self.propose(problem, state, h)
         accept = trial.finite & (trial.err <= 1.0)
         h_next = self.controller.adapt(h, trial.err, trial.finite, accept, clipped, state.h)
@@ -516,7 +521,7 @@ class AdaptiveFlow(TimeIntegrator):
         return FlowState(
             particles=pick(trial.particles, state.particles),
             f=jnp.where(accept, trial.f, state.f),
-            t=jnp.where(accept, state.t + h, state.t),
+            t=jnp.where(accept, t_next, state.t),
             n_steps=state.n_steps + accept.astype(jnp.int32),
             n_rejected=state.n_rejected + (~accept).astype(jnp.int32),
             status=jnp.where(underflow, jnp.where(trial.finite, STEP_UNDERFLOW, DIVERGED),

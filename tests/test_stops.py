@@ -149,6 +149,16 @@ def test_a_stall_needs_the_outputs_unchanged_too():
     assert early_stop(Records(**{**frozen, "f_train": moving}), state, None, config) is None
 
 
+def test_a_run_at_tiny_times_lands_on_its_save_times():
+    """kappa = 1e-300: the save times start near 1e-303. A step ending one unit in the last place
+    below a save time left a remaining time that XLA:CPU flushes to zero (subnormal), and the
+    flow took steps of length 0 until max_steps; it lands on the save time instead."""
+    ds = mf.simulate(mf.presets.wang_ma(kappa=1e-300).replace(max_steps=5000), progress=False)
+    assert ds.attrs["stop_reason"] == "t_max"
+    neighbour = mf.simulate(mf.presets.wang_ma(kappa=1e-295), progress=False)
+    assert int(ds.n_steps[-1]) < 2 * int(neighbour.n_steps[-1])  # 536 and 542 steps
+
+
 def test_a_tiny_float32_initialisation_is_not_taken_for_a_stall():
     """...and its end is t_max although float32 rounds 1e-19 down (it was called loss_tol,
     with no loss tolerance set)."""
