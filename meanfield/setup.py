@@ -77,7 +77,7 @@ def pad_particles(a, w, like: pt.Particles) -> pt.Particles:
     a_pad = np.zeros(like.a.shape, like.a.dtype)
     w_pad = np.zeros(like.w.shape, like.w.dtype)
     a_pad[:m], w_pad[:m] = a, w
-    return pt.Particles(a=jnp.asarray(a_pad), w=jnp.asarray(w_pad))
+    return pt.Particles(a=pt.to_device(a_pad, a_pad.dtype), w=pt.to_device(w_pad, w_pad.dtype))
 
 
 def custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> pt.Particles:
