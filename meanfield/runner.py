@@ -531,6 +531,8 @@ class _Recorder:
         for i in np.flatnonzero(valid):
             valid[i] = t[i] > previous
             previous = t[i] if valid[i] else previous
+        if not valid.any():  # e.g. a call paused before its first target: no empty entries
+            return 0
         for name, value in records.items():
             kept = np.asarray(value)[valid]
             self.records.setdefault(name, []).append(kept)

@@ -302,6 +302,18 @@ def test_ctrl_c_between_paused_calls_then_resume_equals_the_uninterrupted_run(mo
     xr.testing.assert_identical(resumed.load().drop_attrs(), reference)
 
 
+def test_a_call_that_keeps_no_record_adds_nothing_to_the_recorder():
+    """A call paused before its first target keeps no record; it must not leave an empty
+    array per variable behind (a long run pauses twice a second)."""
+    recorder = sim._Recorder(small_luo())
+    kept = recorder.add({"t": np.array([1.0, 2.0]), "loss": np.array([0.5, 0.4]),
+                         "valid": np.array([False, False])})
+    assert kept == 0 and recorder.records == {} and not recorder.has_pending
+    assert recorder.add({"t": np.array([1.0, 2.0]), "loss": np.array([0.5, 0.4]),
+                         "valid": np.array([True, False])}) == 1
+    assert [len(v) for v in recorder.records.values()] == [1, 1]
+
+
 def test_the_step_budget_of_a_call_follows_the_pace_of_the_last():
     assert sim.next_call_attempts(64, 64, 0.5 * 64 / 1000) == 256  # at most 4x the last
     assert sim.next_call_attempts(4096, 4096, 4096 / 1000) == 500  # 0.5 s at 1000 steps/s
