@@ -331,7 +331,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         bar.update(recorder.count)
     last_commit, committed_state, committed_chunks = time.time(), state, 0
     early = None  # a stop reason of meanfield.stops
-    attempts = FIRST_CALL_ATTEMPTS
+    attempts, attempted = FIRST_CALL_ATTEMPTS, _attempts(state)
     try:
         if ahead is not None:
             ahead.join()
@@ -339,18 +339,20 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             start, end, snapshot_after = plan[index]
             while True:  # calls of at most `attempts` steps, each from where the last paused
                 targets, real = padded_targets(times, start, end)
-                called, before = time.perf_counter(), _attempts(state)
+                called = time.perf_counter()
                 # the numpy mask goes in as it is: jnp.asarray would compile a copy program
                 state, done, paused, records = run_chunk(
                     integrator, stop, problem, x_eval, state, pt.to_device(targets, dtype), real,
                     particles, spec, pt.to_device(attempts, np.int32))
+                done, paused, records = jax.device_get((done, paused, records))
                 done, paused = bool(done), bool(paused)
-                start += int(np.sum(np.asarray(records["valid"])))
+                start += int(np.sum(records["valid"]))
                 kept = recorder.add(records)
+                now = _attempts(state)
+                used, attempted = now - attempted, now
                 # process 0's pace decides for all: every process runs the same calls
-                attempts = agreed_int(next_call_attempts(
-                    attempts, _attempts(state) - before,
-                    time.perf_counter() - called))
+                attempts = agreed_int(next_call_attempts(attempts, used,
+                                                         time.perf_counter() - called))
                 if not paused:
                     break
                 if bar is not None:

@@ -114,15 +114,11 @@ def sync(name: str) -> None:
 
 def agree(flag: bool) -> bool:
     """Process 0's ``flag`` on every process (decisions that start collectives must agree)."""
-    if jax.process_count() == 1:
-        return bool(flag)
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))
+    return bool(agreed_int(bool(flag)))
 
 
 def agreed_int(value: int) -> int:
-    """Process 0's ``value`` on every process (``agree`` for an integer)."""
+    """Process 0's integer ``value`` on every process."""
     if jax.process_count() == 1:
         return int(value)
     from jax.experimental import multihost_utils
