@@ -7,6 +7,8 @@ Measures neuron-sample pairs per second (m * n / seconds per training step) of
 * ``engine_euler_baseline``: the same Euler steps with the previous ``euler_pass`` formulation
   (``baseline_euler_pass`` below: pre-activations as a dot with a width-D contraction, the
   output pass as an (n, chunk) matrix-vector product), so one run reports the kernel speed-up;
+  with ``--baseline-src DIR``, instead the Euler steps of another version of the whole package
+  (its kernels, chunking and integrator), measured by that version's own copy of this script;
 * ``engine_adaptive``: ``meanfield.particles.AdaptiveFlow`` steps (two motion passes per step), same;
 * ``naive``: the usual research script: ``jax.jit`` of ``jax.grad`` of the dense n x m loss
   plus the update ``theta - lr * m * grad``, called once per step from a Python loop;
@@ -22,7 +24,12 @@ Usage::
 
     python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N] [--input-dim d]
         [--methods engine_euler,engine_euler_baseline] [--widths 10000,1000000,10000000]
-        [--rounds R]
+        [--rounds R] [--baseline-src DIR]
+
+``--baseline-src DIR`` holds another version laid out as installed, with its benchmarks::
+
+    git archive COMMIT meanfield particles validation benchmarks | tar -x -C DIR
+    mv DIR/particles DIR/validation DIR/meanfield/
 
 The targets are stated for the default d = 3 (D = 4); with ``--input-dim`` above 3 the engine's
 pre-activations are a dot, like the baseline's, so ``engine_euler_baseline`` no longer measures
@@ -258,13 +265,20 @@ def run_subprocess(method: str, width: int, args) -> dict:
     reason = skip_reason(method, width)
     if reason is not None:
         return {"method": method, "m": width, "status": "skipped", "reason": reason}
-    cmd = [sys.executable, os.path.abspath(__file__), "--single", method, str(width),
+    script, env, measured = os.path.abspath(__file__), None, method
+    if method == "engine_euler_baseline" and args.baseline_src:
+        # the other version's own script measures its own Euler steps
+        script = os.path.join(os.path.abspath(args.baseline_src), "benchmarks", "bench_engine.py")
+        env, measured = baseline_env(args.baseline_src, dict(os.environ)), "engine_euler"
+    cmd = [sys.executable, script, "--single", measured, str(width),
            "--min-seconds", str(args.min_seconds), "--repeats", str(args.repeats)]
     if args.chunk is not None:
         cmd += ["--chunk", str(args.chunk)]
-    cmd += ["--input-dim", str(args.input_dim)]
+    if args.input_dim != INPUT_DIM:  # older copies of this script have no --input-dim
+        cmd += ["--input-dim", str(args.input_dim)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+                              env=env)
     except subprocess.TimeoutExpired:
         return {"method": method, "m": width, "status": "failed",
                 "reason": f"timeout after {SUBPROCESS_TIMEOUT:.0f} s"}
@@ -272,7 +286,10 @@ def run_subprocess(method: str, width: int, args) -> dict:
         tail = proc.stderr.strip().splitlines()[-3:]
         return {"method": method, "m": width, "status": "failed",
                 "reason": f"exit code {proc.returncode}: " + " | ".join(tail)}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    if measured != method:
+        record.update(method=method, baseline_src=os.path.abspath(args.baseline_src))
+    return record
 
 
 def successful(records: list[dict], method: str, width: int) -> list[dict]:
@@ -284,9 +301,10 @@ def successful(records: list[dict], method: str, width: int) -> list[dict]:
 def throughput(records: list[dict], method: str, width: int,
                key: str = "pairs_per_second") -> float | None:
     """Best pairs per (wall or, with key="pairs_per_cpu_second", CPU) second over the
-    successful (method, width) records, else None."""
-    ok = successful(records, method, width)
-    return max(r[key] for r in ok) if ok else None
+    successful (method, width) records that have it (older copies of this script, run by
+    ``--baseline-src``, record no CPU time), else None."""
+    values = [r[key] for r in successful(records, method, width) if key in r]
+    return max(values) if values else None
 
 
 def peak_memory(records: list[dict], method: str, width: int) -> float | None:
@@ -351,7 +369,8 @@ def metadata(args, widths) -> dict:
             "D": args.input_dim + 1, "dtype": "float32", "loss": "squared", "euler_dt": EULER_DT,
             "chunk_size": kernels.DEFAULT_CHUNK if args.chunk is None else args.chunk,
             "widths": list(widths), "methods": list(args.methods), "quick": args.quick,
-            "min_seconds": args.min_seconds, "repeats": args.repeats, "rounds": args.rounds}
+            "min_seconds": args.min_seconds, "repeats": args.repeats, "rounds": args.rounds,
+            "baseline_src": args.baseline_src and os.path.abspath(args.baseline_src)}
 
 
 def run_all(args) -> dict:
@@ -453,6 +472,10 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the whole sweep this many times, interleaved; ratios use "
                         "the best throughput of each (method, width) (default 1)")
+    parser.add_argument("--baseline-src", default=None,
+                        help="engine_euler_baseline runs the Euler steps of the package version "
+                        "in this folder (laid out as installed, with its benchmarks/) instead "
+                        "of the previous euler_pass formulation")
     parser.add_argument("--single", nargs=2, metavar=("METHOD", "M"),
                         help="internal: measure one (method, width) and print one JSON line")
     args = parser.parse_args(argv)
@@ -469,6 +492,11 @@ def parse_args(argv=None):
         parser.error(f"--rounds must be a positive integer, got {args.rounds}")
     if args.input_dim < 1:
         parser.error(f"--input-dim must be a positive integer, got {args.input_dim}")
+    if args.baseline_src is not None:
+        script = os.path.join(args.baseline_src, "benchmarks", "bench_engine.py")
+        if not os.path.isfile(script):
+            parser.error(f"--baseline-src {args.baseline_src}: no {script}")
+        baseline_env(args.baseline_src, {})  # the package's layout, checked before any run
     if args.widths is not None and min(args.widths) < 1:
         parser.error(f"--widths must be positive integers, got {args.widths}")
     return args
