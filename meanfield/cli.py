@@ -57,6 +57,10 @@ def _parse_sets(items: list[str]) -> dict:
 SIMULATE_ARGUMENTS = ("checkpoint_seconds",)  # --set keys passed to simulate(), not the config
 
 
+# config fields a CLI flag also sets (besides the preset argument of its own name)
+FLAG_FIELDS = {"width": ("model.width",)}
+
+
 def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     """Preset config with CLI overrides: preset arguments first, then dotted config fields."""
     from meanfield import presets
@@ -66,6 +70,11 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     overrides = _parse_sets(list(sets))
     allowed = presets.arguments(preset)
     kwargs = {k: v for k, v in (("width", width), ("seed", seed), ("t_max", t_max)) if v is not None}
+    for name, value in kwargs.items():  # one value per setting: a flag and a --set never race
+        for key in (name, *FLAG_FIELDS.get(name, ())):
+            if key in overrides:
+                raise UsageError(f"--{name.replace('_', '-')} {value} and --set {key}="
+                                 f"{overrides[key]!r} both set {name}: give one of them")
     kwargs.update({k: v for k, v in overrides.items() if k in allowed})
     fields = {k: v for k, v in overrides.items() if k not in allowed}
     known = set(allowed) | {f.name for f in dataclasses.fields(SimulationConfig)}
@@ -217,8 +226,10 @@ def cmd_run(args) -> int:
         check_replaceable(out)
     if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
-            print(_summary(open_run(out, dask=False), out)
-                  + "\n(already complete; --overwrite recomputes it)")
+            ds = open_run(out, dask=False)
+            print(_summary(ds, out) + "\n(already complete; --overwrite recomputes it)")
+            if not args.no_plots and _figures_missing(ds, out):  # e.g. a Ctrl-C while drawing
+                _save_figures(ds, out)
             return 0
         hint = {"unfinished": "holds an unfinished run of this config: pass --resume to "
                               "continue it (or --overwrite to start again)",
@@ -233,7 +244,12 @@ def cmd_run(args) -> int:
 
             hint = hint.format(changes=config_changes(stored_attrs(out).get("config"),
                                                       config.to_json()))
+            if not args.out:  # replacing would lose a run the user may want
+                hint += (" (the default name tells runs apart by preset, width, seed and solver "
+                         "only: --out keeps both)")
         raise UsageError(f"{out} {hint}")
+    if args.resume and kind == "absent":
+        print(f"meanfield: nothing to resume at {out}; starting a new run", file=sys.stderr)
     progress = False if args.no_progress else None
     if args.devices is not None:
         from meanfield.sharding import resolve_mesh
@@ -287,14 +303,27 @@ def cmd_run(args) -> int:
     if failed:  # a run that could no longer change is no success
         print(f"meanfield: the run stopped early: {failed}", file=sys.stderr)
     if not args.no_plots:
-        from meanfield.plot import save_all
-
         with frozen_imports():  # and the run's objects: they live until the process ends
             figure_imports.join()
-        plots = save_all(ds.load(), _default_plot_dir(out))
-        print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
-              f"({', '.join(os.path.basename(p) for p in plots)})")
+        _save_figures(ds, out)
     return 1 if failed else 0
+
+
+def _figures_missing(ds, out: str) -> bool:
+    """Whether a figure ``meanfield run`` draws for the run ``ds`` stored at ``out`` is absent."""
+    from meanfield.plot import figure_names
+
+    folder = _default_plot_dir(out)
+    return any(not os.path.exists(os.path.join(folder, name)) for name in figure_names(ds))
+
+
+def _save_figures(ds, out: str) -> None:
+    """Draw the figures of the run ``ds`` stored at ``out`` beside it and say where."""
+    from meanfield.plot import save_all
+
+    plots = save_all(ds.load(), _default_plot_dir(out))
+    print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
+          f"({', '.join(os.path.basename(p) for p in plots)})")
 
 
 def cmd_verify(args) -> int:

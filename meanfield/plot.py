@@ -36,6 +36,7 @@ import math
 import os
 import threading
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
@@ -863,6 +864,26 @@ def import_figure_modules_in_background() -> threading.Thread:
     return thread
 
 
+def _figure_jobs(ds: xr.Dataset) -> list[tuple[str, Callable]]:
+    """(file name, figure function of ds) of every figure ``save_all`` draws for ``ds``."""
+    jobs = [("training_curves.png", training_curves)]
+    if "density" in ds or _has_snapshots(ds):
+        # neuron counts: with amplitude weights the never-moving dead neurons fade as the
+        # alive ones grow, which reads as neurons disappearing
+        counts = "density_count" in ds or _has_snapshots(ds)
+        jobs.append(("density.png", lambda d: density_heatmap(d, weighted=not counts)))
+    if _has_snapshots(ds):
+        jobs.append(("rays.png", neuron_rays))
+        if is_1d_with_bias(ds):
+            jobs.append(("luo_scatter.png", luo_scatter))
+    return jobs
+
+
+def figure_names(ds: xr.Dataset) -> list[str]:
+    """The PNG file names ``save_all`` writes for ``ds``."""
+    return [name for name, _ in _figure_jobs(ds)]
+
+
 def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> list[str]:
     """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths.
 
@@ -874,16 +895,7 @@ def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> l
     require(ds, ("loss", "f_train", "x_train"), "save_all")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    jobs = [("training_curves.png", training_curves)]
-    if "density" in ds or _has_snapshots(ds):
-        # neuron counts: with amplitude weights the never-moving dead neurons fade as the
-        # alive ones grow, which reads as neurons disappearing
-        counts = "density_count" in ds or _has_snapshots(ds)
-        jobs.append(("density.png", lambda d: density_heatmap(d, weighted=not counts)))
-    if _has_snapshots(ds):
-        jobs.append(("rays.png", neuron_rays))
-        if is_1d_with_bias(ds):
-            jobs.append(("luo_scatter.png", luo_scatter))
+    jobs = _figure_jobs(ds)
     for name, needs in SKIP_NOTES.items():
         # luo_scatter.png is a figure of 1-D inputs with a bias only: not missed elsewhere
         if name not in dict(jobs) and (name != "luo_scatter.png" or is_1d_with_bias(ds)):

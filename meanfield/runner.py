@@ -267,6 +267,9 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         if store_status(out) == "foreign":  # never replaced, not even with overwrite=True
             raise FileExistsError(f"{out} exists and is not a meanfield run store (or holds "
                                   "files a store never writes); choose another out")
+        if store_status(out) == "finished":
+            raise FileExistsError(f"{out} holds a finished run; pass resume=True (CLI --resume) "
+                                  "to return it or overwrite=True (CLI --overwrite) to replace it")
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
                               "or overwrite=True (CLI --overwrite) to replace it")
     if initial is not None and out is not None and resume:
@@ -380,6 +383,9 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
                 bar.update(kept)
                 _show_pace(bar, recorder, state)
             if done:
+                if bar is not None:  # a run that stopped early ends its bar where it stopped
+                    bar.total = bar.n
+                    bar.refresh()
                 break
     except KeyboardInterrupt:
         try:

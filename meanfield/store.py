@@ -343,6 +343,25 @@ def holder(path: str) -> str:
         return "pid unknown"
 
 
+def live_writer(path: str) -> str | None:
+    """The writer of ``path`` (``pid N``) if its writer file names another process that is
+    alive on this machine, else None. Reads only: a reader never takes the writer lock."""
+    try:
+        with open(os.path.join(path, WRITER)) as fh:
+            pid = int(json.load(fh)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid() or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return f"pid {pid}"
+    except OSError:
+        return None
+    return f"pid {pid}"
+
+
 def _exchange(a: str, b: str) -> None:
     """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere by two
     renames."""
@@ -546,6 +565,10 @@ def verify_store(path: str, *, hashes: bool = False) -> dict | None:
     if os.path.isdir(path) and not os.listdir(path):
         raise StoreError(f"{path} is an empty directory, not a store")
     if status in ("empty", "first_save"):
+        writer = live_writer(path)
+        if writer is not None:
+            raise StoreError(f"{path} is being written by another process ({writer}) and holds "
+                             "no committed records yet; open it once its first save is committed")
         raise StoreError(f"{path} holds no committed records yet (the run stopped during its "
                          "first save); continue it with --resume (resume=True)")
     progress = read_progress(path)

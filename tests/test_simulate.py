@@ -52,11 +52,15 @@ def test_same_config_same_numbers():
     assert not np.array_equal(a.f_eval.values, c.f_eval.values)
 
 
-def test_loss_tolerance_stops_the_run():
+def test_loss_tolerance_stops_the_run(capsys):
     cfg = mf.presets.luo_1d(gamma=0.5, width=200, n_saves=30)
-    ds = mf.simulate(cfg, progress=False)
+    ds = mf.simulate(cfg, progress=True)
     assert ds.attrs["stop_reason"] == "loss_tol"
     assert float(ds.loss[-1]) <= cfg.loss_tol < float(ds.loss[-2])
+    # the progress bar ends where the run stopped, not short of the saves it did not need
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last and f"{ds.sizes['t']}/{ds.sizes['t']}" in last, last
+    assert ds.sizes["t"] < cfg.save.n
 
 
 def test_no_recompilation_for_width_seed_step_or_tolerance():
@@ -349,8 +353,9 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
     out = tmp_path / "run.zarr"
     argv = ["run", "wang_ma", "--width", "20", "--t-max", "5", "--set", "kappa=0.05",
             "--set", "solver.rtol=1e-4", "--out", str(out), "--no-progress"]
-    assert cli.main(argv) == 0
-    assert "saved" in capsys.readouterr().out
+    assert cli.main(argv + ["--resume"]) == 0  # nothing there yet: a new run, and it says so
+    captured = capsys.readouterr()
+    assert "saved" in captured.out and f"nothing to resume at {out}" in captured.err
     ds = xr.open_zarr(out)
     cfg = json.loads(ds.attrs["config"])
     assert cfg["model"]["width"] == 20 and cfg["solver"]["rtol"] == 1e-4
@@ -359,7 +364,15 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
         ds[name].load()
     assert ds.loss.attrs["units"] == "1"
     assert cli.main(argv) == 0  # the same finished config: reported, not recomputed
-    assert "already complete" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "already complete" in printed and "plots" not in printed
+    plots = tmp_path / "run_plots"
+    drawn = {p.name: p.stat().st_mtime_ns for p in plots.iterdir()}
+    (plots / "density.png").unlink()  # e.g. a Ctrl-C while the figures were drawn
+    assert cli.main(argv) == 0  # reported, and the missing figures drawn
+    printed = capsys.readouterr().out
+    assert "already complete" in printed and "density.png" in printed
+    assert {p.name for p in plots.iterdir()} == set(drawn)
     other = ["run", "wang_ma", "--width", "20", "--t-max", "5", "--seed", "4", "--out",
              str(out), "--no-progress"]
     assert cli.main(other) == 2
@@ -372,6 +385,11 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
 def test_cli_rejects_bad_values(capsys):
     assert cli.main(["run", "wang_ma", "--set", "kappa=-1", "--no-progress"]) == 2
     assert "kappa=-1" in capsys.readouterr().err  # the preset argument, as typed
+    for flag, key in ((["--width", "100"], "width=200"), (["--width", "100"], "model.width=200"),
+                      (["--seed", "1"], "seed=2"), (["--t-max", "5.0"], "t_max=6")):
+        assert cli.main(["run", "wang_ma", *flag, "--set", key, "--no-progress"]) == 2
+        err = capsys.readouterr().err  # a flag and a --set of one setting: neither wins silently
+        assert f"{flag[0]} {flag[1]} and --set {key.partition('=')[0]}=" in err, err
     assert cli.main(["run", "luo_1d", "--set", "solver.rtl=1", "--no-progress"]) == 2
     assert "solver.rtl" in capsys.readouterr().err
     assert cli.main(["run", "wang_ma", "--set", "novalue", "--no-progress"]) == 2

@@ -59,7 +59,8 @@ def test_store_of_another_config_is_never_overwritten(tmp_path, capsys):
     out = str(tmp_path / "run.zarr")
     small = mf.presets.wang_ma(width=20, t_max=5.0, n_saves=20)
     mf.simulate(small, progress=False, out=out)
-    with pytest.raises(FileExistsError, match="resume"):
+    with pytest.raises(FileExistsError, match="holds a finished run; pass resume=True .* to "
+                                              "return it"):
         mf.simulate(small, progress=False, out=out)
     with pytest.raises(StoreError, match=r"another config \(seed \(stored 0, given 1\)\)"):
         mf.simulate(small.replace(seed=1), progress=False, out=out, resume=True)

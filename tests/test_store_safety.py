@@ -239,6 +239,25 @@ def test_full_disk_after_the_first_metadata_is_a_first_save(tmp_path, reference)
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
 
 
+def test_a_store_before_its_first_commit_names_its_live_writer(tmp_path):
+    out = str(tmp_path / "run.zarr")
+    os.makedirs(out)
+    open(os.path.join(out, store.LOCK), "w").close()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open(os.path.join(out, store.WRITER), "w") as fh:
+            json.dump({"pid": writer.pid}, fh)
+        with pytest.raises(StoreError, match=f"being written by another process "
+                                             f"\\(pid {writer.pid}\\).*no committed records"):
+            mf.open_run(out)
+    finally:
+        writer.kill()
+        writer.wait()
+    # its writer gone (killed before the first commit): resumable, and the error says so
+    with pytest.raises(StoreError, match="stopped during its first save.*--resume"):
+        mf.open_run(out)
+
+
 def test_store_created_but_never_written_is_no_obstacle(tmp_path, reference):
     out = str(tmp_path / "run.zarr")
     os.makedirs(out)
