@@ -30,7 +30,6 @@ ends on the first step with t >= t_target (``exact_targets = False``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -38,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from meanfield.particles._pytree import pytree_dataclass
+from meanfield.particles._validate import closest
 from meanfield.particles.flow import Motion, move_particles
 from meanfield.particles.kernels import (
     Particles,
@@ -251,10 +251,14 @@ def _optax():
 
 
 def _optax_factory(name: str):
-    factory = getattr(_optax(), name, None) if isinstance(name, str) else None
+    optax = _optax()
+    factory = getattr(optax, name, None) if isinstance(name, str) else None
     if not callable(factory):
+        # lower-case callables of optax: its optimisers, among a few other functions
+        names = [n for n in dir(optax) if n.islower() and not n.startswith("_")
+                 and callable(getattr(optax, n))]
         raise ValueError(f"optimizer={name!r} is not an optax optimiser name (e.g. 'adam', "
-                         "'sgd', 'rmsprop')")
+                         f"'sgd', 'rmsprop'){closest(name, names)}")
     return factory
 
 
@@ -276,10 +280,8 @@ def check_optax_arguments(optimizer, optimizer_kwargs: dict, *, prefix: str = ""
     takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     for key in optimizer_kwargs:
         if key not in names and not takes_any:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"{prefix}optimizer_kwargs key {key!r} is not an argument of "
-                             f"optax.{optimizer}: {hint}allowed: {names}")
+                             f"optax.{optimizer}{closest(key, names)}; allowed: {names}")
     missing = [n for n, p in parameters.items() if p.default is p.empty
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in optimizer_kwargs]
     if missing:

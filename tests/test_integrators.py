@@ -229,6 +229,9 @@ def test_solver_table_builds_and_validates():
     with pytest.raises(ValueError, match=r"solver.optimizer_kwargs key 'learning_rat'.*"
                                          r"did you mean 'learning_rate'"):
         mf.Solver(kind="optax", dt=0.1, optimizer="adam", optimizer_kwargs={"learning_rat": 1})
+    with pytest.raises(ValueError, match=r"optimizer='adamm' is not an optax optimiser name.*"
+                                         r"did you mean 'adam'"):
+        mf.Solver(kind="optax", dt=0.1, optimizer="adamm", optimizer_kwargs={})
     with pytest.raises(ValueError, match=r"solver.optimizer_kwargs must give \['learning_rate'\]"):
         mf.Solver(kind="optax", dt=0.1, optimizer="adam")
     with pytest.raises(ValueError, match="takes no optimizer_kwargs.*only used with "
