@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import gc
 import os
+import re
 import signal
 import sys
 import warnings
@@ -95,12 +96,36 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     return config.replace(**fields) if fields else config
 
 
-def _default_out(config) -> str:
+def _argument_label(preset: str, *, t_max=None, sets=()) -> str:
+    """``-NAMEVALUE`` for each preset argument given (``--t-max``, ``--set NAME=VALUE``) with
+    a value other than the preset's default, in the preset's order (width and seed are in the
+    default store names already): runs of other preset arguments get other default stores,
+    runs of the same config the same one. Characters other than letters, digits and ``.+-``
+    become ``_``."""
+    from meanfield import presets
+
+    defaults = presets.defaults(preset)
+    given = {key: value for key, value in _parse_sets(list(sets)).items() if key in defaults}
+    if t_max is not None:
+        given["t_max"] = t_max
+    parts = []
+    for name, default in defaults.items():
+        if name in given and name not in ("width", "seed") and given[name] != default:
+            value = given[name]
+            text = (format(value, "g") if isinstance(value, (int, float))
+                    and not isinstance(value, bool) else str(value))
+            parts.append(re.sub(r"[^A-Za-z0-9.+-]", "_", f"-{name}{text}"))
+    return "".join(parts)
+
+
+def _default_out(config, label: str = "") -> str:
+    """``runs/NAME[LABEL]-mWIDTH-sSEED[-SOLVER].zarr`` (``_argument_label``)."""
     from meanfield.store import check_store_label
 
     check_store_label(config.name)
     solver = "" if config.solver.kind == "adaptive" else f"-{config.solver.kind}"
-    return os.path.join("runs", f"{config.name}-m{config.model.width}-s{config.seed}{solver}.zarr")
+    return os.path.join("runs", f"{config.name}{label}-m{config.model.width}-s{config.seed}"
+                                f"{solver}.zarr")
 
 
 def _check_out(out: str) -> None:
@@ -213,7 +238,8 @@ def cmd_run(args) -> int:
                               sets=sets)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid configuration: {exc}") from None
-    out = args.out or _default_out(config)
+    out = args.out or _default_out(config, _argument_label(args.preset, t_max=args.t_max,
+                                                          sets=sets))
     kind = _existing_store(out, config)
     if not (kind == "finished" and not (args.resume or args.overwrite)):  # else nothing to write
         _check_out(out)
@@ -245,8 +271,8 @@ def cmd_run(args) -> int:
             hint = hint.format(changes=config_changes(stored_attrs(out).get("config"),
                                                       config.to_json()))
             if not args.out:  # replacing would lose a run the user may want
-                hint += (" (the default name tells runs apart by preset, width, seed and solver "
-                         "only: --out keeps both)")
+                hint += (" (the default name tells runs apart by preset, its arguments, width, "
+                         "seed and solver only: --out keeps both)")
         raise UsageError(f"{out} {hint}")
     if args.resume and kind == "absent":
         print(f"meanfield: nothing to resume at {out}; starting a new run", file=sys.stderr)
@@ -397,7 +423,8 @@ def cmd_limit(args) -> int:
     except (ValueError, TypeError) as exc:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
-    out = args.out or os.path.join("runs", store_name(config, kind))
+    out = args.out or os.path.join("runs", store_name(
+        config, kind, _argument_label(args.preset, t_max=args.t_max, sets=args.set or ())))
     if os.path.exists(out) and not args.overwrite:
         try:
             stored = open_run(out)
@@ -489,7 +516,9 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a preset and write its dataset (zarr)",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_arguments(run)
-    run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr)")
+    run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr, with each "
+                     "preset argument given a non-default value after PRESET, e.g. "
+                     "runs/luo_1d-gamma1.75-m1000-s0.zarr)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store")
     run.add_argument("--no-plots", action="store_true", help="do not write the PNG figures")
     run.add_argument("--resume", action="store_true",
@@ -521,7 +550,9 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help=f"auto (the first that applies) or one of {', '.join(LIMIT_KINDS)}")
     limit.add_argument("--out", help="zarr directory (default runs/PRESET-limit-KIND.zarr; "
                                      "runs/PRESET-mM-sS-limit-KIND.zarr for the kinds that "
-                                     "depend on width and seed: mean_field, kernel)")
+                                     "depend on width and seed: mean_field, kernel; each "
+                                     "preset argument given a non-default value follows "
+                                     "PRESET, as for run)")
     limit.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="option of the limit solver, e.g. n_cells=512 (mean_field), "
                             "samples=64 (kernel), 'levels=(256, 1024)' (mean_field_reference); "

@@ -210,7 +210,13 @@ def get(name: str, **kwargs) -> SimulationConfig:
 
 def arguments(name: str) -> list[str]:
     """Keyword arguments a preset accepts."""
-    return list(inspect.signature(PRESETS[_known(name)]).parameters)
+    return list(defaults(name))
+
+
+def defaults(name: str) -> dict:
+    """Each keyword argument of a preset with its default value, in the preset's order."""
+    return {key: parameter.default
+            for key, parameter in inspect.signature(PRESETS[_known(name)]).parameters.items()}
 
 
 def _known(name: str) -> str:

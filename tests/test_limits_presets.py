@@ -2,6 +2,8 @@
 preset's defaults (slow where the defaults are expensive) and a quick version at a short t_max;
 limit stores are named by what the limit depends on."""
 
+import os
+
 import pytest
 
 from meanfield import presets
@@ -83,7 +85,10 @@ def test_store_names_follow_what_the_limit_depends_on(tmp_path, capsys, monkeypa
     assert capsys.readouterr().out.endswith("saved      runs/wang_ma-limit-wang_ma.zarr\n")
     assert main(["limit", "wang_ma", "--width", "1000"]) == 0
     assert "already computed" in capsys.readouterr().out
-    assert main(["limit", "wang_ma", "--t-max", "10"]) == 2
+    assert main(["limit", "wang_ma", "--t-max", "10"]) == 0  # another preset argument
+    assert capsys.readouterr().out.endswith("saved      runs/wang_ma-t_max10-limit-wang_ma.zarr\n")
+    assert main(["limit", "wang_ma", "--t-max", "10", "--out",
+                 os.path.join("runs", "wang_ma-limit-wang_ma.zarr")]) == 2
     err = capsys.readouterr().err
     assert "holds something else" in err and "t_max (stored 1500.0, given 10.0)" in err
     assert "model.width" not in err  # the wang_ma limit does not depend on it

@@ -382,6 +382,21 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
     assert json.loads(xr.open_zarr(out).attrs["config"])["seed"] == 0
 
 
+def test_default_stores_are_named_by_the_preset_arguments_given(tmp_path, monkeypatch, capsys):
+    label = cli._argument_label
+    assert label("luo_1d", sets=["gamma=1.75", "width=4000", "solver.rtol=1e-4"]) == "-gamma1.75"
+    assert label("luo_1d", t_max=1e6, sets=["gamma=1.0", "seed=3"]) == ""  # the defaults
+    assert label("wang_ma", t_max=20.0, sets=["precision='float32'", "kappa=0.05"]) \
+        == "-kappa0.05-t_max20-precisionfloat32"  # in the preset's order
+    monkeypatch.chdir(tmp_path)
+    base = ["run", "wang_ma", "--width", "20", "--t-max", "5", "--no-progress", "--no-plots"]
+    for kappa in ("0.05", "0.08"):  # two runs that differ in a preset argument: two stores
+        assert cli.main(base + ["--set", f"kappa={kappa}"]) == 0
+        assert f"runs/wang_ma-kappa{kappa}-t_max5-m20-s0.zarr" in capsys.readouterr().out
+    assert cli.main(["limit", "wang_ma", "--t-max", "5"]) == 0
+    assert "runs/wang_ma-t_max5-limit-wang_ma.zarr" in capsys.readouterr().out
+
+
 def test_cli_rejects_bad_values(capsys):
     assert cli.main(["run", "wang_ma", "--set", "kappa=-1", "--no-progress"]) == 2
     assert "kappa=-1" in capsys.readouterr().err  # the preset argument, as typed

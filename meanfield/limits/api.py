@@ -90,15 +90,16 @@ def resolve_kind(config, kind: str = "auto") -> str:
     return kind
 
 
-def store_name(config, kind: str) -> str:
-    """File name of a limit store, from what the limit depends on: ``PRESET-limit-KIND.zarr``,
-    with ``-mWIDTH-sSEED`` for the kinds in ``DEPENDS_ON_WIDTH_AND_SEED``."""
+def store_name(config, kind: str, label: str = "") -> str:
+    """File name of a limit store, from what the limit depends on: ``PRESET[LABEL]-limit-KIND.zarr``,
+    with ``-mWIDTH-sSEED`` for the kinds in ``DEPENDS_ON_WIDTH_AND_SEED`` (``label``: e.g. the
+    command line's non-default preset arguments, ``-gamma1.75``)."""
     from meanfield.store import check_store_label
 
     check_store_label(config.name)
     kind = resolve_kind(config, kind)
     tag = f"-m{config.model.width}-s{config.seed}" if kind in DEPENDS_ON_WIDTH_AND_SEED else ""
-    return f"{config.name}{tag}-limit-{kind}.zarr"
+    return f"{config.name}{label}{tag}-limit-{kind}.zarr"
 
 
 def _options_json(options: dict) -> str:
