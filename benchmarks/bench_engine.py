@@ -431,7 +431,9 @@ def emit(report: dict, out: str | None) -> None:
 
 def baseline_env(src: str, env: dict) -> dict:
     """``env`` with ``src`` first on PYTHONPATH, so that a process imports the ``meanfield``
-    package in ``src/meanfield`` (another version) with its subpackages, laid out as installed::
+    package in ``src/meanfield`` (another version) with its subpackages, laid out as installed
+    (this script's ``--baseline-src`` also runs ``DIR/benchmarks/bench_engine.py``: add
+    ``benchmarks`` to the archive)::
 
         git archive COMMIT meanfield particles validation | tar -x -C DIR
         mv DIR/particles DIR/validation DIR/meanfield/

@@ -71,11 +71,12 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     overrides = _parse_sets(list(sets))
     allowed = presets.arguments(preset)
     kwargs = {k: v for k, v in (("width", width), ("seed", seed), ("t_max", t_max)) if v is not None}
+    typed = {item.partition("=")[0].strip(): item.strip() for item in sets}
     for name, value in kwargs.items():  # one value per setting: a flag and a --set never race
         for key in (name, *FLAG_FIELDS.get(name, ())):
             if key in overrides:
-                raise UsageError(f"--{name.replace('_', '-')} {value} and --set {key}="
-                                 f"{overrides[key]!r} both set {name}: give one of them")
+                raise UsageError(f"--{name.replace('_', '-')} {value:g} and --set {typed[key]} "
+                                 f"both set {name}: give one of them")
     kwargs.update({k: v for k, v in overrides.items() if k in allowed})
     fields = {k: v for k, v in overrides.items() if k not in allowed}
     known = set(allowed) | {f.name for f in dataclasses.fields(SimulationConfig)}
@@ -151,10 +152,13 @@ def _existing_store(path: str, config) -> str:
     from meanfield.store import store_status, stored_attrs
 
     status = store_status(path)
-    stored = stored_attrs(path).get("config")
+    attrs = stored_attrs(path)
+    stored = attrs.get("config")
     if status in ("finished", "unfinished", "first_save") and stored not in (None,
                                                                             config.to_json()):
         return "other"
+    if status == "finished" and str(attrs.get("kind", "")).startswith("limit:"):
+        return "other"  # the limit of this config (``meanfield limit``), not a run of it
     return status
 
 
@@ -218,7 +222,7 @@ def frozen_imports():
 def cmd_run(args) -> int:
     with frozen_imports():
         from meanfield.io import open_run
-        from meanfield.errors import RunError, RunInterrupted
+        from meanfield.errors import RunError, RunInterrupted, raise_if_interrupted
         from meanfield.runner import simulate
         from meanfield.store import store_status
 
@@ -232,6 +236,10 @@ def cmd_run(args) -> int:
             run_kwargs[key] = value
             sets = [item for item in sets if item.partition("=")[0].strip() != key]
     if args.checkpoint_seconds is not None:
+        if "checkpoint_seconds" in run_kwargs:
+            raise UsageError(f"--checkpoint-seconds {args.checkpoint_seconds:g} and --set "
+                             f"checkpoint_seconds={run_kwargs['checkpoint_seconds']!r} both set "
+                             "checkpoint_seconds: give one of them")
         run_kwargs["checkpoint_seconds"] = args.checkpoint_seconds
     try:
         config = build_config(args.preset, width=args.width, seed=args.seed, t_max=args.t_max,
@@ -250,13 +258,16 @@ def cmd_run(args) -> int:
         from meanfield.store import check_replaceable
 
         check_replaceable(out)
+    if kind in ("empty", "first_save", "unfinished"):
+        from meanfield.store import live_writer
+
+        writer = live_writer(out)
+        if writer is not None:
+            raise UsageError(f"{out} is being written by another process ({writer}): wait for "
+                             "it to finish or stop it first")
     if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
-            ds = open_run(out, dask=False)
-            print(_summary(ds, out) + "\n(already complete; --overwrite recomputes it)")
-            if not args.no_plots and _figures_missing(ds, out):  # e.g. a Ctrl-C while drawing
-                _save_figures(ds, out)
-            return 0
+            return _report_finished(open_run(out, dask=False), out, plots=not args.no_plots)
         hint = {"unfinished": "holds an unfinished run of this config: pass --resume to "
                               "continue it (or --overwrite to start again)",
                 "first_save": "holds a run of this config stopped during its first save: pass "
@@ -331,23 +342,53 @@ def cmd_run(args) -> int:
     if not args.no_plots:
         with frozen_imports():  # and the run's objects: they live until the process ends
             figure_imports.join()
+        raise_if_interrupted()
         _save_figures(ds, out)
+    raise_if_interrupted()
     return 1 if failed else 0
 
 
-def _figures_missing(ds, out: str) -> bool:
-    """Whether a figure ``meanfield run`` draws for the run ``ds`` stored at ``out`` is absent."""
+COMPLETED = ("t_max", "loss_tol", "iterations")  # stop reasons of a run that ran its course
+
+
+def _report_finished(ds, out: str, *, plots: bool) -> int:
+    """``meanfield run`` of a config whose run ``ds`` is stored, finished, at ``out``: its
+    summary, and the exit status and figures of the command that made it. A run stopped early
+    (``meanfield.stops``) fails again and draws its missing figures; a run that ended in an
+    error (divergence, step budget) fails again and draws none, as it did; a figure that
+    cannot be written is a note (the run itself is complete)."""
+    from meanfield.stops import STOP_REASONS
+
+    print(_summary(ds, out) + "\n(already complete; --overwrite recomputes it)")
+    reason = ds.attrs.get("stop_reason")
+    if reason in STOP_REASONS:
+        print(f"meanfield: the run stopped early: {STOP_REASONS[reason]}", file=sys.stderr)
+    elif reason not in COMPLETED:
+        print(f"meanfield: the run ended with {reason}", file=sys.stderr)
+        return 1
+    missing = _missing_figures(ds, out) if plots else []
+    if missing:  # e.g. a Ctrl-C while they were drawn, or a first run with --no-plots
+        try:
+            _save_figures(ds, out, missing)
+        except OSError as exc:
+            print(f"meanfield: figures not written: {_os_message(exc)}", file=sys.stderr)
+    return 1 if reason in STOP_REASONS else 0
+
+
+def _missing_figures(ds, out: str) -> list[str]:
+    """The figures ``meanfield run`` draws for the run ``ds`` stored at ``out`` that are absent."""
     from meanfield.plot import figure_names
 
     folder = _default_plot_dir(out)
-    return any(not os.path.exists(os.path.join(folder, name)) for name in figure_names(ds))
+    return [name for name in figure_names(ds) if not os.path.exists(os.path.join(folder, name))]
 
 
-def _save_figures(ds, out: str) -> None:
-    """Draw the figures of the run ``ds`` stored at ``out`` beside it and say where."""
+def _save_figures(ds, out: str, names=None) -> None:
+    """Draw the figures of the run ``ds`` stored at ``out`` beside it (``names``: only these)
+    and say where."""
     from meanfield.plot import save_all
 
-    plots = save_all(ds.load(), _default_plot_dir(out))
+    plots = save_all(ds.load(), _default_plot_dir(out), names=names)
     print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
           f"({', '.join(os.path.basename(p) for p in plots)})")
 
@@ -653,10 +694,20 @@ def console_main() -> None:
     global _OWN_PROCESS
 
     def interrupt(signum, frame):
+        from meanfield.errors import mark_interrupted
+
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        mark_interrupted()  # in case Python swallows the exception (errors.raise_if_interrupted)
         raise KeyboardInterrupt
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(hook_args):  # the Ctrl-C swallowed in a gc callback: raised again later
+        if not isinstance(hook_args.exc_value, KeyboardInterrupt):
+            previous_hook(hook_args)
+
     signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = unraisable
     _OWN_PROCESS = True
     try:
         status = main()

@@ -884,8 +884,10 @@ def figure_names(ds: xr.Dataset) -> list[str]:
     return [name for name, _ in _figure_jobs(ds)]
 
 
-def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> list[str]:
-    """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths.
+def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI,
+             names=None) -> list[str]:
+    """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths
+    (``names``: only those of these file names).
 
     training_curves.png always; density.png (neuron counts) when the run has a density variable
     or snapshots; rays.png (at the phase boundaries) with snapshots; luo_scatter.png with
@@ -900,6 +902,8 @@ def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI) -> l
         # luo_scatter.png is a figure of 1-D inputs with a bias only: not missed elsewhere
         if name not in dict(jobs) and (name != "luo_scatter.png" or is_1d_with_bias(ds)):
             warnings.warn(f"{name} skipped: {needs}", stacklevel=2)
+    if names is not None:
+        jobs = [(name, fn) for name, fn in jobs if name in set(names)]
     paths = []
     with _offscreen():
         for name, fn in jobs:

@@ -28,7 +28,8 @@ import meanfield.particles as pt
 from meanfield.analytic_run import simulate_analytic
 from meanfield.compilation import enable_compilation_cache
 from meanfield.config import SimulationConfig
-from meanfield.errors import DivergenceError, RunInterrupted, StepBudgetError
+from meanfield.errors import (DivergenceError, RunInterrupted, StepBudgetError,
+                              raise_if_interrupted)
 from meanfield.particles._validate import check_bool, check_positive
 from meanfield.particles.integrators import OK, STATUS_NAMES
 from meanfield.recording import make_spec, measure
@@ -262,12 +263,24 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         return DRIVERS[solver.clock](config, progress=progress, out=out, resume=resume,
                                      overwrite=overwrite, initial=initial)
     if out is not None and os.path.exists(out) and not (resume or overwrite):
-        from meanfield.store import store_status
+        from meanfield.store import StoreLocked, live_writer, store_status, stored_attrs
 
+        writer = live_writer(out)
+        if writer is not None:
+            raise StoreLocked(f"{out} is being written by another process ({writer}); wait for "
+                              "it to finish or stop it first")
         if store_status(out) == "foreign":  # never replaced, not even with overwrite=True
             raise FileExistsError(f"{out} exists and is not a meanfield run store (or holds "
                                   "files a store never writes); choose another out")
         if store_status(out) == "finished":
+            stored = stored_attrs(out).get("config")
+            if stored not in (None, config.to_json()):
+                from meanfield.store import config_changes
+
+                raise FileExistsError(f"{out} holds a finished run of another config ("
+                                      f"{config_changes(stored, config.to_json())}); choose "
+                                      "another out, or pass overwrite=True (CLI --overwrite) to "
+                                      "replace it")
             raise FileExistsError(f"{out} holds a finished run; pass resume=True (CLI --resume) "
                                   "to return it or overwrite=True (CLI --overwrite) to replace it")
         raise FileExistsError(f"{out} exists; pass resume=True (CLI --resume) to continue it "
@@ -338,6 +351,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
     try:
         if ahead is not None:
             ahead.join()
+        raise_if_interrupted()
         for index in range(first_chunk, len(plan)):
             start, end, snapshot_after = plan[index]
             while True:  # calls of at most `attempts` steps, each from where the last paused
@@ -349,6 +363,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
                     particles, spec, pt.to_device(attempts, np.int32))
                 done, paused, records = jax.device_get((done, paused, records))
                 done, paused = bool(done), bool(paused)
+                raise_if_interrupted()  # before these records: the ones before it are committed
                 start += int(np.sum(records["valid"]))
                 kept = recorder.add(records)
                 now = _attempts(state)
@@ -383,9 +398,9 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
                 bar.update(kept)
                 _show_pace(bar, recorder, state)
             if done:
-                if bar is not None:  # a run that stopped early ends its bar where it stopped
-                    bar.total = bar.n
-                    bar.refresh()
+                if (bar is not None and early is None and int(state.status) == OK
+                        and int(state.n_steps) < config.max_steps):  # loss_tol: a success
+                    _end_bar_here(bar)
                 break
     except KeyboardInterrupt:
         try:
@@ -425,6 +440,17 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
 def _attempts(state) -> int:
     """Steps attempted so far, accepted or rejected (read on the host: no program)."""
     return int(state.n_steps) + int(state.n_rejected)
+
+
+def _end_bar_here(bar) -> None:
+    """End the progress bar of a run that reached its loss tolerance before its last save at
+    the saves it made: 100%, not short of saves it did not need (a notebook's bar would close
+    red, as failed)."""
+    container = getattr(bar, "container", None)
+    if container is not None:  # tqdm.notebook: the widget keeps its own maximum (as its reset)
+        container.children[1].max = bar.n
+    bar.total = bar.n
+    bar.refresh()
 
 
 def _show_pace(bar, recorder, state) -> None:

@@ -344,8 +344,32 @@ def holder(path: str) -> str:
 
 
 def live_writer(path: str) -> str | None:
-    """The writer of ``path`` (``pid N``) if its writer file names another process that is
-    alive on this machine, else None. Reads only: a reader never takes the writer lock."""
+    """``pid N`` of the process holding the writer lock of ``path``, else None. Reads only: a
+    reader never takes the lock.
+
+    On Linux the holder comes from the kernel's lock table (``/proc/locks``), so a writer file
+    left behind by a killed writer, or naming a pid since reused, does not count. Elsewhere the
+    writer file's pid counts if a process of that pid is alive.
+    """
+    try:
+        lock = os.stat(os.path.join(path, LOCK))
+    except OSError:
+        return None
+    try:
+        with open("/proc/locks") as fh:
+            table = fh.read().splitlines()
+    except OSError:
+        table = None
+    if table is not None:
+        # "1: FLOCK  ADVISORY  WRITE 22910 fe:00:2154695 0 EOF"; a waiter's line has "->"
+        key = f"{os.major(lock.st_dev):02x}:{os.minor(lock.st_dev):02x}:{lock.st_ino}"
+        for line in table:
+            fields = line.split()
+            if "->" not in fields and key in fields[2:]:
+                pid = fields[fields.index(key) - 1]
+                if pid.isdigit() and int(pid) != os.getpid():
+                    return f"pid {pid}"
+        return None
     try:
         with open(os.path.join(path, WRITER)) as fh:
             pid = int(json.load(fh)["pid"])
@@ -677,6 +701,10 @@ class RunStore:
         path = os.fspath(path)
         check_store_path(path)
         status = store_status(path)
+        writer = live_writer(path) if status in ("empty", "first_save", "unfinished") else None
+        if writer is not None:
+            raise StoreLocked(f"{path} is being written by another process ({writer}); wait for "
+                              "it to finish or stop it first")
         if status not in ("absent", "empty") and not overwrite:
             hint = {"first_save": "it holds a run stopped during its first save: resume it "
                                   "(CLI --resume)",

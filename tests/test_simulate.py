@@ -1,6 +1,7 @@
 """simulate(): recording, stop rules, errors that keep data, reproducibility, no recompilation, CLI."""
 
 import json
+import shutil
 import threading
 import time
 
@@ -369,10 +370,20 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
     plots = tmp_path / "run_plots"
     drawn = {p.name: p.stat().st_mtime_ns for p in plots.iterdir()}
     (plots / "density.png").unlink()  # e.g. a Ctrl-C while the figures were drawn
-    assert cli.main(argv) == 0  # reported, and the missing figures drawn
+    assert cli.main(argv) == 0  # reported, and the missing figure drawn, only it
     printed = capsys.readouterr().out
-    assert "already complete" in printed and "density.png" in printed
-    assert {p.name for p in plots.iterdir()} == set(drawn)
+    assert "already complete" in printed and "(density.png)" in printed
+    now = {p.name: p.stat().st_mtime_ns for p in plots.iterdir()}
+    assert set(now) == set(drawn) and all(now[k] == drawn[k] for k in drawn if k != "density.png")
+    shutil.rmtree(plots)
+    plots.write_text("")  # a figure folder that cannot be made: the run is complete all the same
+    assert cli.main(argv) == 0
+    assert "figures not written" in capsys.readouterr().err
+    budget = tmp_path / "budget.zarr"  # a run that ended in an error fails again, no figures
+    failed = argv[:-3] + ["--out", str(budget), "--no-progress", "--set", "max_steps=3"]
+    assert cli.main(failed) == 1 and cli.main(failed) == 1
+    assert "ended with max_steps" in capsys.readouterr().err
+    assert not (tmp_path / "budget_plots").exists()
     other = ["run", "wang_ma", "--width", "20", "--t-max", "5", "--seed", "4", "--out",
              str(out), "--no-progress"]
     assert cli.main(other) == 2
@@ -395,16 +406,23 @@ def test_default_stores_are_named_by_the_preset_arguments_given(tmp_path, monkey
         assert f"runs/wang_ma-kappa{kappa}-t_max5-m20-s0.zarr" in capsys.readouterr().out
     assert cli.main(["limit", "wang_ma", "--t-max", "5"]) == 0
     assert "runs/wang_ma-t_max5-limit-wang_ma.zarr" in capsys.readouterr().out
+    # a config field is not in the name: the clash says how to keep both runs
+    assert cli.main(base + ["--set", "kappa=0.05", "--set", "solver.rtol=1e-4"]) == 2
+    assert "another config (solver.rtol" in (err := capsys.readouterr().err)
+    assert "--out keeps both" in err
 
 
 def test_cli_rejects_bad_values(capsys):
     assert cli.main(["run", "wang_ma", "--set", "kappa=-1", "--no-progress"]) == 2
     assert "kappa=-1" in capsys.readouterr().err  # the preset argument, as typed
     for flag, key in ((["--width", "100"], "width=200"), (["--width", "100"], "model.width=200"),
-                      (["--seed", "1"], "seed=2"), (["--t-max", "5.0"], "t_max=6")):
+                      (["--seed", "1"], "seed=2"), (["--t-max", "5"], "t_max=6")):
         assert cli.main(["run", "wang_ma", *flag, "--set", key, "--no-progress"]) == 2
         err = capsys.readouterr().err  # a flag and a --set of one setting: neither wins silently
-        assert f"{flag[0]} {flag[1]} and --set {key.partition('=')[0]}=" in err, err
+        assert f"{flag[0]} {flag[1]} and --set {key} both set" in err, err  # as typed
+    assert cli.main(["run", "wang_ma", "--checkpoint-seconds", "3", "--set",
+                     "checkpoint_seconds=60", "--no-progress"]) == 2
+    assert "--checkpoint-seconds 3 and --set checkpoint_seconds=60" in capsys.readouterr().err
     assert cli.main(["run", "luo_1d", "--set", "solver.rtl=1", "--no-progress"]) == 2
     assert "solver.rtl" in capsys.readouterr().err
     assert cli.main(["run", "wang_ma", "--set", "novalue", "--no-progress"]) == 2

@@ -239,23 +239,35 @@ def test_full_disk_after_the_first_metadata_is_a_first_save(tmp_path, reference)
     xr.testing.assert_identical(data(mf.open_run(out)), data(reference))
 
 
-def test_a_store_before_its_first_commit_names_its_live_writer(tmp_path):
+def test_a_store_before_its_first_commit_names_its_live_writer(tmp_path, capsys):
     out = str(tmp_path / "run.zarr")
     os.makedirs(out)
     open(os.path.join(out, store.LOCK), "w").close()
-    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    writer = subprocess.Popen(  # holds the writer lock, as a run before its first commit does
+        [sys.executable, "-c", "import sys, time; from meanfield.store import WriterLock; "
+         "lock = WriterLock(sys.argv[1]); print('locked', flush=True); time.sleep(120)", out],
+        stdout=subprocess.PIPE, text=True)
     try:
-        with open(os.path.join(out, store.WRITER), "w") as fh:
-            json.dump({"pid": writer.pid}, fh)
-        with pytest.raises(StoreError, match=f"being written by another process "
-                                             f"\\(pid {writer.pid}\\).*no committed records"):
+        assert writer.stdout.readline().strip() == "locked"
+        live = f"being written by another process \\(pid {writer.pid}\\)"
+        with pytest.raises(StoreError, match=live + ".*no committed records"):
             mf.open_run(out)
+        with pytest.raises(StoreLocked, match=live):
+            mf.simulate(small(), progress=False, out=out)
+        assert cli.main(["run", "luo_1d", "--width", "20", "--t-max", "5", "--set",
+                         "n_saves=20", "--out", out, "--no-progress", "--no-plots"]) == 2
+        assert f"being written by another process (pid {writer.pid})" in capsys.readouterr().err
     finally:
         writer.kill()
         writer.wait()
-    # its writer gone (killed before the first commit): resumable, and the error says so
-    with pytest.raises(StoreError, match="stopped during its first save.*--resume"):
-        mf.open_run(out)
+    # the writer killed before its first commit: its writer file stays, naming a dead pid; and
+    # a writer file naming a live process that holds no lock (a reused pid) is stale as well
+    for pid in (writer.pid, os.getppid()):
+        with open(os.path.join(out, store.WRITER), "w") as fh:
+            json.dump({"pid": pid}, fh)
+        assert store.live_writer(out) is None
+        with pytest.raises(StoreError, match="stopped during its first save.*--resume"):
+            mf.open_run(out)
 
 
 def test_store_created_but_never_written_is_no_obstacle(tmp_path, reference):
