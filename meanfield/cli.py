@@ -158,7 +158,7 @@ def _existing_store(path: str, config) -> str:
                                                                             config.to_json()):
         return "other"
     if status == "finished" and str(attrs.get("kind", "")).startswith("limit:"):
-        return "other"  # the limit of this config (``meanfield limit``), not a run of it
+        return "limit"  # the limit of this config (``meanfield limit``), not a run of it
     return status
 
 
@@ -258,6 +258,9 @@ def cmd_run(args) -> int:
         from meanfield.store import check_replaceable
 
         check_replaceable(out)
+    if kind == "limit" and not args.overwrite:  # --resume included: there is no run to resume
+        raise UsageError(f"{out} holds the infinite-width limit of this config, not a run: "
+                         "choose another --out, or pass --overwrite to replace it")
     if kind in ("empty", "first_save", "unfinished"):
         from meanfield.store import live_writer
 

@@ -92,6 +92,9 @@ def test_store_names_follow_what_the_limit_depends_on(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert "holds something else" in err and "t_max (stored 1500.0, given 10.0)" in err
     assert "model.width" not in err  # the wang_ma limit does not depend on it
+    assert main(["run", "wang_ma", "--out", os.path.join("runs", "wang_ma-limit-wang_ma.zarr"),
+                 "--no-progress", "--no-plots"]) == 2  # a limit store is no run of its config
+    assert "holds the infinite-width limit of this config" in capsys.readouterr().err
     assert main(["limit", "wang_ma", "--option", "foo=1"]) == 2  # a typo, not a clash
     assert "option 'foo' is not one of the wang_ma limit's options" in capsys.readouterr().err
 
