@@ -56,8 +56,8 @@ from meanfield.config import SaveAt
 from meanfield.errors import DivergenceError, RunInterrupted
 from meanfield.particles.analytic import AnalyticSolver, network
 from meanfield.recording import make_spec, measure
-from meanfield.setup import (custom_initial, draw_particles, pad_particles, particle_shapes,
-                             prepare_problem, progress_bar)
+from meanfield.setup import (custom_initial, draw_particles, end_bar_here, pad_particles,
+                             particle_shapes, prepare_problem, progress_bar)
 
 ITERATION_UNITS = "iteration of the analytic solver (arXiv 2304.02972), not gradient-flow time"
 
@@ -265,6 +265,8 @@ def simulate_analytic(config, *, progress: bool | None = None, out=None, resume:
                 bar.set_postfix(loss=f"{float(state.loss):.3g}")
             if float(state.loss) <= loss_tol:
                 stop_reason = "loss_tol"
+                if bar is not None:
+                    end_bar_here(bar)
                 break
             if snap[k]:
                 fit.snapshot(k, state)

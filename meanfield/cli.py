@@ -58,8 +58,8 @@ def _parse_sets(items: list[str]) -> dict:
 SIMULATE_ARGUMENTS = ("checkpoint_seconds",)  # --set keys passed to simulate(), not the config
 
 
-# config fields a CLI flag also sets (besides the preset argument of its own name)
-FLAG_FIELDS = {"width": ("model.width",)}
+# config fields a preset argument (or the flag of that name) also sets
+ARGUMENT_FIELDS = {"width": ("model.width",), "rtol": ("solver.rtol",), "n_saves": ("save.n",)}
 
 
 def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
@@ -71,12 +71,13 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     overrides = _parse_sets(list(sets))
     allowed = presets.arguments(preset)
     kwargs = {k: v for k, v in (("width", width), ("seed", seed), ("t_max", t_max)) if v is not None}
-    typed = {item.partition("=")[0].strip(): item.strip() for item in sets}
-    for name, value in kwargs.items():  # one value per setting: a flag and a --set never race
-        for key in (name, *FLAG_FIELDS.get(name, ())):
-            if key in overrides:
-                raise UsageError(f"--{name.replace('_', '-')} {value:g} and --set {typed[key]} "
-                                 f"both set {name}: give one of them")
+    typed = {item.partition("=")[0].strip(): f"--set {item.strip()}" for item in sets}
+    given = {name: f"--{name.replace('_', '-')} {value:g}" for name, value in kwargs.items()}
+    given.update({name: typed[name] for name in overrides if name in allowed and name not in given})
+    for name, spelled in given.items():  # one value per setting: two spellings never race
+        for key in (name, *ARGUMENT_FIELDS.get(name, ())):
+            if key in overrides and typed[key] != spelled:
+                raise UsageError(f"{spelled} and {typed[key]} both set {name}: give one of them")
     kwargs.update({k: v for k, v in overrides.items() if k in allowed})
     fields = {k: v for k, v in overrides.items() if k not in allowed}
     known = set(allowed) | {f.name for f in dataclasses.fields(SimulationConfig)}

@@ -44,6 +44,7 @@ from meanfield.stops import (
 )
 from meanfield.setup import (
     CHUNK_SAVES,
+    end_bar_here,
     chunk_plan,
     custom_initial,
     draw_particles,
@@ -400,7 +401,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
             if done:
                 if (bar is not None and early is None and int(state.status) == OK
                         and int(state.n_steps) < config.max_steps):  # loss_tol: a success
-                    _end_bar_here(bar)
+                    end_bar_here(bar)
                 break
     except KeyboardInterrupt:
         try:
@@ -440,17 +441,6 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
 def _attempts(state) -> int:
     """Steps attempted so far, accepted or rejected (read on the host: no program)."""
     return int(state.n_steps) + int(state.n_rejected)
-
-
-def _end_bar_here(bar) -> None:
-    """End the progress bar of a run that reached its loss tolerance before its last save at
-    the saves it made: 100%, not short of saves it did not need (a notebook's bar would close
-    red, as failed)."""
-    container = getattr(bar, "container", None)
-    if container is not None:  # tqdm.notebook: the widget keeps its own maximum (as its reset)
-        container.children[1].max = bar.n
-    bar.total = bar.n
-    bar.refresh()
 
 
 def _show_pace(bar, recorder, state) -> None:

@@ -146,3 +146,14 @@ def progress_bar(progress: bool | None, total: int, *, unit: str = "save",
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit=unit, desc=desc, initial=initial)
+
+
+def end_bar_here(bar) -> None:
+    """End the progress bar of a run that reached its loss tolerance before its last save (or
+    iteration) at the ones it made: 100%, not short of ones it did not need (a notebook's bar
+    would close red, as failed)."""
+    container = getattr(bar, "container", None)
+    if container is not None:  # tqdm.notebook: the widget keeps its own maximum (as its reset)
+        container.children[1].max = bar.n
+    bar.total = bar.n
+    bar.refresh()

@@ -110,11 +110,14 @@ def test_reproducible(fit):
             np.testing.assert_array_equal(again[name].values, fit[name].values, err_msg=name)
 
 
-def test_loss_tol_stops_and_output_bias_is_in_f():
+def test_loss_tol_stops_and_output_bias_is_in_f(capsys):
     config = analytic(iterations=30, output_bias=True).replace(loss_tol=1e-12)
-    ds = mf.simulate(config, progress=False)
+    ds = mf.simulate(config, progress=True)
     assert ds.attrs["stop_reason"] == "loss_tol" and ds.loss.values[-1] <= 1e-12
     assert np.all(ds.loss.values[:-1] > 1e-12) and ds.t.values[-1] < 30
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    steps = int(ds.t.values[-1])  # the bar ends at the iterations it made, 100%
+    assert "100%" in last and f"{steps}/{steps}" in last, last
     assert ds.t_snapshot.values[-1] == ds.t.values[-1]
     c = ds.analytic_output_bias.values
     assert c[0] == 0 and np.any(c != 0)

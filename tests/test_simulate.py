@@ -420,6 +420,9 @@ def test_cli_rejects_bad_values(capsys):
         assert cli.main(["run", "wang_ma", *flag, "--set", key, "--no-progress"]) == 2
         err = capsys.readouterr().err  # a flag and a --set of one setting: neither wins silently
         assert f"{flag[0]} {flag[1]} and --set {key} both set" in err, err  # as typed
+    assert cli.main(["run", "wang_ma", "--set", "rtol=1e-4", "--set", "solver.rtol=1e-5",
+                     "--no-progress"]) == 2  # a preset argument and the config field it sets
+    assert "--set rtol=1e-4 and --set solver.rtol=1e-5 both set rtol" in capsys.readouterr().err
     assert cli.main(["run", "wang_ma", "--checkpoint-seconds", "3", "--set",
                      "checkpoint_seconds=60", "--no-progress"]) == 2
     assert "--checkpoint-seconds 3 and --set checkpoint_seconds=60" in capsys.readouterr().err
