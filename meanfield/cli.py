@@ -263,12 +263,12 @@ def cmd_run(args) -> int:
         raise UsageError(f"{out} holds the infinite-width limit of this config, not a run: "
                          "choose another --out, or pass --overwrite to replace it")
     if kind in ("empty", "first_save", "unfinished"):
-        from meanfield.store import live_writer
+        from meanfield.store import StoreLocked, check_no_live_writer
 
-        writer = live_writer(out)
-        if writer is not None:
-            raise UsageError(f"{out} is being written by another process ({writer}): wait for "
-                             "it to finish or stop it first")
+        try:
+            check_no_live_writer(out)
+        except StoreLocked as exc:  # a command line that cannot run as typed: status 2
+            raise UsageError(str(exc)) from None
     if kind not in ("absent", "empty") and not (args.resume or args.overwrite):
         if kind == "finished":
             return _report_finished(open_run(out, dask=False), out, plots=not args.no_plots)
@@ -338,11 +338,7 @@ def cmd_run(args) -> int:
 
         remove_figures(_default_plot_dir(out))
     print(_summary(ds, out))
-    from meanfield.stops import STOP_REASONS
-
-    failed = STOP_REASONS.get(ds.attrs.get("stop_reason"))
-    if failed:  # a run that could no longer change is no success
-        print(f"meanfield: the run stopped early: {failed}", file=sys.stderr)
+    failed = _said_if_stopped_early(ds)  # a run that could no longer change is no success
     if not args.no_plots:
         with frozen_imports():  # and the run's objects: they live until the process ends
             figure_imports.join()
@@ -352,7 +348,14 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-COMPLETED = ("t_max", "loss_tol", "iterations")  # stop reasons of a run that ran its course
+def _said_if_stopped_early(ds) -> bool:
+    """Whether the run ``ds`` stopped early (``meanfield.stops``), said on stderr if so."""
+    from meanfield.stops import STOP_REASONS
+
+    reason = STOP_REASONS.get(ds.attrs.get("stop_reason"))
+    if reason:
+        print(f"meanfield: the run stopped early: {reason}", file=sys.stderr)
+    return bool(reason)
 
 
 def _report_finished(ds, out: str, *, plots: bool) -> int:
@@ -361,13 +364,12 @@ def _report_finished(ds, out: str, *, plots: bool) -> int:
     (``meanfield.stops``) fails again and draws its missing figures; a run that ended in an
     error (divergence, step budget) fails again and draws none, as it did; a figure that
     cannot be written is a note (the run itself is complete)."""
-    from meanfield.stops import STOP_REASONS
+    from meanfield.stops import COMPLETED_REASONS
 
     print(_summary(ds, out) + "\n(already complete; --overwrite recomputes it)")
     reason = ds.attrs.get("stop_reason")
-    if reason in STOP_REASONS:
-        print(f"meanfield: the run stopped early: {STOP_REASONS[reason]}", file=sys.stderr)
-    elif reason not in COMPLETED:
+    failed = _said_if_stopped_early(ds)
+    if not failed and reason not in COMPLETED_REASONS:
         print(f"meanfield: the run ended with {reason}", file=sys.stderr)
         return 1
     missing = _missing_figures(ds, out) if plots else []
@@ -376,7 +378,7 @@ def _report_finished(ds, out: str, *, plots: bool) -> int:
             _save_figures(ds, out, missing)
         except OSError as exc:
             print(f"meanfield: figures not written: {_os_message(exc)}", file=sys.stderr)
-    return 1 if reason in STOP_REASONS else 0
+    return 1 if failed else 0
 
 
 def _missing_figures(ds, out: str) -> list[str]:

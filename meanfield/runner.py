@@ -264,16 +264,14 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
         return DRIVERS[solver.clock](config, progress=progress, out=out, resume=resume,
                                      overwrite=overwrite, initial=initial)
     if out is not None and os.path.exists(out) and not (resume or overwrite):
-        from meanfield.store import StoreLocked, live_writer, store_status, stored_attrs
+        from meanfield.store import check_no_live_writer, store_status, stored_attrs
 
-        writer = live_writer(out)
-        if writer is not None:
-            raise StoreLocked(f"{out} is being written by another process ({writer}); wait for "
-                              "it to finish or stop it first")
-        if store_status(out) == "foreign":  # never replaced, not even with overwrite=True
+        check_no_live_writer(out)
+        status = store_status(out)
+        if status == "foreign":  # never replaced, not even with overwrite=True
             raise FileExistsError(f"{out} exists and is not a meanfield run store (or holds "
                                   "files a store never writes); choose another out")
-        if store_status(out) == "finished":
+        if status == "finished":
             stored = stored_attrs(out).get("config")
             if stored not in (None, config.to_json()):
                 from meanfield.store import config_changes

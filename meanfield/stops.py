@@ -14,7 +14,9 @@ import numpy as np
 
 from meanfield.config import SimulationConfig
 
-STOP_REASONS = {
+COMPLETED_REASONS = ("t_max", "loss_tol", "iterations")  # a run that ran its course
+
+STOP_REASONS = {  # a run ended early, by one of the rules below
     "all_dead": "every neuron is inactive on every training input: the flow cannot move them",
     "loss_stalled": "the loss has not changed to working precision over the last records",
     "step_collapsed": "the step size fell below the time resolution of the precision",

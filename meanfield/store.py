@@ -323,8 +323,7 @@ class WriterLock:
                 with contextlib.suppress(Timeout):
                     self._lock.acquire()
         if not self._lock.is_locked:
-            raise StoreLocked(f"{path} is being written by another process ({holder(path)}); "
-                              "wait for it to finish or stop it first") from None
+            raise StoreLocked(_being_written(path, holder(path))) from None
         write_json_atomic(os.path.join(path, WRITER), {"pid": os.getpid()})
 
     def release(self) -> None:
@@ -341,6 +340,19 @@ def holder(path: str) -> str:
             return f"pid {int(json.load(fh)['pid'])}"
     except (OSError, ValueError, KeyError, TypeError):
         return "pid unknown"
+
+
+def _being_written(path: str, writer: str) -> str:
+    return f"{path} is being written by another process ({writer}); wait for it to finish or " \
+           "stop it first"
+
+
+def check_no_live_writer(path: str) -> None:
+    """Raise ``StoreLocked`` if another process holds the writer lock of ``path``
+    (``live_writer``): before any advice to resume or replace the store."""
+    writer = live_writer(path)
+    if writer is not None:
+        raise StoreLocked(_being_written(path, writer))
 
 
 def live_writer(path: str) -> str | None:
@@ -701,10 +713,8 @@ class RunStore:
         path = os.fspath(path)
         check_store_path(path)
         status = store_status(path)
-        writer = live_writer(path) if status in ("empty", "first_save", "unfinished") else None
-        if writer is not None:
-            raise StoreLocked(f"{path} is being written by another process ({writer}); wait for "
-                              "it to finish or stop it first")
+        if status in ("empty", "first_save", "unfinished"):
+            check_no_live_writer(path)
         if status not in ("absent", "empty") and not overwrite:
             hint = {"first_save": "it holds a run stopped during its first save: resume it "
                                   "(CLI --resume)",
