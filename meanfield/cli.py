@@ -80,6 +80,14 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
                 raise UsageError(f"{spelled} and {typed[key]} both set {name}: give one of them")
     kwargs.update({k: v for k, v in overrides.items() if k in allowed})
     fields = {k: v for k, v in overrides.items() if k not in allowed}
+    for name, spelled in given.items():  # e.g. --set kappa=... sets model.init.scale too
+        if name in allowed and name not in ARGUMENT_FIELDS and fields:
+            without = {k: v for k, v in kwargs.items() if k != name}
+            for key in _fields_set_by(presets.get(preset, **kwargs), presets.get(preset, **without)):
+                clash = [f for f in fields if f == key or f.startswith(key + ".")]
+                if clash:
+                    raise UsageError(f"{spelled} and {typed[clash[0]]} both set {key}: give one "
+                                     "of them")
     known = set(allowed) | {f.name for f in dataclasses.fields(SimulationConfig)}
     for key in fields:
         if key.partition(".")[0] not in known:
@@ -96,6 +104,18 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
             raise UsageError(f"--set {key}: {key} is a group of config fields; set one of them "
                              f"(--set {key}.{names[0]}=...): {', '.join(names)}")
     return config.replace(**fields) if fields else config
+
+
+def _fields_set_by(config, other) -> list[str]:
+    """Dotted names of the config fields whose values differ between two configs."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {k: v for key, sub in value.items()
+                    for k, v in flat(sub, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    a, b = flat(config.to_dict()), flat(other.to_dict())  # plain values and lists
+    return [key for key in a if key not in b or a[key] != b[key]]
 
 
 def _argument_label(preset: str, *, t_max=None, sets=()) -> str:

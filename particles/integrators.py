@@ -254,9 +254,13 @@ def _optax_factory(name: str):
     optax = _optax()
     factory = getattr(optax, name, None) if isinstance(name, str) else None
     if not callable(factory):
-        # lower-case callables of optax: its optimisers, among a few other functions
+        # lower-case callables of optax; for the hint, its optimisers (the factories optax
+        # defines beside adam) when they can be told apart from its other functions
         names = [n for n in dir(optax) if n.islower() and not n.startswith("_")
                  and callable(getattr(optax, n))]
+        module = getattr(optax.adam, "__module__", None)
+        names = [n for n in names if getattr(getattr(optax, n), "__module__", None) == module
+                 ] or names
         raise ValueError(f"optimizer={name!r} is not an optax optimiser name (e.g. 'adam', "
                          f"'sgd', 'rmsprop'){closest(name, names)}")
     return factory

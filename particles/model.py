@@ -54,13 +54,13 @@ class Parametrisation:
     gamma_prime: float | None = None
 
     def __post_init__(self):
-        check_choice("parametrisation.kind", self.kind, PARAMETRISATIONS)
+        check_choice("model.parametrisation.kind", self.kind, PARAMETRISATIONS)
         constants = (self.alpha, self.beta1, self.beta2)
         exponents = (self.gamma, self.gamma_prime)
         if self.kind != "luo":
             if any(v is not None for v in constants + exponents):
                 raise ValueError(
-                    f"parametrisation.kind={self.kind!r} takes no alpha/beta1/beta2/gamma/"
+                    f"model.parametrisation.kind={self.kind!r} takes no alpha/beta1/beta2/gamma/"
                     "gamma_prime; use kind='luo' to set them"
                 )
             return
@@ -70,15 +70,15 @@ class Parametrisation:
             not has_constants and any(v is not None for v in constants)
         ):
             raise ValueError(
-                "parametrisation kind='luo' needs exactly one of (alpha, beta1, beta2) or "
+                "model.parametrisation.kind='luo' needs exactly one of (alpha, beta1, beta2) or "
                 "(gamma, gamma_prime), each complete"
             )
         if has_constants:
             for name in ("alpha", "beta1", "beta2"):
-                check_positive(f"parametrisation.{name}", getattr(self, name))
+                check_positive(f"model.parametrisation.{name}", getattr(self, name))
         else:
-            check_finite("parametrisation.gamma", self.gamma)
-            check_finite("parametrisation.gamma_prime", self.gamma_prime)
+            check_finite("model.parametrisation.gamma", self.gamma)
+            check_finite("model.parametrisation.gamma_prime", self.gamma_prime)
 
     def scales(self, width: int, fan_in: int) -> tuple[float, float]:
         """Initial standard deviations (sigma_a, sigma_w) in the mean-field normalisation.
@@ -159,19 +159,20 @@ class InitialLaw:
     asi: bool = False
 
     def __post_init__(self):
-        check_choice("init.kind", self.kind, INIT_LAWS)
-        check_choice("init.signs", self.signs, SIGN_RULES)
-        check_choice("init.asi", self.asi, (True, False))
-        check_positive("init.output_scale", self.output_scale)
-        check_positive("init.sigma_a", self.sigma_a, allow_zero=True, allow_none=True)
-        check_positive("init.sigma_w", self.sigma_w, allow_zero=True, allow_none=True)
+        check_choice("model.init.kind", self.kind, INIT_LAWS)
+        check_choice("model.init.signs", self.signs, SIGN_RULES)
+        check_choice("model.init.asi", self.asi, (True, False))
+        check_positive("model.init.output_scale", self.output_scale)
+        check_positive("model.init.sigma_a", self.sigma_a, allow_zero=True, allow_none=True)
+        check_positive("model.init.sigma_w", self.sigma_w, allow_zero=True, allow_none=True)
         if self.kind in ("sphere", "balanced"):
             if self.scale is None:
-                raise ValueError(f"init.scale is required for init.kind={self.kind!r} (a number > 0)")
-            check_positive("init.scale", self.scale)
+                raise ValueError(f"model.init.scale is required for model.init.kind={self.kind!r} "
+                                 "(a number > 0)")
+            check_positive("model.init.scale", self.scale)
         elif self.scale is not None:
-            raise ValueError("init.scale is only used by kind='sphere' or 'balanced'; "
-                             "set sigma_a/sigma_w for gaussian")
+            raise ValueError("model.init.scale is only used by model.init.kind='sphere' or "
+                             "'balanced'; set model.init.sigma_a/sigma_w for 'gaussian'")
 
 
 @named_arguments
@@ -205,7 +206,7 @@ class ModelSpec:
         if not isinstance(self.init, InitialLaw):
             raise ValueError("model.init must be a particles.InitialLaw")
         if self.init.asi and self.width % 2:
-            raise ValueError(f"model.width={self.width} must be even with init.asi=True")
+            raise ValueError(f"model.width={self.width} must be even with model.init.asi=True")
 
     @property
     def trainable_output(self) -> bool:

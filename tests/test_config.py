@@ -20,7 +20,7 @@ def test_width_below_one(width):
 
 @given(st.floats(max_value=0, allow_nan=False) | st.just(math.nan) | st.just(math.inf))
 def test_scale_not_positive(scale):
-    with pytest.raises(ValueError, match="init.scale"):
+    with pytest.raises(ValueError, match=r"^model\.init\.scale"):
         pt.InitialLaw(kind="sphere", scale=scale)
 
 
@@ -44,8 +44,9 @@ def test_error_lists_allowed_values():
     ({"kind": "luo"}, "luo"),
     ({"kind": "luo", "gamma": 1.0}, "luo"),
     ({"kind": "ntk", "gamma": 1.0}, "ntk"),
-    ({"kind": "luo", "alpha": -1.0, "beta1": 1.0, "beta2": 1.0}, "parametrisation.alpha"),
-    ({"kind": "xavier"}, "parametrisation.kind"),
+    ({"kind": "luo", "alpha": -1.0, "beta1": 1.0, "beta2": 1.0},
+     r"^model\.parametrisation\.alpha"),
+    ({"kind": "xavier"}, r"^model\.parametrisation\.kind"),
 ])
 def test_parametrisation_errors(kwargs, name):
     with pytest.raises(ValueError, match=name):

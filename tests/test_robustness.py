@@ -191,6 +191,20 @@ def test_messages_say_how_to_go_on(capsys, tmp_path):
             in capsys.readouterr().err)
     assert cli.main(RUN + ["--set", "nonsense=1"]) == 2
     assert "run options: checkpoint_seconds" in capsys.readouterr().err
+    # a preset argument and a config field it sets, given together (kappa sets the init scale)
+    assert cli.main(["run", "wang_ma", "--no-progress", "--no-plots", "--set", "kappa=0.05",
+                     "--set", "model.init.scale=0.1"]) == 2
+    assert ("--set kappa=0.05 and --set model.init.scale=0.1 both set model.init.scale"
+            in capsys.readouterr().err)
+    # a nested field is named by the path the user typed, not by its class
+    assert cli.main(RUN + ["--set", "model.init.kind=uniform"]) == 2
+    assert "model.init.kind='uniform' is not allowed" in capsys.readouterr().err
+    # the hint for a mistyped optimiser is an optimiser, not another optax function (chain)
+    assert cli.main(RUN + ["--set", "solver.kind=optax", "--set", "solver.dt=0.1",
+                           "--set", "solver.optimizer=chian"]) == 2
+    err = capsys.readouterr().err
+    assert "solver.optimizer='chian' is not an optax optimiser name" in err, err
+    assert "chain" not in err.replace("chian", "")
     (tmp_path / "figures").write_text("mine")
     assert cli.main(["plot", "/nonexistent/run.zarr", "--out", str(tmp_path / "figures")]) == 2
     assert "is a file; give a folder for the figures" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def applicable_limits(config) -> dict[str, str]:
         "(the Wang & Ma setting)")
     mean_field = model.init.kind == "balanced" and model.bias and data.input_dim == 1
     out["mean_field"] = "applies" if mean_field else (
-        "needs init.kind='balanced' and 1-D inputs with bias (the PDE on the circle of "
+        "needs model.init.kind='balanced' and 1-D inputs with bias (the PDE on the circle of "
         "directions); other laws need the weighted-particle reference")
     if model.init.kind != "gaussian":
         out["kernel"] = "needs a Gaussian initial law"

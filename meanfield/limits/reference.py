@@ -86,8 +86,9 @@ def check_config(config) -> None:
     if not all(same):
         raise ValueError(
             "mean_field_reference needs an m-independent initial law (critical / mean-field "
-            "regime: parametrisation kind='mean_field' or kind='luo' with gamma=1, "
-            "gamma_prime=0, or explicit init.sigma_a and init.sigma_w); the parametrisation "
+            "regime: model.parametrisation.kind='mean_field' or kind='luo' with gamma=1, "
+            "gamma_prime=0, or explicit model.init.sigma_a and model.init.sigma_w); the "
+            "parametrisation "
             f"{spec.parametrisation} gives sigma_a, sigma_w = {small} at m=2^10 but {large} at "
             "m=2^20. Linear regime: use meanfield.limits.kernel; condensed regime: no "
             "fixed-time limit (meanfield.limits.condensed)")
