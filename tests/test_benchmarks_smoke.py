@@ -30,7 +30,8 @@ def check_report(report: dict, quick: bool) -> None:
         assert record["status"] == "ok", record
         assert RECORD_KEYS <= set(record)
     assert set(report["ratios"]["engine_over_naive"]) == {"engine_euler", "engine_adaptive"}
-    for key in ("euler_over_baseline", "euler_over_baseline_cpu_time"):
+    for key in ("euler_over_baseline", "euler_over_baseline_cpu_time",
+                "euler_over_baseline_median_of_rounds"):
         assert set(report["ratios"][key]) == {str(m) for m in widths}
     for target in report["targets"].values():
         assert {"value", "threshold", "holds"} <= set(target)
@@ -124,3 +125,21 @@ def test_bench_figures_medians_and_ratios():
     ratios = bench.ratios(before, after)
     assert ratios["fresh"] == {"a": 4.0, "total_s": 4.0}
     assert ratios["meanfield_plot_cli_s"] == 2.0 and "warm" not in ratios
+
+
+def test_paired_median_ratio_pairs_the_rounds():
+    """The Euler speed-up per round is the ratio within that round; rounds measuring only one
+    of the two, or a failed measurement, are left out."""
+    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record = lambda method, r, pairs, status="ok": {
+        "method": method, "m": 10, "round": r, "status": status, "pairs_per_second": pairs}
+    records = [record("engine_euler", 0, 4.0), record("engine_euler_baseline", 0, 1.0),
+               record("engine_euler", 1, 3.0), record("engine_euler_baseline", 1, 3.0),
+               record("engine_euler", 2, 6.0), record("engine_euler_baseline", 2, 3.0),
+               record("engine_euler", 3, 9.0),
+               record("engine_euler", 4, 1.0), record("engine_euler_baseline", 4, 1.0, "error")]
+    # rounds 0..2: ratios 4, 1, 2 -> median 2 (the best-of ratio would be 9 / 3 = 3)
+    assert bench.paired_median_ratio(records, "engine_euler", "engine_euler_baseline", 10) == 2.0
+    assert bench.paired_median_ratio(records, "engine_euler", "engine_euler_baseline", 11) is None
