@@ -21,12 +21,17 @@ the records, the engine/naive ratios and whether the performance targets hold. W
 uses the best throughput of every (method, width) (robust to a load that varies during the run);
 the Euler speed-up over its baseline is also given as the median over the rounds of the ratio
 within a round (the two measured one after the other, under about the same load).
+``--cores N`` runs every measurement on the first N usable CPUs only; the Euler steps' rate of
+multiply-adds (``multiply_adds_per_pair``) is reported as a fraction of the peak of the CPUs
+used (``engine_euler_fma_peak_fraction``: ``FMA_UNITS_PER_CORE`` units of the widest vector
+width at the clock /proc/cpuinfo reports). ``--cores 1 --widths 4000`` (one chunk) measures
+how close one chunk comes to what one core's multiply-add units allow.
 
 Usage::
 
     python benchmarks/bench_engine.py [--quick] [--out FILE] [--chunk N] [--input-dim d]
         [--methods engine_euler,engine_euler_baseline] [--widths 10000,1000000,10000000]
-        [--rounds R] [--baseline-src DIR]
+        [--rounds R] [--baseline-src DIR] [--cores N]
 
 ``--baseline-src DIR`` holds another version laid out as installed, with its benchmarks::
 
@@ -46,6 +51,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -75,6 +81,9 @@ TARGET_MEMORY_MIB = 4096.0
 TARGET_MEMORY_WIDTH = 10**7
 TARGET_EULER_SPEEDUP = 2.0  # engine_euler over engine_euler_baseline
 TARGET_EULER_SPEEDUP_WIDTHS = (10**4, 10**6, 10**7)
+# Fused multiply-add units per core assumed for the FMA roofline (two on x86 cores since
+# Haswell / Zen): the multiply-adds per pair over the CPU's peak rate
+FMA_UNITS_PER_CORE = 2
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -279,9 +288,13 @@ def run_subprocess(method: str, width: int, args) -> dict:
         cmd += ["--chunk", str(args.chunk)]
     if args.input_dim != INPUT_DIM:  # older copies of this script have no --input-dim
         cmd += ["--input-dim", str(args.input_dim)]
+    pin = None
+    if args.cores is not None:  # this version's and an older one's script alike
+        cpus = sorted(os.sched_getaffinity(0))[:args.cores]
+        pin = lambda: os.sched_setaffinity(0, cpus)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
-                              env=env)
+                              env=env, preexec_fn=pin)
     except subprocess.TimeoutExpired:
         return {"method": method, "m": width, "status": "failed",
                 "reason": f"timeout after {SUBPROCESS_TIMEOUT:.0f} s"}
@@ -290,6 +303,7 @@ def run_subprocess(method: str, width: int, args) -> dict:
         return {"method": method, "m": width, "status": "failed",
                 "reason": f"exit code {proc.returncode}: " + " | ".join(tail)}
     record = json.loads(proc.stdout.strip().splitlines()[-1])
+    record.update(cores=args.cores or len(os.sched_getaffinity(0)), D=args.input_dim + 1)
     if measured != method:
         record.update(method=method, baseline_src=os.path.abspath(args.baseline_src))
     return record
@@ -321,6 +335,38 @@ def paired_median_ratio(records: list[dict], method: str, baseline: str,
     return statistics.median(values) if values else None
 
 
+def cpu_peak():
+    """(MHz, float32 lanes of the widest vector unit) of this CPU from /proc/cpuinfo, or
+    (None, None) where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+    except OSError:
+        return None, None
+    mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.M)]
+    flags = set(re.findall(r"^flags\s*:(.*)$", text, re.M)[0].split()) if "flags" in text else set()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    return (max(mhz) if mhz else None), lanes
+
+
+def multiply_adds_per_pair(dim: int) -> int:
+    """Multiply-adds of an Euler step per neuron-sample pair at D = ``dim`` inputs with the
+    bias: the pre-activation w . x_j (D), the field's share R_j x_j (D), the new
+    pre-activation (D) and the output a relu(z) (1)."""
+    return 3 * dim + 1
+
+
+def fma_peak_fraction(records: list[dict], width: int) -> float | None:
+    """Median over the rounds of ``engine_euler``'s multiply-adds per second at ``width`` over
+    the peak of the CPUs it ran on (``FMA_UNITS_PER_CORE`` units of the widest vector width at
+    the reported clock), else None."""
+    mhz, lanes = cpu_peak()
+    values = [r["pairs_per_second"] * multiply_adds_per_pair(r["D"])
+              / (r["cores"] * FMA_UNITS_PER_CORE * lanes * mhz * 1e6)
+              for r in successful(records, "engine_euler", width) if "cores" in r]
+    return statistics.median(values) if values and mhz else None
+
+
 def peak_memory(records: list[dict], method: str, width: int) -> float | None:
     """Largest peak RSS (MiB) over the successful (method, width) records, else None."""
     ok = successful(records, method, width)
@@ -347,10 +393,12 @@ def summarise(records: list[dict], widths) -> tuple[dict, dict]:
                                             "pairs_per_cpu_second")) for m in widths}
     paired = {str(m): paired_median_ratio(records, "engine_euler", "engine_euler_baseline", m)
               for m in widths}
+    roofline = {str(m): fma_peak_fraction(records, m) for m in widths}
     ratios = {"engine_over_naive": naive_ratio,
               f"engine_{large:.0e}_over_{small:.0e}".replace("+0", ""): scaling,
               "euler_over_baseline": speedup, "euler_over_baseline_cpu_time": cpu_speedup,
-              "euler_over_baseline_median_of_rounds": paired}
+              "euler_over_baseline_median_of_rounds": paired,
+              "engine_euler_fma_peak_fraction": roofline}
 
     def verdict(value, threshold, passes):
         return {"value": value, "threshold": threshold,
@@ -499,6 +547,10 @@ def parse_args(argv=None):
                         help="engine_euler_baseline runs the Euler steps of the package version "
                         "in this folder (laid out as installed, with its benchmarks/) instead "
                         "of the previous euler_pass formulation")
+    parser.add_argument("--cores", type=int, default=None,
+                        help="run every measurement on this many CPUs only (the first usable "
+                        "ones; default all); with 1, one chunk's throughput against the CPU's "
+                        "peak multiply-add rate (roofline)")
     parser.add_argument("--single", nargs=2, metavar=("METHOD", "M"),
                         help="internal: measure one (method, width) and print one JSON line")
     args = parser.parse_args(argv)
@@ -513,6 +565,9 @@ def parse_args(argv=None):
         parser.error(f"--methods {','.join(unknown)} not allowed: choose from {','.join(METHODS)}")
     if args.rounds < 1:
         parser.error(f"--rounds must be a positive integer, got {args.rounds}")
+    usable = len(os.sched_getaffinity(0))
+    if args.cores is not None and not 1 <= args.cores <= usable:
+        parser.error(f"--cores must be between 1 and the {usable} usable CPUs, got {args.cores}")
     if args.input_dim < 1:
         parser.error(f"--input-dim must be a positive integer, got {args.input_dim}")
     if args.baseline_src is not None:

@@ -143,3 +143,16 @@ def test_paired_median_ratio_pairs_the_rounds():
     # rounds 0..2: ratios 4, 1, 2 -> median 2 (the best-of ratio would be 9 / 3 = 3)
     assert bench.paired_median_ratio(records, "engine_euler", "engine_euler_baseline", 10) == 2.0
     assert bench.paired_median_ratio(records, "engine_euler", "engine_euler_baseline", 11) is None
+
+
+def test_fma_peak_fraction_is_the_multiply_add_rate_over_the_cpu_peak(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "cpu_peak", lambda: (2000.0, 16))
+    records = [{"method": "engine_euler", "m": 10, "round": r, "status": "ok", "cores": 1,
+                "D": 4, "pairs_per_second": pairs} for r, pairs in enumerate((1e9, 2e9, 4e9))]
+    # 13 multiply-adds per pair at D = 4; peak 1 core x 2 units x 16 lanes x 2e9 Hz = 64e9/s
+    assert bench.multiply_adds_per_pair(4) == 13
+    assert bench.fma_peak_fraction(records, 10) == pytest.approx(2e9 * 13 / 64e9)
+    assert bench.fma_peak_fraction(records, 11) is None
