@@ -290,7 +290,7 @@ def run_subprocess(method: str, width: int, args) -> dict:
         cmd += ["--input-dim", str(args.input_dim)]
     pin = None
     if args.cores is not None:  # this version's and an older one's script alike
-        cpus = sorted(os.sched_getaffinity(0))[:args.cores]
+        cpus = usable_cpus()[:args.cores]
         pin = lambda: os.sched_setaffinity(0, cpus)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
@@ -303,7 +303,7 @@ def run_subprocess(method: str, width: int, args) -> dict:
         return {"method": method, "m": width, "status": "failed",
                 "reason": f"exit code {proc.returncode}: " + " | ".join(tail)}
     record = json.loads(proc.stdout.strip().splitlines()[-1])
-    record.update(cores=args.cores or len(os.sched_getaffinity(0)), D=args.input_dim + 1)
+    record.update(cores=args.cores or len(usable_cpus()), D=args.input_dim + 1)
     if measured != method:
         record.update(method=method, baseline_src=os.path.abspath(args.baseline_src))
     return record
@@ -335,16 +335,25 @@ def paired_median_ratio(records: list[dict], method: str, baseline: str,
     return statistics.median(values) if values else None
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def cpu_peak():
     """(MHz, float32 lanes of the widest vector unit) of this CPU from /proc/cpuinfo, or
-    (None, None) where it cannot be read."""
+    (None, None) where it cannot be read: a nominal peak (the clock read after the runs; CPUs
+    that split wide multiply-adds into halves, e.g. Zen 4 for 512 bits, reach half of it)."""
     try:
         with open("/proc/cpuinfo") as fh:
             text = fh.read()
     except OSError:
         return None, None
     mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.M)]
-    flags = set(re.findall(r"^flags\s*:(.*)$", text, re.M)[0].split()) if "flags" in text else set()
+    flag_lines = re.findall(r"^flags\s*:(.*)$", text, re.M)
+    flags = set(flag_lines[0].split()) if flag_lines else set()
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     return (max(mhz) if mhz else None), lanes
 
@@ -430,6 +439,8 @@ def metadata(args, widths) -> dict:
 
     import meanfield.particles.kernels as kernels
 
+    mhz, lanes = cpu_peak()
+
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": platform.node(), "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -439,7 +450,9 @@ def metadata(args, widths) -> dict:
             "chunk_size": kernels.DEFAULT_CHUNK if args.chunk is None else args.chunk,
             "widths": list(widths), "methods": list(args.methods), "quick": args.quick,
             "min_seconds": args.min_seconds, "repeats": args.repeats, "rounds": args.rounds,
-            "baseline_src": args.baseline_src and os.path.abspath(args.baseline_src)}
+            "baseline_src": args.baseline_src and os.path.abspath(args.baseline_src),
+            "cores": args.cores, "cpu_mhz": mhz, "float32_lanes": lanes,
+            "fma_units_per_core_assumed": FMA_UNITS_PER_CORE}
 
 
 def run_all(args) -> dict:
@@ -470,8 +483,7 @@ def header(benchmark: str, script: str, argv) -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "command": " ".join(["python", f"benchmarks/{script}"]
                                 + list(sys.argv[1:] if argv is None else argv)),
-            "machine": {"cores": len(os.sched_getaffinity(0))
-                        if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "machine": {"cores": len(usable_cpus()),
                         "platform": platform.platform(),
                         "python": platform.python_version(),
                         "load_average_before": os.getloadavg()}}
@@ -565,7 +577,9 @@ def parse_args(argv=None):
         parser.error(f"--methods {','.join(unknown)} not allowed: choose from {','.join(METHODS)}")
     if args.rounds < 1:
         parser.error(f"--rounds must be a positive integer, got {args.rounds}")
-    usable = len(os.sched_getaffinity(0))
+    usable = len(usable_cpus())
+    if args.cores is not None and not hasattr(os, "sched_setaffinity"):
+        parser.error("--cores needs os.sched_setaffinity (Linux)")
     if args.cores is not None and not 1 <= args.cores <= usable:
         parser.error(f"--cores must be between 1 and the {usable} usable CPUs, got {args.cores}")
     if args.input_dim < 1:

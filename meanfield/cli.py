@@ -83,7 +83,12 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     for name, spelled in given.items():  # e.g. --set kappa=... sets model.init.scale too
         if name in allowed and name not in ARGUMENT_FIELDS and fields:
             without = {k: v for k, v in kwargs.items() if k != name}
-            for key in _fields_set_by(presets.get(preset, **kwargs), presets.get(preset, **without)):
+            try:  # the preset without this argument may not validate (kappa with t_max)
+                set_by = _fields_set_by(presets.get(preset, **kwargs),
+                                        presets.get(preset, **without))
+            except ValueError:
+                continue  # the build below reports what is wrong with the arguments as given
+            for key in set_by:
                 clash = [f for f in fields if f == key or f.startswith(key + ".")]
                 if clash:
                     raise UsageError(f"{spelled} and {typed[clash[0]]} both set {key}: give one "

@@ -258,9 +258,8 @@ def _optax_factory(name: str):
         # defines beside adam) when they can be told apart from its other functions
         names = [n for n in dir(optax) if n.islower() and not n.startswith("_")
                  and callable(getattr(optax, n))]
-        module = getattr(optax.adam, "__module__", None)
-        names = [n for n in names if getattr(getattr(optax, n), "__module__", None) == module
-                 ] or names
+        home = lambda f: getattr(getattr(f, "func", f), "__module__", None)  # partials too
+        names = [n for n in names if home(getattr(optax, n)) == home(optax.adam)] or names
         raise ValueError(f"optimizer={name!r} is not an optax optimiser name (e.g. 'adam', "
                          f"'sgd', 'rmsprop'){closest(name, names)}")
     return factory

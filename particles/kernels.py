@@ -242,18 +242,24 @@ def _scan(fn: Callable, tree, n_chunks: int, concurrent: int):
     The per-particle outputs are written chunk by chunk into whole-width buffers carried by the
     loop; a chunk's output of leading length k (the chunk, or 1 for one value per chunk) fills
     rows i k to (i + 1) k. Outputs shaped like ``tree`` (the Euler pass's new particles, the
-    velocities) are written over a copy of ``tree``, where XLA can reuse the buffer of ``tree``
-    itself when nothing else needs it: no zero-filled buffer (at m = 1e7 filling and stacking
-    took a quarter of an Euler step). Other outputs get zero-filled buffers. The chunks are
-    read from ``tree``, never from the buffers written (XLA:CPU then copies the whole buffer
-    on every trip), and the per-chunk sums are carried too (a loop that also stacks outputs,
-    ``lax.scan``'s ys, copies its carried buffers on every trip as well).
+    velocities) are written over one copy of ``tree``, taken before the loop: no zero-filled
+    buffer and no stacking (at m = 1e7 filling and stacking took a quarter of an Euler step).
+    Other outputs get zero-filled buffers. The chunks are read from ``tree``, never from the
+    buffers written (XLA:CPU then copies the whole buffer on every trip), and the per-chunk
+    sums are carried too (a loop that also stacks outputs, ``lax.scan``'s ys, copies its
+    carried buffers on every trip as well).
     """
     if not isinstance(concurrent, int) or concurrent < 1:
         raise ValueError(f"concurrent={concurrent!r} must be a positive integer")
-    size = jax.tree.leaves(tree)[0].shape[0] // n_chunks
+    m_pad = jax.tree.leaves(tree)[0].shape[0]
+    if m_pad % n_chunks:
+        raise ValueError(f"{m_pad} particles are not {n_chunks} chunks of equal size")
+    size = m_pad // n_chunks
     chunk_shape = jax.eval_shape(lambda t: _take(t, 0, size), tree)
     out_shape, partial_shape = jax.eval_shape(fn, chunk_shape)
+    if any(s.ndim == 0 for s in jax.tree.leaves(out_shape)):
+        raise ValueError("a per-particle output of a chunk needs a leading axis (the chunk, or "
+                         "1 for one value per chunk)")
     in_place = _same_layout(out_shape, chunk_shape)
     zeros = lambda s: jnp.zeros((n_chunks * s.shape[0],) + s.shape[1:], s.dtype)
     buffers = tree if in_place else jax.tree.map(zeros, out_shape)

@@ -191,6 +191,36 @@ def test_concurrent_chunks_give_the_same_bits(rng, dtype):
         pt.kernels.CPU_CONCURRENT_CHUNKS if jax.default_backend() == "cpu" else 1)
 
 
+def test_chunk_partials_layouts_against_numpy(rng):
+    """Per-particle outputs (shaped like the input: written over its copy; of another dtype
+    or shape; one value per chunk) and per-chunk sums land where numpy puts them, for every
+    number of chunks side by side; a width that is no whole number of chunks and a chunk
+    output without a leading axis are refused."""
+    a = rng.standard_normal(35)
+    w = rng.standard_normal((35, 3))
+    tree = pt.Particles(a=jnp.asarray(a), w=jnp.asarray(w))
+
+    def fn(chunk):
+        per_particle = (pt.Particles(a=2 * chunk.a, w=chunk.w + 1), (chunk.a > 0)[:, None],
+                        jnp.max(chunk.a)[None])
+        return per_particle, {"sum_w": chunk.w.sum(0), "count": jnp.sum(chunk.a > 0)}
+
+    chunks = np.split(np.arange(35), 5)
+    for concurrent in (1, 2, 3, 5, 8):
+        (same, flags, maxima), sums = jax.jit(
+            lambda t: pt.kernels.chunk_partials(fn, t, 5, concurrent=concurrent))(tree)
+        np.testing.assert_array_equal(same.a, 2 * a)
+        np.testing.assert_array_equal(same.w, w + 1)
+        np.testing.assert_array_equal(flags[:, 0], a > 0)
+        np.testing.assert_array_equal(maxima, [a[c].max() for c in chunks])
+        np.testing.assert_allclose(sums["sum_w"], [w[c].sum(0) for c in chunks], rtol=1e-12)
+        np.testing.assert_array_equal(sums["count"], [(a[c] > 0).sum() for c in chunks])
+    with pytest.raises(ValueError, match="35 particles are not 3 chunks of equal size"):
+        pt.kernels.chunk_partials(fn, tree, 3)
+    with pytest.raises(ValueError, match="needs a leading axis"):
+        pt.kernels.chunk_partials(lambda c: (jnp.max(c.a), None), tree, 5)
+
+
 @pytest.mark.parametrize("m", (10, 30, 40, 75))  # 1, 2, 3 and 5 chunks of 16
 def test_concurrent_euler_chunks_keep_every_integrators_bits(rng, m, monkeypatch):
     """The integrators built on the Euler pass (Euler, Heun, optax) give the same bits with

@@ -196,6 +196,9 @@ def test_messages_say_how_to_go_on(capsys, tmp_path):
                      "--set", "model.init.scale=0.1"]) == 2
     assert ("--set kappa=0.05 and --set model.init.scale=0.1 both set model.init.scale"
             in capsys.readouterr().err)
+    # ...but a preset that would not validate without the argument is no clash
+    config = cli.build_config("wang_ma", t_max=1e-5, sets=["kappa=0.001", "solver.rtol=1e-4"])
+    assert (config.model.init.scale, config.solver.rtol) == (0.001, 1e-4)
     # a nested field is named by the path the user typed, not by its class
     assert cli.main(RUN + ["--set", "model.init.kind=uniform"]) == 2
     assert "model.init.kind='uniform' is not allowed" in capsys.readouterr().err

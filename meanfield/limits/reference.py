@@ -33,7 +33,7 @@ of the initial law instead of i.i.d. draws:
 Validity. A reference at m = infinity exists only when the initial law does not depend on m,
 i.e. the critical (mean-field) regime: ``parametrisation`` with m-independent scales
 (``kind="mean_field"``, or ``kind="luo"`` with gamma = 1, gamma' = 0), explicit
-``init.sigma_a`` / ``init.sigma_w``, or the sphere / balanced laws (explicit ``scale``).
+``model.init.sigma_a`` / ``model.init.sigma_w``, or the sphere / balanced laws (explicit ``scale``).
 Other parametrisations raise ``ValueError`` (the linear regime has the kernel limit,
 ``meanfield.limits.kernel``; the condensed regime has no fixed-time limit).
 
