@@ -38,9 +38,7 @@ def check_report(report: dict, quick: bool) -> None:
 
 
 def test_bench_engine_smallest_quick_width_prints_json(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_engine")
     monkeypatch.setattr(bench, "QUICK_WIDTHS", bench.QUICK_WIDTHS[:1])
     out = tmp_path / "bench.json"
     bench.main(["--quick", "--out", str(out)])
@@ -87,11 +85,11 @@ def test_every_benchmark_imports_names_that_exist():
     assert not missing, missing
 
 
-def load_bench_figures():
+def load_bench(name: str):
+    """The benchmark script ``benchmarks/NAME.py`` as a module."""
     if str(SCRIPT.parent) not in sys.path:  # as when run as a script: its siblings import
         sys.path.insert(0, str(SCRIPT.parent))
-    path = SCRIPT.parent / "bench_figures.py"
-    spec = importlib.util.spec_from_file_location("bench_figures", path)
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
@@ -100,7 +98,7 @@ def load_bench_figures():
 def test_bench_figures_clocks_every_png_of_save_all(tmp_path):
     import meanfield as mf
 
-    bench = load_bench_figures()
+    bench = load_bench("bench_figures")
     ds = mf.simulate(mf.presets.wang_ma(width=20, t_max=50.0, n_saves=40), progress=False)
     with warnings.catch_warnings():  # no note of luo_scatter.png: not a figure of 20-D inputs
         warnings.simplefilter("error")
@@ -114,7 +112,7 @@ def test_bench_figures_clocks_every_png_of_save_all(tmp_path):
 
 
 def test_bench_figures_medians_and_ratios():
-    bench = load_bench_figures()
+    bench = load_bench("bench_figures")
     runs = [{"a": {"build_s": b, "savefig_s": 2 * b}, "total_s": 3 * b} for b in (1.0, 5.0, 2.0)]
     assert bench.medians(runs) == {"a": {"build_s": 2.0, "savefig_s": 4.0}, "total_s": 6.0}
     keys = ("meanfield_plot_cli_s", "open_load_s", "import_matplotlib_s", "import_meanfield_s")
@@ -130,9 +128,7 @@ def test_bench_figures_medians_and_ratios():
 def test_paired_median_ratio_pairs_the_rounds():
     """The Euler speed-up per round is the ratio within that round; rounds measuring only one
     of the two, or a failed measurement, are left out."""
-    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_engine")
     record = lambda method, r, pairs, status="ok": {
         "method": method, "m": 10, "round": r, "status": status, "pairs_per_second": pairs}
     records = [record("engine_euler", 0, 4.0), record("engine_euler_baseline", 0, 1.0),
@@ -146,9 +142,7 @@ def test_paired_median_ratio_pairs_the_rounds():
 
 
 def test_fma_peak_fraction_is_the_multiply_add_rate_over_the_cpu_peak(monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_engine")
     monkeypatch.setattr(bench, "cpu_peak", lambda: (2000.0, 16))
     records = [{"method": "engine_euler", "m": 10, "round": r, "status": "ok", "cores": 1,
                 "D": 4, "pairs_per_second": pairs} for r, pairs in enumerate((1e9, 2e9, 4e9))]
