@@ -79,7 +79,7 @@ def make_spec(config, x_unique: np.ndarray, band_eps: float, dtype) -> RecordSpe
 def _chunked(problem: pt.Problem, particles: pt.Particles, initial: pt.Particles, spec: RecordSpec):
     """The observables that sum over neurons, chunk by chunk: no (m, n) matrix is ever formed,
     and the sums are taken in chunk order, so they do not depend on the number of devices
-    (``pt.kernels.scan_chunks``).
+    (``pt.kernels.chunk_partials`` and ``ordered_sum``).
 
     Returns:
         (alive (m,) bool, dict of sums over the neurons: per-sign ``density`` and ``counts``
@@ -121,12 +121,10 @@ def _chunked(problem: pt.Problem, particles: pt.Particles, initial: pt.Particles
         dead = ob.dead_displacement_max(w, w0, x, band, v_c)
         return (alive, dead[None], extremes), summed
 
-    zeros = jax.eval_shape(lambda c: fn(c)[1], jax.tree.map(
-        lambda v: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype),
-        (particles.a, particles.w, initial.a, initial.w, valid)))
-    zeros = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), zeros)
-    (alive, dead, extremes), summed = pt.kernels.scan_chunks(
-        fn, (particles.a, particles.w, initial.a, initial.w, valid), problem.n_chunks, zeros)
+    (alive, dead, extremes), partials = pt.kernels.chunk_partials(
+        fn, (particles.a, particles.w, initial.a, initial.w, valid), problem.n_chunks)
+    summed = pt.kernels.ordered_sum(
+        partials, jax.tree.map(lambda v: jnp.zeros(v.shape[1:], v.dtype), partials))
     summed["dead_displacement_max"] = jnp.max(dead)
     summed["cosine_extremes"] = {name: {"min": jnp.min(e["min"], axis=0),
                                         "max": jnp.max(e["max"], axis=0)}

@@ -89,10 +89,10 @@ def run_chunk(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval,
     """
     TRACE_COUNT["run_chunk"] += 1
     first_attempt = state.n_steps + state.n_rejected
+    observe, shapes = pt.kernels.trace_once(_observables, problem, x_eval, state, initial, spec)
     # what a target not recorded (padding, after the stop, after a pause) records instead of
     # computing the observables
-    blank = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), jax.eval_shape(
-        _observables, problem, x_eval, state, initial, spec))
+    blank = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), shapes)
 
     def one_target(carry, inputs):
         state, done, paused = carry
@@ -106,7 +106,7 @@ def run_chunk(integrator: pt.TimeIntegrator, stop: pt.StopRule, problem, x_eval,
         stopped = stop.stopped(problem, state)
         paused = paused | ((~done) & (state.t < target) & ~stopped)
         valid = (~done) & (~paused) & is_real
-        record = jax.lax.cond(valid, lambda: _observables(problem, x_eval, state, initial, spec),
+        record = jax.lax.cond(valid, lambda: observe(problem, x_eval, state, initial, spec),
                               lambda: blank)
         return (state, done | stopped, paused), dict(record, valid=valid)
 

@@ -237,6 +237,28 @@ def _gathered(result):
     return per_particle, sharding.all_gather(partials)
 
 
+def trace_once(fn: Callable, *example):
+    """``fn`` traced once, on arguments shaped like ``example``, for calls inside one program.
+
+    Every call of a Python function in a program being traced runs its Python again, and a
+    large function (the observables, a chunk of a pass) costs that time at every call site.
+    The function returned evaluates the one trace instead: the same operations, so the same
+    compiled program and numbers, without running ``fn``'s Python again.
+
+    Args:
+        fn: a function of pytrees of arrays.
+        example: its arguments, or ``jax.ShapeDtypeStruct`` trees of the same structure.
+    Returns:
+        (call, out_shape): ``call(*args)`` for arguments of the example's structure, shapes
+        and dtypes gives ``fn(*args)``; ``out_shape`` is the tree of its output shapes.
+    """
+    traced, out_shape = jax.make_jaxpr(fn, return_shape=True)(*example)
+    out_tree = jax.tree.structure(out_shape)
+    evaluate = jax.extend.core.jaxpr_as_fun(traced)
+    return (lambda *args: jax.tree.unflatten(out_tree, evaluate(*jax.tree.leaves(args))),
+            out_shape)
+
+
 def _scan(fn: Callable, tree, n_chunks: int, concurrent: int):
     """``chunk_partials`` on the particles at hand.
 
@@ -257,12 +279,8 @@ def _scan(fn: Callable, tree, n_chunks: int, concurrent: int):
         raise ValueError(f"{m_pad} particles are not {n_chunks} chunks of equal size")
     size = m_pad // n_chunks
     chunk_shape = jax.eval_shape(lambda t: _take(t, 0, size), tree)
-    # fn is traced once, here; the loop evaluates its jaxpr (tracing fn again for every chunk
-    # side by side made starting a run's program 15-20% slower)
-    traced, (out_shape, partial_shape) = jax.make_jaxpr(fn, return_shape=True)(chunk_shape)
-    out_tree = jax.tree.structure((out_shape, partial_shape))
-    evaluate = jax.extend.core.jaxpr_as_fun(traced)
-    chunk_fn = lambda chunk: jax.tree.unflatten(out_tree, evaluate(*jax.tree.leaves(chunk)))
+    # tracing fn again for every chunk side by side made starting a run's program 15-20% slower
+    chunk_fn, (out_shape, partial_shape) = trace_once(fn, chunk_shape)
     if any(s.ndim == 0 for s in jax.tree.leaves(out_shape)):
         raise ValueError("a per-particle output of a chunk needs a leading axis (the chunk, or "
                          "1 for one value per chunk)")

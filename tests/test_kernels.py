@@ -191,6 +191,33 @@ def test_concurrent_chunks_give_the_same_bits(rng, dtype):
         pt.kernels.CPU_CONCURRENT_CHUNKS if jax.default_backend() == "cpu" else 1)
 
 
+def test_trace_once_runs_the_python_once_and_gives_what_the_function_gives(rng):
+    """A function traced once and called at two sites of one program runs its Python once;
+    both calls give the function's values on their own arguments (numpy), pytrees and
+    None leaves included."""
+    calls = []
+
+    def fn(tree, scale):
+        calls.append(1)
+        return {"sum": jnp.sum(tree["a"]) * scale, "rows": tree["b"] * 2.0, "none": None}
+
+    tree = {"a": rng.standard_normal(5), "b": rng.standard_normal((3, 2))}
+
+    @jax.jit
+    def program(tree, scale):
+        call, shape = pt.kernels.trace_once(fn, tree, scale)
+        assert shape["rows"].shape == (3, 2) and shape["none"] is None
+        shifted = {"a": tree["a"] + 1.0, "b": tree["b"]}
+        return call(tree, scale), call(shifted, scale * 3.0)
+
+    first, second = program(tree, 0.5)
+    assert len(calls) == 1
+    np.testing.assert_allclose(first["sum"], np.sum(tree["a"]) * 0.5, rtol=1e-12)
+    np.testing.assert_allclose(second["sum"], np.sum(tree["a"] + 1.0) * 1.5, rtol=1e-12)
+    np.testing.assert_array_equal(first["rows"], tree["b"] * 2.0)
+    assert first["none"] is None and second["none"] is None
+
+
 def test_chunk_partials_layouts_against_numpy(rng):
     """Per-particle outputs (shaped like the input: written over its copy; of another dtype
     or shape; one value per chunk) and per-chunk sums land where numpy puts them, for every
