@@ -69,8 +69,13 @@ def test_simulation_config_errors():
     model = pt.ModelSpec(width=4)
     with pytest.raises(ValueError, match="t_max"):
         mf.SimulationConfig(model=model, data=data, t_max=-1.0)
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(ValueError, match="precision") as half:
         mf.SimulationConfig(model=model, data=data, precision="float16")
+    assert "'float32' is its lowest" in str(half.value) and "did you mean" not in str(half.value)
+    with pytest.raises(ValueError, match=r"did you mean 'float64'\?"):
+        mf.SimulationConfig(model=model, data=data, precision="flaot64")
+    with pytest.raises(ValueError, match="'float32' is its lowest"):
+        mf.presets.get("wang_ma", precision="bfloat16")
     with pytest.raises(ValueError, match=r"data.y must be \+-1"):
         mf.SimulationConfig(model=pt.ModelSpec(width=4, loss="logistic"), data=data)
     with pytest.raises(ValueError, match="solver.dt"):
