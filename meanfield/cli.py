@@ -82,13 +82,21 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     fields = {k: v for k, v in overrides.items() if k not in allowed}
     for name, spelled in given.items():  # e.g. --set kappa=... sets model.init.scale too
         if name in allowed and name not in ARGUMENT_FIELDS and fields:
-            without = {k: v for k, v in kwargs.items() if k != name}
-            try:  # the preset without this argument may not validate (kappa with t_max)
-                set_by = _fields_set_by(presets.get(preset, **kwargs),
-                                        presets.get(preset, **without))
+            try:
+                config = presets.get(preset, **kwargs)
             except ValueError:
                 continue  # the build below reports what is wrong with the arguments as given
-            for key in set_by:
+            # the fields that move with the argument: against the preset without it, and
+            # against other values of it (it may be given at its default)
+            others = [{k: v for k, v in kwargs.items() if k != name}]
+            others += [dict(kwargs, **{name: probe}) for probe in _other_values(kwargs[name])]
+            set_by = set()
+            for other in others:
+                try:  # another value may not validate (kappa with t_max)
+                    set_by.update(_fields_set_by(config, presets.get(preset, **other)))
+                except ValueError:
+                    pass
+            for key in sorted(set_by):
                 clash = [f for f in fields if f == key or f.startswith(key + ".")]
                 if clash:
                     raise UsageError(f"{spelled} and {typed[clash[0]]} both set {key}: give one "
@@ -109,6 +117,21 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
             raise UsageError(f"--set {key}: {key} is a group of config fields; set one of them "
                              f"(--set {key}.{names[0]}=...): {', '.join(names)}")
     return config.replace(**fields) if fields else config
+
+
+def _other_values(value) -> list:
+    """Values of a preset argument other than ``value``, to find the fields it sets."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1]
+    if isinstance(value, float):
+        return [2.0 * value, 0.5 * value]
+    if value is None or isinstance(value, str):  # precision
+        from meanfield.config import PRECISIONS
+
+        return [p for p in PRECISIONS if p != value]
+    return []
 
 
 def _fields_set_by(config, other) -> list[str]:

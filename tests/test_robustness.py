@@ -196,6 +196,14 @@ def test_messages_say_how_to_go_on(capsys, tmp_path):
                      "--set", "model.init.scale=0.1"]) == 2
     assert ("--set kappa=0.05 and --set model.init.scale=0.1 both set model.init.scale"
             in capsys.readouterr().err)
+    # ...at its default value too (0.1): the field would win, and kappa's save.t_min stay
+    with pytest.raises(cli.UsageError, match=r"--set kappa=0.1 and --set model.init.scale=0.2 "
+                                             r"both set model.init.scale"):
+        cli.build_config("wang_ma", sets=["kappa=0.1", "model.init.scale=0.2"])
+    # a field the argument does not set is no clash, whatever the argument's value
+    for kappa in ("0.1", "0.05"):
+        config = cli.build_config("wang_ma", sets=[f"kappa={kappa}", "solver.rtol=1e-4"])
+        assert (config.model.init.scale, config.solver.rtol) == (float(kappa), 1e-4)
     # ...but a preset that would not validate without the argument is no clash
     config = cli.build_config("wang_ma", t_max=1e-5, sets=["kappa=0.001", "solver.rtol=1e-4"])
     assert (config.model.init.scale, config.solver.rtol) == (0.001, 1e-4)
