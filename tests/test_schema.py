@@ -11,7 +11,7 @@ import meanfield as mf
 import meanfield.particles as pt
 from meanfield import schema
 from meanfield.cli import main
-from meanfield.io import export_netcdf, open_run, save_run
+from meanfield.io import export_netcdf, open_run, run_config, save_run
 from meanfield.limits import kernel, mean_field, reference, wang_ma
 from meanfield.limits.compare import compare
 from meanfield.plot import luo_scatter, neuron_rays, save_all, training_curves
@@ -211,6 +211,13 @@ def test_compare_refuses_incompatible_configs_naming_the_field(kinds, runs):
             other_data.replace(**{"model.parametrisation.gamma": 0.5})))
     with pytest.raises(ValueError, match="differ in model.init"):
         compare(runs["limit:mean_field_reference"], kinds["limit:mean_field"])
+    # the kernel limit is the kernel flow of its own width: another width is refused
+    run = runs["limit:kernel"]
+    width = run_config(run).model.width
+    other_width = kernel.kernel_limit(run_config(run).replace(**{"model.width": 2 * width}))
+    with pytest.raises(ValueError, match=rf"differ in model.width \(run {width}, limit "
+                                         rf"{2 * width}\)"):
+        compare(run, other_width)
     with pytest.raises(ValueError, match=r"model.parametrisation regime \(run 'critical', limit "
                                          r"'linear'\)"):
         compare(runs["limit:mean_field_reference"], kinds["limit:kernel"])

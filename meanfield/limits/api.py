@@ -31,6 +31,9 @@ from meanfield.schema import LIMIT_KINDS as KINDS
 # take their default save times from the time scale of the config's drawn initial particles
 # (width and seed). The reduced Wang & Ma model and the quadrature reference depend on neither.
 DEPENDS_ON_WIDTH_AND_SEED = ("mean_field", "kernel")
+# Limits whose dynamics are those of the config's width (the kernel flow of K_m): compared only
+# with runs of that width.
+DYNAMICS_AT_WIDTH = ("kernel",)
 
 
 def applicable_limits(config) -> dict[str, str]:

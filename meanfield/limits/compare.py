@@ -74,8 +74,11 @@ def config_differences(run: xr.Dataset, limit: xr.Dataset) -> list[str]:
     """Fields on which the configs of ``run`` and ``limit`` disagree (width, seed, solver and
     save times may differ): ``data.x``, ``data.y``, ``data.weights``, ``data.x_eval``,
     ``model.loss``, ``model.bias``, ``model.output``, ``model.init`` and the parametrisation
-    regime. Without a recorded config on either side, the stored data arrays are compared."""
+    regime, and ``model.width`` for a limit whose dynamics are those of its width (the kernel
+    limit, ``limits.api.DYNAMICS_AT_WIDTH``). Without a recorded config on either side, the
+    stored data arrays are compared."""
     from meanfield.io import run_config
+    from meanfield.limits.api import DYNAMICS_AT_WIDTH
 
     if "config" in run.attrs and "config" in limit.attrs:
         a, b = run_config(run), run_config(limit)
@@ -84,6 +87,9 @@ def config_differences(run: xr.Dataset, limit: xr.Dataset) -> list[str]:
         fields.update({f"model.{name}": (getattr(a.model, name), getattr(b.model, name))
                        for name in ("loss", "bias", "output", "init")})
         fields["model.parametrisation regime"] = (_regime(a), _regime(b))
+        if any(kind_of(ds) == f"limit:{kind}" for ds in (run, limit)
+               for kind in DYNAMICS_AT_WIDTH):
+            fields["model.width"] = (a.model.width, b.model.width)
     else:
         fields = {f"data.{name}": (run[var].values, limit[var].values) for name, var in
                   (("x", "x_train"), ("y", "y_train"), ("x_eval", "x_eval"))
