@@ -481,7 +481,7 @@ def cmd_plot(args) -> int:
     with frozen_imports():
         import meanfield.store  # noqa: F401 (zarr, for load_run)
         from meanfield.io import load_run
-        from meanfield.plot import import_figure_modules, save_all
+        from meanfield.plot import check_figure_folder, import_figure_modules, save_all
 
         import_figure_modules()
 
@@ -490,6 +490,8 @@ def cmd_plot(args) -> int:
               file=sys.stderr)
         return 2
     try:
+        if args.out:
+            check_figure_folder(args.out, "--out")
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always")
             paths = save_all(load_run(args.run), args.out or _default_plot_dir(args.run))

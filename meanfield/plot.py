@@ -884,6 +884,18 @@ def figure_names(ds: xr.Dataset) -> list[str]:
     return [name for name, _ in _figure_jobs(ds)]
 
 
+def check_figure_folder(out_dir: str | os.PathLike, name: str = "out_dir") -> None:
+    """Raise ``ValueError`` (naming the parameter ``name``) if ``out_dir`` is a zarr store or
+    lies inside one: a file a store never writes would make it foreign, no longer replaceable."""
+    from meanfield.store import enclosing_store
+
+    store = enclosing_store(out_dir)
+    if store is not None:
+        beside = store[:-len(".zarr")] if store.endswith(".zarr") else store
+        raise ValueError(f"{name} {os.fspath(out_dir)} is inside the store {store}: figures go "
+                         f"beside a store, not into it (meanfield run and plot use {beside}_plots)")
+
+
 def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI,
              names=None) -> list[str]:
     """Write the applicable PNGs of a run to ``out_dir`` (created) and return their paths
@@ -893,9 +905,13 @@ def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI,
     or snapshots; rays.png (at the phase boundaries) with snapshots; luo_scatter.png with
     snapshots of 1-D inputs with bias. A figure the run's kind would have but its data lack is
     skipped with a warning. Figures are drawn off-screen (Agg, no pyplot).
+
+    Raises:
+        ValueError: ``out_dir`` is a zarr store or lies inside one (``check_figure_folder``).
     """
     require(ds, ("loss", "f_train", "x_train"), "save_all")
     out_dir = os.fspath(out_dir)
+    check_figure_folder(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     jobs = _figure_jobs(ds)
     for name, needs in SKIP_NOTES.items():

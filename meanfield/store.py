@@ -262,6 +262,23 @@ def store_status(path: str) -> str:
     return "finished" if progress.get("finished") else "unfinished"
 
 
+# files only a zarr store (or a store of this library being created) has at its top
+_STORE_MARKERS = (".zgroup", "zarr.json", LOCK, "_progress")
+
+
+def enclosing_store(path: str) -> str | None:
+    """The zarr store that ``path`` is or lies inside (the nearest one), or None."""
+    path = os.path.abspath(os.fspath(path))
+    while True:
+        if os.path.isdir(path) and any(os.path.lexists(os.path.join(path, name))
+                                       for name in _STORE_MARKERS):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def check_store_label(name: str) -> None:
     """Raise ``StoreError`` unless the config name ``name`` can label a default store path
     (``runs/NAME-...zarr``): a plain label, no path separator, not empty, no leading '.'."""

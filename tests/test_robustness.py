@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import meanfield as mf
 from meanfield import cli, presets
+from meanfield.plot import check_figure_folder
 from meanfield.config import Observe, SaveAt
 from meanfield.particles.model import TrainingData
 
@@ -219,6 +220,19 @@ def test_messages_say_how_to_go_on(capsys, tmp_path):
     (tmp_path / "figures").write_text("mine")
     assert cli.main(["plot", "/nonexistent/run.zarr", "--out", str(tmp_path / "figures")]) == 2
     assert "is a file; give a folder for the figures" in capsys.readouterr().err
+    # figures inside a store would make it foreign (no longer replaceable): refused
+    store = tmp_path / "run.zarr"
+    store.mkdir()
+    (store / ".zgroup").write_text("{}")
+    for inside in (store, store / "figures"):
+        assert cli.main(["plot", "/nonexistent/run.zarr", "--out", str(inside)]) == 2
+        assert (f"--out {inside} is inside the store {store}: figures go beside a store, not "
+                f"into it (meanfield run and plot use {tmp_path / 'run'}_plots)"
+                in capsys.readouterr().err)
+        with pytest.raises(ValueError, match="out_dir .* is inside the store"):
+            check_figure_folder(inside)
+    assert not (store / "figures").exists()
+    check_figure_folder(tmp_path / "plain")  # a folder beside it is fine
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a meanfield run store") as info:
