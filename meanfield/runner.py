@@ -428,7 +428,7 @@ def _simulate(config: SimulationConfig, *, progress, out, resume: bool, overwrit
                               f"t_max={config.t_max}", _result(recorder, store, started, "max_steps"))
     if early is not None:
         warnings.warn(f"run stopped at t={t_final:.6g} ({early}): {STOP_REASONS[early]}",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning, stacklevel=3)  # the caller of simulate
         return _result(recorder, store, started, early)
     # t is kept in the run's precision: a float32 t_max is t_max rounded (a few ulps below)
     reached = t_final >= config.t_max * (1 - 4 * float(np.finfo(np.dtype(config.precision)).eps))

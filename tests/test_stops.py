@@ -87,7 +87,8 @@ def test_a_run_whose_neurons_all_die_stops_with_its_own_reason(tmp_path):
         ds = mf.simulate(config, progress=False)
     assert ds.attrs["stop_reason"] == "all_dead"
     assert float(ds.t[-1]) < 1e5 < config.t_max
-    assert any("all_dead" in str(w.message) for w in caught)
+    dead = [w for w in caught if "all_dead" in str(w.message)]
+    assert dead and dead[0].filename == __file__  # points at the caller's line
     code = main(["run", "luo_1d", "--width", "1000", "--set", "gamma=1.75",
                  "--set", "solver.kind='euler'", "--set", "solver.dt=100", "--no-plots",
                  "--no-progress", "--out", str(tmp_path / "dead.zarr")])
