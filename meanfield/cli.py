@@ -33,6 +33,34 @@ EPILOG = """examples:
   meanfield run wang_ma --set solver.rtol=1e-4 --out runs/tight.zarr
 """
 
+# the examples each command's --help ends with (run's are the top level's)
+EXAMPLES = {
+    "run": EPILOG,
+    "verify": """examples:
+  meanfield verify runs/wang_ma-m100-s0.zarr               # sizes and checksums
+  meanfield verify runs/wang_ma-m100-s0.zarr --sizes-only  # sizes only (fast)
+""",
+    "presets": """examples:
+  meanfield presets                           # names, arguments and their defaults
+""",
+    "plot": """examples:
+  meanfield plot runs/wang_ma-m100-s0.zarr    # into runs/wang_ma-m100-s0_plots/
+  meanfield plot runs/wang_ma-m100-s0.zarr --out figures/
+""",
+    "limit": """examples:
+  meanfield limit wang_ma                     # Wang & Ma's reduced model
+  meanfield limit luo_1d --set gamma=0.5 --width 256 --kind kernel
+  meanfield limit luo_1d --kind mean_field_reference --option 'levels=(256, 1024)'
+""",
+    "compare": """examples:
+  meanfield compare runs/wang_ma-m100-s0.zarr runs/wang_ma-limit-wang_ma.zarr
+  meanfield compare runs/wang_ma-m100-s0.zarr runs/wang_ma-limit-wang_ma.zarr --out gap.nc
+""",
+    "export": """examples:
+  meanfield export runs/wang_ma-m100-s0.zarr wang_ma.nc
+""",
+}
+
 
 class UsageError(ValueError):
     """A command line that cannot be run as typed (exit status 2)."""
@@ -610,8 +638,11 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meanfield", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a preset and write its dataset (zarr)",
-                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name: str, help: str):
+        return sub.add_parser(name, help=help, epilog=EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run", "run a preset and write its dataset (zarr)")
     _add_config_arguments(run)
     run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr, with each "
                      "preset argument given a non-default value after PRESET, e.g. "
@@ -628,20 +659,20 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="split the particles over the first N devices (default: one; on "
                           "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     run.set_defaults(func=cmd_run)
-    verify = sub.add_parser("verify", help="check a run or sweep store against its checksums")
+    verify = command("verify", "check a run or sweep store against its checksums")
     verify.add_argument("run", help="run or sweep store (zarr directory)")
     verify.add_argument("--sizes-only", action="store_true",
                         help="check the chunk files' sizes only (fast; opening a run does this)")
     verify.set_defaults(func=cmd_verify)
-    presets = sub.add_parser("presets", help="list the presets and their arguments")
+    presets = command("presets", "list the presets and their arguments")
     presets.set_defaults(func=cmd_presets)
-    plot = sub.add_parser("plot", help="write the figures (PNG) of a run store")
+    plot = command("plot", "write the figures (PNG) of a run store")
     plot.add_argument("run", help="run store (zarr directory)")
     plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
     plot.set_defaults(func=cmd_plot)
     from meanfield.schema import LIMIT_KINDS
 
-    limit = sub.add_parser("limit", help="compute the infinite-width limit of a preset config")
+    limit = command("limit", "compute the infinite-width limit of a preset config")
     _add_config_arguments(limit)
     limit.add_argument("--kind", default="auto",
                        help=f"auto (the first that applies) or one of {', '.join(LIMIT_KINDS)}")
@@ -654,15 +685,15 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="option of the limit solver, e.g. n_cells=512 (mean_field), "
                             "samples=64 (kernel), 'levels=(256, 1024)' (mean_field_reference); "
                             "repeatable")
-    limit.add_argument("--overwrite", action="store_true")
+    limit.add_argument("--overwrite", action="store_true", help="replace an existing store")
     limit.set_defaults(func=cmd_limit)
-    comp = sub.add_parser("compare", help="distances between a run and a limit over t")
+    comp = command("compare", "distances between a run and a limit over t")
     comp.add_argument("run", help="run store")
     comp.add_argument("limit", help="limit store")
     comp.add_argument("--out", help="netCDF file for the distances")
     comp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     comp.set_defaults(func=cmd_compare)
-    export = sub.add_parser("export", help="write a run store to a netCDF file")
+    export = command("export", "write a run store to a netCDF file")
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
     export.add_argument("--overwrite", action="store_true", help="replace an existing file")

@@ -186,6 +186,22 @@ BAD_LINES = ([RUN + ["--set", item] for item in BAD_SETS] + [
 ])
 
 
+def test_every_command_help_ends_with_examples(capsys):
+    """The top level says every command has --help with examples: each command's does, and
+    each example parses as a command line of that command."""
+    import shlex
+
+    commands = cli.make_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        help_text = parser.format_help()
+        assert "\nexamples:\n" in help_text, name
+        for line in help_text.split("\nexamples:\n")[1].splitlines():
+            if line.strip().startswith("meanfield "):
+                argv = shlex.split(line.split("  #")[0])[1:]
+                assert argv[0] == name, line
+                cli.make_parser().parse_args(argv)  # raises SystemExit on a bad example
+
+
 def test_messages_say_how_to_go_on(capsys, tmp_path):
     assert cli.main(RUN + ["--set", "solver=euler"]) == 2
     assert ("solver is a group of config fields; set one of them (--set solver.kind=...)"

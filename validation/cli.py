@@ -19,7 +19,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "validate", help="run a validation study and write its report.md",
         description="Run a validation study (see --list) and write DIR/report.md with its "
-                    "figures.")
+                    "figures.",
+        epilog="""examples:
+  meanfield validate --list                   # the studies and what each checks
+  meanfield validate boursier --quick         # small, fast version (about 10 s)
+  meanfield validate wang-ma --out reports/wang-ma
+  meanfield validate luo-slopes --workers 2   # sweep points on a local Dask cluster
+""", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", nargs="?", help="study name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the studies")
     parser.add_argument("--all", action="store_true",
