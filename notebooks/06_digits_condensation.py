@@ -102,7 +102,7 @@ for (m, s), ds in runs.items():
 # At the default sizes, small initial scales condense. At lambda = 1e-4 the effective number of
 # directions falls from 31.6 (m = 50; 55.2 at m = 100) to about 1.1 near t = 80 and ends at
 # 1.98 at both widths: one direction per output sign (the per-phase table below, m = 100: the
-# neurons with a > 0 end at +17 degrees and those with a < 0 at +130 degrees in the plane of
+# neurons with a > 0 end at +163 degrees and those with a < 0 at +50 degrees in the plane of
 # the top two components, each sign at effective count 1.00). The onset (t = 13.6 at m = 50, 11
 # at m = 100) is the same at lambda = 1e-2: while f is small the directions of balanced neurons
 # turn at a rate independent of lambda. It comes during the initial alignment, long before the
