@@ -347,13 +347,17 @@ class SimulationConfig:
 
     def __post_init__(self):
         if not isinstance(self.model, ModelSpec):
-            raise ValueError("model must be a particles.ModelSpec")
+            raise ValueError("model must be a meanfield.ModelSpec, got "
+                             f"{type(self.model).__name__}")
         if not isinstance(self.data, TrainingData):
-            raise ValueError("data must be a particles.TrainingData")
+            raise ValueError("data must be a meanfield.TrainingData, got "
+                             f"{type(self.data).__name__}")
         if not isinstance(self.solver, Solver):
-            raise ValueError("solver must be a meanfield.Solver")
+            raise ValueError("solver must be a meanfield.Solver, got "
+                             f"{type(self.solver).__name__}")
         if not isinstance(self.save, SaveAt):
-            raise ValueError("save must be a meanfield.SaveAt")
+            raise ValueError("save must be a meanfield.SaveAt, got "
+                             f"{type(self.save).__name__}")
         check_positive("t_max", self.t_max)
         check_positive("loss_tol", self.loss_tol, allow_none=True)
         normalise_int(self, "seed", "seed", minimum=0, maximum=SEED_MAX)
@@ -366,7 +370,8 @@ class SimulationConfig:
         if self.model.loss in ("exponential", "logistic") and not np.all(np.abs(self.data.y) == 1):
             raise ValueError(f"data.y must be +-1 for model.loss={self.model.loss!r}")
         if not isinstance(self.observe, Observe):
-            raise ValueError("observe must be a meanfield.Observe")
+            raise ValueError("observe must be a meanfield.Observe, got "
+                             f"{type(self.observe).__name__}")
         fan_in = self.model.fan_in(self.data.input_dim)
         vectors = [v for _, v in self.observe.references] + list(self.observe.plane or ())
         if any(len(v) != fan_in for v in vectors):

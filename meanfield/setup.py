@@ -84,7 +84,8 @@ def custom_initial(config: SimulationConfig, initial, padded: pt.Particles) -> p
     """``initial`` (width,) / (width, D) validated and zero-padded like ``padded`` (the drawn
     particles of ``prepare``, laid out by ``pt.chunk_layout``, or their ``particle_shapes``)."""
     if not isinstance(initial, pt.Particles):
-        raise ValueError(f"initial must be a particles.Particles, got {type(initial).__name__}")
+        raise ValueError(f"initial must be meanfield.particles.Particles(a=..., w=...), got "
+                         f"{type(initial).__name__}")
     m = config.model.width
     fan_in = config.model.fan_in(config.data.input_dim)
     a, w = np.asarray(initial.a), np.asarray(initial.w)

@@ -202,9 +202,11 @@ class ModelSpec:
         check_choice("model.output", self.output, OUTPUT_LAYERS)
         check_choice("model.loss", self.loss, LOSSES)
         if not isinstance(self.parametrisation, Parametrisation):
-            raise ValueError("model.parametrisation must be a particles.Parametrisation")
+            raise ValueError("model.parametrisation must be a meanfield.Parametrisation, got "
+                             f"{type(self.parametrisation).__name__}")
         if not isinstance(self.init, InitialLaw):
-            raise ValueError("model.init must be a particles.InitialLaw")
+            raise ValueError("model.init must be a meanfield.InitialLaw, got "
+                             f"{type(self.init).__name__}")
         if self.init.asi and self.width % 2:
             raise ValueError(f"model.width={self.width} must be even with model.init.asi=True")
 
