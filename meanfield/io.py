@@ -165,10 +165,15 @@ def check_new_file(path: str | os.PathLike, overwrite: bool) -> str:
 
     Raises:
         FileExistsError: naming the path and how to go on.
+        FileNotFoundError: the folder of ``path`` does not exist.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise FileExistsError(f"{path} is a directory; give a file name such as run.nc")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: the folder {folder} does not exist; create it or "
+                                "choose another path")
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; choose another file name or pass overwrite=True "
                               "(--overwrite) to replace it")

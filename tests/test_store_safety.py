@@ -447,6 +447,10 @@ def test_netcdf_exports_never_replace_a_file_unasked_nor_leave_a_partial_one(
     mf.save_run(reference, out)
     assert cli.main(["export", out, str(notes)]) == 2
     assert "exists" in capsys.readouterr().err and notes.read_text() == "my notes"
+    missing = tmp_path / "no_such_folder" / "run.nc"  # named as given, no temporary name
+    assert cli.main(["export", out, str(missing)]) == 2
+    assert (f"meanfield: {missing}: the folder {missing.parent} does not exist; create it or "
+            "choose another path") in capsys.readouterr().err
     with pytest.raises(FileExistsError, match="overwrite=True"):
         mf.export_netcdf(reference, notes)
 
