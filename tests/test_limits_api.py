@@ -19,6 +19,8 @@ def test_condensed_regime_says_why():
         infinite_width(mf.presets.luo_1d(gamma=1.75))
     with pytest.raises(ValueError, match="kind="):
         infinite_width(mf.presets.luo_1d(gamma=0.5), kind="ntk")
+    with pytest.raises(ValueError, match=r"kind='kernal' is not allowed; .*did you mean 'kernel'"):
+        infinite_width(mf.presets.luo_1d(gamma=0.5), kind="kernal")
     with pytest.raises(ValueError, match="mean_field limit does not apply"):
         infinite_width(mf.presets.wang_ma(), kind="mean_field")
 

@@ -224,7 +224,7 @@ def test_sweep_killed_mid_way_resumes_without_recomputation_and_same_result(tmp_
     (dict(axes={"seed": ()}), "axis 'seed' has no values"),
     (dict(axes={"seed": (1, 1)}), "repeated values"),
     (dict(axes={"gamma": (float("nan"),)}), "finite numbers"),
-    (dict(axes={"gama": (1.0,)}), "neither arguments of the preset"),
+    (dict(axes={"gama": (1.0,)}), r"neither arguments of the preset .* \(did you mean 'gamma'\?\)"),
     (dict(axes={"seed": (0,)}, fixed={"seed": 1}), "both axes and fixed"),
     (dict(axes={"t": (1.0,)}), "clash with the summary dims"),
     (dict(axes={"seed": 3}), "must be a sequence"),

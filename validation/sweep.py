@@ -101,7 +101,8 @@ from meanfield.store import (PROGRESS, check_resumable_versions,  # one commit p
                              quiet_zarr, read_progress, remove_store, verify_store,
                              write_json_atomic, write_part_manifest)
 from meanfield.validation.executors import check_executor
-from meanfield.particles._validate import check_positive, named_arguments, normalise_int
+from meanfield.particles._validate import (check_positive, closest, named_arguments,
+                                            normalise_int)
 from meanfield.schema import sweep_summary_attrs
 
 FORMAT_VERSION = 1
@@ -272,9 +273,11 @@ class Sweep:
         unknown = [n for n in self.names if n not in self.builder_arguments and "." not in n
                    and n not in _config_fields()]
         if unknown:
+            known = sorted(set(self.builder_arguments) | set(_config_fields()))
             raise ValueError(f"sweep names {unknown} are neither arguments of the preset "
                              f"({sorted(self.builder_arguments)}) nor config fields "
-                             f"({sorted(_config_fields())}, dotted for nested ones)")
+                             f"({sorted(_config_fields())}, dotted for nested ones)"
+                             f"{closest(unknown[0], known)}")
         build_configs(self)  # every point's config is valid (a dotted name, a value)
 
     # -- grid -----------------------------------------------------------------------

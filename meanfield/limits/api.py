@@ -24,6 +24,7 @@ import json
 
 import xarray as xr
 
+from meanfield.particles._validate import check_choice
 from meanfield.schema import LIMIT_KINDS as KINDS
 
 # What each limit's Dataset depends on besides the data, loss, initial law and times: the
@@ -87,7 +88,7 @@ def resolve_kind(config, kind: str = "auto") -> str:
             raise ValueError("no infinite-width limit applies to this config:\n" + "\n".join(
                 f"  {k}: {why}" for k, why in reasons.items()))
     elif kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not allowed; choose one of {('auto', *KINDS)}")
+        check_choice("kind", kind, ("auto", *KINDS))  # raises, with the closest kind
     elif reasons[kind] != "applies":
         raise ValueError(f"the {kind} limit does not apply: {reasons[kind]}")
     return kind
