@@ -74,6 +74,26 @@ def normalise_int(obj, field: str, name: str, *, minimum: int = 1,
                                              maximum=maximum))
 
 
+def check_times(name: str, t, *, allow_inf: bool = False):
+    """``t`` as a float array (k,) of strictly increasing times >= 0, finite unless
+    ``allow_inf`` (a last time +inf: the converged state), or None for None."""
+    if t is None:
+        return None
+    import numpy as np
+
+    try:
+        times = np.atleast_1d(np.asarray(t, float))
+    except (TypeError, ValueError):
+        times = None
+    if (times is None or times.ndim != 1 or np.any(np.isnan(times)) or np.any(times < 0)
+            or np.any(np.isinf(times[:-1])) or (not allow_inf and np.isinf(times[-1]))
+            or np.any(np.diff(times[np.isfinite(times)]) <= 0)):
+        text = repr(t) if len(repr(t)) < 60 else repr(t)[:57] + "..."
+        kind = "times >= 0 (the last may be inf)" if allow_inf else "finite times >= 0"
+        raise ValueError(f"{name}={text} is not allowed; it must be strictly increasing {kind}")
+    return times
+
+
 def check_finite(name: str, value) -> None:
     if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)):
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number")

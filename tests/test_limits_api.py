@@ -3,7 +3,8 @@
 import pytest
 
 import meanfield as mf
-from meanfield.limits.api import applicable_limits, infinite_width
+from meanfield.cli import main
+from meanfield.limits.api import applicable_limits, check_options, infinite_width
 
 
 def test_regimes_pick_their_limit():
@@ -55,3 +56,32 @@ def test_a_mistyped_limit_option_names_the_options(kind, typo, match):
     config = mf.presets.wang_ma() if kind == "wang_ma" else mf.presets.luo_1d(gamma=0.5, width=500)
     with pytest.raises(ValueError, match=match):  # before any compute: a TypeError otherwise
         infinite_width(config, kind=kind, **{typo: 3})
+
+
+@pytest.mark.parametrize("kind, options, match", [
+    ("kernel", {"samples": "abc"}, r"samples='abc' is not allowed; it must be an integer >= 2"),
+    ("kernel", {"part": "k2"}, r"part='k2' is not allowed; choose one of \('both', 'k1', 'k0'\)"),
+    ("kernel", {"t": [1.0, float("inf"), 2.0]}, r"t=.* \(the last may be inf\)"),
+    ("mean_field", {"cfl": 0.7}, r"cfl=0.7 must be in \(0, 1/2\]"),
+    ("mean_field", {"t": [0.0, float("nan")]}, r"t=.* strictly increasing finite times >= 0"),
+    ("mean_field_reference", {"levels": (256, 1000)}, r"powers of two"),
+    ("wang_ma", {"rho_plus": 2}, r"rho_plus=2 is not allowed; it must be a fraction"),
+    ("wang_ma", {"t": [2.0, 1.0]}, r"t=\[2.0, 1.0\] is not allowed"),
+])
+def test_a_limit_option_value_is_checked_before_any_compute_and_any_store(
+        kind, options, match, tmp_path, capsys):
+    """check_options (what infinite_width and meanfield limit call first) refuses the values
+    each solver refuses; on the command line before the store at --out is looked at (it was
+    reported as a store of other options, with advice to overwrite it)."""
+    check_options(kind, {"t": [0.0, 1.0]})  # a good value passes
+    with pytest.raises(ValueError, match=match):
+        check_options(kind, options)
+    if kind == "kernel":
+        out = tmp_path / "limit.zarr"
+        out.mkdir()  # anything at --out: the option is refused before it is read
+        (out / "notes.txt").write_text("mine")
+        argv = ["limit", "luo_1d", "--set", "gamma=0.5", "--width", "256", "--out", str(out)]
+        argv += [f"--option={key}={value!r}" for key, value in options.items()]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "holds something else" not in err and "not allowed" in err, err

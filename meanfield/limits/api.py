@@ -181,9 +181,23 @@ def _solver(kind: str):
     return solve
 
 
+def _option_check(kind: str):
+    """The function that checks the option values of the limit ``kind``'s solver."""
+    if kind == "wang_ma":
+        from meanfield.limits.wang_ma import check_wang_ma_options as check
+    elif kind == "mean_field":
+        from meanfield.limits.mean_field import check_mean_field_options as check
+    elif kind == "mean_field_reference":
+        from meanfield.limits.reference import check_reference_options as check
+    else:
+        from meanfield.limits.kernel import check_kernel_options as check
+    return check
+
+
 def check_options(kind: str, options: dict) -> None:
     """Raise a ValueError naming an option the solver of limit ``kind`` does not take, with
-    its options and the closest one (before any compute)."""
+    its options and the closest one, or an option value it does not allow (before any compute
+    and before a store is looked at)."""
     import inspect
 
     from meanfield.particles._validate import closest
@@ -194,3 +208,4 @@ def check_options(kind: str, options: dict) -> None:
             raise ValueError(f"option {name!r} is not one of the {kind} limit's options"
                              f"{closest(name, allowed)}: "
                              f"{', '.join(allowed) if allowed else 'it takes none'}")
+    _option_check(kind)(**options)

@@ -75,6 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from meanfield.particles._validate import check_choice, check_times
 from meanfield.particles.losses import loss_derivative, loss_value
 from meanfield.schema import build
 
@@ -394,11 +395,21 @@ def _loss64(loss: str, f, y) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- Dataset
 
+def check_kernel_options(*, t=None, part: str | None = None, samples: int = 256,
+                         seed: int = 0) -> None:
+    """Raise a ValueError naming a ``kernel_limit`` option whose value is not allowed."""
+    if part is not None:
+        check_choice("part", part, PARTS)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 2:
+        raise ValueError(f"samples={samples!r} is not allowed; it must be an integer >= 2")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not allowed; it must be an integer >= 0")
+    check_times("t", t, allow_inf=True)
+
+
 def _times(config, t):
     if t is not None:
-        t = np.atleast_1d(np.asarray(t, float))
-        if np.any(t < 0) or np.any(np.diff(t) <= 0):
-            raise ValueError("t must be strictly increasing times >= 0")
+        t = check_times("t", t, allow_inf=True)
         return t if t[0] == 0 else np.concatenate([[0.0], t])
     from meanfield.setup import particle_time_scale, prepare
 
@@ -441,14 +452,9 @@ def kernel_limit(config, *, t=None, part: str | None = None, samples: int = 256,
         ``mc_standard_error_loss_expected`` (the variances' relative standard error is about
         sqrt(2 / (samples - 1))).
     """
+    check_kernel_options(t=t, part=part, samples=samples, seed=seed)
     spec, data = config.model, config.data
     part = kernel_part_of(config) if part is None else part
-    if part not in PARTS:
-        raise ValueError(f"part={part!r}; choose one of {PARTS}")
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 2:
-        raise ValueError(f"samples={samples!r} is not allowed; it must be an integer >= 2")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not allowed; it must be an integer >= 0")
     times = _times(config, t)
     xt, xe, kxx, kex = _config_kernels(config, part)
     weights, y = np.asarray(data.weights, float), np.asarray(data.y, float)

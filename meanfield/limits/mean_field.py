@@ -51,7 +51,7 @@ import numpy as np
 import xarray as xr
 
 from meanfield.config import SimulationConfig
-from meanfield.particles._validate import check_bool, check_int, check_positive
+from meanfield.particles._validate import check_bool, check_int, check_positive, check_times
 from meanfield.schema import build
 
 SIGNS = ("+", "-", "all")
@@ -215,6 +215,24 @@ class _PDE:
         return M
 
 
+def check_mean_field_options(*, n_cells: int = 2048, t=None, cfl: float = 0.4,
+                             reaction: float = 0.05, kernel: float = 0.5, transport: bool = True,
+                             react: bool = True, stop_at_loss_tol: bool = True) -> int:
+    """Raise a ValueError naming a ``mean_field_limit`` option whose value is not allowed;
+    returns ``n_cells`` as an int."""
+    n_cells = check_int("n_cells", n_cells, minimum=4)
+    check_positive("cfl", cfl)
+    if not cfl <= 0.5:
+        raise ValueError(f"cfl={cfl} must be in (0, 1/2] (positivity of the upwind step)")
+    for name, value in (("reaction", reaction), ("kernel", kernel)):
+        check_positive(name, value)
+    for name, value in (("transport", transport), ("react", react),
+                        ("stop_at_loss_tol", stop_at_loss_tol)):
+        check_bool(name, value)
+    check_times("t", t)
+    return n_cells
+
+
 def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
                      cfl: float = 0.4, reaction: float = 0.05, kernel: float = 0.5,
                      transport: bool = True, react: bool = True,
@@ -244,15 +262,9 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
     from meanfield.setup import particle_time_scale, prepare
 
     check_config(config)
-    n_cells = check_int("n_cells", n_cells, minimum=4)
-    check_positive("cfl", cfl)
-    if not cfl <= 0.5:
-        raise ValueError(f"cfl={cfl} must be in (0, 1/2] (positivity of the upwind step)")
-    for name, value in (("reaction", reaction), ("kernel", kernel)):
-        check_positive(name, value)
-    for name, value in (("transport", transport), ("react", react),
-                        ("stop_at_loss_tol", stop_at_loss_tol)):
-        check_bool(name, value)
+    n_cells = check_mean_field_options(n_cells=n_cells, t=t, cfl=cfl, reaction=reaction,
+                                       kernel=kernel, transport=transport, react=react,
+                                       stop_at_loss_tol=stop_at_loss_tol)
     started = time.time()
     if t is None:
         scale = math.nan
@@ -261,9 +273,7 @@ def mean_field_limit(config: SimulationConfig, *, n_cells: int = 2048, t=None,
             scale = particle_time_scale(problem, particles)
         times, _ = config.save.schedule(config.t_max, scale)
     else:
-        times = np.atleast_1d(np.asarray(t, float))
-        if not np.all(np.isfinite(times)) or np.any(times < 0) or np.any(np.diff(times) <= 0):
-            raise ValueError("t must be strictly increasing finite times >= 0")
+        times = check_times("t", t)
         times = np.concatenate([[0.0], times[times > 0]])
 
     pde = _PDE(config, n_cells, cfl=cfl, reaction=reaction, kernel=kernel,

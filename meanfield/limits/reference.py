@@ -61,7 +61,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield.particles as pt
-from meanfield.particles._validate import check_bool, check_int
+from meanfield.particles._validate import check_bool, check_int, check_times
 from meanfield.schema import build
 
 DEFAULT_LEVELS = (2 ** 12, 2 ** 14, 2 ** 16)
@@ -239,6 +239,24 @@ def refinement_rate(levels, errors) -> float:
     return float(-np.polyfit(np.log(m[keep]), np.log(e[keep]), 1)[0])
 
 
+def check_reference_options(*, levels=DEFAULT_LEVELS, t=None, seed: int = SOBOL_SEED,
+                            stop_at_loss_tol: bool | None = None) -> tuple[int, ...]:
+    """Raise a ValueError naming a ``mean_field_reference`` option whose value is not allowed;
+    returns ``levels`` as a tuple of ints."""
+    try:
+        levels = tuple(check_int("levels", n, minimum=2) for n in levels)
+    except (TypeError, ValueError):
+        raise ValueError(f"levels={levels!r} is not allowed; it must be >= 2 strictly "
+                         "increasing powers of two") from None
+    if len(levels) < 2 or any(not _is_power_of_two(n) for n in levels) or \
+            any(b <= a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"levels={levels} must be >= 2 strictly increasing powers of two")
+    check_int("seed", seed, minimum=0, maximum=2**32 - 1)  # numpy's seed range
+    check_bool("stop_at_loss_tol", stop_at_loss_tol, allow_none=True)
+    check_times("t", t)
+    return levels
+
+
 def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = SOBOL_SEED,
                          stop_at_loss_tol: bool | None = None) -> xr.Dataset:
     """Particle-quadrature mean-field reference of ``config`` (see the module docstring).
@@ -269,23 +287,13 @@ def mean_field_reference(config, *, levels=DEFAULT_LEVELS, t=None, seed: int = S
     """
     from meanfield.runner import simulate
 
-    try:
-        levels = tuple(check_int("levels", n, minimum=2) for n in levels)
-    except (TypeError, ValueError):
-        raise ValueError(f"levels={levels!r} is not allowed; it must be >= 2 strictly "
-                         "increasing powers of two") from None
-    if len(levels) < 2 or any(not _is_power_of_two(n) for n in levels) or \
-            any(b <= a for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"levels={levels} must be >= 2 strictly increasing powers of two")
-    check_int("seed", seed, minimum=0, maximum=2**32 - 1)  # numpy's seed range
-    check_bool("stop_at_loss_tol", stop_at_loss_tol, allow_none=True)
+    levels = check_reference_options(levels=levels, t=t, seed=seed,
+                                     stop_at_loss_tol=stop_at_loss_tol)
     check_config(config)
     if t is None:
         times = _default_times(config, levels[-1])
     else:
-        times = np.atleast_1d(np.asarray(t, float))
-        if not np.all(np.isfinite(times)) or np.any(times < 0) or np.any(np.diff(times) <= 0):
-            raise ValueError("t must be strictly increasing finite times >= 0")
+        times = check_times("t", t)
         times = np.concatenate([[0.0], times[times > 0]])
     if times[-1] <= 0:
         raise ValueError("t must contain a positive time")

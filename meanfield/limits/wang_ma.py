@@ -38,6 +38,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from meanfield.particles._validate import check_finite, check_times
 from meanfield.schema import build
 
 __all__ = [
@@ -227,11 +228,24 @@ def _save_grid(config) -> np.ndarray:
     return np.r_[0.0, save.log_times(t_min, config.t_max)]
 
 
+def check_wang_ma_options(t=None, *, rho_plus: float | None = None,
+                          rho_minus: float | None = None) -> None:
+    """Raise a ValueError naming a ``wang_ma_limit`` option whose value is not allowed."""
+    check_times("t", t)
+    for name, value in (("rho_plus", rho_plus), ("rho_minus", rho_minus)):
+        if value is not None:
+            check_finite(name, value)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}={value!r} is not allowed; it must be a fraction of "
+                                 "the neurons in [0, 1]")
+
+
 def wang_ma_limit(config, t=None, *, rho_plus: float | None = None,
                   rho_minus: float | None = None) -> xr.Dataset:
     """The reduced model for a wang_ma preset config: p and delta from its data, rho_+ = 1/4 and
     the wedge rho_- unless given (e.g. from ``measured_rhos``); ``t`` defaults to a log grid
     like the run's save times."""
+    check_wang_ma_options(t, rho_plus=rho_plus, rho_minus=rho_minus)
     p, delta = data_geometry(config)
     rp = globals()["rho_plus"]() if rho_plus is None else rho_plus
     rm = globals()["rho_minus"](p, delta) if rho_minus is None else rho_minus
