@@ -186,14 +186,29 @@ def _argument_label(preset: str, *, t_max=None, sets=()) -> str:
     given = {key: value for key, value in _parse_sets(list(sets)).items() if key in defaults}
     if t_max is not None:
         given["t_max"] = t_max
-    parts = []
-    for name, default in defaults.items():
-        if name in given and name not in ("width", "seed") and given[name] != default:
-            value = given[name]
-            text = (format(value, "g") if isinstance(value, (int, float))
-                    and not isinstance(value, bool) else str(value))
-            parts.append(re.sub(r"[^A-Za-z0-9.+-]", "_", f"-{name}{text}"))
-    return "".join(parts)
+    return "".join(_label_part(name, given[name]) for name, default in defaults.items()
+                   if name in given and name not in ("width", "seed") and given[name] != default)
+
+
+def _option_label(kind: str, options: dict) -> str:
+    """``-NAMEVALUE`` for each limit solver option given a value other than its default, in
+    the solver's order: limits of other options get other default stores."""
+    from meanfield.limits.api import option_defaults, options_set
+
+    given = options_set(kind, options)
+    return "".join(_label_part(name, given[name]) for name in option_defaults(kind)
+                   if name in given)
+
+
+def _label_part(name: str, value) -> str:
+    """``-NAMEVALUE`` of a store name; characters other than letters, digits and ``.+-``
+    become ``_``."""
+    def text(v):
+        if isinstance(v, (tuple, list)):
+            return "_".join(text(item) for item in v)
+        return format(v, "g") if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", f"-{name}{text(value)}")
 
 
 def _default_out(config, label: str = "") -> str:
@@ -549,7 +564,8 @@ def cmd_limit(args) -> int:
         print(f"meanfield: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", store_name(
-        config, kind, _argument_label(args.preset, t_max=args.t_max, sets=args.set or ())))
+        config, kind, _argument_label(args.preset, t_max=args.t_max, sets=args.set or ())
+        + _option_label(kind, options)))
     if os.path.exists(out) and not args.overwrite:
         try:
             stored = open_run(out)
@@ -679,8 +695,8 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     limit.add_argument("--out", help="zarr directory (default runs/PRESET-limit-KIND.zarr; "
                                      "runs/PRESET-mM-sS-limit-KIND.zarr for the kinds that "
                                      "depend on width and seed: mean_field, kernel; each "
-                                     "preset argument given a non-default value follows "
-                                     "PRESET, as for run)")
+                                     "preset argument, then each --option, given a "
+                                     "non-default value follows PRESET, as for run)")
     limit.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="option of the limit solver, e.g. n_cells=512 (mean_field), "
                             "samples=64 (kernel), 'levels=(256, 1024)' (mean_field_reference); "

@@ -97,6 +97,12 @@ def test_store_names_follow_what_the_limit_depends_on(tmp_path, capsys, monkeypa
     assert "holds the infinite-width limit of this config" in capsys.readouterr().err
     assert main(["limit", "wang_ma", "--option", "foo=1"]) == 2  # a typo, not a clash
     assert "option 'foo' is not one of the wang_ma limit's options" in capsys.readouterr().err
+    # options given other values than their defaults follow the preset arguments in the name
+    assert main(["limit", "wang_ma", "--option", "rho_plus=0.3", "--option", "t=[1, 10]"]) == 0
+    assert capsys.readouterr().out.endswith(
+        "saved      runs/wang_ma-t1_10-rho_plus0.3-limit-wang_ma.zarr\n")  # the solver's order
+    assert main(["limit", "wang_ma", "--option", "rho_plus=None"]) == 0  # the default
+    assert "already computed" in capsys.readouterr().out
 
 
 def test_kind_help_lists_every_kind():

@@ -106,8 +106,18 @@ def store_name(config, kind: str, label: str = "") -> str:
     return f"{config.name}{label}{tag}-limit-{kind}.zarr"
 
 
-def _options_json(options: dict) -> str:
-    return json.dumps(options, sort_keys=True, default=str)
+def options_set(kind: str, options: dict) -> dict:
+    """The ``options`` of limit ``kind`` whose values differ from the solver's defaults (as
+    JSON: a list and a tuple of the same numbers are one value): the ones that make another
+    limit, which the store records and its default name shows."""
+    dump = lambda value: json.dumps(value, default=str)
+    defaults = option_defaults(kind)
+    return {name: value for name, value in options.items()
+            if name not in defaults or dump(value) != dump(defaults[name])}
+
+
+def _options_json(kind: str, options: dict) -> str:
+    return json.dumps(options_set(kind, options), sort_keys=True, default=str)
 
 
 def _as_limit_of(config_json: str, kind: str) -> dict:
@@ -126,7 +136,7 @@ def is_limit_of(ds: xr.Dataset, config, kind: str, options: dict | None = None) 
     from meanfield.schema import kind_of
 
     return (kind_of(ds) == f"limit:{kind}" and "limit_of" in ds.attrs
-            and ds.attrs.get("limit_options", "{}") == _options_json(options or {})
+            and ds.attrs.get("limit_options", "{}") == _options_json(kind, options or {})
             and _as_limit_of(ds.attrs["limit_of"], kind) == _as_limit_of(config.to_json(), kind))
 
 
@@ -139,7 +149,8 @@ def limit_differences(ds: xr.Dataset, config, kind: str, options: dict | None = 
 
     if kind_of(ds) != f"limit:{kind}" or "limit_of" not in ds.attrs:
         return f"a store of kind {kind_of(ds)!r}, not 'limit:{kind}'"
-    stored_options, given = ds.attrs.get("limit_options", "{}"), _options_json(options or {})
+    stored_options = ds.attrs.get("limit_options", "{}")
+    given = _options_json(kind, options or {})
     parts = [] if stored_options == given else [f"options (stored {stored_options}, given "
                                                 f"{given})"]
     changed = config_changes(json.dumps(_as_limit_of(ds.attrs["limit_of"], kind)),
@@ -158,14 +169,15 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
     Returns:
         The limit's Dataset (``meanfield.schema`` kind ``limit:<kind>``); ``attrs["limit_of"]``
         is the JSON of ``config`` (a limit's own ``config`` attr may differ, e.g. the
-        reference's finest quadrature width), ``attrs["limit_options"]`` that of ``options``.
+        reference's finest quadrature width), ``attrs["limit_options"]`` that of the
+        ``options`` given values other than their defaults (``options_set``).
     Raises:
         ValueError: naming the applicable limits and why the others do not apply.
     """
     kind = resolve_kind(config, kind)
     check_options(kind, options)
-    return _solver(kind)(config, **options).assign_attrs(limit_of=config.to_json(),
-                                                         limit_options=_options_json(options))
+    return _solver(kind)(config, **options).assign_attrs(
+        limit_of=config.to_json(), limit_options=_options_json(kind, options))
 
 
 def _solver(kind: str):
@@ -194,15 +206,21 @@ def _option_check(kind: str):
     return check
 
 
+def option_defaults(kind: str) -> dict:
+    """The options the solver of limit ``kind`` takes, with their default values."""
+    import inspect
+
+    parameters = list(inspect.signature(_solver(kind)).parameters.values())[1:]  # the config
+    return {p.name: p.default for p in parameters}
+
+
 def check_options(kind: str, options: dict) -> None:
     """Raise a ValueError naming an option the solver of limit ``kind`` does not take, with
     its options and the closest one, or an option value it does not allow (before any compute
     and before a store is looked at)."""
-    import inspect
-
     from meanfield.particles._validate import closest
 
-    allowed = list(inspect.signature(_solver(kind)).parameters)[1:]  # after the config
+    allowed = list(option_defaults(kind))
     for name in options:
         if name not in allowed:
             raise ValueError(f"option {name!r} is not one of the {kind} limit's options"
