@@ -211,6 +211,9 @@ def test_compare_refuses_incompatible_configs_naming_the_field(kinds, runs):
             other_data.replace(**{"model.parametrisation.gamma": 0.5})))
     with pytest.raises(ValueError, match="differ in model.init"):
         compare(runs["limit:mean_field_reference"], kinds["limit:mean_field"])
+    with pytest.raises(ValueError, match=r"the run is a limit \(limit:kernel\) and the limit a "
+                                         r"run: the arguments are swapped"):
+        compare(kinds["limit:kernel"], runs["limit:kernel"])
     # the kernel limit is the kernel flow of its own width: another width is refused
     run = runs["limit:kernel"]
     width = run_config(run).model.width

@@ -148,8 +148,9 @@ def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
         ``nan_where_limit_undefined`` the distances that are NaN because the limit is (a
         reduced model past its event; also warned about).
     Raises:
-        ValueError: a sweep summary, incompatible configs (naming the differing fields),
-            different time axes, or no overlapping times.
+        ValueError: a sweep summary, swapped arguments (a limit as ``run`` and a run as
+            ``limit``), incompatible configs (naming the differing fields), different time
+            axes, or no overlapping times.
     """
     check_positive("mmd_bandwidth", mmd_bandwidth)
     for ds, role in ((run, "run"), (limit, "limit")):
@@ -157,6 +158,9 @@ def compare(run: xr.Dataset, limit: xr.Dataset, *, mmd_bandwidth: float = 0.2,
         if "t" not in ds.coords:
             raise ValueError("run and limit share no comparable variables (f_eval, f_train, "
                              f"loss, density): the {role} has no time axis t")
+    if kind_of(run).startswith("limit:") and not kind_of(limit).startswith("limit:"):
+        raise ValueError(f"the run is a limit ({kind_of(run)}) and the limit a {kind_of(limit)}: "
+                         "the arguments are swapped; call compare(run, limit)")
     if _time_axis(run) != _time_axis(limit):
         raise ValueError(f"the run's t is {_time_axis(run)} and the limit's is "
                          f"{_time_axis(limit)}: they cannot be put on one time axis")
