@@ -180,30 +180,22 @@ def infinite_width(config, *, kind: str = "auto", **options) -> xr.Dataset:
         limit_of=config.to_json(), limit_options=_options_json(kind, options))
 
 
-def _solver(kind: str):
-    """The function that computes the limit ``kind`` (imported when first needed)."""
-    if kind == "wang_ma":
-        from meanfield.limits.wang_ma import wang_ma_limit as solve
-    elif kind == "mean_field":
-        from meanfield.limits.mean_field import mean_field_limit as solve
-    elif kind == "mean_field_reference":
-        from meanfield.limits.reference import mean_field_reference as solve
-    else:
-        from meanfield.limits.kernel import kernel_limit as solve
-    return solve
+# each kind's module, its solver and the check of the solver's option values (imported when
+# first needed: the command line lists the kinds without loading the solvers)
+_SOLVERS = {"wang_ma": ("wang_ma", "wang_ma_limit", "check_wang_ma_options"),
+            "mean_field": ("mean_field", "mean_field_limit", "check_mean_field_options"),
+            "mean_field_reference": ("reference", "mean_field_reference",
+                                     "check_reference_options"),
+            "kernel": ("kernel", "kernel_limit", "check_kernel_options")}
 
 
-def _option_check(kind: str):
-    """The function that checks the option values of the limit ``kind``'s solver."""
-    if kind == "wang_ma":
-        from meanfield.limits.wang_ma import check_wang_ma_options as check
-    elif kind == "mean_field":
-        from meanfield.limits.mean_field import check_mean_field_options as check
-    elif kind == "mean_field_reference":
-        from meanfield.limits.reference import check_reference_options as check
-    else:
-        from meanfield.limits.kernel import check_kernel_options as check
-    return check
+def _solver(kind: str, check: bool = False):
+    """The function that computes the limit ``kind`` (``check``: that checks its options)."""
+    import importlib
+
+    module_name, solve, check_options_of = _SOLVERS[kind]
+    module = importlib.import_module(f"meanfield.limits.{module_name}")
+    return getattr(module, check_options_of if check else solve)
 
 
 def option_defaults(kind: str) -> dict:
@@ -226,4 +218,4 @@ def check_options(kind: str, options: dict) -> None:
             raise ValueError(f"option {name!r} is not one of the {kind} limit's options"
                              f"{closest(name, allowed)}: "
                              f"{', '.join(allowed) if allowed else 'it takes none'}")
-    _option_check(kind)(**options)
+    _solver(kind, check=True)(**options)
