@@ -154,7 +154,7 @@ def _other_values(value) -> list:
     if isinstance(value, int):
         return [value + 1]
     if isinstance(value, float):
-        return [2.0 * value, 0.5 * value]
+        return [2.0 * value, 0.5 * value] if value else [1.0, -1.0]
     if value is None or isinstance(value, str):  # precision
         from meanfield.config import PRECISIONS
 
@@ -200,15 +200,24 @@ def _option_label(kind: str, options: dict) -> str:
                    if name in given)
 
 
+LABEL_VALUE_CHARS = 24  # a longer value (a list of save times) is named by a hash of it
+
+
 def _label_part(name: str, value) -> str:
     """``-NAMEVALUE`` of a store name; characters other than letters, digits and ``.+-``
-    become ``_``."""
+    become ``_``; a value longer than ``LABEL_VALUE_CHARS`` becomes the first 8 hex digits of
+    its SHA-256 (file names have at most 255 bytes)."""
+    import hashlib
+
     def text(v):
         if isinstance(v, (tuple, list)):
             return "_".join(text(item) for item in v)
         return format(v, "g") if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
-    return re.sub(r"[^A-Za-z0-9.+-]", "_", f"-{name}{text(value)}")
+    shown = text(value)
+    if len(shown) > LABEL_VALUE_CHARS:
+        shown = hashlib.sha256(shown.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", f"-{name}{shown}")
 
 
 def _default_out(config, label: str = "") -> str:
@@ -483,9 +492,15 @@ def _missing_figures(ds, out: str) -> list[str]:
 def _save_figures(ds, out: str, names=None) -> None:
     """Draw the figures of the run ``ds`` stored at ``out`` beside it (``names``: only these)
     and say where."""
-    from meanfield.plot import save_all
+    from meanfield.plot import check_figure_folder, save_all
 
-    plots = save_all(ds.load(), _default_plot_dir(out), names=names)
+    folder = _default_plot_dir(out)
+    try:  # e.g. a run stored inside another store: the run stands, its figures cannot
+        check_figure_folder(folder, "the figure folder")
+    except ValueError as exc:
+        print(f"meanfield: figures not written: {exc}", file=sys.stderr)
+        return
+    plots = save_all(ds.load(), folder, names=names)
     print(f"plots      {os.path.dirname(plots[0]) if plots else '-'}  "
           f"({', '.join(os.path.basename(p) for p in plots)})")
 
@@ -654,11 +669,11 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meanfield", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    def command(name: str, help: str):
+    def add_command(name: str, help: str):
         return sub.add_parser(name, help=help, epilog=EXAMPLES[name],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    run = command("run", "run a preset and write its dataset (zarr)")
+    run = add_command("run", "run a preset and write its dataset (zarr)")
     _add_config_arguments(run)
     run.add_argument("--out", help="zarr directory (default runs/PRESET-mM-sS.zarr, with each "
                      "preset argument given a non-default value after PRESET, e.g. "
@@ -675,20 +690,20 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="split the particles over the first N devices (default: one; on "
                           "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     run.set_defaults(func=cmd_run)
-    verify = command("verify", "check a run or sweep store against its checksums")
+    verify = add_command("verify", "check a run or sweep store against its checksums")
     verify.add_argument("run", help="run or sweep store (zarr directory)")
     verify.add_argument("--sizes-only", action="store_true",
                         help="check the chunk files' sizes only (fast; opening a run does this)")
     verify.set_defaults(func=cmd_verify)
-    presets = command("presets", "list the presets and their arguments")
+    presets = add_command("presets", "list the presets and their arguments")
     presets.set_defaults(func=cmd_presets)
-    plot = command("plot", "write the figures (PNG) of a run store")
+    plot = add_command("plot", "write the figures (PNG) of a run store")
     plot.add_argument("run", help="run store (zarr directory)")
     plot.add_argument("--out", help="output directory (default: RUN with .zarr replaced by _plots)")
     plot.set_defaults(func=cmd_plot)
     from meanfield.schema import LIMIT_KINDS
 
-    limit = command("limit", "compute the infinite-width limit of a preset config")
+    limit = add_command("limit", "compute the infinite-width limit of a preset config")
     _add_config_arguments(limit)
     limit.add_argument("--kind", default="auto",
                        help=f"auto (the first that applies) or one of {', '.join(LIMIT_KINDS)}")
@@ -703,13 +718,13 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
                             "repeatable")
     limit.add_argument("--overwrite", action="store_true", help="replace an existing store")
     limit.set_defaults(func=cmd_limit)
-    comp = command("compare", "distances between a run and a limit over t")
+    comp = add_command("compare", "distances between a run and a limit over t")
     comp.add_argument("run", help="run store")
     comp.add_argument("limit", help="limit store")
     comp.add_argument("--out", help="netCDF file for the distances")
     comp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     comp.set_defaults(func=cmd_compare)
-    export = command("export", "write a run store to a netCDF file")
+    export = add_command("export", "write a run store to a netCDF file")
     export.add_argument("run", help="run store (zarr directory)")
     export.add_argument("out", help="netCDF file to write, e.g. run.nc")
     export.add_argument("--overwrite", action="store_true", help="replace an existing file")

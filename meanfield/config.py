@@ -33,16 +33,17 @@ from meanfield.particles.model import (
 
 PRECISIONS = ("float32", "float64")
 HALF_PRECISIONS = ("float16", "bfloat16")  # refused with their own reason, not a "did you mean"
+MAX_SAVES = 10_000_000  # records per run: every one is held on the host while it streams
+MAX_BINS = 100_000  # histogram bins of an observable, recorded at every save
 
 
-def check_precision(value) -> None:
-    """Raise unless ``value`` is one of ``PRECISIONS``; half precision gets its own reason."""
+def check_precision_name(value) -> None:
+    """Raise unless ``value`` is one of ``PRECISIONS``; half precision gets its own reason
+    (whether the devices support the precision is ``meanfield.sharding.check_precision``)."""
     if isinstance(value, str) and value in HALF_PRECISIONS:
         raise ValueError(f"precision={value!r} is not allowed; choose one of {PRECISIONS}: the "
                          "engine has no half-precision mode, 'float32' is its lowest precision")
     check_choice("precision", value, PRECISIONS)
-MAX_SAVES = 10_000_000  # records per run: every one is held on the host while it streams
-MAX_BINS = 100_000  # histogram bins of an observable, recorded at every save
 
 
 def _floats(name: str, value, what: str) -> tuple[float, ...]:
@@ -361,7 +362,7 @@ class SimulationConfig:
         check_positive("t_max", self.t_max)
         check_positive("loss_tol", self.loss_tol, allow_none=True)
         normalise_int(self, "seed", "seed", minimum=0, maximum=SEED_MAX)
-        check_precision(self.precision)
+        check_precision_name(self.precision)
         if self.chunk_size is not None:
             normalise_int(self, "chunk_size", "chunk_size", minimum=1)
         normalise_int(self, "max_steps", "max_steps", minimum=1)  # an int32 counter

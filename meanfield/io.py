@@ -172,8 +172,9 @@ def check_new_file(path: str | os.PathLike, overwrite: bool) -> str:
         raise FileExistsError(f"{path} is a directory; give a file name such as run.nc")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{path}: the folder {folder} does not exist; create it or "
-                                "choose another path")
+        what = ("is a file; choose another path" if os.path.lexists(folder)
+                else "does not exist; create it or choose another path")
+        raise FileNotFoundError(f"{path}: the folder {folder} {what}")
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; choose another file name or pass overwrite=True "
                               "(--overwrite) to replace it")

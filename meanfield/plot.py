@@ -891,9 +891,8 @@ def check_figure_folder(out_dir: str | os.PathLike, name: str = "out_dir") -> No
 
     store = enclosing_store(out_dir)
     if store is not None:
-        beside = store[:-len(".zarr")] if store.endswith(".zarr") else store
         raise ValueError(f"{name} {os.fspath(out_dir)} is inside the store {store}: figures go "
-                         f"beside a store, not into it (meanfield run and plot use {beside}_plots)")
+                         "beside a store, not into it")
 
 
 def save_all(ds: xr.Dataset, out_dir: str | os.PathLike, *, dpi: int = DPI,

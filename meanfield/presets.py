@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from meanfield.config import MAX_SAVES, Observe, SaveAt, SimulationConfig, Solver, check_precision
+from meanfield.config import (MAX_SAVES, Observe, SaveAt, SimulationConfig, Solver,
+                              check_precision_name)
 from meanfield.particles._validate import (SEED_MAX, check_choice, check_finite, check_int,
                                            check_positive, closest)
 from meanfield.particles.integrators import DEFAULT_RTOL
@@ -25,7 +26,7 @@ ARGUMENT_CHECKS = {
     "seed": lambda v: check_int("seed", v, minimum=0, maximum=SEED_MAX),
     "t_max": lambda v: check_positive("t_max", v),
     "rtol": lambda v: check_positive("rtol", v),
-    "precision": lambda v: v is None or check_precision(v),
+    "precision": lambda v: v is None or check_precision_name(v),
     "n_saves": lambda v: check_int("n_saves", v, minimum=1, maximum=MAX_SAVES),
     "kappa": lambda v: check_positive("kappa", v),
     "p": lambda v: check_int("p", v, minimum=1),

@@ -267,16 +267,19 @@ _STORE_MARKERS = (".zgroup", "zarr.json", LOCK, "_progress")
 
 
 def enclosing_store(path: str) -> str | None:
-    """The zarr store that ``path`` is or lies inside (the nearest one), or None."""
-    path = os.path.abspath(os.fspath(path))
-    while True:
-        if os.path.isdir(path) and any(os.path.lexists(os.path.join(path, name))
-                                       for name in _STORE_MARKERS):
-            return path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
+    """The zarr store that ``path`` is or lies inside (the nearest one, through symbolic links
+    too), or None."""
+    for start in (os.path.abspath(os.fspath(path)), os.path.realpath(os.fspath(path))):
+        path = start
+        while True:
+            if os.path.isdir(path) and any(os.path.lexists(os.path.join(path, name))
+                                           for name in _STORE_MARKERS):
+                return path
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+    return None
 
 
 def check_store_label(name: str) -> None:

@@ -85,12 +85,14 @@ def check_times(name: str, t, *, allow_inf: bool = False):
         times = np.atleast_1d(np.asarray(t, float))
     except (TypeError, ValueError):
         times = None
-    if (times is None or times.ndim != 1 or np.any(np.isnan(times)) or np.any(times < 0)
+    if (times is None or times.ndim != 1 or times.size == 0 or np.any(np.isnan(times))
+            or np.any(times < 0)
             or np.any(np.isinf(times[:-1])) or (not allow_inf and np.isinf(times[-1]))
             or np.any(np.diff(times[np.isfinite(times)]) <= 0)):
         text = repr(t) if len(repr(t)) < 60 else repr(t)[:57] + "..."
         kind = "times >= 0 (the last may be inf)" if allow_inf else "finite times >= 0"
-        raise ValueError(f"{name}={text} is not allowed; it must be strictly increasing {kind}")
+        raise ValueError(f"{name}={text} is not allowed; it must be one or more strictly "
+                         f"increasing {kind}")
     return times
 
 

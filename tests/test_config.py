@@ -69,6 +69,10 @@ def test_simulation_config_errors():
     model = pt.ModelSpec(width=4)
     with pytest.raises(ValueError, match="t_max"):
         mf.SimulationConfig(model=model, data=data, t_max=-1.0)
+    with pytest.raises(ValueError, match="model must be a meanfield.ModelSpec, got tuple"):
+        mf.SimulationConfig(model=(4,), data=data)
+    with pytest.raises(ValueError, match="model.init must be a meanfield.InitialLaw, got str"):
+        pt.ModelSpec(width=4, init="gaussian")
     with pytest.raises(ValueError, match="precision") as half:
         mf.SimulationConfig(model=model, data=data, precision="float16")
     assert "'float32' is its lowest" in str(half.value) and "did you mean" not in str(half.value)

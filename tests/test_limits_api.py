@@ -67,6 +67,8 @@ def test_a_mistyped_limit_option_names_the_options(kind, typo, match):
     ("mean_field_reference", {"levels": (256, 1000)}, r"powers of two"),
     ("wang_ma", {"rho_plus": 2}, r"rho_plus=2 is not allowed; it must be a fraction"),
     ("wang_ma", {"t": [2.0, 1.0]}, r"t=\[2.0, 1.0\] is not allowed"),
+    ("mean_field", {"t": []}, r"t=\[\] is not allowed; it must be one or more"),
+    ("kernel", {"t": []}, r"t=\[\] is not allowed; it must be one or more"),
 ])
 def test_a_limit_option_value_is_checked_before_any_compute_and_any_store(
         kind, options, match, tmp_path, capsys):
@@ -76,7 +78,7 @@ def test_a_limit_option_value_is_checked_before_any_compute_and_any_store(
     check_options(kind, {"t": [0.0, 1.0]})  # a good value passes
     with pytest.raises(ValueError, match=match):
         check_options(kind, options)
-    if kind == "kernel":
+    if kind == "kernel" and "t" not in options:  # values the command line can spell
         out = tmp_path / "limit.zarr"
         out.mkdir()  # anything at --out: the option is refused before it is read
         (out / "notes.txt").write_text("mine")
@@ -85,3 +87,30 @@ def test_a_limit_option_value_is_checked_before_any_compute_and_any_store(
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "holds something else" not in err and "not allowed" in err, err
+
+
+@pytest.mark.parametrize("kind", ["wang_ma", "mean_field", "mean_field_reference", "kernel"])
+def test_each_option_check_takes_its_solvers_options_and_defaults(kind):
+    """check_options calls the kind's option check with the options the solver takes: the two
+    signatures (names, keyword-only or not, defaults) must not drift apart."""
+    import inspect
+
+    from meanfield.limits import api
+
+    solver = list(inspect.signature(api._solver(kind)).parameters.values())[1:]  # the config
+    check = list(inspect.signature(api._solver(kind, check=True)).parameters.values())
+    assert [(p.name, p.default) for p in check] == [(p.name, p.default) for p in solver]
+
+
+def test_a_store_of_an_earlier_version_with_a_default_option_is_the_same_limit(tmp_path, capsys):
+    """Stores once recorded options given at their default values (rho_plus=None); the same
+    command finds them, as the store of the same limit."""
+    from meanfield.io import open_run, save_run
+
+    out = str(tmp_path / "limit.zarr")
+    limit = infinite_width(mf.presets.wang_ma(), t=[0.5, 1.0])
+    save_run(limit.assign_attrs(limit_options='{"rho_plus": null, "t": [0.5, 1.0]}'), out)
+    argv = ["limit", "wang_ma", "--out", out, "--option", "t=[0.5, 1.0]"]
+    assert main(argv + ["--option", "rho_plus=None"]) == 0 and main(argv) == 0
+    assert capsys.readouterr().out.count("already computed") == 2
+    assert open_run(out).attrs["limit_options"] == '{"rho_plus": null, "t": [0.5, 1.0]}'

@@ -3,6 +3,7 @@ preset's defaults (slow where the defaults are expensive) and a quick version at
 limit stores are named by what the limit depends on."""
 
 import os
+import re
 
 import pytest
 
@@ -103,6 +104,10 @@ def test_store_names_follow_what_the_limit_depends_on(tmp_path, capsys, monkeypa
         "saved      runs/wang_ma-t1_10-rho_plus0.3-limit-wang_ma.zarr\n")  # the solver's order
     assert main(["limit", "wang_ma", "--option", "rho_plus=None"]) == 0  # the default
     assert "already computed" in capsys.readouterr().out
+    times = [round(0.01 * 1.3 ** k, 6) for k in range(40)]  # a long value: named by its hash
+    assert main(["limit", "wang_ma", "--option", f"t={times}"]) == 0
+    name = capsys.readouterr().out.split("saved      runs/")[1].split("\n")[0]
+    assert re.fullmatch(r"wang_ma-t[0-9a-f]{8}-limit-wang_ma\.zarr", name), name
 
 
 def test_kind_help_lists_every_kind():

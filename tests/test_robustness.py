@@ -217,6 +217,9 @@ def test_messages_say_how_to_go_on(capsys, tmp_path):
     with pytest.raises(cli.UsageError, match=r"--set kappa=0.1 and --set model.init.scale=0.2 "
                                              r"both set model.init.scale"):
         cli.build_config("wang_ma", sets=["kappa=0.1", "model.init.scale=0.2"])
+    with pytest.raises(cli.UsageError, match="both set model.parametrisation.gamma_prime"):
+        cli.build_config("luo_1d", sets=["gamma_prime=0.0",  # a float default of 0
+                                         "model.parametrisation.gamma_prime=0.5"])
     # a field the argument does not set is no clash, whatever the argument's value
     for kappa in ("0.1", "0.05"):
         config = cli.build_config("wang_ma", sets=[f"kappa={kappa}", "solver.rtol=1e-4"])
@@ -243,12 +246,14 @@ def test_messages_say_how_to_go_on(capsys, tmp_path):
     for inside in (store, store / "figures"):
         assert cli.main(["plot", "/nonexistent/run.zarr", "--out", str(inside)]) == 2
         assert (f"--out {inside} is inside the store {store}: figures go beside a store, not "
-                f"into it (meanfield run and plot use {tmp_path / 'run'}_plots)"
-                in capsys.readouterr().err)
+                "into it" in capsys.readouterr().err)
         with pytest.raises(ValueError, match="out_dir .* is inside the store"):
             check_figure_folder(inside)
     assert not (store / "figures").exists()
     check_figure_folder(tmp_path / "plain")  # a folder beside it is fine
+    (tmp_path / "link").symlink_to(store / "figures", target_is_directory=True)
+    with pytest.raises(ValueError, match="is inside the store"):  # also through a link
+        check_figure_folder(tmp_path / "link")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a meanfield run store") as info:

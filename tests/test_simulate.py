@@ -379,6 +379,13 @@ def test_cli_run_writes_an_openable_store(tmp_path, capsys):
     plots.write_text("")  # a figure folder that cannot be made: the run is complete all the same
     assert cli.main(argv) == 0
     assert "figures not written" in capsys.readouterr().err
+    outer = tmp_path / "outer.zarr"  # a run stored inside another store: its figures cannot be
+    outer.mkdir()
+    (outer / ".zgroup").write_text("{}")
+    inner = argv[:argv.index("--out")] + ["--out", str(outer / "inner.zarr"), "--no-progress"]
+    assert cli.main(inner) == 0
+    assert (f"figures not written: the figure folder {outer / 'inner_plots'} is inside the "
+            f"store {outer}" in capsys.readouterr().err)
     budget = tmp_path / "budget.zarr"  # a run that ended in an error fails again, no figures
     failed = argv[:-3] + ["--out", str(budget), "--no-progress", "--set", "max_steps=3"]
     assert cli.main(failed) == 1 and cli.main(failed) == 1

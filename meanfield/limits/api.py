@@ -106,18 +106,29 @@ def store_name(config, kind: str, label: str = "") -> str:
     return f"{config.name}{label}{tag}-limit-{kind}.zarr"
 
 
+def _json_value(value):
+    """JSON of a value json cannot write: arrays as lists, anything else as its text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def options_set(kind: str, options: dict) -> dict:
     """The ``options`` of limit ``kind`` whose values differ from the solver's defaults (as
-    JSON: a list and a tuple of the same numbers are one value): the ones that make another
-    limit, which the store records and its default name shows."""
-    dump = lambda value: json.dumps(value, default=str)
+    JSON: a list, a tuple and an array of the same numbers are one value): the ones that make
+    another limit, which the store records and its default name shows."""
+    dump = lambda value: json.dumps(value, default=_json_value)
     defaults = option_defaults(kind)
     return {name: value for name, value in options.items()
             if name not in defaults or dump(value) != dump(defaults[name])}
 
 
 def _options_json(kind: str, options: dict) -> str:
-    return json.dumps(options_set(kind, options), sort_keys=True, default=str)
+    return json.dumps(options_set(kind, options), sort_keys=True, default=_json_value)
+
+
+def _stored_options_json(ds: xr.Dataset, kind: str) -> str:
+    """The options a stored limit records, as ``_options_json`` writes them today (a store of
+    an earlier version may also record options given at their default values)."""
+    return _options_json(kind, json.loads(ds.attrs.get("limit_options", "{}")))
 
 
 def _as_limit_of(config_json: str, kind: str) -> dict:
@@ -136,7 +147,7 @@ def is_limit_of(ds: xr.Dataset, config, kind: str, options: dict | None = None) 
     from meanfield.schema import kind_of
 
     return (kind_of(ds) == f"limit:{kind}" and "limit_of" in ds.attrs
-            and ds.attrs.get("limit_options", "{}") == _options_json(kind, options or {})
+            and _stored_options_json(ds, kind) == _options_json(kind, options or {})
             and _as_limit_of(ds.attrs["limit_of"], kind) == _as_limit_of(config.to_json(), kind))
 
 
@@ -149,8 +160,7 @@ def limit_differences(ds: xr.Dataset, config, kind: str, options: dict | None = 
 
     if kind_of(ds) != f"limit:{kind}" or "limit_of" not in ds.attrs:
         return f"a store of kind {kind_of(ds)!r}, not 'limit:{kind}'"
-    stored_options = ds.attrs.get("limit_options", "{}")
-    given = _options_json(kind, options or {})
+    stored_options, given = _stored_options_json(ds, kind), _options_json(kind, options or {})
     parts = [] if stored_options == given else [f"options (stored {stored_options}, given "
                                                 f"{given})"]
     changed = config_changes(json.dumps(_as_limit_of(ds.attrs["limit_of"], kind)),
