@@ -13,7 +13,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from meanfield.particles._validate import (SEED_MAX, check_bool, check_choice, check_positive,
-                                           closest, named_arguments, normalise_int)
+                                           check_tolerance, closest, named_arguments,
+                                           normalise_int)
 from meanfield.particles.analytic import AnalyticConfig, AnalyticSolver
 from meanfield.particles.integrators import (
     DEFAULT_RTOL,
@@ -92,7 +93,7 @@ SOLVERS = tuple(SOLVER_KINDS)
 
 # validation of each Solver field a kind takes (run only for the kinds that take it)
 PARAMETER_CHECKS: dict[str, Callable[["Solver"], None]] = {
-    "rtol": lambda s: check_positive("solver.rtol", s.rtol),
+    "rtol": lambda s: check_tolerance("solver.rtol", s.rtol),
     "dt": lambda s: check_positive("solver.dt", s.dt),
     "optimizer": lambda s: None,  # with optimizer_kwargs, in the optax row's check
     "optimizer_kwargs": lambda s: None,

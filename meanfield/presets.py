@@ -15,7 +15,7 @@ import numpy as np
 from meanfield.config import (MAX_SAVES, Observe, SaveAt, SimulationConfig, Solver,
                               check_precision_name)
 from meanfield.particles._validate import (SEED_MAX, check_choice, check_finite, check_int,
-                                           check_positive, closest)
+                                           check_positive, check_tolerance, closest)
 from meanfield.particles.integrators import DEFAULT_RTOL
 from meanfield.particles.model import InitialLaw, ModelSpec, Parametrisation, TrainingData
 
@@ -25,7 +25,7 @@ ARGUMENT_CHECKS = {
     "width": lambda v: check_int("width", v, minimum=1),
     "seed": lambda v: check_int("seed", v, minimum=0, maximum=SEED_MAX),
     "t_max": lambda v: check_positive("t_max", v),
-    "rtol": lambda v: check_positive("rtol", v),
+    "rtol": lambda v: check_tolerance("rtol", v),
     "precision": lambda v: v is None or check_precision_name(v),
     "n_saves": lambda v: check_int("n_saves", v, minimum=1, maximum=MAX_SAVES),
     "kappa": lambda v: check_positive("kappa", v),

@@ -47,6 +47,14 @@ def check_positive(name: str, value, *, allow_zero: bool = False, allow_none: bo
         raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number {bound}")
 
 
+def check_tolerance(name: str, value) -> None:
+    """Raise unless ``value`` is a relative tolerance: a number in (0, 1)."""
+    check_positive(name, value)
+    if not value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; it must be a relative tolerance in "
+                         "(0, 1)")
+
+
 def check_bool(name: str, value, *, allow_none: bool = False) -> None:
     """Raise unless ``value`` is a bool, or None with ``allow_none`` (1 and "yes" are refused)."""
     if value is None and allow_none:

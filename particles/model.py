@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from meanfield.particles._validate import (check_choice, check_finite, check_positive,
+from meanfield.particles._validate import (check_choice, check_finite, check_int, check_positive,
                                             named_arguments, normalise_int)
 
 LOSSES = ("squared", "exponential", "logistic")
@@ -121,6 +121,8 @@ class Parametrisation:
 
     def regime(self, width: int, fan_in: int) -> str:
         """Luo's regime at these exponents: linear, critical or condensed (arXiv 2007.07497)."""
+        check_int("width", width, minimum=1, maximum=2**63 - 1)
+        check_int("fan_in", fan_in, minimum=1, maximum=2**63 - 1)
         gamma, gamma_prime = self.exponents(width, fan_in)
         return regime_of(gamma, gamma_prime)
 

@@ -69,6 +69,13 @@ def test_simulation_config_errors():
     model = pt.ModelSpec(width=4)
     with pytest.raises(ValueError, match="t_max"):
         mf.SimulationConfig(model=model, data=data, t_max=-1.0)
+    with pytest.raises(ValueError, match=r"solver.rtol=5.0 is not allowed; it must be a "
+                                         r"relative tolerance in \(0, 1\)"):
+        mf.Solver(rtol=5.0)
+    with pytest.raises(ValueError, match=r"rtol=1.0 is not allowed"):
+        mf.presets.get("wang_ma", rtol=1.0)
+    with pytest.raises(ValueError, match="width=0 is not allowed"):
+        pt.Parametrisation(kind="luo", gamma=1.75, gamma_prime=0.0).regime(0, 2)
     with pytest.raises(ValueError, match="model must be a meanfield.ModelSpec, got tuple"):
         mf.SimulationConfig(model=(4,), data=data)
     with pytest.raises(ValueError, match="model.init must be a meanfield.InitialLaw, got str"):
