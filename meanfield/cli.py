@@ -93,7 +93,7 @@ ARGUMENT_FIELDS = {"width": ("model.width",), "rtol": ("solver.rtol",), "n_saves
 def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
     """Preset config with CLI overrides: preset arguments first, then dotted config fields."""
     from meanfield import presets
-    from meanfield.config import SimulationConfig
+    from meanfield.config import SimulationConfig, changed_fields
     from meanfield.particles._validate import closest
 
     overrides = _parse_sets(list(sets))
@@ -108,27 +108,28 @@ def build_config(preset: str, *, width=None, seed=None, t_max=None, sets=()):
                 raise UsageError(f"{spelled} and {typed[key]} both set {name}: give one of them")
     kwargs.update({k: v for k, v in overrides.items() if k in allowed})
     fields = {k: v for k, v in overrides.items() if k not in allowed}
-    for name, spelled in given.items():  # e.g. --set kappa=... sets model.init.scale too
-        if name in allowed and name not in ARGUMENT_FIELDS and fields:
-            try:
-                config = presets.get(preset, **kwargs)
+    checked = [name for name in given if name in allowed and name not in ARGUMENT_FIELDS]
+    try:  # the build below reports what is wrong with the arguments as given
+        as_given = presets.get(preset, **kwargs).to_dict() if checked and fields else None
+    except ValueError:
+        as_given = None
+    for name in checked if as_given is not None else ():  # kappa sets model.init.scale too
+        spelled = given[name]
+        # the fields that move with the argument: against the preset without it, and
+        # against other values of it (it may be given at its default)
+        others = [{k: v for k, v in kwargs.items() if k != name}]
+        others += [dict(kwargs, **{name: probe}) for probe in _other_values(kwargs[name])]
+        set_by = set()
+        for other in others:
+            try:  # another value may not validate (kappa with t_max)
+                set_by.update(changed_fields(as_given, presets.get(preset, **other).to_dict()))
             except ValueError:
-                continue  # the build below reports what is wrong with the arguments as given
-            # the fields that move with the argument: against the preset without it, and
-            # against other values of it (it may be given at its default)
-            others = [{k: v for k, v in kwargs.items() if k != name}]
-            others += [dict(kwargs, **{name: probe}) for probe in _other_values(kwargs[name])]
-            set_by = set()
-            for other in others:
-                try:  # another value may not validate (kappa with t_max)
-                    set_by.update(_fields_set_by(config, presets.get(preset, **other)))
-                except ValueError:
-                    pass
-            for key in sorted(set_by):
-                clash = [f for f in fields if f == key or f.startswith(key + ".")]
-                if clash:
-                    raise UsageError(f"{spelled} and {typed[clash[0]]} both set {key}: give one "
-                                     "of them")
+                pass
+        for key in sorted(set_by):
+            clash = [f for f in fields if f == key or f.startswith(key + ".")]
+            if clash:
+                raise UsageError(f"{spelled} and {typed[clash[0]]} both set {key}: give one of "
+                                 "them")
     known = set(allowed) | {f.name for f in dataclasses.fields(SimulationConfig)}
     for key in fields:
         if key.partition(".")[0] not in known:
@@ -160,18 +161,6 @@ def _other_values(value) -> list:
 
         return [p for p in PRECISIONS if p != value]
     return []
-
-
-def _fields_set_by(config, other) -> list[str]:
-    """Dotted names of the config fields whose values differ between two configs."""
-    def flat(value, prefix=""):
-        if isinstance(value, dict):
-            return {k: v for key, sub in value.items()
-                    for k, v in flat(sub, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: value}
-
-    a, b = flat(config.to_dict()), flat(other.to_dict())  # plain values and lists
-    return [key for key in a if key not in b or a[key] != b[key]]
 
 
 def _argument_label(preset: str, *, t_max=None, sets=()) -> str:

@@ -47,6 +47,21 @@ def check_precision_name(value) -> None:
     check_choice("precision", value, PRECISIONS)
 
 
+def flat_fields(value, prefix: str = "") -> dict:
+    """A nested dict (``SimulationConfig.to_dict``, or its JSON loaded) as {dotted name: value}."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items()
+                for k, v in flat_fields(item, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: value}
+
+
+def changed_fields(a: dict, b: dict) -> list[str]:
+    """Dotted names, sorted, of the fields whose values differ between two nested config dicts
+    (a field present in one only counts as changed)."""
+    a, b = flat_fields(a), flat_fields(b)
+    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def _floats(name: str, value, what: str) -> tuple[float, ...]:
     """``value`` flattened to a tuple of floats, or a ValueError naming ``name``."""
     try:

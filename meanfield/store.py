@@ -182,21 +182,17 @@ def config_changes(stored_json: str | None, config_json: str, limit: int = 6) ->
     """The fields in which a stored config differs from another, for a message:
     ``"t_max (stored 100.0, given 20.0); model.width (stored 100, given 500)"`` (dotted
     names, at most ``limit`` of them; long values shortened)."""
-    def flat(value, prefix=""):
-        if isinstance(value, dict):
-            return {k: v for key, item in value.items()
-                    for k, v in flat(item, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: value}
+    from meanfield.config import changed_fields, flat_fields
 
     def short(value) -> str:
         text = json.dumps(value)
         return text if len(text) <= 40 else text[:37] + "..."
 
     try:
-        old, new = flat(json.loads(stored_json)), flat(json.loads(config_json))
+        stored, given = json.loads(stored_json), json.loads(config_json)
     except (TypeError, ValueError):
         return "the stored config is unreadable"
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k, None) != new.get(k, None)]
+    keys, old, new = changed_fields(stored, given), flat_fields(stored), flat_fields(given)
     listed = [f"{k} (stored {short(old.get(k))}, given {short(new.get(k))})"
               for k in keys[:limit]]
     return "; ".join(listed + ([f"and {len(keys) - limit} more"] if len(keys) > limit else []))
